@@ -1,0 +1,44 @@
+"""pgqueue: background jobs for Django on PostgreSQL. Public API only."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "JobContext",
+    "JobHandle",
+    "cancel",
+    "current_job",
+    "enqueue",
+    "enqueue_many",
+    "job",
+    "replay",
+]
+
+if TYPE_CHECKING:
+    from pgqueue.context import JobContext, current_job
+    from pgqueue.enqueue import JobHandle, enqueue, enqueue_many
+    from pgqueue.operations import cancel, replay
+    from pgqueue.registry import job
+
+_LAZY = {
+    "job": "pgqueue.registry",
+    "enqueue": "pgqueue.enqueue",
+    "enqueue_many": "pgqueue.enqueue",
+    "JobHandle": "pgqueue.enqueue",
+    "JobContext": "pgqueue.context",
+    "current_job": "pgqueue.context",
+    "cancel": "pgqueue.operations",
+    "replay": "pgqueue.operations",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that "import pgqueue" works before Django's app registry is ready.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pgqueue' has no attribute {name!r}")

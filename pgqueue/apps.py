@@ -1,0 +1,31 @@
+"""Django app config: wires settings reset, system checks and job module discovery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.apps import AppConfig
+
+
+class PgQueueConfig(AppConfig):
+    name = "pgqueue"
+    verbose_name = "pgqueue"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core.signals import setting_changed
+
+        from pgqueue import checks, conf  # noqa: F401  (registers the checks)
+
+        def reset_settings(setting: str, **_: Any) -> None:
+            if setting == "PGQUEUE":
+                conf.reset()
+
+        setting_changed.connect(reset_settings, weak=False, dispatch_uid="pgqueue-reset-settings")
+
+
+def discover_jobs() -> None:
+    """Import the `jobs` module of every installed app so its @job functions are registered."""
+    from django.utils.module_loading import autodiscover_modules
+
+    autodiscover_modules("jobs")

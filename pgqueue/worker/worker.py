@@ -65,6 +65,7 @@ class Worker:
         self.running: dict[int, Running] = {}
         self.stuck = 0  # threads still busy with a job we gave up on (timeout)
         self.finished = 0
+        self.leased = 0
         self.started = time.monotonic()
         self.stopping = False
         self.stop_reason = ""
@@ -93,6 +94,8 @@ class Worker:
             if now >= self.next_heartbeat:
                 self._heartbeat()
                 self._check_recycle()
+            elif self.config.max_jobs and self.leased >= self.config.max_jobs and not self.stopping:
+                self._begin_stop(f"recycling after {self.leased} jobs")
             if self.stopping:
                 if not self.running or now >= self.drain_deadline:
                     break
@@ -106,7 +109,10 @@ class Worker:
         return code
 
     def _free_slots(self) -> int:
-        return self.config.concurrency - len(self.running) - self.stuck
+        free = self.config.concurrency - len(self.running) - self.stuck
+        if self.config.max_jobs:
+            free = min(free, self.config.max_jobs - self.leased)  # never lease past the recycle point
+        return free
 
     def _wait(self) -> None:
         self._listen()
@@ -135,6 +141,7 @@ class Worker:
             self.next_poll = time.monotonic() + self.lease_db.backoff()
             return
         self.more_ready = len(rows) == free
+        self.leased += len(rows)
         if rows:
             events.emit("job_leased", worker=self.id, count=len(rows))
         for row in rows:
@@ -247,8 +254,8 @@ class Worker:
         if self.stopping:
             return
         cfg = self.config
-        if cfg.max_jobs and self.finished >= cfg.max_jobs:
-            self._begin_stop(f"recycling after {self.finished} jobs")
+        if cfg.max_jobs and self.leased >= cfg.max_jobs:
+            self._begin_stop(f"recycling after {self.leased} jobs")
         elif cfg.max_lifetime and time.monotonic() - self.started >= cfg.max_lifetime:
             self._begin_stop(f"recycling after {cfg.max_lifetime} s")
         elif cfg.max_memory_mb and rss_mib() >= cfg.max_memory_mb:

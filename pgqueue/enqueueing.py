@@ -1,4 +1,4 @@
-"""The enqueue path: validate -> JSON -> one named INSERT in the caller's transaction."""
+"""The enqueue path: validate -> JSON -> one named INSERT in the caller's transaction (pgqueue.enqueue is the function, so the module has this name)."""
 
 from __future__ import annotations
 
@@ -117,18 +117,16 @@ def _handles(rows: list[_Row], ids: Sequence[int | None]) -> list[JobHandle]:
 
 def _prepare(call: JobCall, settings: Settings) -> _Row:
     job, opts = call.job, call.options
-    queue = check_queue_name(opts.queue or job.queue or settings.DEFAULT_QUEUE)
+    queue = check_queue_name(_first(opts.queue, job.queue, settings.DEFAULT_QUEUE))
     if settings.QUEUES is not None and queue not in settings.QUEUES:
         raise UnknownQueue(
             f"Queue {queue!r} is not declared in PGQUEUE['QUEUES'] ({', '.join(settings.QUEUES)})."
         )
     priority = job.priority if opts.priority is None else opts.priority
     registry._check_int("priority", priority, registry.PRIORITY_MIN, registry.PRIORITY_MAX)
-    max_attempts = opts.max_attempts or job.max_attempts or settings.DEFAULT_MAX_ATTEMPTS
+    max_attempts = _first(opts.max_attempts, job.max_attempts, settings.DEFAULT_MAX_ATTEMPTS)
     registry._check_int("max_attempts", max_attempts, 1, 10_000)
-    timeout = opts.timeout if opts.timeout is not None else job.timeout
-    if timeout is None:
-        timeout = settings.DEFAULT_TIMEOUT
+    timeout = _first(opts.timeout, job.timeout, settings.DEFAULT_TIMEOUT)
     registry._check_seconds("timeout", timeout)
     args = _to_json(list(call.args), job.name, "positional arguments")
     kwargs = _to_json(call.kwargs, job.name, "keyword arguments")
@@ -142,6 +140,11 @@ def _prepare(call: JobCall, settings: Settings) -> _Row:
         queue=queue, task=job.name, args=args, kwargs=kwargs, priority=priority,
         run_at=_run_at(opts, job.name), max_attempts=max_attempts, timeout=timeout,
     )
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None (0 and "" count as given, so they are validated)."""
+    return next((v for v in values if v is not None), None)
 
 
 def _run_at(opts: JobOptions, name: str) -> dt.datetime | None:

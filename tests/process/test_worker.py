@@ -1,0 +1,214 @@
+"""Real `manage.py pgqueue_worker` processes: running jobs, crashes, signals, recycling, database faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+from django.db import connections
+from django.db.models import Count
+
+import pgqueue
+from pgqueue.db import connection_kwargs
+from pgqueue.models import Attempt, Job, WorkerProcess
+from tests.conftest import ROOT, wait_for
+from tests.testapp import jobs
+from tests.testapp.models import Mark
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
+
+
+def states() -> dict[str, int]:
+    return dict(Job.objects.values_list("state").annotate(n=Count("id")))
+
+
+def finished(n: int):
+    return lambda: Job.objects.filter(state__in=["succeeded", "dead", "cancelled"]).count() >= n
+
+
+def worker_pids() -> list[int]:
+    return list(WorkerProcess.objects.filter(kind="worker", state="running").values_list("pid", flat=True))
+
+
+def test_runs_sync_async_retrying_and_failing_jobs(start_worker) -> None:
+    ok = jobs.add.enqueue(2, 3)
+    aok = jobs.async_add.enqueue(4, 5)
+    flaky = jobs.flaky.enqueue("flaky", 2)
+    dead = jobs.always_fails.enqueue("dead")
+    fatal = jobs.fatal.enqueue("fatal")
+    odd = jobs.returns_object.enqueue()
+    atimeout = jobs.async_slow.enqueue()
+    progress = jobs.with_progress.enqueue(4, "progress")
+    start_worker("--queues", "default,marks", "--concurrency", "4")
+    wait_for(finished(8), what="8 jobs to finish")
+    rows = {j.id: j for j in Job.objects.all()}
+    assert (rows[ok.id].state, rows[ok.id].result) == ("succeeded", 5)
+    assert (rows[aok.id].state, rows[aok.id].result) == ("succeeded", 9)
+    assert (rows[flaky.id].state, rows[flaky.id].attempts, rows[flaky.id].result) == ("succeeded", 3, "ok")
+    assert (rows[dead.id].state, rows[dead.id].reason_code, rows[dead.id].attempts) == ("dead", "max_attempts", 3)
+    assert rows[dead.id].last_error == "RuntimeError: boom dead"
+    assert (rows[fatal.id].state, rows[fatal.id].reason_code, rows[fatal.id].attempts) == ("dead", "non_retryable", 1)
+    assert rows[odd.id].state == "succeeded" and "repr" in rows[odd.id].result
+    assert (rows[atimeout.id].state, rows[atimeout.id].reason_code) == ("dead", "max_attempts")
+    assert rows[progress.id].progress == 100.0 and rows[progress.id].progress_message == "step 4 of 4"
+    outcomes = list(Attempt.objects.filter(job_id=dead.id).values_list("number", "outcome", "error_class"))
+    assert outcomes == [(1, "failed", "RuntimeError"), (2, "failed", "RuntimeError"), (3, "failed", "RuntimeError")]
+    assert "Traceback" in Attempt.objects.filter(job_id=dead.id).first().traceback
+    assert Attempt.objects.get(job_id=atimeout.id).outcome == "timeout"
+    assert Mark.objects.filter(label="fatal").count() == 1
+
+
+def test_sync_timeout_is_recorded_retried_and_worker_replaced(start_worker) -> None:
+    h = jobs.too_slow.enqueue("slow")
+    worker = start_worker("--queues", "default,marks", "--concurrency", "2")
+    wait_for(finished(1), what="the slow job to go dead")
+    job = Job.objects.get(pk=h.id)
+    assert (job.state, job.reason_code, job.attempts) == ("dead", "max_attempts", 2)
+    assert list(Attempt.objects.values_list("outcome", flat=True)) == ["timeout", "timeout"]
+    wait_for(lambda: "exit code 3" in worker.output(), what="the stuck worker to be replaced")
+    jobs.mark.enqueue("after")
+    wait_for(lambda: Mark.objects.filter(label="after").exists(), what="the replacement worker to run jobs")
+
+
+def test_sigkill_mid_job_runs_it_again_with_both_attempts(start_worker) -> None:
+    h = jobs.mark.enqueue("victim", sleep=2.0)
+    start_worker("--queues", "marks")
+    first = wait_for(lambda: Mark.objects.filter(label="victim").first(), what="the job to start")
+    os.kill(first.pid, signal.SIGKILL)
+    wait_for(lambda: Job.objects.get(pk=h.id).state == "succeeded", timeout=30, what="the rerun to succeed")
+    history = list(Attempt.objects.filter(job_id=h.id).values_list("number", "outcome"))
+    assert history == [(1, "lost"), (2, "succeeded")]
+    assert Mark.objects.filter(label="victim").count() == 2
+
+
+def test_whole_supervisor_killed_then_maintenance_of_another_rescues(start_worker) -> None:
+    h = jobs.mark.enqueue("orphan", sleep=30)
+    first = start_worker("--queues", "marks")
+    wait_for(lambda: Mark.objects.filter(label="orphan").exists(), what="the job to start")
+    os.killpg(first.proc.pid, signal.SIGKILL)  # supervisor and children gone at once: nobody releases
+    first.proc.wait(10)
+    Job.objects.filter(pk=h.id).update(kwargs={"sleep": 0})  # let the rerun finish quickly
+    start_worker("--queues", "marks")
+    wait_for(lambda: Job.objects.get(pk=h.id).state == "succeeded", timeout=40, what="rescue and rerun")
+    assert list(Attempt.objects.filter(job_id=h.id).values_list("outcome", flat=True)) == ["lost", "succeeded"]
+
+
+def test_two_processes_run_2000_jobs_exactly_once(start_worker) -> None:
+    handles = jobs.mark.enqueue_many([(f"bulk-{i}",) for i in range(2000)])
+    start_worker("--queues", "marks", "--processes", "2", "--concurrency", "8")
+    wait_for(finished(2000), timeout=120, what="2000 jobs")
+    assert states() == {"succeeded": 2000}
+    assert Mark.objects.count() == 2000
+    assert Mark.objects.values("job_id").distinct().count() == 2000
+    assert Attempt.objects.count() == 2000 and not Attempt.objects.exclude(outcome="succeeded").exists()
+    assert len(set(Mark.objects.values_list("pid", flat=True))) == 2  # both processes took part
+    assert {h.id for h in handles} == set(Mark.objects.values_list("job_id", flat=True))
+
+
+def test_sigterm_drains_the_running_job(start_worker) -> None:
+    h = jobs.mark_after.enqueue("drained", 1.5)
+    worker = start_worker("--queues", "marks", "--shutdown-timeout", "20")
+    wait_for(lambda: Job.objects.get(pk=h.id).state == "running", what="the job to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert Job.objects.get(pk=h.id).state == "succeeded"
+    assert Mark.objects.filter(label="drained").count() == 1
+    assert not WorkerProcess.objects.filter(state__in=["running", "stopping"]).exists()
+
+
+def test_shutdown_timeout_releases_what_is_left(start_worker) -> None:
+    h = jobs.mark_after.enqueue("released", 30)
+    worker = start_worker("--queues", "marks", "--shutdown-timeout", "0.5")
+    wait_for(lambda: Job.objects.get(pk=h.id).state == "running", what="the job to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    job = Job.objects.get(pk=h.id)
+    assert (job.state, job.attempts) == ("ready", 0)
+    assert list(Attempt.objects.values_list("outcome", flat=True)) == ["released"]
+
+
+def test_second_sigint_exits_at_once_and_releases(start_worker) -> None:
+    h = jobs.mark_after.enqueue("interrupted", 30)
+    worker = start_worker("--queues", "marks", "--shutdown-timeout", "60")
+    wait_for(lambda: Job.objects.get(pk=h.id).state == "running", what="the job to start")
+    worker.signal(signal.SIGINT)
+    time.sleep(0.3)
+    worker.signal(signal.SIGINT)
+    started = time.monotonic()
+    worker.wait(20)
+    assert time.monotonic() - started < 10
+    assert Job.objects.get(pk=h.id).state == "ready"
+
+
+def test_cancel_running_job_is_seen_at_heartbeat_and_not_retried(start_worker) -> None:
+    h = jobs.cancellable.enqueue("cancel-me")
+    a = jobs.async_cancellable.enqueue()
+    start_worker("--queues", "default,marks", "--concurrency", "3")
+    wait_for(lambda: Job.objects.filter(state="running").count() == 2, what="both jobs to start")
+    assert pgqueue.cancel([h.id, a.id]) == {h.id: "cancelling", a.id: "cancelling"}
+    wait_for(finished(2), what="cancellation")
+    for job_id in (h.id, a.id):
+        job = Job.objects.get(pk=job_id)
+        assert (job.state, job.attempts) == ("cancelled", 1)
+        assert list(Attempt.objects.filter(job_id=job_id).values_list("outcome", flat=True)) == ["cancelled"]
+
+
+def test_max_jobs_recycles_workers(start_worker) -> None:
+    jobs.mark.enqueue_many([(f"r{i}",) for i in range(30)])
+    worker = start_worker("--queues", "marks", "--max-jobs", "10", "--concurrency", "2")
+    wait_for(finished(30), what="30 jobs")
+    assert len(set(Mark.objects.values_list("pid", flat=True))) >= 3
+    assert "recycling after" in worker.output()
+
+
+def test_killed_database_sessions_are_survived(start_worker) -> None:
+    jobs.mark.enqueue_many([(f"a{i}",) for i in range(50)])
+    start_worker("--queues", "marks", "--processes", "2")
+    wait_for(finished(50), what="first batch")
+    with psycopg.connect(**connection_kwargs(), autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'pgqueue %%' AND pid <> pg_backend_pid()").fetchone()[0]
+    assert killed >= 6  # lease, listen and completer sessions of two workers, and more
+    connections.close_all()
+    jobs.mark.enqueue_many([(f"b{i}",) for i in range(50)])
+    wait_for(finished(100), timeout=30, what="second batch after reconnect")
+    assert states() == {"succeeded": 100}
+    assert len(worker_pids()) == 2
+
+
+@pytest.mark.skipif(not os.environ.get("PGQUEUE_TEST_DEVDB"), reason="restarting needs the embedded server")
+def test_database_restart_under_load_loses_nothing(start_worker) -> None:
+    from pgqueue import devdb
+
+    jobs.mark.enqueue_many([(f"load{i}", 0.01) for i in range(600)])
+    start_worker("--queues", "marks", "--processes", "2", "--concurrency", "4")
+    wait_for(lambda: Mark.objects.count() > 50, what="work to be under way")
+    connections.close_all()
+    devdb.restart(os.environ["PGQUEUE_TEST_DEVDB"])
+    pids_before = None
+    wait_for(finished(600), timeout=90, what="all jobs after the restart")
+    assert states() == {"succeeded": 600}
+    # at least once: every job ran; a job whose completion was cut off may have run twice
+    assert Mark.objects.values("label").distinct().count() == 600
+    pids_before = worker_pids()
+    assert len(pids_before) == 2
+
+
+def test_bad_command_line_arguments_are_clear() -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    for args, message in [
+        (["--processes", "0"], "--processes must be from 1 to 256"),
+        (["--queues", "a,,b"], "Invalid queue name ''"),
+        (["--concurrency", "x"], "invalid int value"),
+        (["--max-jobs", "-1"], "--max-jobs must be greater than 0"),
+    ]:
+        result = subprocess.run([sys.executable, "-m", "django", "pgqueue_worker", *args], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0
+        assert message in result.stderr, result.stderr

@@ -6,8 +6,8 @@ import contextvars
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from pgqueue.exceptions import JobCancelled
 from pgqueue.types import Progress

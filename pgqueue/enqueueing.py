@@ -12,7 +12,13 @@ from django.db import connections, transaction
 
 from pgqueue import db, events, registry
 from pgqueue.conf import Settings, check_queue_name, get_settings
-from pgqueue.exceptions import InvalidJob, JobNotFound, NotSerializable, PayloadTooLarge, UnknownQueue
+from pgqueue.exceptions import (
+    InvalidJob,
+    JobNotFound,
+    NotSerializable,
+    PayloadTooLarge,
+    UnknownQueue,
+)
 from pgqueue.registry import JobCall, JobOptions
 
 
@@ -90,7 +96,7 @@ def _defer_to_commit(rows: list[_Row], alias: str, caller: str, settings: Settin
     return _handles(rows, ids)
 
 
-def _insert(rows: list[_Row], ids: list[int | None], alias: str, settings: Settings) -> list[int]:
+def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings) -> list[int]:
     result = db.run_in_django(
         "job_insert_many",
         using=alias,
@@ -111,7 +117,7 @@ def _insert(rows: list[_Row], ids: list[int | None], alias: str, settings: Setti
     return inserted
 
 
-def _handles(rows: list[_Row], ids: Sequence[int | None]) -> list[JobHandle]:
+def _handles(rows: list[_Row], ids: Sequence[int]) -> list[JobHandle]:
     return [JobHandle(id=int(i), task=r.task, queue=r.queue) for r, i in zip(rows, ids, strict=True)]
 
 

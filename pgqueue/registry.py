@@ -71,7 +71,7 @@ class JobFunction:
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
         self.retry_jitter = retry_jitter
-        self.non_retryable = (NonRetryable, *non_retryable)
+        self.non_retryable: tuple[type[BaseException], ...] = (NonRetryable, *non_retryable)
         self.pass_context = pass_context
         self.is_async = inspect.iscoroutinefunction(func)
         self.__doc__ = func.__doc__

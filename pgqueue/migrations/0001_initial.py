@@ -2,8 +2,9 @@
 
 import django.db.models.deletion
 import django.db.models.functions.datetime
-import pgqueue.types
 from django.db import migrations, models
+
+import pgqueue.types
 
 
 class Migration(migrations.Migration):

@@ -209,12 +209,14 @@ class Worker:
 
     def _read_notifies(self) -> None:
         conn = self.listen_db.conn
+        if conn is None:
+            self._stop_listening()
+            return
         try:
-            assert conn is not None
             for note in conn.notifies(timeout=0):
                 if note.payload in self.config.queues:
                     self.more_ready = True
-        except (*CONNECTION_ERRORS, AssertionError) as exc:
+        except CONNECTION_ERRORS as exc:
             self._stop_listening()
             self.listen_db.broken(exc)
             self.more_ready = True

@@ -13,7 +13,13 @@ from django.utils import timezone
 
 import pgqueue
 from pgqueue.db import connection_kwargs
-from pgqueue.exceptions import InvalidJob, NotSerializable, PayloadTooLarge, UnknownJob, UnknownQueue
+from pgqueue.exceptions import (
+    InvalidJob,
+    NotSerializable,
+    PayloadTooLarge,
+    UnknownJob,
+    UnknownQueue,
+)
 from pgqueue.models import Job
 from tests.testapp import jobs
 from tests.testapp.models import Order

@@ -8,7 +8,6 @@ import time
 
 from pgqueue import JobContext, job
 from pgqueue.exceptions import NonRetryable
-
 from tests.testapp.models import Mark
 
 

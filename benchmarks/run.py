@@ -1,0 +1,223 @@
+#!/usr/bin/env python
+"""pgqueue benchmark: W1 throughput, W2 enqueue rate, W3 pickup latency (see DESIGN.md), plus a raw-SQL
+reference. Median of --runs runs, written to benchmarks/results/latest.json.
+
+    .venv/bin/python benchmarks/run.py [--runs 3] [--jobs 20000] [--out benchmarks/results/latest.json]
+
+Uses DATABASE_URL if set, else the embedded PostgreSQL in .pgdata/ (database pgqueue_bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+import psycopg  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+
+from benchmarks import jobs  # noqa: E402
+from pgqueue import db  # noqa: E402
+from pgqueue.db import connection_kwargs  # noqa: E402
+from pgqueue.models import Attempt, Job, WorkerProcess  # noqa: E402
+
+PROCESSES, CONCURRENCY = 2, 10
+
+
+def reset() -> None:
+    with connection.cursor() as cur:
+        cur.execute("TRUNCATE pgqueue_attempt, pgqueue_job, pgqueue_workerprocess RESTART IDENTITY")
+        cur.execute("VACUUM ANALYZE pgqueue_job")
+
+
+class Worker:
+    def __init__(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "pgqueue_worker", "--processes", str(PROCESSES), "--concurrency",
+             str(CONCURRENCY), "--queues", "bench", "--log-level", "WARNING"],
+            cwd=ROOT, env=env, start_new_session=True,
+        )
+
+    def wait_ready(self) -> list[int]:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pids = list(WorkerProcess.objects.filter(kind="worker", state="running").values_list("pid", flat=True))
+            if len(pids) == PROCESSES:
+                return pids
+            time.sleep(0.05)
+        raise RuntimeError("workers did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+def peak_rss_mib(pids: list[int]) -> float:
+    peaks = []
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return max(peaks) if peaks else float("nan")
+
+
+def w1_throughput(n: int) -> dict[str, float]:
+    reset()
+    for start in range(0, n, 5000):
+        jobs.noop.enqueue_many([() for _ in range(min(5000, n - start))])
+    worker = Worker()
+    launched = time.monotonic()
+    pids = worker.wait_ready()
+    while Job.objects.filter(state="succeeded").count() < n:
+        time.sleep(0.05)
+    wall = time.monotonic() - launched
+    rss = peak_rss_mib(pids)
+    worker.stop()
+    first = Attempt.objects.order_by("started_at").first().started_at
+    last = Attempt.objects.order_by("-finished_at").first().finished_at
+    assert Attempt.objects.count() == n, "every job must have exactly one attempt row"
+    return {"w1_jobs_per_s": n / (last - first).total_seconds(), "w1_wall_jobs_per_s": n / wall,
+            "worker_rss_mib": rss}
+
+
+def w2_enqueue(n: int = 2000) -> dict[str, float]:
+    reset()
+    started = time.perf_counter()
+    for _ in range(n):
+        with transaction.atomic():
+            jobs.noop.enqueue()
+    return {"w2_enqueues_per_s": n / (time.perf_counter() - started)}
+
+
+def w3_latency(n: int = 200, gap: float = 0.02) -> dict[str, float]:
+    reset()
+    worker = Worker()
+    worker.wait_ready()
+    time.sleep(1.0)  # let the workers settle into their idle wait
+    committed: dict[int, float] = {}
+    for _ in range(n):
+        with transaction.atomic():
+            handle = jobs.stamp.enqueue()
+        committed[handle.id] = time.time()
+        time.sleep(gap)
+    while Job.objects.filter(state="succeeded").count() < n:
+        time.sleep(0.05)
+    worker.stop()
+    latencies = sorted(
+        (result - committed[job_id]) * 1000 for job_id, result in Job.objects.values_list("id", "result")
+    )
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"w3_p50_ms": q[49], "w3_p95_ms": q[94], "w3_p99_ms": q[98]}
+
+
+def _raw_loop(params: dict[str, Any], worker: str, counter: Any) -> None:
+    with psycopg.connect(**params, autocommit=True) as conn, conn.cursor() as cur:
+        while True:
+            rows = db.run(cur, "job_lease", queues=["bench"], limit=100, worker=worker, lease_seconds=30)
+            if not rows:
+                return
+            now = dt.datetime.now(dt.UTC)
+            k = len(rows)
+            db.run(cur, "job_finish_many", ids=[r[0] for r in rows], tokens=[r[8] for r in rows],
+                   states=["succeeded"] * k, outcomes=["succeeded"] * k, run_ats=[None] * k, results=["null"] * k,
+                   error_classes=[""] * k, messages=[""] * k, tracebacks=[""] * k, reasons=[""] * k,
+                   attempts=[r[5] for r in rows], started=[r[9] for r in rows], finished=[now] * k,
+                   worker=worker, channel="pgqueue")
+
+
+def raw_reference(n: int) -> dict[str, float]:
+    """psycopg only: the same lease and finish statements, 100 jobs at a time, 2 processes."""
+    reset()
+    for start in range(0, n, 5000):
+        jobs.noop.enqueue_many([() for _ in range(min(5000, n - start))])
+    params = connection_kwargs()
+    ctx = multiprocessing.get_context("fork")
+    connection.close()
+    started = time.perf_counter()
+    procs = [ctx.Process(target=_raw_loop, args=(params, f"raw{i}", None)) for i in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    elapsed = time.perf_counter() - started
+    assert Job.objects.filter(state="succeeded").count() == n
+    return {"raw_w1_jobs_per_s": n / elapsed}
+
+
+def machine() -> dict[str, Any]:
+    with connection.cursor() as cur:
+        cur.execute("SELECT version(), current_setting('fsync'), current_setting('synchronous_commit')")
+        version, fsync, sync = cur.fetchone()
+    return {
+        "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "django": django.get_version(), "psycopg": psycopg.__version__, "postgresql": version,
+        "fsync": fsync, "synchronous_commit": sync,
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    runs = []
+    for i in range(args.runs):
+        run: dict[str, float] = {}
+        run.update(w1_throughput(args.jobs))
+        run.update(raw_reference(args.jobs))
+        run.update(w2_enqueue())
+        run.update(w3_latency())
+        runs.append(run)
+        print(f"run {i + 1}: " + ", ".join(f"{k}={v:.1f}" for k, v in run.items()), flush=True)
+    keys = runs[0].keys()
+    medians = {k: round(statistics.median(r[k] for r in runs), 2) for k in keys}
+    medians["w1_vs_raw_ratio"] = round(medians["w1_jobs_per_s"] / medians["raw_w1_jobs_per_s"], 3)
+    report = {
+        **medians,
+        "runs": runs,
+        "workloads": {
+            "w1": f"{args.jobs} no-op jobs enqueued in bulk, then {PROCESSES} processes x {CONCURRENCY} threads; "
+                  "w1_jobs_per_s = jobs / (first attempt start .. last attempt end); w1_wall_jobs_per_s includes "
+                  "worker start-up",
+            "raw_w1": "psycopg only, 2 processes, job_lease + job_finish_many 100 jobs at a time",
+            "w2": "2000 single enqueues, one transaction each",
+            "w3": "200 jobs enqueued ~20 ms apart to idle workers; job start time minus commit time",
+        },
+        "machine": machine(),
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/run.py --runs " + str(args.runs),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(medians, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -66,6 +66,10 @@ class Settings:
         for name in ("RETRY_BACKOFF", "RETRY_JITTER", "KEEP_SUCCEEDED_SECONDS", "KEEP_FAILED_SECONDS"):
             if getattr(self, name) < 0:
                 raise ImproperlyConfigured(f"PGQUEUE['{name}'] must not be negative, got {getattr(self, name)!r}.")
+        if self.DEFAULT_MAX_ATTEMPTS > 10_000:
+            raise ImproperlyConfigured("PGQUEUE['DEFAULT_MAX_ATTEMPTS'] must be at most 10000.")
+        if not self.NOTIFY_CHANNEL or len(self.NOTIFY_CHANNEL.encode()) > 63:
+            raise ImproperlyConfigured("PGQUEUE['NOTIFY_CHANNEL'] must be 1 to 63 bytes long.")
         if self.DEFAULT_TIMEOUT is not None and self.DEFAULT_TIMEOUT <= 0:
             raise ImproperlyConfigured("PGQUEUE['DEFAULT_TIMEOUT'] must be None or greater than 0.")
         if self.HEARTBEAT_SECONDS >= self.LEASE_SECONDS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -174,6 +175,14 @@ def _run_at(opts: JobOptions, name: str) -> dt.datetime | None:
     return None
 
 
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def has_nul(json_text: str) -> bool:
+    """True if JSON text encodes a NUL character (which jsonb rejects); an escaped backslash is not one."""
+    return "\\u0000" in json_text and _NUL_ESCAPE.search(json_text) is not None
+
+
 def _to_json(value: Any, name: str, what: str) -> str:
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
@@ -182,6 +191,6 @@ def _to_json(value: Any, name: str, what: str) -> str:
             f"Job {name}: {what} cannot be stored as JSON ({exc}). Pass plain values "
             "(str, int, float, bool, None, list, dict), e.g. an id instead of a model instance."
         ) from None
-    if "\\u0000" in text:
+    if has_nul(text):
         raise NotSerializable(f"Job {name}: {what} contain a NUL character, which PostgreSQL JSON cannot store.")
     return text

@@ -112,8 +112,8 @@ class JobFunction:
         base = self.retry_backoff if self.retry_backoff is not None else base
         cap = self.retry_backoff_max if self.retry_backoff_max is not None else cap
         jitter = self.retry_jitter if self.retry_jitter is not None else jitter
-        delay = min(cap, base * (2 ** max(0, attempt - 1)))
-        return delay * (1 + random.uniform(0, jitter)) if delay > 0 else 0.0
+        delay = base * (2 ** min(max(0, attempt - 1), 60))
+        return min(cap, delay * (1 + random.uniform(0, jitter)))
 
     def is_retryable(self, exc: BaseException) -> bool:
         return not isinstance(exc, self.non_retryable)
@@ -220,7 +220,7 @@ def get(path: str) -> JobFunction:
     if found is None:
         raise UnknownJob(
             f"No job is registered as {path!r}. Decorate the function with @pgqueue.job and make sure "
-            "its module is importable (pgqueue imports <app>.jobs modules automatically)."
+            "its module is importable (pgqueue_worker imports every installed app's jobs module)."
         )
     return found
 

@@ -235,8 +235,10 @@ WITH gone AS (
     LIMIT %(limit)s
 ), attempts AS (
     DELETE FROM pgqueue_attempt WHERE job_id IN (SELECT id FROM gone)
+), deleted AS (
+    DELETE FROM pgqueue_job WHERE id IN (SELECT id FROM gone) RETURNING id
 )
-DELETE FROM pgqueue_job WHERE id IN (SELECT id FROM gone);
+SELECT count(*) FROM deleted;
 
 -- name: workerprocess_register
 -- Record a process (supervisor, worker or maintenance) as alive, or revive its row.

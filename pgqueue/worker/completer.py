@@ -92,9 +92,12 @@ class Completer:
             time.sleep(self.database.backoff())
             return items
         except Exception:
-            logger.exception("pgqueue could not record %d completions; retrying", len(finishes))
-            time.sleep(1)
-            return items
+            if len(items) > 1:
+                logger.exception("pgqueue could not record a batch of %d items; writing them one by one",
+                                 len(items))
+                return [left for item in items for left in self._flush([item])]
+            logger.exception("pgqueue dropped an update the database refuses: %r; the job's lease will "
+                             "expire and it will be rescued", items[0])
         return []
 
     def _write_finishes(self, finishes: list[Finish]) -> None:

@@ -17,6 +17,7 @@ from django.db import close_old_connections
 from pgqueue import registry
 from pgqueue.conf import Settings
 from pgqueue.context import JobContext, _current
+from pgqueue.enqueueing import has_nul
 from pgqueue.exceptions import JobCancelled, UnknownJob
 from pgqueue.registry import JobFunction
 from pgqueue.types import Finish, JobState, LeasedJob, Outcome, ReasonCode
@@ -34,6 +35,8 @@ def now() -> dt.datetime:
 def succeeded(job: LeasedJob, value: Any) -> Finish:
     try:
         result = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        if has_nul(result):
+            raise ValueError("NUL character")
     except (TypeError, ValueError):
         result = json.dumps({"repr": repr(value)[:MAX_MESSAGE]})
     return Finish(
@@ -75,8 +78,13 @@ def failed(
     return Finish(
         job_id=job.id, lease_token=job.lease_token, attempt=job.attempt, state=state, outcome=outcome,
         started_at=job.started_at, finished_at=now(), run_at=run_at, error_class=error_class,
-        error_message=text[:MAX_MESSAGE], traceback=trace[-MAX_TRACEBACK:], reason_code=reason_code,
+        error_message=_text(text)[:MAX_MESSAGE], traceback=_text(trace)[-MAX_TRACEBACK:], reason_code=reason_code,
     )
+
+
+def _text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL characters."""
+    return value.replace("\x00", "\\x00")
 
 
 def _class_path(exc: BaseException) -> str:
@@ -111,11 +119,15 @@ class Executor:
         future.add_done_callback(lambda f: done(f.result()))
         return future
 
-    def runs_async(self, task: str) -> bool:
+    def job_function(self, task: str) -> JobFunction | None:
         try:
-            return registry.get(task).is_async
+            return registry.get(task)
         except UnknownJob:
-            return False
+            return None
+
+    def runs_async(self, task: str) -> bool:
+        fn = self.job_function(task)
+        return fn is not None and fn.is_async
 
     def _run_sync(self, fn: JobFunction, job: LeasedJob, ctx: JobContext) -> Finish:
         token = _current.set(ctx)
@@ -135,17 +147,16 @@ class Executor:
         if ctx.cancel_requested:
             return failed(job, fn, None, self.settings, cancel_requested=True)
         args = (ctx, *job.args) if fn.pass_context else tuple(job.args)
+        limit = asyncio.timeout(job.timeout)
         try:
-            if job.timeout:
-                value = await asyncio.wait_for(fn.func(*args, **job.kwargs), job.timeout)
-            else:
+            async with limit:
                 value = await fn.func(*args, **job.kwargs)
             return succeeded(job, value)
         except TimeoutError as exc:
-            if ctx.cancel_requested:
-                return failed(job, fn, exc, self.settings, cancel_requested=True)
-            return failed(job, fn, exc, self.settings, outcome=Outcome.TIMEOUT,
-                          message=f"timed out after {job.timeout} s")
+            if limit.expired() and not ctx.cancel_requested:
+                return failed(job, fn, exc, self.settings, outcome=Outcome.TIMEOUT,
+                              message=f"timed out after {job.timeout} s")
+            return failed(job, fn, exc, self.settings, cancel_requested=ctx.cancel_requested)
         except BaseException as exc:
             return failed(job, fn, exc, self.settings, cancel_requested=ctx.cancel_requested)
 

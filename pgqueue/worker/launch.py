@@ -7,6 +7,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from pgqueue import db
 from pgqueue.apps import discover_jobs
+from pgqueue.checks import check_migrations
 from pgqueue.conf import check_queue_name, get_settings
 from pgqueue.exceptions import InvalidJob
 from pgqueue.worker.supervisor import Supervisor, SupervisorConfig
@@ -51,6 +52,7 @@ def launch(
             raise LaunchError(f"--queues: {', '.join(unknown)} not declared in PGQUEUE['QUEUES'] "
                               f"({', '.join(settings.QUEUES)}).")
     problems = [m for m in checks.run_checks(databases=[settings.DATABASE]) if m.is_serious()]
+    problems += check_migrations(settings.DATABASE)
     if problems:
         raise LaunchError("\n".join(f"{m.id}: {m.msg}" for m in problems))
     discover_jobs()

@@ -20,6 +20,7 @@ logger = logging.getLogger("pgqueue.maintenance")
 LEADER_LOCK_KEY = 0x70677175  # "pgqu": the advisory lock that elects the maintenance leader
 PRUNE_EVERY = 60.0
 BATCH = 5_000
+PRUNE_ROUNDS = 100
 
 
 class Maintenance:
@@ -76,8 +77,11 @@ class Maintenance:
             events.emit("job_rescued", count=len(rescued))
         if time.monotonic() >= self.next_prune:
             self.next_prune = time.monotonic() + PRUNE_EVERY
-            self.db.run("job_prune", keep_succeeded=s.KEEP_SUCCEEDED_SECONDS, keep_failed=s.KEEP_FAILED_SECONDS,
-                        limit=BATCH)
+            for _ in range(PRUNE_ROUNDS):  # up to PRUNE_ROUNDS x BATCH jobs a minute
+                deleted = self.db.run("job_prune", keep_succeeded=s.KEEP_SUCCEEDED_SECONDS,
+                                      keep_failed=s.KEEP_FAILED_SECONDS, limit=BATCH)[0][0]
+                if deleted < BATCH or self.pipe.received:
+                    break
 
     def _sleep(self, seconds: float) -> None:
         select.select([self.pipe.read_fd], [], [], seconds)

@@ -25,6 +25,7 @@ from pgqueue.worker.signals import SignalPipe, reset_to_default
 logger = logging.getLogger("pgqueue.supervisor")
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+EXIT_STUCK = 3  # a worker's exit code when a job thread is stuck past its timeout (see worker.py)
 KILL_GRACE = 10.0  # seconds after the shutdown timeout before children are killed
 
 
@@ -150,6 +151,7 @@ class Supervisor:
     def _child_exited(self, child: Child, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         clean = code == 0
+        planned = code in (0, EXIT_STUCK)  # recycled, or replaced because a job thread is stuck
         if clean:
             logger.info("%s %s (pid %d) exited", child.kind, child.id, child.pid)
         else:
@@ -166,7 +168,7 @@ class Supervisor:
         self._db_call("workerprocess_set_state", ids=[child.id], state="stopped" if clean else "dead")
         if self.stopping:
             return
-        delay = 0.0 if clean else self._restart_delay()
+        delay = 0.0 if planned else self._restart_delay()
         self.pending.append((time.monotonic() + delay, child.kind, child.slot))
 
     def _restart_delay(self) -> float:
@@ -201,7 +203,6 @@ class Supervisor:
         if pid == 0:
             self._run_child(run)
         self.children[pid] = Child(pid=pid, id=child_id, kind=kind, slot=slot, started=time.monotonic())
-        events.emit("worker_started", worker=child_id, kind=kind)
 
     def _role(self, kind: str, child_id: str) -> Callable[[], int]:
         from pgqueue.worker.maintenance import Maintenance

@@ -68,6 +68,7 @@ class Worker:
         self.leased = 0
         self.started = time.monotonic()
         self.stopping = False
+        self.signalled = False  # a TERM/INT arrived: a further INT means exit now
         self.stop_reason = ""
         self.drain_deadline = 0.0
         self.more_ready = True  # the last lease filled every slot: lease again as soon as one frees
@@ -184,9 +185,10 @@ class Worker:
                 self.finished += 1
             logger.error("job %s (%s) ran past its %s s timeout; its thread is abandoned and this worker "
                          "will be replaced", entry.job.id, entry.job.task, entry.job.timeout)
+            error = TimeoutError(f"timed out after {entry.job.timeout} s")
             self.completer.add(failed(
-                entry.job, None, None, self.settings, outcome=Outcome.TIMEOUT,
-                message=f"timed out after {entry.job.timeout} s", cancel_requested=entry.ctx.cancel_requested,
+                entry.job, self.executor.job_function(entry.job.task), error, self.settings,
+                outcome=Outcome.TIMEOUT, cancel_requested=entry.ctx.cancel_requested,
             ))
         if self.stuck and not self.stopping:
             self._begin_stop("a job thread is stuck past its timeout")
@@ -268,8 +270,9 @@ class Worker:
     def _handle_signals(self) -> bool:
         """Act on received signals; True means exit now."""
         for sig in self.pipe.drain():
-            if sig == signal.SIGQUIT or (sig == signal.SIGINT and self.stopping):
+            if sig == signal.SIGQUIT or (sig == signal.SIGINT and self.signalled):
                 return True
+            self.signalled = True
             self._begin_stop(f"received {signal.Signals(sig).name}")
         return False
 

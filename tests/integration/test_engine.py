@@ -195,3 +195,17 @@ def test_system_checks_pass_on_postgresql() -> None:
     from django.core import checks
 
     assert [m for m in checks.run_checks(databases=["default"]) if m.id and m.id.startswith("pgqueue")] == []
+
+
+def test_migrate_and_check_run_with_pgqueue_checks() -> None:
+    from pgqueue.checks import check_migrations
+
+    call_command("migrate", verbosity=0)  # system checks run first and must not block migrate
+    call_command("check", databases=["default"])
+    assert check_migrations("default") == []
+    call_command("migrate", "pgqueue", "zero", verbosity=0)
+    try:
+        (problem,) = check_migrations("default")
+        assert problem.id == "pgqueue.E004" and "migrate pgqueue" in problem.hint
+    finally:
+        call_command("migrate", verbosity=0)

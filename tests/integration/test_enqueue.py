@@ -179,3 +179,8 @@ def test_configurable_payload_limit() -> None:
         with pytest.raises(PayloadTooLarge, match="= 50"):
             jobs.add.enqueue("x" * 60, 1)
     assert Job.objects.count() == 1
+
+
+def test_a_literal_backslash_u0000_is_not_a_nul() -> None:
+    h = jobs.add.enqueue("\\u0000", 1)
+    assert Job.objects.get(pk=h.id).args == ["\\u0000", 1]

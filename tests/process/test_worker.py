@@ -44,8 +44,9 @@ def test_runs_sync_async_retrying_and_failing_jobs(start_worker) -> None:
     odd = jobs.returns_object.enqueue()
     atimeout = jobs.async_slow.enqueue()
     progress = jobs.with_progress.enqueue(4, "progress")
+    nul_error, nul_result = jobs.returns_nul.enqueue(), jobs.result_with_nul.enqueue()
     start_worker("--queues", "default,marks", "--concurrency", "4")
-    wait_for(finished(8), what="8 jobs to finish")
+    wait_for(finished(10), what="10 jobs to finish")
     rows = {j.id: j for j in Job.objects.all()}
     assert (rows[ok.id].state, rows[ok.id].result) == ("succeeded", 5)
     assert (rows[aok.id].state, rows[aok.id].result) == ("succeeded", 9)
@@ -61,6 +62,9 @@ def test_runs_sync_async_retrying_and_failing_jobs(start_worker) -> None:
     assert "Traceback" in Attempt.objects.filter(job_id=dead.id).first().traceback
     assert Attempt.objects.get(job_id=atimeout.id).outcome == "timeout"
     assert Mark.objects.filter(label="fatal").count() == 1
+    # text PostgreSQL cannot store is made storable, never allowed to block the worker's completions
+    assert rows[nul_result.id].state == "succeeded" and "repr" in rows[nul_result.id].result
+    assert "bad\\x00byte" in rows[nul_error.id].last_error
 
 
 def test_sync_timeout_is_recorded_retried_and_worker_replaced(start_worker) -> None:

@@ -114,3 +114,13 @@ async def async_cancellable() -> None:
 @job
 def returns_object() -> object:
     return object()
+
+
+@job
+def returns_nul() -> str:
+    raise ValueError("bad\x00byte")
+
+
+@job
+def result_with_nul() -> str:
+    return "a\x00b"

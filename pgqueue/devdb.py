@@ -73,7 +73,7 @@ def _prepare_root(data: Path) -> None:
 @contextlib.contextmanager
 def _locked(data: Path) -> Iterator[None]:
     data.parent.mkdir(parents=True, exist_ok=True)
-    with open(data.parent / f".{data.name}.lock", "w") as lock:
+    with open(data.with_name(data.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -85,7 +85,7 @@ def _free_port() -> int:
 
 
 def _port_file(data: Path) -> Path:
-    return data.parent / f".{data.name}.port"
+    return data.with_name(data.name + ".port")
 
 
 def is_running(data: Path) -> bool:

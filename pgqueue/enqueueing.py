@@ -98,7 +98,24 @@ def _defer_to_commit(rows: list[_Row], alias: str, caller: str, settings: Settin
 
 
 def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings) -> list[int]:
-    result = db.run_in_django(
+    if len(rows) == 1:
+        r = rows[0]
+        result = db.run_in_django(
+            "job_insert", using=alias, id=ids[0], queue=r.queue, task=r.task, args=r.args, kwargs=r.kwargs,
+            priority=r.priority, run_at=r.run_at, max_attempts=r.max_attempts, timeout=r.timeout,
+            channel=settings.NOTIFY_CHANNEL,
+        )
+    else:
+        result = _insert_many(rows, ids, alias, settings)
+    inserted = [row[0] for row in result]
+    events.emit("job_enqueued", count=len(inserted), queues=sorted({r.queue for r in rows}))
+    return inserted
+
+
+def _insert_many(
+    rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings
+) -> list[tuple[Any, ...]]:
+    return db.run_in_django(
         "job_insert_many",
         using=alias,
         ids=ids,
@@ -113,9 +130,6 @@ def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: S
         replay_ofs=[None] * len(rows),
         channel=settings.NOTIFY_CHANNEL,
     )
-    inserted = [row[0] for row in result]
-    events.emit("job_enqueued", count=len(inserted), queues=sorted({r.queue for r in rows}))
-    return inserted
 
 
 def _handles(rows: list[_Row], ids: Sequence[int]) -> list[JobHandle]:

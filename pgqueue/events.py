@@ -16,7 +16,7 @@ _handlers: dict[str, list[Handler]] = defaultdict(list)
 EVENTS = {
     "job_enqueued": "count, queues",
     "job_leased": "worker, count",
-    "job_finished": "worker, task, queue, outcome, state, duration",
+    "job_finished": "worker, job_id, outcome, state, applied, duration",
     "job_rescued": "count",
     "job_staged": "count",
     "worker_started": "worker, kind",

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.db import connections
@@ -34,7 +35,8 @@ class WorkerProcess:
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         db = connections["default"].settings_dict
-        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+        auth = quote(db["USER"] or "") + (f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else "")
+        url = f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
         self.env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings",
                     "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log_path = Path(os.environ.get("PGQUEUE_TEST_LOGS", "/tmp")) / f"pgqueue-worker-{os.getpid()}-{time.monotonic_ns()}.log"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ class JobContext:
     task: str
     lease_token: uuid.UUID
     _report: Callable[[Progress], None] = field(repr=False)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancelled: bool = field(default=False, repr=False)
     _task: Any = field(default=None, repr=False)  # the asyncio task of an async job
 
     def progress(self, value: float, message: str = "") -> None:
@@ -39,11 +38,11 @@ class JobContext:
     @property
     def cancel_requested(self) -> bool:
         """True once someone asked to cancel this job (seen at the worker's next heartbeat)."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def raise_if_cancelled(self) -> None:
         """Raise JobCancelled if a cancel was requested: call it at safe points in long jobs."""
-        if self._cancel.is_set():
+        if self._cancelled:
             raise JobCancelled(f"job {self.job_id} was cancelled")
 
 

@@ -38,6 +38,10 @@ def unsubscribe(event: str, handler: Handler) -> None:
         _handlers[event].remove(handler)
 
 
+def has_subscribers(event: str) -> bool:
+    return bool(_handlers.get(event))
+
+
 def emit(event: str, **data: Any) -> None:
     """Call every subscriber; a failing subscriber is logged, never raised into the engine."""
     for handler in _handlers.get(event, ()):

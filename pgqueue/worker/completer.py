@@ -30,14 +30,11 @@ class Completer:
         self.lost = 0  # completions refused because the lease was gone
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pgqueue-completer", daemon=True)
-        self._idle = threading.Event()
-        self._idle.set()
 
     def start(self) -> None:
         self._thread.start()
 
     def add(self, item: Finish | Progress) -> None:
-        self._idle.clear()
         self.items.put(item)
 
     def close(self, timeout: float) -> bool:
@@ -54,7 +51,6 @@ class Completer:
         stop = False
         while not stop:
             if not pending:
-                self._idle.set()
                 item = self.items.get()
                 if item is _STOP:
                     break
@@ -121,16 +117,18 @@ class Completer:
         )
         applied = {row[0] for row in rows}
         self.written += len(applied)
+        listening = events.has_subscribers("job_finished")
         for f in finishes:
             if f.job_id not in applied:
                 self.lost += 1
                 logger.warning("job %s: lease lost before its %s was recorded; not applied", f.job_id,
                                f.outcome.value)
-            events.emit(
-                "job_finished", worker=self.worker_id, job_id=f.job_id, outcome=f.outcome.value,
-                state=f.state.value, applied=f.job_id in applied,
-                duration=(f.finished_at - f.started_at).total_seconds(),
-            )
+            if listening:
+                events.emit(
+                    "job_finished", worker=self.worker_id, job_id=f.job_id, outcome=f.outcome.value,
+                    state=f.state.value, applied=f.job_id in applied,
+                    duration=(f.finished_at - f.started_at).total_seconds(),
+                )
 
     def _write_progress(self, reports: list[Progress]) -> None:
         self.database.run(

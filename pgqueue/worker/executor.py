@@ -131,7 +131,6 @@ class Executor:
 
     def _run_sync(self, fn: JobFunction, job: LeasedJob, ctx: JobContext) -> Finish:
         token = _current.set(ctx)
-        close_old_connections()
         try:
             args = (ctx, *job.args) if fn.pass_context else tuple(job.args)
             return succeeded(job, fn.func(*args, **job.kwargs))
@@ -162,7 +161,7 @@ class Executor:
 
     def cancel(self, ctx: JobContext) -> None:
         """Pass a cancel request to a running job: a flag for sync jobs, task.cancel() for async ones."""
-        ctx._cancel.set()
+        ctx._cancelled = True
         task = ctx._task
         if task is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(task.cancel)

@@ -77,6 +77,7 @@ class Worker:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.pipe.read_fd, selectors.EVENT_READ, "pipe")
         self.listening = False
+        self.sleeping = False
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -122,7 +123,14 @@ class Worker:
         deadlines = [r.deadline for r in self.running.values() if r.deadline is not None]
         if deadlines:
             wake_at = min(wake_at, min(deadlines))
-        for key, _mask in self.selector.select(timeout=max(0.0, wake_at - now)):
+        self.sleeping = True  # from here on, a finishing job writes to the pipe
+        try:
+            # ...so re-check what a job may have changed just before: never sleep on work to do
+            nothing_to_do = (not self.running) if self.stopping else (self._free_slots() <= 0 or not self.more_ready)
+            ready = self.selector.select(timeout=max(0.0, wake_at - now) if nothing_to_do else 0)
+        finally:
+            self.sleeping = False
+        for key, _mask in ready:
             if key.data == "listen":
                 self._read_notifies()
             # the pipe is drained in _handle_signals
@@ -172,7 +180,8 @@ class Worker:
                 return
             self.finished += 1
         self.completer.add(finish)
-        self.pipe.wake()
+        if self.sleeping:  # the loop is in select(): wake it to lease for the freed slot
+            self.pipe.wake()
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()

@@ -40,6 +40,7 @@ def manage(*args: str) -> None:
 
 
 def serve(port: int) -> int:
+    embedded = not os.environ.get("DATABASE_URL")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
     sys.path.insert(0, str(ROOT))
     import django
@@ -73,6 +74,11 @@ def serve(port: int) -> int:
                 proc.wait(40)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if embedded:  # we started it; the data stays in .pgdata/ for next time
+            from pgqueue import devdb
+
+            devdb.stop(ROOT / ".pgdata")
+            print("Stopped the embedded PostgreSQL (data kept in .pgdata/).", flush=True)
 
 
 def main() -> int:

@@ -120,7 +120,8 @@ class Worker:
         self._listen()
         now = time.monotonic()
         wake_at = min(self.next_heartbeat, self.next_poll if not self.stopping else self.drain_deadline)
-        deadlines = [r.deadline for r in self.running.values() if r.deadline is not None]
+        # list() copies in one step; job threads remove entries concurrently
+        deadlines = [r.deadline for r in list(self.running.values()) if r.deadline is not None]
         if deadlines:
             wake_at = min(wake_at, min(deadlines))
         self.sleeping = True  # from here on, a finishing job writes to the pipe

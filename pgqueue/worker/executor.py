@@ -1,4 +1,4 @@
-"""Runs leased jobs (sync ones on a thread pool, async ones on an event loop) and turns each into a Finish."""
+"""Runs leased jobs (sync ones on a pool of plain threads, async ones on an event loop) and turns each into a Finish."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import queue
 import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from django.db import close_old_connections
@@ -92,32 +92,44 @@ def _class_path(exc: BaseException) -> str:
     return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
+Done = Callable[[Finish], None]
+
+
 class Executor:
-    """A pool of `concurrency` threads and, when an async job first arrives, one event-loop thread."""
+    """`concurrency` job threads fed by one queue and, when an async job first arrives, one event-loop
+    thread. Plain threads and a C queue, not concurrent.futures: no Future, lock and condition per job."""
 
     def __init__(self, concurrency: int, settings: Settings) -> None:
         self.settings = settings
-        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pgqueue-job")
+        self._inbox: queue.SimpleQueue[tuple[JobFunction, LeasedJob, JobContext, Done] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"pgqueue-job-{i}", daemon=True) for i in range(concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
 
-    def submit(self, job: LeasedJob, ctx: JobContext, done: Callable[[Finish], None]) -> Future[Any]:
+    def submit(self, job: LeasedJob, ctx: JobContext, done: Done) -> None:
         """Start a job; `done` is called with its Finish from the thread that ran it."""
         try:
-            fn: JobFunction | None = registry.get(job.task)
+            fn = registry.get(job.task)
         except UnknownJob as exc:
-            fn = None
-            unknown = exc
-        future: Future[Any]
-        if fn is None:
-            future = Future()
-            future.set_result(failed(job, None, unknown, self.settings, reason=ReasonCode.UNKNOWN_TASK))
-        elif fn.is_async:
+            done(failed(job, None, exc, self.settings, reason=ReasonCode.UNKNOWN_TASK))
+            return
+        if fn.is_async:
             future = asyncio.run_coroutine_threadsafe(self._run_async(fn, job, ctx), self._event_loop())
+            future.add_done_callback(lambda f: done(f.result()))
         else:
-            future = self.pool.submit(self._run_sync, fn, job, ctx)
-        future.add_done_callback(lambda f: done(f.result()))
-        return future
+            self._inbox.put((fn, job, ctx, done))
+
+    def _serve(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            fn, job, ctx, done = item
+            done(self._run_sync(fn, job, ctx))
 
     def job_function(self, task: str) -> JobFunction | None:
         try:
@@ -175,6 +187,7 @@ class Executor:
             return self._loop
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._threads:
+            self._inbox.put(None)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)

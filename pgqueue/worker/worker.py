@@ -10,7 +10,6 @@ import signal
 import socket
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +44,6 @@ class WorkerConfig:
 class Running:
     job: LeasedJob
     ctx: JobContext
-    future: Future[Any] | None
     deadline: float | None  # monotonic
 
 
@@ -165,10 +163,10 @@ class Worker:
                          task=job.task, lease_token=job.lease_token, _report=self.completer.add)
         # sync jobs are timed here; async jobs time out inside their event loop
         deadline = time.monotonic() + job.timeout if job.timeout and not self.executor.runs_async(job.task) else None
-        entry = Running(job=job, ctx=ctx, future=None, deadline=deadline)
+        entry = Running(job=job, ctx=ctx, deadline=deadline)
         with self.lock:
             self.running[job.id] = entry
-        entry.future = self.executor.submit(job, ctx, lambda finish: self._done(job.id, finish))
+        self.executor.submit(job, ctx, lambda finish: self._done(job.id, finish))
 
     def _done(self, job_id: int, finish: Finish) -> None:
         """Called from a job thread: hand the outcome to the completer and free the slot."""

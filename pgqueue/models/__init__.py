@@ -1,8 +1,9 @@
 """pgqueue's tables: schema, indexes and constraints (no business logic; runtime SQL is in sql/)."""
 
 from pgqueue.models.attempts import Attempt
+from pgqueue.models.audit import AuditEntry
 from pgqueue.models.jobs import Job
 from pgqueue.models.queues import QueueState
 from pgqueue.models.workers import WorkerProcess
 
-__all__ = ["Attempt", "Job", "QueueState", "WorkerProcess"]
+__all__ = ["Attempt", "AuditEntry", "Job", "QueueState", "WorkerProcess"]

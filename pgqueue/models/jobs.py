@@ -74,6 +74,7 @@ class Job(models.Model):
             ("retry_job", "Can retry jobs"),
             ("cancel_job", "Can cancel jobs"),
             ("replay_job", "Can replay dead jobs"),
+            ("delete_finished_job", "Can delete finished jobs"),
         ]
 
     def __str__(self) -> str:

@@ -9,6 +9,9 @@ from django.db.models.functions import Now
 class QueueState(models.Model):
     name = models.CharField(max_length=100, primary_key=True)
     paused = models.BooleanField(db_default=False, help_text="Workers lease nothing from a paused queue.")
+    pause_when_empty = models.BooleanField(
+        db_default=False, help_text="Drain and pause: maintenance pauses the queue once nothing in it is ready."
+    )
     concurrency_limit = models.IntegerField(null=True, blank=True, help_text="Running jobs at most (cluster-wide).")
     rate_limit = models.IntegerField(null=True, blank=True, help_text="Jobs started per rate window at most.")
     rate_window = models.FloatField(null=True, blank=True, help_text="Seconds.")

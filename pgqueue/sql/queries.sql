@@ -224,6 +224,53 @@ WITH waiting AS (
 )
 SELECT id, state FROM waiting UNION ALL SELECT id, state FROM running;
 
+-- name: job_retry_many
+-- Run waiting jobs now; give dead or cancelled jobs one more attempt (same job, history kept).
+WITH moved AS (
+    UPDATE pgqueue_job
+    SET state = 'ready', run_at = now(), finished_at = NULL, reason_code = '', cancel_requested = false,
+        max_attempts = CASE WHEN state IN ('dead', 'cancelled') THEN GREATEST(max_attempts, attempts + 1)
+                            ELSE max_attempts END
+    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked', 'dead', 'cancelled')
+    RETURNING id, queue
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM moved) q
+)
+SELECT id, (SELECT count(*) FROM wake) AS woken FROM moved;
+
+-- name: job_delete_finished_many
+-- Delete finished jobs (succeeded, dead, cancelled) and their attempts; other states are left alone.
+WITH gone AS (
+    SELECT id FROM pgqueue_job
+    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('succeeded', 'dead', 'cancelled')
+    FOR UPDATE
+), attempts AS (
+    DELETE FROM pgqueue_attempt WHERE job_id IN (SELECT id FROM gone)
+)
+DELETE FROM pgqueue_job WHERE id IN (SELECT id FROM gone) RETURNING id;
+
+-- name: queuestate_set_paused
+-- Pause or resume queues (creating their rows as needed); workers stop or start leasing from them.
+INSERT INTO pgqueue_queuestate (name, paused, updated_at)
+SELECT name, %(paused)s, now() FROM unnest(%(names)s::text[]) AS q(name)
+ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, pause_when_empty = false, updated_at = now()
+RETURNING name;
+
+-- name: queuestate_pause_drained
+-- Pause queues marked "drain and pause" once none of their jobs is ready or running.
+UPDATE pgqueue_queuestate s
+SET paused = true, pause_when_empty = false, updated_at = now()
+WHERE s.pause_when_empty AND NOT s.paused
+  AND NOT EXISTS (SELECT 1 FROM pgqueue_job j WHERE j.queue = s.name AND j.state IN ('ready', 'running'))
+RETURNING s.name;
+
+-- name: queuestate_drain
+-- Mark queues "drain and pause": keep working until none of their jobs is ready or running, then pause.
+INSERT INTO pgqueue_queuestate (name, pause_when_empty, updated_at)
+SELECT name, true, now() FROM unnest(%(names)s::text[]) AS q(name)
+ON CONFLICT (name) DO UPDATE SET pause_when_empty = true, paused = false, updated_at = now()
+RETURNING name;
+
 -- name: job_replay_many
 -- Copy dead or cancelled jobs into new ready jobs that point back at them.
 WITH source AS (

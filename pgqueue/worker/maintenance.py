@@ -71,6 +71,8 @@ class Maintenance:
         if staged:
             events.emit("job_staged", count=staged)
         self.db.run("workerprocess_reap", dead_after=s.WORKER_DEAD_AFTER)
+        for (name,) in self.db.run("queuestate_pause_drained"):
+            logger.info("queue %s is drained and now paused", name)
         rescued = self.db.run("job_rescue", workers=[], dead_after=s.WORKER_DEAD_AFTER, channel=s.NOTIFY_CHANNEL)
         if rescued:
             logger.warning("rescued %d jobs from dead workers or expired leases", len(rescued))

@@ -1,58 +1,152 @@
-"""The admin pages for pgqueue's tables render, and job actions respect their permissions."""
+"""The admin as operator console: pages, the attempts timeline, confirmed and audited actions that go
+through the named statements, per-action permissions, the overview."""
 
 from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
+from django.utils import timezone
 
-from pgqueue.models import Attempt, Job
+from pgqueue.models import Attempt, AuditEntry, Job, QueueState
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
+JOBS = "/admin/pgqueue/job/"
 
 
 @pytest.fixture
-def superuser_client() -> Client:
+def root() -> Client:
     User.objects.create_superuser("root", "root@example.com", "pw")
     client = Client()
     client.login(username="root", password="pw")
     return client
 
 
-def test_job_pages_show_attempts(superuser_client: Client) -> None:
+def staff(*codenames: str) -> Client:
+    user = User.objects.create_user(f"staff{User.objects.count()}", password="pw", is_staff=True)
+    for codename in ("view_job", "view_queuestate", *codenames):
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client = Client()
+    client.login(username=user.username, password="pw")
+    return client
+
+
+def dead_job(**kwargs) -> Job:
     h = jobs.add.enqueue(1, 2)
-    Job.objects.filter(pk=h.id).update(state="dead", attempts=1, reason_code="max_attempts", last_error="boom")
+    Job.objects.filter(pk=h.id).update(state="dead", attempts=1, reason_code="max_attempts", last_error="boom",
+                                       error_class="RuntimeError", finished_at=timezone.now(), **kwargs)
     job = Job.objects.get(pk=h.id)
     Attempt.objects.create(job=job, number=1, worker="w1", started_at=job.created_at, finished_at=job.created_at,
                            duration=0.5, outcome="failed", error_class="RuntimeError", message="boom",
                            traceback="Traceback: boom")
-    for url in ["/admin/pgqueue/job/", "/admin/pgqueue/job/?state__exact=dead", f"/admin/pgqueue/job/{h.id}/change/",
-                "/admin/pgqueue/attempt/", "/admin/pgqueue/queuestate/", "/admin/pgqueue/workerprocess/"]:
-        response = superuser_client.get(url)
-        assert response.status_code == 200, url
-    page = superuser_client.get(f"/admin/pgqueue/job/{h.id}/change/").content.decode()
-    assert "RuntimeError" in page and "Traceback: boom" in page
+    return job
 
 
-def test_replay_action_makes_a_new_job(superuser_client: Client) -> None:
-    h = jobs.add.enqueue(1, 2)
-    Job.objects.filter(pk=h.id).update(state="dead")
-    response = superuser_client.post("/admin/pgqueue/job/", {"action": "replay_jobs", "_selected_action": [h.id]})
-    assert response.status_code == 302
-    assert Job.objects.get(replay_of_id=h.id).state == "ready"
+def act(client: Client, action: str, ids: list, url: str = JOBS, confirm: bool = True, across: bool = False):
+    data = {"action": action, "_selected_action": ids, "index": 0, "select_across": "1" if across else "0"}
+    if confirm:
+        data["confirm"] = "yes"
+    return client.post(url, data)
 
 
-def test_staff_without_permission_cannot_cancel() -> None:
-    staff = User.objects.create_user("staff", password="pw", is_staff=True)
-    staff.user_permissions.add(Permission.objects.get(codename="view_job"))
-    client = Client()
-    client.login(username="staff", password="pw")
-    h = jobs.add.enqueue(1, 2)
-    page = client.get("/admin/pgqueue/job/").content.decode()
-    assert "cancel_jobs" not in page
-    client.post("/admin/pgqueue/job/", {"action": "cancel_jobs", "_selected_action": [h.id]})
-    assert Job.objects.get(pk=h.id).state == "ready"
-    staff.user_permissions.add(Permission.objects.get(codename="cancel_job"))
-    client.post("/admin/pgqueue/job/", {"action": "cancel_jobs", "_selected_action": [h.id]})
-    assert Job.objects.get(pk=h.id).state == "cancelled"
+def test_pages_render_and_the_timeline_shows_attempts(root: Client) -> None:
+    job = dead_job()
+    for url in [JOBS, f"{JOBS}?state__exact=dead", f"{JOBS}?queue=default", f"{JOBS}?q=boom", f"{JOBS}?q={job.id}",
+                f"{JOBS}{job.id}/change/", "/admin/pgqueue/attempt/", "/admin/pgqueue/queuestate/",
+                "/admin/pgqueue/workerprocess/", "/admin/pgqueue/auditentry/", "/admin/pgqueue/"]:
+        assert root.get(url).status_code == 200, url
+    page = root.get(f"{JOBS}{job.id}/change/").content.decode()
+    assert "Attempts timeline" in page and "RuntimeError" in page and "Traceback: boom" in page
+    assert "<details>" in page  # tracebacks are collapsible
+    assert '"pgqueue-json"' in page  # args shown as formatted JSON
+
+
+def test_actions_ask_for_confirmation_with_the_count(root: Client) -> None:
+    job = dead_job()
+    page = act(root, "replay_jobs", [job.id], confirm=False).content.decode()
+    assert 'class="pgqueue-count">1<' in page and "Yes, replay" in page
+    assert not Job.objects.filter(replay_of_id=job.id).exists()  # nothing happened yet
+
+
+def test_replay_retry_cancel_delete_go_through_the_state_machine_and_are_audited(root: Client) -> None:
+    dead = dead_job()
+    assert act(root, "replay_jobs", [dead.id]).status_code == 302
+    new = Job.objects.get(replay_of_id=dead.id)
+    assert new.state == "ready"
+    page = root.get(f"{JOBS}{new.id}/change/").content.decode()
+    assert f"#{dead.id}" in page  # links back to its source
+
+    act(root, "retry_now", [dead.id])
+    retried = Job.objects.get(pk=dead.id)
+    assert (retried.state, retried.max_attempts) == ("ready", 3)  # one more attempt allowed, same job
+
+    running = jobs.add.enqueue(3, 3)
+    Job.objects.filter(pk=running.id).update(state="running")
+    act(root, "cancel_jobs", [new.id, running.id])
+    assert Job.objects.get(pk=new.id).state == "cancelled"
+    assert Job.objects.get(pk=running.id).cancel_requested  # running: asked to stop, not killed
+
+    act(root, "delete_finished", [new.id, running.id])
+    assert not Job.objects.filter(pk=new.id).exists() and Job.objects.filter(pk=running.id).exists()
+
+    entries = list(AuditEntry.objects.order_by("id").values_list("username", "action", "count", "selected"))
+    assert entries == [("root", "replay_jobs", 1, 1), ("root", "retry_now", 1, 1), ("root", "cancel_jobs", 2, 2),
+                       ("root", "delete_finished", 1, 2)]
+
+
+def test_all_matching_the_filter_not_only_the_page(root: Client) -> None:
+    handles = jobs.add.enqueue_many([(i, i) for i in range(60)])
+    Job.objects.filter(id__in=[h.id for h in handles]).update(state="dead", finished_at=timezone.now())
+    jobs.add.enqueue(0, 0)  # ready: outside the filter
+    url = f"{JOBS}?state__exact=dead"
+    preview = root.post(url, {"action": "replay_jobs", "_selected_action": [handles[0].id], "index": 0,
+                              "select_across": "1"}).content.decode()
+    assert 'class="pgqueue-count">60<' in preview and "every one matching the current filter" in preview
+    act(root, "replay_jobs", [handles[0].id], url=url, across=True)
+    assert Job.objects.filter(replay_of__isnull=False).count() == 60
+    entry = AuditEntry.objects.get()
+    assert entry.count == 60 and "state__exact=dead" in entry.scope
+
+
+def test_staff_needs_the_permission_for_each_action() -> None:
+    job = dead_job()
+    viewer = staff()
+    page = viewer.get(JOBS).content.decode()
+    for action in ("replay_jobs", "cancel_jobs", "retry_now", "delete_finished"):
+        assert f'value="{action}"' not in page
+    act(viewer, "replay_jobs", [job.id])
+    assert not Job.objects.filter(replay_of_id=job.id).exists()
+
+    replayer = staff("replay_job")
+    page = replayer.get(JOBS).content.decode()
+    assert 'value="replay_jobs"' in page and 'value="cancel_jobs"' not in page
+    act(replayer, "replay_jobs", [job.id])
+    assert Job.objects.filter(replay_of_id=job.id).exists()
+
+
+def test_queue_pause_resume_drain(root: Client) -> None:
+    jobs.mark.enqueue("x")
+    assert root.get("/admin/pgqueue/queuestate/").status_code == 200  # lists queues that have jobs
+    assert QueueState.objects.filter(name="marks").exists()
+    act(root, "pause_queues", ["marks"], url="/admin/pgqueue/queuestate/")
+    assert QueueState.objects.get(name="marks").paused
+    act(root, "resume_queues", ["marks"], url="/admin/pgqueue/queuestate/")
+    assert not QueueState.objects.get(name="marks").paused
+    act(root, "drain_and_pause_queues", ["marks"], url="/admin/pgqueue/queuestate/")
+    state = QueueState.objects.get(name="marks")
+    assert state.pause_when_empty and not state.paused
+    viewer = staff()
+    assert 'value="pause_queues"' not in viewer.get("/admin/pgqueue/queuestate/").content.decode()
+
+
+def test_overview_shows_counts_lag_charts_errors_and_alerts(root: Client) -> None:
+    jobs.add.enqueue_many([(i, i) for i in range(3)])
+    jobs.mark.enqueue("m")
+    dead_job()
+    page = root.get("/admin/pgqueue/").content.decode()
+    assert 'id="pgqueue-overview"' in page
+    assert "<svg" in page and "succeeded" in page
+    assert "RuntimeError" in page  # top error classes
+    assert "went dead in the last hour" in page and "No worker is running" in page
+    assert ">3</a>" in page  # three ready jobs in the default queue, linked to the filtered list

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.db import connection
 
 import pgqueue
+import pgqueue.operations
 from pgqueue import db
 from pgqueue.db import connection_kwargs
 from pgqueue.models import Attempt, Job, QueueState
@@ -209,3 +210,14 @@ def test_migrate_and_check_run_with_pgqueue_checks() -> None:
         assert problem.id == "pgqueue.E004" and "migrate pgqueue" in problem.hint
     finally:
         call_command("migrate", verbosity=0)
+
+
+def test_drain_and_pause_pauses_once_nothing_is_ready() -> None:
+    h = jobs.add.options(queue="q1").enqueue(1, 1)
+    assert pgqueue.operations.drain_and_pause("q1") == ["q1"]
+    with connect() as conn, conn.cursor() as cur:
+        assert db.run(cur, "queuestate_pause_drained") == []  # a job is still ready
+        Job.objects.filter(pk=h.id).update(state="succeeded")
+        assert db.run(cur, "queuestate_pause_drained") == [("q1",)]
+    state = QueueState.objects.get(name="q1")
+    assert state.paused and not state.pause_when_empty

@@ -1,0 +1,8 @@
+"""The Django admin as pgqueue's operator console: jobs, attempts, queues, workers, audit log, overview."""
+
+from pgqueue.admin.audit import AuditEntryAdmin
+from pgqueue.admin.jobs import AttemptAdmin, JobAdmin
+from pgqueue.admin.queues import QueueStateAdmin
+from pgqueue.admin.workers import WorkerProcessAdmin
+
+__all__ = ["AttemptAdmin", "AuditEntryAdmin", "JobAdmin", "QueueStateAdmin", "WorkerProcessAdmin"]

@@ -1,0 +1,66 @@
+"""Admin actions that confirm first (with how many rows they touch), call pgqueue.operations, and audit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from pgqueue.models import AuditEntry
+
+CHUNK = 5_000  # ids per statement when an action covers many rows
+
+
+def confirmed_action(
+    *,
+    name: str,
+    description: str,
+    permission: str,
+    run: Callable[[list[Any]], Sequence[Any]],
+    explain: str,
+    target: str = "job",
+    key: str = "pk",
+) -> Callable[..., Any]:
+    """Build an action: a confirmation page with the count, then `run(ids)` in chunks, then an audit entry."""
+
+    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        selected = queryset.count()
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(request, "admin/pgqueue/confirm_action.html", {
+                **modeladmin.admin_site.each_context(request),
+                "title": f"{description}?",
+                "opts": modeladmin.model._meta,
+                "action": name,
+                "description": description,
+                "explain": explain,
+                "selected": selected,
+                "select_across": request.POST.get("select_across") == "1",
+                "scope": request.GET.urlencode(),
+                "sample": list(queryset.values_list(key, flat=True)[:20]),
+                "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "media": modeladmin.media,
+            })
+        ids = list(queryset.values_list(key, flat=True))
+        changed: list[Any] = []
+        for start in range(0, len(ids), CHUNK):
+            changed.extend(run(ids[start:start + CHUNK]))
+        AuditEntry.objects.create(
+            user=request.user if request.user.is_authenticated else None,
+            username=request.user.get_username() if request.user.is_authenticated else "",
+            action=name, target=target, count=len(changed), selected=selected,
+            object_ids=[str(i) for i in changed[:1000]],
+            scope=request.GET.urlencode() if request.POST.get("select_across") == "1" else "",
+        )
+        level = messages.SUCCESS if changed else messages.WARNING
+        modeladmin.message_user(request, f"{description}: {len(changed)} of {selected} selected {target}(s) "
+                                         "changed (the others were not in a state this action applies to).", level)
+        return None
+
+    action.__name__ = name
+    return admin.action(description=description, permissions=[permission])(action)

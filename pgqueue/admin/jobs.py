@@ -1,0 +1,282 @@
+"""Jobs and attempts in the admin: a fast changelist on large tables, the attempts timeline, actions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+
+from pgqueue import operations
+from pgqueue.admin.actions import confirmed_action
+from pgqueue.conf import get_settings
+from pgqueue.models import Attempt, Job
+
+RECENT = 5_000  # filters offer the queues and tasks seen among the newest jobs (bounded query)
+COUNT_CAP = 10_000  # filtered changelists count at most this many rows
+
+
+class EstimatedCountPaginator(Paginator):
+    """Counting a million rows is slow: use PostgreSQL's estimate for the whole table, and a capped
+    count for filtered lists (the page then says "10,000+")."""
+
+    @cached_property
+    def count(self) -> int:
+        qs: QuerySet[Any] = self.object_list  # type: ignore[assignment]
+        if not qs.query.where:
+            table = qs.model._meta.db_table
+            with connections[qs.db].cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+                estimate = cursor.fetchone()[0]
+            if estimate > COUNT_CAP:
+                return int(estimate)
+        return int(qs[:COUNT_CAP + 1].count())
+
+
+class _RecentValuesFilter(admin.SimpleListFilter):
+    field = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        recent = Job.objects.order_by("-id").values_list(self.field, flat=True)[:RECENT]
+        values = set(Job.objects.filter(id__in=recent.values("id")).values_list(self.field, flat=True))
+        values |= set(self.extra())
+        return [(v, v) for v in sorted(values)]
+
+    def extra(self) -> list[str]:
+        return []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(**{self.field: value}) if value else queryset
+
+
+class QueueFilter(_RecentValuesFilter):
+    title = "queue"
+    parameter_name = "queue"
+    field = "queue"
+
+    def extra(self) -> list[str]:
+        from pgqueue.models import QueueState
+
+        return list(get_settings().QUEUES or ()) + list(QueueState.objects.values_list("name", flat=True))
+
+
+class TaskFilter(_RecentValuesFilter):
+    title = "task"
+    parameter_name = "task"
+    field = "task"
+
+
+def _pretty(value: Any) -> str:
+    return format_html("<pre class=\"pgqueue-json\">{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("id", "task_name", "queue", "state_badge", "tries", "priority", "run_at", "age", "took",
+                    "error_short")
+    list_display_links = ("id", "task_name")
+    list_filter = ("state", QueueFilter, TaskFilter, "reason_code", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("task",)
+    search_help_text = "A job id, or text in the task path, the error class or the arguments."
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    ordering = ("-id",)
+    change_form_template = "admin/pgqueue/job/change_form.html"
+    fieldsets = [
+        (None, {"fields": ("task", "queue", "state", "reason_code", "tries", "priority", "run_at", "timeout",
+                           "progress_display")}),
+        ("Payload and result", {"fields": ("args_pretty", "kwargs_pretty", "result_pretty", "last_error",
+                                           "error_class")}),
+        ("Lease", {"fields": ("leased_by", "lease_expires_at", "cancel_requested")}),
+        ("Lineage", {"fields": ("replay_of_link", "replays_links")}),
+        ("Times", {"fields": ("created_at", "started_at", "finished_at")}),
+    ]
+    readonly_fields = ("task", "queue", "state", "reason_code", "tries", "priority", "run_at", "timeout",
+                       "progress_display", "args_pretty", "kwargs_pretty", "result_pretty", "last_error",
+                       "error_class", "leased_by", "lease_expires_at", "cancel_requested", "replay_of_link",
+                       "replays_links", "created_at", "started_at", "finished_at")
+
+    actions = [
+        confirmed_action(
+            name="retry_now", description="Retry now", permission="retry", run=operations.retry,
+            explain="Waiting jobs run now; dead and cancelled jobs get one more attempt (same job, history kept). "
+                    "Running and succeeded jobs are left alone.",
+        ),
+        confirmed_action(
+            name="cancel_jobs", description="Cancel", permission="cancel",
+            run=lambda ids: list(operations.cancel(ids)),
+            explain="Waiting jobs are cancelled now; running jobs are asked to stop (their worker sees it at its "
+                    "next heartbeat) and are not retried. Finished jobs are left alone.",
+        ),
+        confirmed_action(
+            name="replay_jobs", description="Replay", permission="replay",
+            run=lambda ids: list(operations.replay(ids)),
+            explain="Each dead or cancelled job is copied into a new ready job that points back at it. "
+                    "Other jobs are left alone.",
+        ),
+        confirmed_action(
+            name="delete_finished", description="Delete finished", permission="delete_finished",
+            run=operations.delete_finished,
+            explain="Succeeded, dead and cancelled jobs are deleted with their attempts. Waiting and running "
+                    "jobs are kept.",
+        ),
+    ]
+
+    # -- permissions: changes go through the actions (and so through the state machine) -------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def _perm(self, request: HttpRequest, codename: str) -> bool:
+        return bool(request.user.has_perm(f"pgqueue.{codename}"))  # type: ignore[union-attr]
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return self._perm(request, "retry_job")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return self._perm(request, "cancel_job")
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return self._perm(request, "replay_job")
+
+    def has_delete_finished_permission(self, request: HttpRequest) -> bool:
+        return self._perm(request, "delete_finished_job")
+
+    # -- search: id, task, argument text ------------------------------------------------------------
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.isdigit():
+            return queryset.filter(pk=int(term)), False
+        matches = queryset.annotate(
+            _args=Cast("args", TextField()), _kwargs=Cast("kwargs", TextField())
+        )
+        from django.db.models import Q
+
+        return matches.filter(Q(task__icontains=term) | Q(error_class__icontains=term) | Q(_args__icontains=term)
+                              | Q(_kwargs__icontains=term)), False
+
+    # -- columns --------------------------------------------------------------------------------------
+
+    @admin.display(description="task", ordering="task")
+    def task_name(self, job: Job) -> str:
+        return job.task.rsplit(".", 2)[-2] + "." + job.task.rsplit(".", 1)[-1] if "." in job.task else job.task
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, job: Job) -> str:
+        return format_html('<span class="pgqueue-state pgqueue-state-{}">{}</span>', job.state, job.state)
+
+    @admin.display(description="attempts")
+    def tries(self, job: Job) -> str:
+        return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, job: Job) -> str:
+        return _duration((timezone.now() - job.created_at).total_seconds())
+
+    @admin.display(description="duration")
+    def took(self, job: Job) -> str:
+        if job.started_at and job.finished_at:
+            return _duration((job.finished_at - job.started_at).total_seconds())
+        return "-"
+
+    @admin.display(description="last error")
+    def error_short(self, job: Job) -> str:
+        return (job.last_error or "").splitlines()[0][:80] if job.last_error else ""
+
+    # -- detail ---------------------------------------------------------------------------------------
+
+    @admin.display(description="args")
+    def args_pretty(self, job: Job) -> str:
+        return _pretty(job.args)
+
+    @admin.display(description="kwargs")
+    def kwargs_pretty(self, job: Job) -> str:
+        return _pretty(job.kwargs)
+
+    @admin.display(description="result")
+    def result_pretty(self, job: Job) -> str:
+        return _pretty(job.result) if job.result is not None else "-"
+
+    @admin.display(description="progress")
+    def progress_display(self, job: Job) -> str:
+        if job.progress is None:
+            return "-"
+        return format_html('<progress max="100" value="{}"></progress> {}% {}', job.progress,
+                           f"{job.progress:.0f}", job.progress_message)
+
+    @admin.display(description="replay of")
+    def replay_of_link(self, job: Job) -> str:
+        source = job.__dict__.get("replay_of_id")  # the raw column: no query for the row itself
+        if source is None:
+            return "-"
+        return format_html('<a href="{}">#{}</a>', reverse("admin:pgqueue_job_change", args=[source]), source)
+
+    @admin.display(description="replays")
+    def replays_links(self, job: Job) -> str:
+        ids = list(Job.objects.filter(replay_of_id=job.id).values_list("id", flat=True)[:50])
+        if not ids:
+            return "-"
+        return format_html_join(", ", '<a href="{}">#{}</a>',
+                                ((reverse("admin:pgqueue_job_change", args=[i]), i) for i in ids))
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> Any:
+        attempts = Attempt.objects.filter(job_id=object_id).order_by("id")
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "attempts": attempts})
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+@admin.register(Attempt)
+class AttemptAdmin(admin.ModelAdmin):
+    list_display = ("id", "job_link", "number", "outcome", "worker", "started_at", "duration", "error_class")
+    list_filter = ("outcome",)
+    search_fields = ("=job__id", "error_class")
+    readonly_fields = [f.name for f in Attempt._meta.fields]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    ordering = ("-id",)
+
+    @admin.display(description="job")
+    def job_link(self, attempt: Attempt) -> str:
+        job_id = attempt.__dict__["job_id"]
+        return format_html('<a href="{}">#{}</a>', reverse("admin:pgqueue_job_change", args=[job_id]), job_id)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

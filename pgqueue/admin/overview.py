@@ -1,0 +1,138 @@
+"""The overview on /admin/pgqueue/: per-queue counts and lag, throughput and failures, errors, workers.
+
+Every query is bounded for large tables: active states and recent time windows are served by the partial
+indexes; nothing counts the whole job table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Count, Min, Q
+from django.db.models.functions import TruncHour, TruncMinute
+from django.utils import timezone
+
+from pgqueue.conf import get_settings
+from pgqueue.models import Job, QueueState, WorkerProcess
+
+ACTIVE = ["scheduled", "ready", "running", "blocked"]
+FINISHED = ["succeeded", "dead", "cancelled"]
+
+
+@dataclass
+class QueueRow:
+    name: str
+    counts: dict[str, int] = field(default_factory=dict)
+    finished_hour: dict[str, int] = field(default_factory=dict)
+    oldest_ready: dt.datetime | None = None
+    paused: bool = False
+    draining: bool = False
+
+    @property
+    def lag_seconds(self) -> float | None:
+        return (timezone.now() - self.oldest_ready).total_seconds() if self.oldest_ready else None
+
+
+@dataclass
+class Bar:
+    label: str
+    succeeded: int
+    failed: int
+
+
+def overview(now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    hour_ago, day_ago = now - dt.timedelta(hours=1), now - dt.timedelta(days=1)
+    queues: dict[str, QueueRow] = {}
+
+    def row(name: str) -> QueueRow:
+        return queues.setdefault(name, QueueRow(name=name))
+
+    for name in get_settings().QUEUES or ():
+        row(name)
+    for state in QueueState.objects.all():
+        r = row(state.name)
+        r.paused, r.draining = state.paused, state.pause_when_empty
+    for item in Job.objects.filter(state__in=ACTIVE).values("queue", "state").annotate(n=Count("id")):
+        row(item["queue"]).counts[item["state"]] = item["n"]
+    for item in (Job.objects.filter(state__in=FINISHED, finished_at__gte=hour_ago)
+                 .values("queue", "state").annotate(n=Count("id"))):
+        row(item["queue"]).finished_hour[item["state"]] = item["n"]
+    for item in Job.objects.filter(state="ready").values("queue").annotate(oldest=Min("run_at")):
+        row(item["queue"]).oldest_ready = item["oldest"]
+
+    return {
+        "queues": sorted(queues.values(), key=lambda q: q.name),
+        "hour_bars": _bars(Job.objects.filter(state__in=FINISHED, finished_at__gte=hour_ago), TruncMinute,
+                           now.replace(second=0, microsecond=0), 60, dt.timedelta(minutes=1), "%H:%M"),
+        "day_bars": _bars(Job.objects.filter(state__in=FINISHED, finished_at__gte=day_ago), TruncHour,
+                          now.replace(minute=0, second=0, microsecond=0), 24, dt.timedelta(hours=1), "%H:00"),
+        "top_errors": list(
+            Job.objects.filter(state="dead", finished_at__gte=day_ago).exclude(error_class="")
+            .values("error_class").annotate(n=Count("id")).order_by("-n")[:5]
+        ),
+        "workers": list(WorkerProcess.objects.filter(state__in=["running", "stopping"]).order_by("kind", "id")),
+        "alerts": _alerts(now, hour_ago),
+        "now": now,
+    }
+
+
+def _bars(qs: Any, trunc: Any, end: dt.datetime, count: int, step: dt.timedelta, fmt: str) -> list[Bar]:
+    totals: dict[dt.datetime, dict[str, int]] = defaultdict(dict)
+    for item in qs.annotate(bucket=trunc("finished_at")).values("bucket").annotate(
+        ok=Count("id", filter=Q(state="succeeded")), bad=Count("id", filter=Q(state="dead"))
+    ):
+        totals[item["bucket"]] = {"ok": item["ok"], "bad": item["bad"]}
+    bars = []
+    for i in range(count - 1, -1, -1):
+        start = end - step * i
+        t = totals.get(start, {})
+        bars.append(Bar(label=timezone.localtime(start).strftime(fmt), succeeded=t.get("ok", 0),
+                        failed=t.get("bad", 0)))
+    return bars
+
+
+def _alerts(now: dt.datetime, hour_ago: dt.datetime) -> list[str]:
+    settings = get_settings()
+    alerts = []
+    dead = Job.objects.filter(state="dead", finished_at__gte=hour_ago).count()
+    if dead:
+        alerts.append(f"{dead} job(s) went dead in the last hour.")
+    stuck = Job.objects.filter(state="running", lease_expires_at__lt=now).count()
+    if stuck:
+        alerts.append(f"{stuck} running job(s) hold an expired lease (their worker may be gone; maintenance "
+                      "rescues them if it runs).")
+    silent = WorkerProcess.objects.filter(
+        state__in=["running", "stopping"], last_heartbeat__lt=now - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER)
+    ).count()
+    if silent:
+        alerts.append(f"{silent} worker process(es) stopped heartbeating.")
+    if not WorkerProcess.objects.filter(kind="worker", state="running").exists():
+        alerts.append("No worker is running: start one with manage.py pgqueue_worker.")
+    return alerts
+
+
+def svg_chart(bars: list[Bar], width: int = 600, height: int = 120) -> str:
+    """A stacked bar chart (succeeded over failed) as inline SVG: no script, works offline."""
+    from django.utils.html import escape
+
+    top = max([b.succeeded + b.failed for b in bars] + [1])
+    slot = width / max(len(bars), 1)
+    parts = [f'<svg class="pgqueue-chart" viewBox="0 0 {width} {height + 16}" width="100%" role="img" '
+             f'aria-label="jobs finished per interval, succeeded and dead">']
+    for i, bar in enumerate(bars):
+        x = i * slot + 1
+        ok_h = (bar.succeeded / top) * height
+        bad_h = (bar.failed / top) * height
+        title = escape(f"{bar.label}: {bar.succeeded} succeeded, {bar.failed} dead")
+        parts.append(f'<g><title>{title}</title>'
+                     f'<rect x="{x:.1f}" y="{height - ok_h - bad_h:.1f}" width="{slot - 2:.1f}" height="{ok_h:.1f}" fill="#10b981"/>'
+                     f'<rect x="{x:.1f}" y="{height - bad_h:.1f}" width="{slot - 2:.1f}" height="{bad_h:.1f}" fill="#ef4444"/></g>')
+    for i in (0, len(bars) // 2, len(bars) - 1):
+        if 0 <= i < len(bars):
+            parts.append(f'<text x="{i * slot:.1f}" y="{height + 12}">{escape(bars[i].label)}</text>')
+    parts.append(f'<text x="{width - 4}" y="10" text-anchor="end">max {top}</text></svg>')
+    return "".join(parts)

@@ -11,15 +11,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Sum
 from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from pgqueue.conf import get_settings
-from pgqueue.models import Job, QueueState, WorkerProcess
+from pgqueue.models import Job, QueueStat, QueueState, WorkerProcess
 
 ACTIVE = ["scheduled", "ready", "running", "blocked"]
-FINISHED = ["succeeded", "dead", "cancelled"]
 
 
 @dataclass
@@ -46,6 +45,7 @@ class Bar:
 def overview(now: dt.datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
     hour_ago, day_ago = now - dt.timedelta(hours=1), now - dt.timedelta(days=1)
+    local = timezone.localtime(now)  # chart buckets follow the admin's time zone
     queues: dict[str, QueueRow] = {}
 
     def row(name: str) -> QueueRow:
@@ -58,18 +58,18 @@ def overview(now: dt.datetime | None = None) -> dict[str, Any]:
         r.paused, r.draining = state.paused, state.pause_when_empty
     for item in Job.objects.filter(state__in=ACTIVE).values("queue", "state").annotate(n=Count("id")):
         row(item["queue"]).counts[item["state"]] = item["n"]
-    for item in (Job.objects.filter(state__in=FINISHED, finished_at__gte=hour_ago)
-                 .values("queue", "state").annotate(n=Count("id"))):
-        row(item["queue"]).finished_hour[item["state"]] = item["n"]
+    for item in (QueueStat.objects.filter(bucket__gte=hour_ago).values("queue")
+                 .annotate(ok=Sum("succeeded"), bad=Sum("dead"))):
+        row(item["queue"]).finished_hour = {"succeeded": item["ok"], "dead": item["bad"]}
     for item in Job.objects.filter(state="ready").values("queue").annotate(oldest=Min("run_at")):
         row(item["queue"]).oldest_ready = item["oldest"]
 
     return {
         "queues": sorted(queues.values(), key=lambda q: q.name),
-        "hour_bars": _bars(Job.objects.filter(state__in=FINISHED, finished_at__gte=hour_ago), TruncMinute,
-                           now.replace(second=0, microsecond=0), 60, dt.timedelta(minutes=1), "%H:%M"),
-        "day_bars": _bars(Job.objects.filter(state__in=FINISHED, finished_at__gte=day_ago), TruncHour,
-                          now.replace(minute=0, second=0, microsecond=0), 24, dt.timedelta(hours=1), "%H:00"),
+        "hour_bars": _bars(hour_ago, TruncMinute, local.replace(second=0, microsecond=0), 60,
+                           dt.timedelta(minutes=1), "%H:%M"),
+        "day_bars": _bars(day_ago, TruncHour, local.replace(minute=0, second=0, microsecond=0), 24,
+                          dt.timedelta(hours=1), "%H:00"),
         "top_errors": list(
             Job.objects.filter(state="dead", finished_at__gte=day_ago).exclude(error_class="")
             .values("error_class").annotate(n=Count("id")).order_by("-n")[:5]
@@ -80,12 +80,13 @@ def overview(now: dt.datetime | None = None) -> dict[str, Any]:
     }
 
 
-def _bars(qs: Any, trunc: Any, end: dt.datetime, count: int, step: dt.timedelta, fmt: str) -> list[Bar]:
+def _bars(since: dt.datetime, trunc: Any, end: dt.datetime, count: int, step: dt.timedelta, fmt: str) -> list[Bar]:
+    """Succeeded and dead jobs per interval, from the per-minute counts the workers keep."""
     totals: dict[dt.datetime, dict[str, int]] = defaultdict(dict)
-    for item in qs.annotate(bucket=trunc("finished_at")).values("bucket").annotate(
-        ok=Count("id", filter=Q(state="succeeded")), bad=Count("id", filter=Q(state="dead"))
-    ):
-        totals[item["bucket"]] = {"ok": item["ok"], "bad": item["bad"]}
+    rows = (QueueStat.objects.filter(bucket__gte=since).annotate(slot=trunc("bucket")).values("slot")
+            .annotate(ok=Sum("succeeded"), bad=Sum("dead")))
+    for item in rows:
+        totals[item["slot"]] = {"ok": item["ok"], "bad": item["bad"]}
     bars = []
     for i in range(count - 1, -1, -1):
         start = end - step * i

@@ -4,6 +4,7 @@ from pgqueue.models.attempts import Attempt
 from pgqueue.models.audit import AuditEntry
 from pgqueue.models.jobs import Job
 from pgqueue.models.queues import QueueState
+from pgqueue.models.stats import QueueStat
 from pgqueue.models.workers import WorkerProcess
 
-__all__ = ["Attempt", "AuditEntry", "Job", "QueueState", "WorkerProcess"]
+__all__ = ["Attempt", "AuditEntry", "Job", "QueueStat", "QueueState", "WorkerProcess"]

@@ -103,6 +103,16 @@ WITH input AS (
     SELECT i.id, i.attempt, %(worker)s, i.started_at, i.finished_at,
         EXTRACT(EPOCH FROM i.finished_at - i.started_at), i.outcome, i.error_class, i.message, i.traceback
     FROM input i JOIN done d ON d.id = i.id
+), stats AS (
+    INSERT INTO pgqueue_stat AS s (bucket, queue, worker, succeeded, retried, dead, cancelled)
+    SELECT date_trunc('minute', now()), d.queue, %(worker)s,
+        count(*) FILTER (WHERE d.state = 'succeeded'), count(*) FILTER (WHERE d.state IN ('scheduled', 'ready')),
+        count(*) FILTER (WHERE d.state = 'dead'), count(*) FILTER (WHERE d.state = 'cancelled')
+    FROM done d
+    GROUP BY d.queue
+    ON CONFLICT (bucket, queue, worker) DO UPDATE
+    SET succeeded = s.succeeded + EXCLUDED.succeeded, retried = s.retried + EXCLUDED.retried,
+        dead = s.dead + EXCLUDED.dead, cancelled = s.cancelled + EXCLUDED.cancelled
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM done WHERE state = 'ready') q
 )
@@ -300,6 +310,10 @@ WITH gone AS (
     DELETE FROM pgqueue_job WHERE id IN (SELECT id FROM gone) RETURNING id
 )
 SELECT count(*) FROM deleted;
+
+-- name: stat_prune
+-- Delete per-minute outcome counts older than %(keep)s seconds.
+DELETE FROM pgqueue_stat WHERE bucket < now() - make_interval(secs => %(keep)s);
 
 -- name: workerprocess_register
 -- Record a process (supervisor, worker or maintenance) as alive, or revive its row.

@@ -21,6 +21,7 @@ LEADER_LOCK_KEY = 0x70677175  # "pgqu": the advisory lock that elects the mainte
 PRUNE_EVERY = 60.0
 BATCH = 5_000
 PRUNE_ROUNDS = 100
+STATS_KEEP_SECONDS = 8 * 24 * 3600.0  # per-minute outcome counts, for the admin's charts
 
 
 class Maintenance:
@@ -79,6 +80,7 @@ class Maintenance:
             events.emit("job_rescued", count=len(rescued))
         if time.monotonic() >= self.next_prune:
             self.next_prune = time.monotonic() + PRUNE_EVERY
+            self.db.run("stat_prune", keep=STATS_KEEP_SECONDS)
             for _ in range(PRUNE_ROUNDS):  # up to PRUNE_ROUNDS x BATCH jobs a minute
                 deleted = self.db.run("job_prune", keep_succeeded=s.KEEP_SUCCEEDED_SECONDS,
                                       keep_failed=s.KEEP_FAILED_SECONDS, limit=BATCH)[0][0]

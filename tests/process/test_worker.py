@@ -11,11 +11,11 @@ import time
 import psycopg
 import pytest
 from django.db import connections
-from django.db.models import Count
+from django.db.models import Count, Sum
 
 import pgqueue
 from pgqueue.db import connection_kwargs
-from pgqueue.models import Attempt, Job, WorkerProcess
+from pgqueue.models import Attempt, Job, QueueStat, WorkerProcess
 from tests.conftest import ROOT, wait_for
 from tests.testapp import jobs
 from tests.testapp.models import Mark
@@ -112,6 +112,8 @@ def test_two_processes_run_2000_jobs_exactly_once(start_worker) -> None:
     assert Attempt.objects.count() == 2000 and not Attempt.objects.exclude(outcome="succeeded").exists()
     assert len(set(Mark.objects.values_list("pid", flat=True))) == 2  # both processes took part
     assert {h.id for h in handles} == set(Mark.objects.values_list("job_id", flat=True))
+    # the per-minute counts behind the admin's charts saw every outcome, one row per worker and minute
+    assert QueueStat.objects.aggregate(n=Sum("succeeded"))["n"] == 2000
 
 
 def test_sigterm_drains_the_running_job(start_worker) -> None:

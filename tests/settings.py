@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",
     "pgqueue",
     "tests.testapp",
 ]
@@ -54,6 +55,7 @@ TEMPLATES = [
     }
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "static/"
 PGQUEUE = {
     "HEARTBEAT_SECONDS": 0.5,
     "LEASE_SECONDS": 5.0,

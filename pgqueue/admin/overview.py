@@ -132,8 +132,9 @@ def svg_chart(bars: list[Bar], width: int = 600, height: int = 120) -> str:
         parts.append(f'<g><title>{title}</title>'
                      f'<rect x="{x:.1f}" y="{height - ok_h - bad_h:.1f}" width="{slot - 2:.1f}" height="{ok_h:.1f}" fill="#10b981"/>'
                      f'<rect x="{x:.1f}" y="{height - bad_h:.1f}" width="{slot - 2:.1f}" height="{bad_h:.1f}" fill="#ef4444"/></g>')
-    for i in (0, len(bars) // 2, len(bars) - 1):
+    for i, anchor in ((0, "start"), (len(bars) // 2, "middle"), (len(bars) - 1, "end")):
         if 0 <= i < len(bars):
-            parts.append(f'<text x="{i * slot:.1f}" y="{height + 12}">{escape(bars[i].label)}</text>')
+            x = {"start": i * slot, "middle": (i + 0.5) * slot, "end": (i + 1) * slot}[anchor]
+            parts.append(f'<text x="{x:.1f}" y="{height + 12}" text-anchor="{anchor}">{escape(bars[i].label)}</text>')
     parts.append(f'<text x="{width - 4}" y="10" text-anchor="end">max {top}</text></svg>')
     return "".join(parts)

@@ -27,6 +27,7 @@ class WorkerProcess(models.Model):
         db_table = "pgqueue_workerprocess"
         ordering = ["-started_at"]
         verbose_name = "worker process"
+        verbose_name_plural = "worker processes"
         indexes = [
             models.Index(fields=["last_heartbeat"], name="pgqueue_worker_alive", condition=Q(state__in=["running", "stopping"]))
         ]

@@ -1,0 +1,139 @@
+"""The admin in a real browser (Debian's chromium driven by Playwright): overview, filter, a dead job's
+attempts, replay, pause and resume. Saves screenshots (docs/images/ holds the current ones)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from pgqueue.models import Attempt, Job, QueueStat, QueueState
+from tests.testapp import jobs
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+REQUIRED = os.environ.get("PGQUEUE_REQUIRE_BROWSER") == "1"  # set by .ci/run: never skip there
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def browser_page():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if REQUIRED:
+            pytest.fail("playwright is not installed")
+        pytest.skip("playwright is not installed")
+    if CHROMIUM is None:
+        if REQUIRED:
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run",
+        ])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("PGQUEUE_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def seed() -> Job:
+    now = timezone.now().replace(second=0, microsecond=0)
+    QueueStat.objects.bulk_create([
+        QueueStat(bucket=now - dt.timedelta(minutes=m), queue=q, worker="host-1-w0",
+                  succeeded=40 + (m * 7 + i * 13) % 35, dead=(m % 9 == 0) * (1 + i))
+        for m in range(0, 24 * 60, 3) for i, q in enumerate(["default", "emails"])
+    ])
+    jobs.add.enqueue_many([(i, i) for i in range(5)])
+    jobs.mark.options(delay=3600).enqueue("later")
+    h = jobs.always_fails.enqueue("payment")
+    Job.objects.filter(pk=h.id).update(state="dead", attempts=3, reason_code="max_attempts",
+                                       error_class="RuntimeError", last_error="RuntimeError: boom payment",
+                                       finished_at=timezone.now())
+    job = Job.objects.get(pk=h.id)
+    for n in (1, 2, 3):
+        Attempt.objects.create(job=job, number=n, worker=f"host-1-w{n % 2}", started_at=job.created_at,
+                               finished_at=job.created_at, duration=0.02 * n, outcome="failed",
+                               error_class="RuntimeError", message="boom payment",
+                               traceback='Traceback (most recent call last):\n  File "jobs.py", line 52\n'
+                                         "RuntimeError: boom payment")
+    return job
+
+
+def test_operator_journey(browser_page, live_server, shots: Path) -> None:
+    page = browser_page
+    User.objects.create_superuser("admin", "admin@example.com", "admin")
+    dead = seed()
+
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/pgqueue/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "admin")
+    page.click("input[type=submit]")
+
+    # the overview
+    page.wait_for_selector("#pgqueue-overview")
+    assert page.locator(".pgqueue-queue").count() >= 2
+    assert "went dead in the last hour" in page.inner_text("#pgqueue-overview")
+    page.screenshot(path=str(shots / "admin-overview.png"), full_page=True)
+
+    # filter the job list down to dead jobs
+    page.goto(f"{live_server.url}/admin/pgqueue/job/")
+    page.click("#changelist-filter a:text-is('Dead')")
+    page.wait_for_url("**state__exact=dead**")
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 1
+    page.screenshot(path=str(shots / "admin-jobs-dead.png"), full_page=True)
+
+    # the dead job's attempts
+    rows.first.locator("th a").click()
+    page.wait_for_selector("#pgqueue-attempts")
+    assert page.locator(".pgqueue-attempt").count() == 3
+    page.locator("#pgqueue-attempts details summary").first.click()
+    assert "RuntimeError: boom payment" in page.inner_text("#pgqueue-attempts")
+    page.screenshot(path=str(shots / "admin-job-attempts.png"), full_page=True)
+
+    # replay it: confirmation with the count, then the new job
+    page.goto(f"{live_server.url}/admin/pgqueue/job/?state__exact=dead")
+    page.check("#result_list tbody input.action-select")
+    page.select_option("select[name=action]", "replay_jobs")
+    page.click("button[name=index]")
+    page.wait_for_selector("#pgqueue-confirm")
+    assert page.inner_text(".pgqueue-count") == "1"
+    page.screenshot(path=str(shots / "admin-replay-confirm.png"), full_page=True)
+    page.click("#pgqueue-confirm input[type=submit]")
+    page.wait_for_selector(".messagelist")
+    assert "Replay: 1 of 1" in page.inner_text(".messagelist")
+    new = Job.objects.get(replay_of_id=dead.id)
+    page.goto(f"{live_server.url}/admin/pgqueue/job/{new.id}/change/")
+    assert f"#{dead.id}" in page.inner_text("body")
+
+    # pause and resume a queue
+    page.goto(f"{live_server.url}/admin/pgqueue/queuestate/")
+    page.check("#result_list input.action-select[value='default']")
+    page.select_option("select[name=action]", "pause_queues")
+    page.click("button[name=index]")
+    page.click("#pgqueue-confirm input[type=submit]")
+    page.wait_for_selector(".messagelist")
+    assert QueueState.objects.get(name="default").paused
+    page.screenshot(path=str(shots / "admin-queues-paused.png"), full_page=True)
+    page.check("#result_list input.action-select[value='default']")
+    page.select_option("select[name=action]", "resume_queues")
+    page.click("button[name=index]")
+    page.click("#pgqueue-confirm input[type=submit]")
+    page.wait_for_selector(".messagelist")
+    assert not QueueState.objects.get(name="default").paused

@@ -44,7 +44,7 @@ class Settings:
     MAINTENANCE_SECONDS: float = 0.5
     # Completions are written in batches: at most this many, at most this late.
     COMPLETION_BATCH: int = 500
-    COMPLETION_FLUSH_MS: float = 2.0
+    COMPLETION_FLUSH_MS: float = 25.0  # measured: 2 ms -> 25 ms raised W1 by ~10% (fewer, larger batches)
     # History retention, in seconds, for finished jobs (with their attempts).
     KEEP_SUCCEEDED_SECONDS: float = 24 * 3600.0
     KEEP_FAILED_SECONDS: float = 14 * 24 * 3600.0

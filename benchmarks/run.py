@@ -196,19 +196,28 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
+    parser.add_argument("--only", default="", help="comma-separated subset of w1,raw,w2,w3; prints the "
+                        "medians and writes nothing")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
+    workloads = {"w1": lambda: w1_throughput(args.jobs), "raw": lambda: raw_reference(args.jobs),
+                 "w2": w2_enqueue, "w3": w3_latency}
+    chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(workloads)
+    unknown = set(chosen) - set(workloads)
+    if unknown:
+        parser.error(f"--only: unknown workload(s) {', '.join(sorted(unknown))}")
     runs = []
     for i in range(args.runs):
         run: dict[str, float] = {}
-        run.update(w1_throughput(args.jobs))
-        run.update(raw_reference(args.jobs))
-        run.update(w2_enqueue())
-        run.update(w3_latency())
+        for name in chosen:
+            run.update(workloads[name]())
         runs.append(run)
         print(f"run {i + 1}: " + ", ".join(f"{k}={v:.1f}" for k, v in run.items()), flush=True)
     keys = runs[0].keys()
     medians = {k: round(statistics.median(r[k] for r in runs), 2) for k in keys}
+    if args.only:
+        print(json.dumps(medians, indent=2))
+        return 0
     medians["w1_vs_raw_ratio"] = round(medians["w1_jobs_per_s"] / medians["raw_w1_jobs_per_s"], 3)
     report = {
         **medians,

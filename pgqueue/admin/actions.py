@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from pgqueue.conf import get_settings
 from pgqueue.models import AuditEntry
 
 CHUNK = 5_000  # ids per statement when an action covers many rows
@@ -50,7 +51,7 @@ def confirmed_action(
         changed: list[Any] = []
         for start in range(0, len(ids), CHUNK):
             changed.extend(run(ids[start:start + CHUNK]))
-        AuditEntry.objects.create(
+        AuditEntry.objects.using(get_settings().DATABASE).create(
             user=request.user if request.user.is_authenticated else None,
             username=request.user.get_username() if request.user.is_authenticated else "",
             action=name, target=target, count=len(changed), selected=selected,

@@ -7,11 +7,12 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from pgqueue.admin.base import PgQueueAdmin
 from pgqueue.models import AuditEntry
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(PgQueueAdmin):
     list_display = ("at", "username", "action", "target", "count", "selected", "scope")
     list_filter = ("action", "target")
     search_fields = ("username", "action")

@@ -18,6 +18,7 @@ from django.utils.html import format_html, format_html_join
 
 from pgqueue import operations
 from pgqueue.admin.actions import confirmed_action
+from pgqueue.admin.base import PgQueueAdmin, alias
 from pgqueue.conf import get_settings
 from pgqueue.models import Attempt, Job
 
@@ -46,8 +47,8 @@ class _RecentValuesFilter(admin.SimpleListFilter):
     field = ""
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        recent = Job.objects.order_by("-id").values_list(self.field, flat=True)[:RECENT]
-        values = set(Job.objects.filter(id__in=recent.values("id")).values_list(self.field, flat=True))
+        recent = Job.objects.using(alias()).order_by("-id").values_list(self.field, flat=True)[:RECENT]
+        values = set(Job.objects.using(alias()).filter(id__in=recent.values("id")).values_list(self.field, flat=True))
         values |= set(self.extra())
         return [(v, v) for v in sorted(values)]
 
@@ -67,7 +68,7 @@ class QueueFilter(_RecentValuesFilter):
     def extra(self) -> list[str]:
         from pgqueue.models import QueueState
 
-        return list(get_settings().QUEUES or ()) + list(QueueState.objects.values_list("name", flat=True))
+        return list(get_settings().QUEUES or ()) + list(QueueState.objects.using(alias()).values_list("name", flat=True))
 
 
 class TaskFilter(_RecentValuesFilter):
@@ -81,7 +82,7 @@ def _pretty(value: Any) -> str:
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(PgQueueAdmin):
     list_display = ("id", "task_name", "queue", "state_badge", "tries", "priority", "run_at", "age", "took",
                     "error_short")
     list_display_links = ("id", "task_name")
@@ -233,7 +234,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="replays")
     def replays_links(self, job: Job) -> str:
-        ids = list(Job.objects.filter(replay_of_id=job.id).values_list("id", flat=True)[:50])
+        ids = list(Job.objects.using(alias()).filter(replay_of_id=job.id).values_list("id", flat=True)[:50])
         if not ids:
             return "-"
         return format_html_join(", ", '<a href="{}">#{}</a>',
@@ -241,7 +242,8 @@ class JobAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> Any:
-        attempts = Attempt.objects.filter(job_id=object_id).order_by("id")
+        attempts = (Attempt.objects.using(alias()).filter(job_id=int(object_id)).order_by("id")
+                    if str(object_id).isdigit() else Attempt.objects.none())
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "attempts": attempts})
 
 
@@ -258,7 +260,7 @@ def _duration(seconds: float) -> str:
 
 
 @admin.register(Attempt)
-class AttemptAdmin(admin.ModelAdmin):
+class AttemptAdmin(PgQueueAdmin):
     list_display = ("id", "job_link", "number", "outcome", "worker", "started_at", "duration", "error_class")
     list_filter = ("outcome",)
     search_fields = ("=job__id", "error_class")

@@ -44,6 +44,7 @@ class Bar:
 
 def overview(now: dt.datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
+    alias = get_settings().DATABASE
     hour_ago, day_ago = now - dt.timedelta(hours=1), now - dt.timedelta(days=1)
     local = timezone.localtime(now)  # chart buckets follow the admin's time zone
     queues: dict[str, QueueRow] = {}
@@ -53,37 +54,38 @@ def overview(now: dt.datetime | None = None) -> dict[str, Any]:
 
     for name in get_settings().QUEUES or ():
         row(name)
-    for state in QueueState.objects.all():
+    for state in QueueState.objects.using(alias).all():
         r = row(state.name)
         r.paused, r.draining = state.paused, state.pause_when_empty
-    for item in Job.objects.filter(state__in=ACTIVE).values("queue", "state").annotate(n=Count("id")):
+    for item in Job.objects.using(alias).filter(state__in=ACTIVE).values("queue", "state").annotate(n=Count("id")):
         row(item["queue"]).counts[item["state"]] = item["n"]
-    for item in (QueueStat.objects.filter(bucket__gte=hour_ago).values("queue")
+    for item in (QueueStat.objects.using(alias).filter(bucket__gte=hour_ago).values("queue")
                  .annotate(ok=Sum("succeeded"), bad=Sum("dead"))):
         row(item["queue"]).finished_hour = {"succeeded": item["ok"], "dead": item["bad"]}
-    for item in Job.objects.filter(state="ready").values("queue").annotate(oldest=Min("run_at")):
+    for item in Job.objects.using(alias).filter(state="ready").values("queue").annotate(oldest=Min("run_at")):
         row(item["queue"]).oldest_ready = item["oldest"]
 
     return {
         "queues": sorted(queues.values(), key=lambda q: q.name),
-        "hour_bars": _bars(hour_ago, TruncMinute, local.replace(second=0, microsecond=0), 60,
+        "hour_bars": _bars(alias, hour_ago, TruncMinute, local.replace(second=0, microsecond=0), 60,
                            dt.timedelta(minutes=1), "%H:%M"),
-        "day_bars": _bars(day_ago, TruncHour, local.replace(minute=0, second=0, microsecond=0), 24,
+        "day_bars": _bars(alias, day_ago, TruncHour, local.replace(minute=0, second=0, microsecond=0), 24,
                           dt.timedelta(hours=1), "%H:00"),
         "top_errors": list(
-            Job.objects.filter(state="dead", finished_at__gte=day_ago).exclude(error_class="")
+            Job.objects.using(alias).filter(state="dead", finished_at__gte=day_ago).exclude(error_class="")
             .values("error_class").annotate(n=Count("id")).order_by("-n")[:5]
         ),
-        "workers": list(WorkerProcess.objects.filter(state__in=["running", "stopping"]).order_by("kind", "id")),
+        "workers": list(WorkerProcess.objects.using(alias).filter(state__in=["running", "stopping"]).order_by("kind", "id")),
         "alerts": _alerts(now, hour_ago),
         "now": now,
     }
 
 
-def _bars(since: dt.datetime, trunc: Any, end: dt.datetime, count: int, step: dt.timedelta, fmt: str) -> list[Bar]:
+def _bars(alias: str, since: dt.datetime, trunc: Any, end: dt.datetime, count: int, step: dt.timedelta,
+          fmt: str) -> list[Bar]:
     """Succeeded and dead jobs per interval, from the per-minute counts the workers keep."""
     totals: dict[dt.datetime, dict[str, int]] = defaultdict(dict)
-    rows = (QueueStat.objects.filter(bucket__gte=since).annotate(slot=trunc("bucket")).values("slot")
+    rows = (QueueStat.objects.using(alias).filter(bucket__gte=since).annotate(slot=trunc("bucket")).values("slot")
             .annotate(ok=Sum("succeeded"), bad=Sum("dead")))
     for item in rows:
         totals[item["slot"]] = {"ok": item["ok"], "bad": item["bad"]}
@@ -98,20 +100,21 @@ def _bars(since: dt.datetime, trunc: Any, end: dt.datetime, count: int, step: dt
 
 def _alerts(now: dt.datetime, hour_ago: dt.datetime) -> list[str]:
     settings = get_settings()
+    alias = settings.DATABASE
     alerts = []
-    dead = Job.objects.filter(state="dead", finished_at__gte=hour_ago).count()
+    dead = Job.objects.using(alias).filter(state="dead", finished_at__gte=hour_ago).count()
     if dead:
         alerts.append(f"{dead} job(s) went dead in the last hour.")
-    stuck = Job.objects.filter(state="running", lease_expires_at__lt=now).count()
+    stuck = Job.objects.using(alias).filter(state="running", lease_expires_at__lt=now).count()
     if stuck:
         alerts.append(f"{stuck} running job(s) hold an expired lease (their worker may be gone; maintenance "
                       "rescues them if it runs).")
-    silent = WorkerProcess.objects.filter(
+    silent = WorkerProcess.objects.using(alias).filter(
         state__in=["running", "stopping"], last_heartbeat__lt=now - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER)
     ).count()
     if silent:
         alerts.append(f"{silent} worker process(es) stopped heartbeating.")
-    if not WorkerProcess.objects.filter(kind="worker", state="running").exists():
+    if not WorkerProcess.objects.using(alias).filter(kind="worker", state="running").exists():
         alerts.append("No worker is running: start one with manage.py pgqueue_worker.")
     return alerts
 

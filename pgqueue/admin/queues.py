@@ -9,11 +9,12 @@ from django.http import HttpRequest
 
 from pgqueue import operations
 from pgqueue.admin.actions import confirmed_action
+from pgqueue.admin.base import PgQueueAdmin, alias
 from pgqueue.models import Job, QueueState
 
 
 @admin.register(QueueState)
-class QueueStateAdmin(admin.ModelAdmin):
+class QueueStateAdmin(PgQueueAdmin):
     list_display = ("name", "status", "ready", "running", "oldest_ready", "updated_at")
     search_fields = ("name",)
     ordering = ("name",)
@@ -31,10 +32,10 @@ class QueueStateAdmin(admin.ModelAdmin):
     ]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        known = set(Job.objects.filter(state__in=["ready", "running", "scheduled"]).values_list("queue", flat=True)
+        known = set(Job.objects.using(alias()).filter(state__in=["ready", "running", "scheduled"]).values_list("queue", flat=True)
                     .distinct()[:1000])
-        missing = known - set(QueueState.objects.values_list("name", flat=True))
-        QueueState.objects.bulk_create([QueueState(name=n) for n in missing], ignore_conflicts=True)
+        missing = known - set(QueueState.objects.using(alias()).values_list("name", flat=True))
+        QueueState.objects.using(alias()).bulk_create([QueueState(name=n) for n in missing], ignore_conflicts=True)
         return super().changelist_view(request, extra_context)
 
     @admin.display(description="status")
@@ -45,15 +46,15 @@ class QueueStateAdmin(admin.ModelAdmin):
 
     @admin.display(description="ready")
     def ready(self, queue: QueueState) -> int:
-        return Job.objects.filter(queue=queue.name, state="ready").count()
+        return Job.objects.using(alias()).filter(queue=queue.name, state="ready").count()
 
     @admin.display(description="running")
     def running(self, queue: QueueState) -> int:
-        return Job.objects.filter(queue=queue.name, state="running").count()
+        return Job.objects.using(alias()).filter(queue=queue.name, state="running").count()
 
     @admin.display(description="oldest ready")
     def oldest_ready(self, queue: QueueState) -> Any:
-        first = Job.objects.filter(queue=queue.name, state="ready").order_by("run_at").values_list("run_at",
+        first = Job.objects.using(alias()).filter(queue=queue.name, state="ready").order_by("run_at").values_list("run_at",
                                                                                                flat=True).first()
         return first or "-"
 

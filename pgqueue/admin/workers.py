@@ -8,11 +8,12 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
 
+from pgqueue.admin.base import PgQueueAdmin
 from pgqueue.models import WorkerProcess
 
 
 @admin.register(WorkerProcess)
-class WorkerProcessAdmin(admin.ModelAdmin):
+class WorkerProcessAdmin(PgQueueAdmin):
     list_display = ("id", "kind", "state", "hostname", "pid", "queues", "concurrency", "started_at", "heartbeat_age")
     list_filter = ("kind", "state")
     search_fields = ("id", "hostname")

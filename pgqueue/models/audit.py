@@ -10,8 +10,9 @@ from django.db.models.functions import Now
 class AuditEntry(models.Model):
     id = models.BigAutoField(primary_key=True)
     at = models.DateTimeField(db_default=Now(), db_index=True)
+    # No database constraint: the audit log lives on pgqueue's database, which may not hold the users.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                             related_name="+")
+                             related_name="+", db_constraint=False)
     username = models.CharField(max_length=150, blank=True, help_text="Kept if the user is deleted.")
     action = models.CharField(max_length=50)
     target = models.CharField(max_length=20, help_text="job or queue")

@@ -85,13 +85,15 @@ WITH input AS (
            started_at, finished_at)
 ), done AS (
     UPDATE pgqueue_job j
-    SET state = i.state,
+    SET state = CASE WHEN j.cancel_requested AND i.state IN ('scheduled', 'ready') THEN 'cancelled'
+                     ELSE i.state END,
         run_at = COALESCE(i.run_at, j.run_at),
         result = i.result::jsonb,
         error_class = CASE WHEN i.outcome = 'succeeded' THEN j.error_class ELSE i.error_class END,
         last_error = CASE WHEN i.outcome = 'succeeded' THEN j.last_error ELSE i.message END,
         reason_code = i.reason,
-        finished_at = CASE WHEN i.state IN ('succeeded', 'dead', 'cancelled') THEN i.finished_at END,
+        finished_at = CASE WHEN i.state IN ('succeeded', 'dead', 'cancelled') OR j.cancel_requested
+                           THEN i.finished_at END,
         leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
     FROM input i
     WHERE j.id = i.id AND j.state = 'running' AND j.lease_token = i.token
@@ -203,8 +205,12 @@ SELECT count(*) AS staged, (SELECT count(*) FROM wake) AS woken FROM due;
 
 -- name: job_heartbeat
 -- Extend a worker's leases on the jobs it still runs; say which of them have a cancel request.
+-- A worker that was declared dead while unreachable is alive again (its old leases were rescued).
 WITH beat AS (
-    UPDATE pgqueue_workerprocess SET last_heartbeat = now() WHERE id = %(worker)s
+    UPDATE pgqueue_workerprocess
+    SET last_heartbeat = now(), state = CASE WHEN state = 'dead' THEN 'running' ELSE state END,
+        stopped_at = CASE WHEN state = 'dead' THEN NULL ELSE stopped_at END
+    WHERE id = %(worker)s
 )
 UPDATE pgqueue_job
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
@@ -304,6 +310,7 @@ WITH gone AS (
     WHERE (state = 'succeeded' AND finished_at < now() - make_interval(secs => %(keep_succeeded)s))
        OR (state IN ('dead', 'cancelled') AND finished_at < now() - make_interval(secs => %(keep_failed)s))
     LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
 ), attempts AS (
     DELETE FROM pgqueue_attempt WHERE job_id IN (SELECT id FROM gone)
 ), deleted AS (

@@ -37,7 +37,8 @@ def succeeded(job: LeasedJob, value: Any) -> Finish:
         result = json.dumps(value, allow_nan=False, ensure_ascii=False)
         if has_nul(result):
             raise ValueError("NUL character")
-    except (TypeError, ValueError):
+        result.encode("utf-8")  # lone surrogates cannot be stored
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         result = json.dumps({"repr": repr(value)[:MAX_MESSAGE]})
     return Finish(
         job_id=job.id, lease_token=job.lease_token, attempt=job.attempt, state=JobState.SUCCEEDED,
@@ -83,8 +84,9 @@ def failed(
 
 
 def _text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL characters."""
-    return value.replace("\x00", "\\x00")
+    """Text PostgreSQL can store: no NUL, and valid UTF-8 (lone surrogates from undecodable bytes
+    become backslash escapes)."""
+    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _class_path(exc: BaseException) -> str:
@@ -129,7 +131,15 @@ class Executor:
             if item is None:
                 return
             fn, job, ctx, done = item
-            done(self._run_sync(fn, job, ctx))
+            try:
+                finish = self._run_sync(fn, job, ctx)
+            except BaseException as exc:  # e.g. close_old_connections() failing: still report the attempt
+                logger.exception("job %s: the executor failed around the job", job.id)
+                finish = failed(job, fn, exc, self.settings, cancel_requested=ctx.cancel_requested)
+            try:
+                done(finish)
+            except Exception:
+                logger.exception("job %s: recording its outcome failed", job.id)
 
     def job_function(self, task: str) -> JobFunction | None:
         try:

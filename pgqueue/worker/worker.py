@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from pgqueue import events
 from pgqueue.conf import Settings
 from pgqueue.context import JobContext
@@ -45,6 +47,7 @@ class Running:
     job: LeasedJob
     ctx: JobContext
     deadline: float | None  # monotonic
+    lost: bool = False  # the heartbeat found the lease gone
 
 
 class Worker:
@@ -75,7 +78,9 @@ class Worker:
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.pipe.read_fd, selectors.EVENT_READ, "pipe")
         self.listening = False
+        self.listen_fd = -1
         self.sleeping = False
+        self.exit_requested = False  # QUIT, or INT after TERM/INT: leave without draining
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -87,7 +92,7 @@ class Worker:
                     self.config.concurrency)
         code = EXIT_OK
         while True:
-            if self._handle_signals():
+            if self.exit_requested or self._handle_signals():
                 return self._exit_now()
             self._check_timeouts()
             now = time.monotonic()
@@ -173,12 +178,15 @@ class Worker:
         with self.lock:
             entry = self.running.pop(job_id, None)
             if entry is None or entry.job.lease_token != finish.lease_token:
+                if entry is not None:  # a newer lease of the same job: not ours to end
+                    self.running[job_id] = entry
                 # we already gave up on it (timeout): its slot was held as stuck until now
                 self.stuck = max(0, self.stuck - 1)
                 self.pipe.wake()
                 return
             self.finished += 1
-        self.completer.add(finish)
+            # queued before the loop can see an empty `running` and close the completer
+            self.completer.add(finish)
         if self.sleeping:  # the loop is in select(): wake it to lease for the freed slot
             self.pipe.wake()
 
@@ -210,7 +218,8 @@ class Worker:
             conn = self.listen_db.connect()
             channel = self.settings.NOTIFY_CHANNEL.replace('"', '""')
             conn.execute(f'LISTEN "{channel}"')
-            self.selector.register(conn.fileno(), selectors.EVENT_READ, "listen")
+            self.listen_fd = conn.fileno()
+            self.selector.register(self.listen_fd, selectors.EVENT_READ, "listen")
             self.listening = True
             self.more_ready = True  # notifications may have been missed while not listening
         except CONNECTION_ERRORS as exc:
@@ -226,19 +235,18 @@ class Worker:
             for note in conn.notifies(timeout=0):
                 if note.payload in self.config.queues:
                     self.more_ready = True
-        except CONNECTION_ERRORS as exc:
+        except psycopg.Error as exc:
             self._stop_listening()
             self.listen_db.broken(exc)
             self.more_ready = True
 
     def _stop_listening(self) -> None:
+        """Forget the LISTEN socket by the fd we registered (a lost connection can no longer tell it)."""
         if self.listening:
             try:
-                self.selector.unregister(self.listen_db.conn.fileno())  # type: ignore[union-attr]
-            except (KeyError, ValueError, OSError, AttributeError):
-                for key in list(self.selector.get_map().values()):
-                    if key.data == "listen":
-                        self.selector.unregister(key.fileobj)
+                self.selector.unregister(self.listen_fd)
+            except (KeyError, ValueError, OSError):
+                pass
             self.listening = False
 
     # -- heartbeat, cancel requests, recycling ---------------------------------------------------
@@ -260,6 +268,14 @@ class Worker:
             entry = by_id.get(job_id)
             if cancel_requested and entry is not None and not entry.ctx.cancel_requested:
                 logger.info("job %s: cancel requested", job_id)
+                self.executor.cancel(entry.ctx)
+        extended = {row[0] for row in rows}
+        for entry in held.values():
+            if entry.job.id not in extended and not entry.lost and self.running.get(entry.job.id) is entry:
+                # Rescued elsewhere (this worker looked dead): its outcome will be refused; ask it to stop.
+                entry.lost = True
+                logger.warning("job %s: lease lost (rescued while this worker was unreachable); asking it to "
+                               "stop, its outcome will not be recorded", entry.job.id)
                 self.executor.cancel(entry.ctx)
 
     def _check_recycle(self) -> None:
@@ -297,7 +313,9 @@ class Worker:
     def _shutdown(self) -> None:
         """Release what is still running, flush completions, mark this process stopped."""
         self._release_running()
-        if not self.completer.close(timeout=max(5.0, self.config.shutdown_timeout)):
+        # The supervisor kills children KILL_GRACE (10 s) after the shutdown timeout: stay inside it.
+        left = self.drain_deadline + 8.0 - time.monotonic() if self.signalled else 30.0
+        if not self.completer.close(timeout=max(1.0, left)):
             logger.error("worker %s could not record all completions before exiting", self.id)
         self._set_state("stopped")
         events.emit("worker_stopped", worker=self.id, kind="worker", reason=self.stop_reason or "stopped")
@@ -337,7 +355,10 @@ class Worker:
                 self.lease_db.run("workerprocess_register", **params)
                 return
             except CONNECTION_ERRORS:
-                if self._handle_signals() or self.stopping:
+                if self._handle_signals():
+                    self.exit_requested = True
+                    return
+                if self.stopping:
                     return
                 time.sleep(self.lease_db.backoff())
 

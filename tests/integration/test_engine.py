@@ -221,3 +221,22 @@ def test_drain_and_pause_pauses_once_nothing_is_ready() -> None:
         assert db.run(cur, "queuestate_pause_drained") == [("q1",)]
     state = QueueState.objects.get(name="q1")
     assert state.paused and not state.pause_when_empty
+
+
+def test_a_cancel_request_wins_over_a_retry() -> None:
+    h = jobs.add.enqueue(1, 1)
+    with connect() as conn:
+        (row,) = lease(conn, "w", 1)
+        pgqueue.cancel([h.id])  # requested while running; the attempt then fails and asks for a retry
+        assert finish(conn, "w", [row], state="scheduled", outcome="failed", result=None) == {h.id}
+    job = Job.objects.get(pk=h.id)
+    assert (job.state, job.finished_at is not None) == ("cancelled", True)
+
+
+def test_heartbeat_revives_a_worker_declared_dead() -> None:
+    from pgqueue.models import WorkerProcess
+
+    WorkerProcess.objects.create(id="w-back", kind="worker", hostname="h", pid=1, state="dead")
+    with connect() as conn, conn.cursor() as cur:
+        db.run(cur, "job_heartbeat", worker="w-back", tokens=[], lease_seconds=30)
+    assert WorkerProcess.objects.get(pk="w-back").state == "running"

@@ -136,15 +136,6 @@ class JobAdmin(PgQueueAdmin):
 
     # -- permissions: changes go through the actions (and so through the state machine) -------------
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def _perm(self, request: HttpRequest, codename: str) -> bool:
         return bool(request.user.has_perm(f"pgqueue.{codename}"))  # type: ignore[union-attr]
 
@@ -274,11 +265,5 @@ class AttemptAdmin(PgQueueAdmin):
         job_id = attempt.__dict__["job_id"]
         return format_html('<a href="{}">#{}</a>', reverse("admin:pgqueue_job_change", args=[job_id]), job_id)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -58,14 +58,5 @@ class QueueStateAdmin(PgQueueAdmin):
                                                                                                flat=True).first()
         return first or "-"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     def has_pause_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("pgqueue.pause_queue"))  # type: ignore[union-attr]

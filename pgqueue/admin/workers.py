@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 from django.utils import timezone
 
 from pgqueue.admin.base import PgQueueAdmin
@@ -23,11 +20,5 @@ class WorkerProcessAdmin(PgQueueAdmin):
     def heartbeat_age(self, process: WorkerProcess) -> str:
         return f"{(timezone.now() - process.last_heartbeat).total_seconds():.1f} s"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

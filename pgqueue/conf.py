@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from dataclasses import dataclass, fields
@@ -182,7 +181,3 @@ def reset() -> None:
     """Forget the cached settings (after override_settings, for example)."""
     get_settings.cache_clear()
 
-
-def replace(**changes: Any) -> Settings:
-    """A copy of the current settings with some values changed (validated again)."""
-    return dataclasses.replace(get_settings(), **changes)

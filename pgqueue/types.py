@@ -19,7 +19,6 @@ class JobState(StrEnum):
     BLOCKED = "blocked"  # waiting on a semaphore or dependency (later features)
 
 
-WAITING_STATES = (JobState.SCHEDULED, JobState.READY, JobState.BLOCKED)
 FINISHED_STATES = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
 
 

@@ -6,11 +6,10 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from pgqueue.types import JobState, ReasonCode
+from pgqueue.types import FINISHED_STATES, JobState, ReasonCode
 
 STATE_CHOICES = [(s.value, s.value.capitalize()) for s in JobState]
 REASON_CHOICES = [("", "-")] + [(r.value, r.value.replace("_", " ")) for r in ReasonCode]
-FINISHED = [JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED]
 
 
 class Job(models.Model):
@@ -56,7 +55,7 @@ class Job(models.Model):
             # Serves job_rescue and job_heartbeat.
             models.Index(fields=["leased_by"], name="pgqueue_job_running", condition=Q(state="running")),
             # Serves job_prune and "recently finished" views.
-            models.Index(fields=["finished_at"], name="pgqueue_job_finished", condition=Q(state__in=FINISHED)),
+            models.Index(fields=["finished_at"], name="pgqueue_job_finished", condition=Q(state__in=list(FINISHED_STATES))),
             models.Index(fields=["replay_of"], name="pgqueue_job_replays", condition=Q(replay_of__isnull=False)),
             # Serves "dead jobs by reason" and the dead-letter views.
             models.Index(fields=["reason_code", "finished_at"], name="pgqueue_job_dead", condition=Q(state="dead")),

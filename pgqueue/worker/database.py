@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -62,15 +60,3 @@ class Database:
                 pass
         self.conn = None
 
-
-def run_until_done(
-    database: Database, name: str, *, give_up: Callable[[], bool], **params: Any
-) -> list[tuple[Any, ...]] | None:
-    """Run a statement, retrying through connection errors with backoff until it works or give_up()."""
-    while True:
-        try:
-            return database.run(name, **params)
-        except CONNECTION_ERRORS:
-            if give_up():
-                return None
-            time.sleep(database.backoff())

@@ -146,18 +146,23 @@ def w3_latency(n: int = 200, gap: float = 0.02) -> dict[str, float]:
 
 
 def _raw_loop(params: dict[str, Any], worker: str, counter: Any) -> None:
+    """The worker's lease and completion statements with as little Python as possible around them."""
     with psycopg.connect(**params, autocommit=True) as conn, conn.cursor() as cur:
         while True:
-            rows = db.run(cur, "job_lease", queues=["bench"], limit=100, worker=worker, lease_seconds=30)
+            rows = db.run(cur, "job_lease", queues=["bench"], limit=100, worker=worker, lease_seconds=30,
+                          alone=False)
             if not rows:
                 return
             now = dt.datetime.now(dt.UTC)
             k = len(rows)
-            db.run(cur, "job_finish_many", ids=[r[0] for r in rows], tokens=[r[8] for r in rows],
-                   states=["succeeded"] * k, outcomes=["succeeded"] * k, run_ats=[None] * k, results=["null"] * k,
-                   error_classes=[""] * k, messages=[""] * k, tracebacks=[""] * k, reasons=[""] * k,
-                   attempts=[r[5] for r in rows], started=[r[9] for r in rows], finished=[now] * k,
-                   worker=worker, channel="pgqueue")
+            db.run(cur, "job_set_state_if_running_many", ids=[r.id for r in rows],
+                   tokens=[r.lease_token for r in rows], states=["succeeded"] * k, yields=[False] * k,
+                   run_ats=[None] * k, reasons=[""] * k, results=["null"] * k, attempts=[r.attempt for r in rows],
+                   lost=[0] * k, crashes=[0] * k, job_error_classes=[None] * k, job_errors=[None] * k,
+                   numbers=[r.attempt for r in rows], outcomes=["succeeded"] * k, workers=[worker] * k,
+                   started=[r.started_at for r in rows], finished=[now] * k, error_classes=[""] * k,
+                   messages=[""] * k, tracebacks=[""] * k, exit_codes=[None] * k, worker=worker,
+                   channel="pgqueue")
 
 
 def raw_reference(n: int) -> dict[str, float]:
@@ -226,7 +231,7 @@ def main() -> int:
             "w1": f"{args.jobs} no-op jobs enqueued in bulk, then {PROCESSES} processes x {CONCURRENCY} threads; "
                   "w1_jobs_per_s = jobs / (first attempt start .. last attempt end); w1_wall_jobs_per_s includes "
                   "worker start-up",
-            "raw_w1": "psycopg only, 2 processes, job_lease + job_finish_many 100 jobs at a time",
+            "raw_w1": "psycopg only, 2 processes, job_lease + job_set_state_if_running_many 100 jobs at a time",
             "w2": "2000 single enqueues, one transaction each (autocommit, as a view without ATOMIC_REQUESTS); "
                   "w2_atomic_enqueues_per_s wraps each in transaction.atomic(); raw_w2_inserts_per_s is a bare "
                   "psycopg INSERT per transaction into the same table (this machine's commit ceiling)",

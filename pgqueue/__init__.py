@@ -19,12 +19,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from pgqueue.context import JobContext, current_job
+    from pgqueue.decorator import job
     from pgqueue.enqueueing import JobHandle, enqueue, enqueue_many
     from pgqueue.operations import cancel, replay
-    from pgqueue.registry import job
 
 _LAZY = {
-    "job": "pgqueue.registry",
+    "job": "pgqueue.decorator",
     "enqueue": "pgqueue.enqueueing",
     "enqueue_many": "pgqueue.enqueueing",
     "JobHandle": "pgqueue.enqueueing",

@@ -23,9 +23,3 @@ class PgQueueConfig(AppConfig):
 
         setting_changed.connect(reset_settings, weak=False, dispatch_uid="pgqueue-reset-settings")
 
-
-def discover_jobs() -> None:
-    """Import the `jobs` module of every installed app so its @job functions are registered."""
-    from django.utils.module_loading import autodiscover_modules
-
-    autodiscover_modules("jobs")

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import decimal
 import functools
+import math
+import numbers
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+
+DAY = 24 * 3600.0
+# Upper bounds that keep every value usable in SQL interval and Python datetime arithmetic.
+SECONDS_MAX = 365 * DAY  # durations: leases, heartbeats, timeouts, retry delays
+RETENTION_MAX = 100 * 365 * DAY  # KEEP_*_SECONDS
+FLUSH_MS_MAX = 60_000.0  # COMPLETION_FLUSH_MS: a batching window, not a schedule
+BYTES_MAX = 64 * 1024 * 1024  # payload and result limits: jsonb stores far less than 1 GB per value
+MAX_ATTEMPTS_MAX = 10_000
+JITTER_MAX = 1.0  # a fraction of the delay
+QUEUE_NAME_MAX = 100  # the queue column's length
+
+_BAD_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +39,8 @@ class Settings:
     QUEUES: tuple[str, ...] | None = None
     # Largest JSON payload (args + kwargs) accepted at enqueue, in bytes.
     MAX_PAYLOAD_BYTES: int = 256 * 1024
+    # Largest JSON result a job may return; a larger one is recorded as a failure, not stored.
+    MAX_RESULT_BYTES: int = 1024 * 1024
     # Attempts a job gets when @job does not say.
     DEFAULT_MAX_ATTEMPTS: int = 3
     # Seconds a job may run when @job does not say; None means no limit.
@@ -54,23 +73,17 @@ class Settings:
     RESTART_WINDOW: float = 60.0
 
     def __post_init__(self) -> None:
-        positive = (
-            "MAX_PAYLOAD_BYTES", "DEFAULT_MAX_ATTEMPTS", "LEASE_SECONDS", "HEARTBEAT_SECONDS",
-            "WORKER_DEAD_AFTER", "POLL_SECONDS", "MAINTENANCE_SECONDS", "COMPLETION_BATCH",
-            "COMPLETION_FLUSH_MS", "RESTART_LIMIT", "RESTART_WINDOW", "RETRY_BACKOFF_MAX",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ImproperlyConfigured(f"PGQUEUE['{name}'] must be greater than 0, got {getattr(self, name)!r}.")
-        for name in ("RETRY_BACKOFF", "RETRY_JITTER", "KEEP_SUCCEEDED_SECONDS", "KEEP_FAILED_SECONDS"):
-            if getattr(self, name) < 0:
-                raise ImproperlyConfigured(f"PGQUEUE['{name}'] must not be negative, got {getattr(self, name)!r}.")
-        if self.DEFAULT_MAX_ATTEMPTS > 10_000:
-            raise ImproperlyConfigured("PGQUEUE['DEFAULT_MAX_ATTEMPTS'] must be at most 10000.")
+        for name, (low, low_allowed, high) in _RANGES.items():
+            _check_range(name, getattr(self, name), low, low_allowed, high)
+        if self.DEFAULT_TIMEOUT is not None:
+            _check_range("DEFAULT_TIMEOUT", self.DEFAULT_TIMEOUT, 0, False, SECONDS_MAX)
+        if not self.DATABASE:
+            raise ImproperlyConfigured("PGQUEUE['DATABASE'] must name a database alias, got ''.")
+        problem = text_problem(self.NOTIFY_CHANNEL)
+        if problem is not None:
+            raise ImproperlyConfigured(f"PGQUEUE['NOTIFY_CHANNEL'] {short_repr(self.NOTIFY_CHANNEL)} {problem}.")
         if not self.NOTIFY_CHANNEL or len(self.NOTIFY_CHANNEL.encode()) > 63:
             raise ImproperlyConfigured("PGQUEUE['NOTIFY_CHANNEL'] must be 1 to 63 bytes long.")
-        if self.DEFAULT_TIMEOUT is not None and self.DEFAULT_TIMEOUT <= 0:
-            raise ImproperlyConfigured("PGQUEUE['DEFAULT_TIMEOUT'] must be None or greater than 0.")
         if self.HEARTBEAT_SECONDS >= self.LEASE_SECONDS:
             raise ImproperlyConfigured(
                 f"PGQUEUE['HEARTBEAT_SECONDS'] ({self.HEARTBEAT_SECONDS}) must be shorter than "
@@ -81,33 +94,166 @@ class Settings:
                 f"PGQUEUE['HEARTBEAT_SECONDS'] ({self.HEARTBEAT_SECONDS}) must be shorter than "
                 f"PGQUEUE['WORKER_DEAD_AFTER'] ({self.WORKER_DEAD_AFTER})."
             )
+        for queue in (self.QUEUES or ()) + (self.DEFAULT_QUEUE,):
+            check_queue_name(queue, setting=True)
         if self.QUEUES is not None and self.DEFAULT_QUEUE not in self.QUEUES:
             raise ImproperlyConfigured(
                 f"PGQUEUE['DEFAULT_QUEUE'] {self.DEFAULT_QUEUE!r} is not in PGQUEUE['QUEUES'] {list(self.QUEUES)!r}."
             )
-        for queue in (self.QUEUES or ()) + (self.DEFAULT_QUEUE,):
-            check_queue_name(queue, setting=True)
 
 
-QUEUE_NAME_MAX = 100
+# Numeric options: (lowest, whether the lowest itself is allowed, highest).
+_RANGES: dict[str, tuple[float, bool, float]] = {
+    "MAX_PAYLOAD_BYTES": (0, False, BYTES_MAX),
+    "MAX_RESULT_BYTES": (0, False, BYTES_MAX),
+    "DEFAULT_MAX_ATTEMPTS": (1, True, MAX_ATTEMPTS_MAX),
+    "RETRY_BACKOFF": (0, True, SECONDS_MAX),
+    "RETRY_BACKOFF_MAX": (0, False, SECONDS_MAX),
+    "RETRY_JITTER": (0, True, JITTER_MAX),
+    "LEASE_SECONDS": (0, False, SECONDS_MAX),
+    "HEARTBEAT_SECONDS": (0, False, SECONDS_MAX),
+    "WORKER_DEAD_AFTER": (0, False, SECONDS_MAX),
+    "POLL_SECONDS": (0, False, SECONDS_MAX),
+    "MAINTENANCE_SECONDS": (0, False, SECONDS_MAX),
+    "COMPLETION_BATCH": (0, False, 1_000_000),
+    "COMPLETION_FLUSH_MS": (0, False, FLUSH_MS_MAX),
+    "KEEP_SUCCEEDED_SECONDS": (0, True, RETENTION_MAX),
+    "KEEP_FAILED_SECONDS": (0, True, RETENTION_MAX),
+    "RESTART_LIMIT": (0, False, 1_000_000),
+    "RESTART_WINDOW": (0, False, SECONDS_MAX),
+}
+
+
+def _check_range(name: str, value: float, low: float, low_allowed: bool, high: float) -> None:
+    # Settings() may be built directly, so its own checks do not rely on _cast having run.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ImproperlyConfigured(f"PGQUEUE['{name}'] must be a number, got {short_repr(value)}.")
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"PGQUEUE['{name}'] must be a finite number, got {value!r}.")
+    if value < low or (value == low and not low_allowed):
+        if low_allowed:
+            limit = "must not be negative" if low == 0 else f"must be at least {low:g}"
+        else:
+            limit = f"must be greater than {low:g}"
+        raise ImproperlyConfigured(f"PGQUEUE['{name}'] {limit}, got {value!r}.")
+    if value > high:
+        raise ImproperlyConfigured(f"PGQUEUE['{name}'] must be at most {_describe_limit(name, high)}, got {value!r}.")
+
+
+def _describe_limit(name: str, high: float) -> str:
+    if high in (SECONDS_MAX, RETENTION_MAX):
+        return f"{high:.0f} seconds ({high / (365 * DAY):.0f} year{'s' if high > 365 * DAY else ''})"
+    if high == BYTES_MAX:
+        return f"{high} bytes (64 MiB)"
+    return f"{high:g}"
+
+
+def text_problem(text: str) -> str | None:
+    """What makes `text` unfit for a name PostgreSQL stores and the admin shows, or None if it is fine."""
+    found = _BAD_CHARACTER.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    if "\ud800" <= char <= "\udfff":
+        return f"contains a lone surrogate (U+{ord(char):04X}), which is not valid Unicode"
+    return f"contains the control character U+{ord(char):04X}"
 
 
 def check_queue_name(name: object, *, setting: bool = False) -> str:
-    """Return name if it is a usable queue name, else raise a precise error."""
-    if not isinstance(name, str) or not name or len(name) > QUEUE_NAME_MAX or "," in name or name != name.strip():
-        message = (
-            f"Invalid queue name {name!r}: use a non-empty string of at most {QUEUE_NAME_MAX} "
-            "characters without commas or surrounding spaces."
-        )
-        if setting:
-            raise ImproperlyConfigured(message)
-        from pgqueue.exceptions import InvalidJob
+    """Return name if it is a usable queue name, else raise a precise error (InvalidJob, or
+    ImproperlyConfigured for a setting)."""
+    problem = _queue_name_problem(name)
+    if problem is None and isinstance(name, str):
+        return name
+    message = f"Invalid queue name {short_repr(name)}: {problem}."
+    if setting:
+        raise ImproperlyConfigured(message)
+    from pgqueue.exceptions import InvalidJob
 
-        raise InvalidJob(message)
-    return name
+    raise InvalidJob(message)
+
+
+def _queue_name_problem(name: object) -> str | None:
+    if not isinstance(name, str):
+        return f"a queue name must be a string, got {type(name).__name__}"
+    if not name:
+        return "it is empty"
+    if len(name) > QUEUE_NAME_MAX:
+        return f"it is {len(name)} characters long, over {QUEUE_NAME_MAX}"
+    problem = text_problem(name)
+    if problem is not None:
+        return f"it {problem}"
+    if "," in name:
+        return "it contains a comma, which separates queue names in --queues and PGQUEUE_QUEUES"
+    if name != name.strip():
+        return "it has spaces around it"
+    return None
+
+
+def short_repr(value: object, limit: int = 80) -> str:
+    """repr(value), shortened for an error message."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected an integer, not a boolean")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+    elif isinstance(value, numbers.Real | decimal.Decimal):
+        number = float(value)
+    else:
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    if not math.isfinite(number) or not number.is_integer():
+        raise ValueError("expected a whole number")
+    return int(number)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError("expected a number, not a boolean")
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError("expected a number") from None
+    elif isinstance(value, numbers.Real | decimal.Decimal):
+        number = float(value)
+    else:
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
+
+
+def _to_queues(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+        if items == [""]:
+            raise ValueError("it lists no queue; name them separated by commas, or leave it unset to allow any queue")
+        if "" in items:
+            raise ValueError(f"queue name {items.index('') + 1} of {len(items)} is empty")
+        return tuple(items)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("it lists no queue; name at least DEFAULT_QUEUE, or use None to allow any queue")
+        return tuple(value)
+    raise TypeError(f"expected a list of queue names, got {type(value).__name__}")
 
 
 def _cast(name: str, value: Any, source: str) -> Any:
@@ -119,54 +265,64 @@ def _cast(name: str, value: Any, source: str) -> Any:
                 return None
             raise TypeError("None is not allowed")
         if name == "QUEUES":
-            if isinstance(value, str):
-                value = [part.strip() for part in value.split(",") if part.strip()]
-            if not isinstance(value, list | tuple):
-                raise TypeError("expected a list of queue names")
-            return tuple(value)
+            return _to_queues(value)
         if kind.startswith("int"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError("expected an integer")
-            return int(value)
+            return _to_int(value)
         if kind.startswith("float"):
             if isinstance(value, str) and value.strip().lower() in ("", "none", "null") and "None" in kind:
                 return None
-            if isinstance(value, bool):
-                raise TypeError("expected a number")
-            return float(value)
+            return _to_float(value)
         if kind == "str":
             if not isinstance(value, str):
-                raise TypeError("expected a string")
+                raise TypeError(f"expected a string, got {type(value).__name__}")
             return value
-    except (TypeError, ValueError) as exc:
-        raise ImproperlyConfigured(f"{source} has an invalid value {value!r}: {exc}.") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ImproperlyConfigured(f"{source} has an invalid value {short_repr(value)}: {exc}.") from None
     raise ImproperlyConfigured(f"{source}: unsupported setting type {kind}.")  # pragma: no cover
 
 
-def load(user_settings: Any, environ: dict[str, str] | None = None) -> Settings:
-    """Build Settings from a PGQUEUE dict and PGQUEUE_* environment variables (environment wins)."""
+def load(user_settings: Any, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from a PGQUEUE dict and PGQUEUE_* environment variables (environment wins).
+
+    `environ` defaults to os.environ; either way the variables are read through django-environ (so
+    "$OTHER" names another variable) and parsed by pgqueue's own rules below.
+    """
     import environ as django_environ
 
     if user_settings is None:
         user_settings = {}
     if not isinstance(user_settings, dict):
         raise ImproperlyConfigured(f"settings.PGQUEUE must be a dict, got {type(user_settings).__name__}.")
-    unknown = sorted(set(user_settings) - set(_FIELDS))
+    unknown = sorted(str(key) for key in user_settings if key not in _FIELDS)
     if unknown:
         raise ImproperlyConfigured(
             f"settings.PGQUEUE has unknown option(s) {', '.join(unknown)}; known options: {', '.join(sorted(_FIELDS))}."
         )
     values = {name: _cast(name, raw, f"settings.PGQUEUE['{name}']") for name, raw in user_settings.items()}
     env = django_environ.Env()
-    source = os.environ if environ is None else environ
+    env.ENVIRON = os.environ if environ is None else environ
+    from_environment = []
     for name in _FIELDS:
         key = f"PGQUEUE_{name}"
-        if key in source:
-            raw: Any = source[key]
-            if name == "QUEUES":
-                raw = env.list(key) if environ is None else raw
+        if key in env.ENVIRON:
+            try:
+                raw = env.str(key)
+            except ImproperlyConfigured as exc:  # "$OTHER" naming a variable that is not set
+                raise ImproperlyConfigured(f"environment variable {key}: {exc}.") from None
+            except RecursionError:  # "$A" in A, or A and B naming each other
+                raise ImproperlyConfigured(
+                    f"environment variable {key}: its '$' reference leads back to itself."
+                ) from None
             values[name] = _cast(name, raw, f"environment variable {key}")
-    return Settings(**values)
+            from_environment.append(name)
+    try:
+        return Settings(**values)
+    except ImproperlyConfigured as exc:
+        named = [f"PGQUEUE_{name}" for name in from_environment if f"PGQUEUE['{name}']" in str(exc)]
+        if named:
+            message = str(exc).removesuffix(".")
+            raise ImproperlyConfigured(f"{message} (set by environment variable {', '.join(named)}).") from None
+        raise
 
 
 @functools.cache
@@ -180,4 +336,3 @@ def get_settings() -> Settings:
 def reset() -> None:
     """Forget the cached settings (after override_settings, for example)."""
     get_settings.cache_clear()
-

@@ -1,24 +1,188 @@
-"""The only code that runs pgqueue's runtime SQL: named statements on a Django or psycopg connection."""
+"""The only code that runs pgqueue's runtime SQL: named statements returning typed rows, on Django's
+connection (joining the caller's transaction) or on a worker role's own psycopg connection."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
+import psycopg
 from django.db import connections
+from psycopg import sql
 
+from pgqueue import events
 from pgqueue.conf import get_settings
 from pgqueue.sql import QUERIES
+from pgqueue.types import HeldJob, LeasedJob, Transition
+
+logger = logging.getLogger("pgqueue.db")
+
+# Errors that mean "the connection or server is gone", not "this statement is wrong".
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
-def run(cursor: Any, name: str, **params: Any) -> list[tuple[Any, ...]]:
-    """Execute statement `name` on a DB-API cursor and return its rows (empty for no result set)."""
-    cursor.execute(QUERIES[name], params)
+@dataclass(frozen=True, slots=True)
+class JobId:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Woken:
+    id: int
+    woken: int  # NOTIFYs sent by the statement (the column makes PostgreSQL run the wake-up)
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    id: int
+    state: str
+    woken: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobStateRow:
+    id: int
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    id: int
+    cancel_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    replay_of_id: int
+    id: int
+    woken: int
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    staged: int
+    woken: int
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leader:
+    leader: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Exists:
+    exists: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    estimate: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerId:
+    id: str
+
+
+# The row type of every statement that returns rows; the others return an empty list.
+RETURNS: dict[str, type] = {
+    "job_insert_many": Woken,
+    "job_insert": Woken,
+    "job_reserve_ids": JobId,
+    "job_lease": LeasedJob,
+    "job_set_state_if_running_many": Moved,
+    "job_get_held_by_worker": HeldJob,
+    "job_get_expired": HeldJob,
+    "job_stage_due": Staged,
+    "job_heartbeat": Beat,
+    "job_cancel_many": JobStateRow,
+    "job_retry_many": Woken,
+    "job_delete_finished_many": JobId,
+    "job_replay_many": Replayed,
+    "job_prune": Count,
+    "queuestate_set_paused": Name,
+    "queuestate_pause_drained": Name,
+    "queuestate_drain": Name,
+    "workerprocess_reap": WorkerId,
+    "maintenance_try_lead": Leader,
+    "table_estimated_rows": Estimate,
+    "job_is_leased": Held,
+    "devdb_database_exists": Exists,
+}
+# Statements that take identifiers (written {name} in queries.sql) rather than bound values.
+IDENTIFIERS: dict[str, tuple[str, ...]] = {"channel_listen": ("channel",), "devdb_create_database": ("database",)}
+_COLUMNS = {name: tuple(f.name for f in fields(cls)) for name, cls in RETURNS.items()}
+
+
+def run(cursor: Any, name: str, /, **params: Any) -> list[Any]:
+    """Execute statement `name` on a DB-API cursor and return its rows as RETURNS[name] objects."""
+    cursor.execute(_statement(name, params), params)
     if cursor.description is None:
         return []
-    return list(cursor.fetchall())
+    cls = RETURNS.get(name)
+    if cls is None:
+        raise TypeError(f"statement {name} returns rows but pgqueue.db.RETURNS names no row type for it")
+    columns = tuple(d.name for d in cursor.description)
+    if columns != _COLUMNS[name]:
+        raise TypeError(f"statement {name} returns columns {columns}, its row type {cls.__name__} has "
+                        f"{_COLUMNS[name]}")
+    return [cls(**dict(zip(columns, row, strict=True))) for row in cursor.fetchall()]
 
 
-def run_in_django(name: str, *, using: str | None = None, **params: Any) -> list[tuple[Any, ...]]:
+def _statement(name: str, params: dict[str, Any]) -> Any:
+    text = QUERIES[name]
+    identifiers = IDENTIFIERS.get(name)
+    if identifiers:  # names, not values: quoted into the text, never bound
+        return sql.SQL(text).format(**{key: sql.Identifier(params.pop(key)) for key in identifiers})
+    return text
+
+
+def transition_params(transitions: Sequence[Transition]) -> dict[str, list[Any]]:
+    """The parallel arrays job_set_state_if_running_many takes, one element per transition."""
+    return {
+        "ids": [t.job_id for t in transitions],
+        "tokens": [t.lease_token for t in transitions],
+        "states": [t.state.value for t in transitions],
+        "yields": [t.yields_to_cancel for t in transitions],
+        "run_ats": [t.run_at for t in transitions],
+        "reasons": [t.reason_code for t in transitions],
+        "results": [t.result for t in transitions],
+        "attempts": [t.attempts for t in transitions],
+        "lost": [t.lost_attempts for t in transitions],
+        "crashes": [t.crashes for t in transitions],
+        "job_error_classes": [t.job_error_class for t in transitions],
+        "job_errors": [t.job_error for t in transitions],
+        "numbers": [t.attempt for t in transitions],
+        "outcomes": [t.outcome.value for t in transitions],
+        "workers": [t.worker for t in transitions],
+        "started": [t.started_at for t in transitions],
+        "finished": [t.finished_at for t in transitions],
+        "error_classes": [t.error_class for t in transitions],
+        "messages": [t.message for t in transitions],
+        "tracebacks": [t.traceback for t in transitions],
+        "exit_codes": [t.exit_code for t in transitions],
+    }
+
+
+def run_in_django(name: str, /, *, using: str | None = None, **params: Any) -> list[Any]:
     """Execute statement `name` on Django's connection for the pgqueue alias (joins its transaction)."""
     alias = using or get_settings().DATABASE
     with connections[alias].cursor() as cursor:
@@ -38,3 +202,57 @@ def connection_kwargs(alias: str | None = None) -> dict[str, Any]:
             params[param] = str(settings_dict[key])
     params.setdefault("application_name", "pgqueue")
     return params
+
+
+class Database:
+    """A worker role's own autocommit connection, opened lazily and replaced after a connection error."""
+
+    def __init__(self, params: dict[str, Any], *, owner: str, role: str) -> None:
+        self.params = {**params, "application_name": f"pgqueue {role} {owner}"[:63]}
+        self.owner = owner
+        self.conn: psycopg.Connection[Any] | None = None
+        self.failures = 0
+
+    def connect(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(**self.params, autocommit=True, connect_timeout=5)
+            if self.failures:
+                logger.info("%s reconnected to the database", self.owner)
+            self.failures = 0
+        return self.conn
+
+    def run(self, name: str, /, **params: Any) -> list[Any]:
+        """Run a named statement; on a connection error close the connection and re-raise."""
+        conn = self.connect()
+        try:
+            with conn.cursor() as cursor:
+                return run(cursor, name, **params)
+        except CONNECTION_ERRORS as exc:
+            self.broken(exc)
+            raise
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the statements inside in one transaction (locks taken by one are held for the next)."""
+        conn = self.connect()
+        try:
+            with conn.transaction():
+                yield
+        except CONNECTION_ERRORS as exc:
+            self.broken(exc)
+            raise
+
+    def broken(self, exc: BaseException) -> None:
+        self.failures += 1
+        events.emit("db_reconnect", worker=self.owner, error=str(exc))
+        self.close()
+
+    def backoff(self) -> float:
+        """Seconds to wait before the next try: 0.1 s doubling to 5 s."""
+        return min(5.0, 0.1 * (2 ** min(self.failures, 6)))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None

@@ -153,16 +153,17 @@ def database_url(data_dir: str | os.PathLike[str], name: str) -> str:
     """Start the server if needed, create database `name` if missing, return its URL."""
     import psycopg
 
+    from pgqueue import db
+
     port = start(data_dir)
 
     for attempt in range(50):
         try:
             with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
                                  autocommit=True) as conn:
-                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-                if not exists:
+                if not db.run(conn.cursor(), "devdb_database_exists", name=name)[0].exists:
                     with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                        conn.execute(f'CREATE DATABASE "{name}"')
+                        db.run(conn.cursor(), "devdb_create_database", database=name)
                 break
         except psycopg.OperationalError:
             if attempt == 49:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
+import functools
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import InterfaceError, OperationalError, connections, transaction
 
 from pgqueue import db, events, registry
-from pgqueue.conf import Settings, check_queue_name, get_settings
+from pgqueue.conf import MAX_ATTEMPTS_MAX, Settings, get_settings
 from pgqueue.exceptions import (
     InvalidJob,
     JobNotFound,
@@ -20,7 +21,22 @@ from pgqueue.exceptions import (
     PayloadTooLarge,
     UnknownQueue,
 )
-from pgqueue.registry import JobCall, JobOptions
+from pgqueue.options import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    JobCall,
+    check_int,
+    check_queue,
+    check_seconds,
+    run_at,
+)
+from pgqueue.payload import Unstorable, dumps
+
+logger = logging.getLogger("pgqueue.enqueue")
+
+# Deepest nesting of an argument value: deeper JSON is valid, but reading it back (the worker's
+# json.loads, the admin's display) recurses once per level and would hit Python's recursion limit.
+MAX_JSON_DEPTH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +73,45 @@ class _Row:
     timeout: float | None
 
 
-def enqueue(task: str, *args: Any, **kwargs: Any) -> JobHandle:
-    """Enqueue a registered job by its dotted path: enqueue("myapp.jobs.send", 42)."""
-    return enqueue_calls([registry.get(task).call(*args, **kwargs)])[0]
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """A job's options merged with a call's and the settings, checked once per (job, options) pair."""
+
+    queue: str
+    priority: int
+    run_at: dt.datetime | None
+    max_attempts: int
+    timeout: float | None
+
+
+def enqueue(task: str, /, *args: Any, **kwargs: Any) -> JobHandle:
+    """Enqueue a registered job by its name: enqueue("myapp.jobs.send", 42)."""
+    return enqueue_calls([JobCall(job=registry.get(task), args=args, kwargs=kwargs)])[0]
 
 
 def enqueue_many(calls: Iterable[JobCall]) -> list[JobHandle]:
     """Enqueue many calls (fn.call(...) or fn.options(...).call(...)) in one INSERT."""
-    return enqueue_calls(list(calls))
+    items = items_of(calls, "pgqueue.enqueue_many()")
+    for index, item in enumerate(items):
+        if not isinstance(item, JobCall):
+            raise InvalidJob(
+                f"pgqueue.enqueue_many() item {index} is {a_type(item)}, not a call; build calls with "
+                "fn.call(...) or fn.options(...).call(...)."
+            )
+    return enqueue_calls(items)
+
+
+def items_of(calls: Any, where: str) -> list[Any]:
+    """The items of an enqueue_many() argument, refusing what is surely a mistake (one call, a string)."""
+    if isinstance(calls, str | bytes | dict | JobCall) or not isinstance(calls, Iterable):
+        raise InvalidJob(f"{where} takes a list (or another iterable) of calls, got {a_type(calls)}.")
+    return list(calls)
+
+
+def a_type(value: Any) -> str:
+    """ "an int", "a dict": the type of value, for messages."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def enqueue_calls(calls: Sequence[JobCall]) -> list[JobHandle]:
@@ -72,7 +119,15 @@ def enqueue_calls(calls: Sequence[JobCall]) -> list[JobHandle]:
     if not calls:
         return []
     settings = get_settings()
-    rows = [_prepare(call, settings) for call in calls]
+    now = dt.datetime.now(dt.UTC)
+    resolved: dict[tuple[int, int], _Resolved] = {}
+    rows = []
+    for call in calls:
+        key = (id(call.job), id(call.options))
+        options = resolved.get(key)
+        if options is None:
+            options = resolved[key] = _resolve(call, settings, now)
+        rows.append(_prepare(call, options, settings))
     alias = settings.DATABASE
     if not connections[alias].in_atomic_block:
         caller = _caller_transaction(alias)
@@ -80,6 +135,85 @@ def enqueue_calls(calls: Sequence[JobCall]) -> list[JobHandle]:
             return _defer_to_commit(rows, alias, caller, settings)
     ids = _insert(rows, [None] * len(rows), alias, settings)
     return _handles(rows, ids)
+
+
+def _resolve(call: JobCall, settings: Settings, now: dt.datetime) -> _Resolved:
+    job, opts = call.job, call.options
+    if not registry.is_registered(job):
+        raise InvalidJob(
+            f"{job!r:.80} is not a registered job (or a later @job replaced it): build calls with "
+            "fn.call(...) from a function decorated with @pgqueue.job."
+        )
+    label = f"Job {job.name}:"
+    queue = check_queue(label, _first(opts.queue, job.queue, settings.DEFAULT_QUEUE))
+    if settings.QUEUES is not None and queue not in settings.QUEUES:
+        raise UnknownQueue(
+            f"Queue {queue!r} is not declared in PGQUEUE['QUEUES'] ({', '.join(settings.QUEUES)})."
+        )
+    priority = check_int(f"{label} priority", _first(opts.priority, job.priority), PRIORITY_MIN, PRIORITY_MAX)
+    max_attempts = check_int(f"{label} max_attempts", _first(opts.max_attempts, job.max_attempts,
+                                                            settings.DEFAULT_MAX_ATTEMPTS), 1, MAX_ATTEMPTS_MAX)
+    timeout = _first(opts.timeout, job.timeout, settings.DEFAULT_TIMEOUT)
+    if timeout is not None:
+        timeout = float(check_seconds(f"{label} timeout", timeout))
+    return _Resolved(queue=queue, priority=priority, run_at=run_at(opts, job.name, now),
+                     max_attempts=max_attempts, timeout=timeout)
+
+
+def _prepare(call: JobCall, options: _Resolved, settings: Settings) -> _Row:
+    job = call.job
+    job.check_arguments(call.args, call.kwargs)
+    args = _to_json(list(call.args), job.name, "positional arguments")
+    kwargs = _to_json(call.kwargs, job.name, "keyword arguments")
+    size = len(args.encode()) + len(kwargs.encode())
+    if size > settings.MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(
+            f"Job {job.name}: arguments are {size} bytes as JSON, over "
+            f"PGQUEUE['MAX_PAYLOAD_BYTES'] = {settings.MAX_PAYLOAD_BYTES}. Pass an id and load the data in the job."
+        )
+    return _Row(
+        queue=options.queue, task=job.name, args=args, kwargs=kwargs, priority=options.priority,
+        run_at=options.run_at, max_attempts=options.max_attempts, timeout=options.timeout,
+    )
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None (0 and "" count as given, so they are validated)."""
+    return next((v for v in values if v is not None), None)
+
+
+def _to_json(value: list[Any] | dict[str, Any], name: str, what: str) -> str:
+    try:
+        text = dumps(value)
+    except Unstorable as exc:
+        raise NotSerializable(
+            f"Job {name}: {what} cannot be stored as JSON ({exc}). Pass plain values "
+            "(str, int, float, bool, None, list, dict), e.g. an id instead of a model instance."
+        ) from None
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH + 1:  # fewer brackets cannot nest deeper
+        depth = json_depth(text) - 1  # the list of positional arguments (or dict of keyword ones) not counted
+        if depth > MAX_JSON_DEPTH:
+            raise NotSerializable(
+                f"Job {name}: {what} cannot be stored as JSON (a value is nested {depth} levels deep, over the "
+                f"limit of {MAX_JSON_DEPTH}). Pass plain values, e.g. an id instead of a deep structure."
+            )
+    return text
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(text: str) -> int:
+    """How deep JSON text nests: 0 for a scalar, 1 for [1, 2] or {}, 2 for [[1]]."""
+    depth = deepest = 0
+    for char in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def _caller_transaction(alias: str) -> str | None:
@@ -92,9 +226,42 @@ def _caller_transaction(alias: str) -> str | None:
 
 def _defer_to_commit(rows: list[_Row], alias: str, caller: str, settings: Settings) -> list[JobHandle]:
     """Reserve ids now; insert when the caller's transaction on `caller` commits (never if it rolls back)."""
-    ids = [row[0] for row in db.run_in_django("job_reserve_ids", using=alias, count=len(rows))]
-    transaction.on_commit(lambda: _insert(rows, ids, alias, settings), using=caller)
+    ids = [row.id for row in db.run_in_django("job_reserve_ids", using=alias, count=len(rows))]
+    transaction.on_commit(functools.partial(_insert_after_commit, rows, ids, alias, caller, settings), using=caller)
     return _handles(rows, ids)
+
+
+def _insert_after_commit(rows: list[_Row], ids: list[int], alias: str, caller: str, settings: Settings) -> None:
+    """The deferred insert, run by the commit on `caller`. If pgqueue's connection broke meanwhile (a restart,
+    a killed backend), reconnect and insert once more; if that fails too, the jobs are lost: say so loudly."""
+    try:
+        try:
+            _insert(rows, ids, alias, settings)
+        except (OperationalError, InterfaceError):
+            if not _reconnected(alias):
+                raise
+            logger.warning(
+                "The connection to database %r broke before the transaction on %r committed; reconnected to "
+                "insert %d deferred job(s).", alias, caller, len(rows),
+            )
+            _insert(rows, ids, alias, settings)
+    except Exception:
+        logger.error(
+            "Jobs enqueued in a transaction on database %r, which committed, could not be inserted into %r "
+            "and are lost: %s.", caller, alias, ", ".join(f"{i} {row.task}" for i, row in zip(ids, rows, strict=True)),
+            exc_info=True,
+        )
+        raise
+
+
+def _reconnected(alias: str) -> bool:
+    """Close Django's connection on `alias` if it is broken (and not inside a transaction), so the next
+    statement opens a new one. False if it is fine: then the statement itself was the problem."""
+    conn = connections[alias]
+    if conn.in_atomic_block or conn.is_usable():
+        return False
+    conn.close()
+    return True
 
 
 def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings) -> list[int]:
@@ -106,105 +273,25 @@ def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: S
             channel=settings.NOTIFY_CHANNEL,
         )
     else:
-        result = _insert_many(rows, ids, alias, settings)
-    inserted = [row[0] for row in result]
+        result = db.run_in_django(
+            "job_insert_many",
+            using=alias,
+            ids=ids,
+            queues=[r.queue for r in rows],
+            tasks=[r.task for r in rows],
+            args=[r.args for r in rows],
+            kwargs=[r.kwargs for r in rows],
+            priorities=[r.priority for r in rows],
+            run_ats=[r.run_at for r in rows],
+            max_attempts=[r.max_attempts for r in rows],
+            timeouts=[r.timeout for r in rows],
+            replay_ofs=[None] * len(rows),
+            channel=settings.NOTIFY_CHANNEL,
+        )
+    inserted = [row.id for row in result]
     events.emit("job_enqueued", count=len(inserted), queues=sorted({r.queue for r in rows}))
     return inserted
 
 
-def _insert_many(
-    rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings
-) -> list[tuple[Any, ...]]:
-    return db.run_in_django(
-        "job_insert_many",
-        using=alias,
-        ids=ids,
-        queues=[r.queue for r in rows],
-        tasks=[r.task for r in rows],
-        args=[r.args for r in rows],
-        kwargs=[r.kwargs for r in rows],
-        priorities=[r.priority for r in rows],
-        run_ats=[r.run_at for r in rows],
-        max_attempts=[r.max_attempts for r in rows],
-        timeouts=[r.timeout for r in rows],
-        replay_ofs=[None] * len(rows),
-        channel=settings.NOTIFY_CHANNEL,
-    )
-
-
 def _handles(rows: list[_Row], ids: Sequence[int]) -> list[JobHandle]:
     return [JobHandle(id=int(i), task=r.task, queue=r.queue) for r, i in zip(rows, ids, strict=True)]
-
-
-def _prepare(call: JobCall, settings: Settings) -> _Row:
-    job, opts = call.job, call.options
-    queue = check_queue_name(_first(opts.queue, job.queue, settings.DEFAULT_QUEUE))
-    if settings.QUEUES is not None and queue not in settings.QUEUES:
-        raise UnknownQueue(
-            f"Queue {queue!r} is not declared in PGQUEUE['QUEUES'] ({', '.join(settings.QUEUES)})."
-        )
-    priority = job.priority if opts.priority is None else opts.priority
-    registry._check_int("priority", priority, registry.PRIORITY_MIN, registry.PRIORITY_MAX)
-    max_attempts = _first(opts.max_attempts, job.max_attempts, settings.DEFAULT_MAX_ATTEMPTS)
-    registry._check_int("max_attempts", max_attempts, 1, 10_000)
-    timeout = _first(opts.timeout, job.timeout, settings.DEFAULT_TIMEOUT)
-    registry._check_seconds("timeout", timeout)
-    args = _to_json(list(call.args), job.name, "positional arguments")
-    kwargs = _to_json(call.kwargs, job.name, "keyword arguments")
-    size = len(args.encode()) + len(kwargs.encode())
-    if size > settings.MAX_PAYLOAD_BYTES:
-        raise PayloadTooLarge(
-            f"Job {job.name}: arguments are {size} bytes as JSON, over "
-            f"PGQUEUE['MAX_PAYLOAD_BYTES'] = {settings.MAX_PAYLOAD_BYTES}. Pass an id and load the data in the job."
-        )
-    return _Row(
-        queue=queue, task=job.name, args=args, kwargs=kwargs, priority=priority,
-        run_at=_run_at(opts, job.name), max_attempts=max_attempts, timeout=timeout,
-    )
-
-
-def _first(*values: Any) -> Any:
-    """The first value that is not None (0 and "" count as given, so they are validated)."""
-    return next((v for v in values if v is not None), None)
-
-
-def _run_at(opts: JobOptions, name: str) -> dt.datetime | None:
-    if opts.run_at is not None and opts.delay is not None:
-        raise InvalidJob(f"Job {name}: give run_at or delay, not both.")
-    if opts.run_at is not None:
-        if not isinstance(opts.run_at, dt.datetime):
-            raise InvalidJob(f"Job {name}: run_at must be a datetime, got {type(opts.run_at).__name__}.")
-        if opts.run_at.tzinfo is None or opts.run_at.utcoffset() is None:
-            raise InvalidJob(
-                f"Job {name}: run_at {opts.run_at.isoformat()} is a naive datetime; "
-                "pass an aware one (django.utils.timezone.now() + ...)."
-            )
-        return opts.run_at
-    if opts.delay is not None:
-        delay = opts.delay.total_seconds() if isinstance(opts.delay, dt.timedelta) else opts.delay
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0 or delay != delay:
-            raise InvalidJob(f"Job {name}: delay must be seconds >= 0 or a timedelta, got {opts.delay!r}.")
-        if delay > 0:
-            return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
-    return None
-
-
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-def has_nul(json_text: str) -> bool:
-    """True if JSON text encodes a NUL character (which jsonb rejects); an escaped backslash is not one."""
-    return "\\u0000" in json_text and _NUL_ESCAPE.search(json_text) is not None
-
-
-def _to_json(value: Any, name: str, what: str) -> str:
-    try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise NotSerializable(
-            f"Job {name}: {what} cannot be stored as JSON ({exc}). Pass plain values "
-            "(str, int, float, bool, None, list, dict), e.g. an id instead of a model instance."
-        ) from None
-    if has_nul(text):
-        raise NotSerializable(f"Job {name}: {what} contain a NUL character, which PostgreSQL JSON cannot store.")
-    return text

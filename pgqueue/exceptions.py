@@ -8,7 +8,7 @@ class PgQueueError(Exception):
 
 
 class InvalidJob(PgQueueError, ValueError):
-    """An enqueue was refused before anything was written (bad arguments or options)."""
+    """A job, an enqueue or an operation was refused before anything was written (bad input)."""
 
 
 class UnknownJob(InvalidJob, LookupError):
@@ -25,6 +25,13 @@ class PayloadTooLarge(InvalidJob):
 
 class NotSerializable(InvalidJob, TypeError):
     """The arguments cannot be written as JSON."""
+
+
+class InvalidJobId(InvalidJob, TypeError):
+    """A job id given to cancel, replay, retry or delete is not an integer from 1 to 2**63 - 1.
+
+    Also a TypeError, so code written for the earlier "non-integer id raises TypeError" keeps working.
+    """
 
 
 class JobNotFound(PgQueueError, LookupError):

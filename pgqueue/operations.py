@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from pgqueue import db
-from pgqueue.conf import get_settings
+from pgqueue.conf import check_queue_name, get_settings, short_repr
+from pgqueue.exceptions import InvalidJob, InvalidJobId
+
+JOB_ID_MAX = 2**63 - 1  # job ids are a bigint sequence starting at 1
 
 
 def _ids(job_ids: int | Iterable[int]) -> list[int]:
-    ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
+    """The ids as a list, each an int from 1 to JOB_ID_MAX, else InvalidJobId (also a TypeError)."""
+    if isinstance(job_ids, int) and not isinstance(job_ids, bool):
+        ids = [job_ids]
+    elif isinstance(job_ids, str | bytes | dict) or not isinstance(job_ids, Iterable):
+        raise InvalidJobId(f"job ids must be an integer or an iterable of integers, got {_show(job_ids)}.")
+    else:
+        ids = list(job_ids)
     for i in ids:
         if isinstance(i, bool) or not isinstance(i, int):
-            raise TypeError(f"job ids must be integers, got {i!r}")
+            raise InvalidJobId(f"job ids must be integers, got {_show(i)}.")
+        if not 1 <= i <= JOB_ID_MAX:
+            raise InvalidJobId(f"job id {i} is out of range: job ids are integers from 1 to {JOB_ID_MAX}.")
     return ids
+
+
+def _queue_names(queues: str | Iterable[str]) -> list[str]:
+    if isinstance(queues, str):
+        return [check_queue_name(queues)]
+    if isinstance(queues, bytes | dict) or not isinstance(queues, Iterable):
+        raise InvalidJob(f"queues must be a queue name or an iterable of names, got {_show(queues)}.")
+    return [check_queue_name(q) for q in queues]
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {short_repr(value)}"
 
 
 def cancel(job_ids: int | Iterable[int]) -> dict[int, str]:
@@ -22,24 +46,24 @@ def cancel(job_ids: int | Iterable[int]) -> dict[int, str]:
     Jobs already finished (or unknown) are left alone and absent from the result.
     """
     rows = db.run_in_django("job_cancel_many", ids=_ids(job_ids))
-    return {row[0]: row[1] for row in rows}
+    return {row.id: row.state for row in rows}
 
 
 def replay(job_ids: int | Iterable[int]) -> dict[int, int]:
     """Enqueue a new job copying each dead or cancelled job. Returns {old id: new id}."""
     rows = db.run_in_django("job_replay_many", ids=_ids(job_ids), channel=get_settings().NOTIFY_CHANNEL)
-    return {row[0]: row[1] for row in rows}
+    return {row.replay_of_id: row.id for row in rows}
 
 
 def retry(job_ids: int | Iterable[int]) -> list[int]:
     """Run waiting jobs now, and give dead or cancelled ones one more attempt. Returns the ids moved."""
     rows = db.run_in_django("job_retry_many", ids=_ids(job_ids), channel=get_settings().NOTIFY_CHANNEL)
-    return [row[0] for row in rows]
+    return [row.id for row in rows]
 
 
 def delete_finished(job_ids: int | Iterable[int]) -> list[int]:
     """Delete finished jobs with their attempts; jobs not finished are kept. Returns the ids deleted."""
-    return [row[0] for row in db.run_in_django("job_delete_finished_many", ids=_ids(job_ids))]
+    return [row.id for row in db.run_in_django("job_delete_finished_many", ids=_ids(job_ids))]
 
 
 def pause(queues: str | Iterable[str]) -> list[str]:
@@ -53,15 +77,10 @@ def resume(queues: str | Iterable[str]) -> list[str]:
 
 
 def _set_paused(queues: str | Iterable[str], paused: bool) -> list[str]:
-    from pgqueue.conf import check_queue_name
-
-    names = [check_queue_name(q) for q in ([queues] if isinstance(queues, str) else list(queues))]
-    return [row[0] for row in db.run_in_django("queuestate_set_paused", names=names, paused=paused)]
+    names = _queue_names(queues)
+    return [row.name for row in db.run_in_django("queuestate_set_paused", names=names, paused=paused)]
 
 
 def drain_and_pause(queues: str | Iterable[str]) -> list[str]:
     """Keep working a queue until nothing in it is ready or running, then pause it (maintenance does)."""
-    from pgqueue.conf import check_queue_name
-
-    names = [check_queue_name(q) for q in ([queues] if isinstance(queues, str) else list(queues))]
-    return [row[0] for row in db.run_in_django("queuestate_drain", names=names)]
+    return [row.name for row in db.run_in_django("queuestate_drain", names=_queue_names(queues))]

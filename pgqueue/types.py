@@ -1,4 +1,4 @@
-"""Values that travel between layers: job states, reason codes, leased jobs and outcomes."""
+"""Values that travel between layers: job states, reason codes, leased jobs, attempt endings, transitions."""
 
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ FINISHED_STATES = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
 
 
 class Outcome(StrEnum):
-    """How one attempt ended."""
+    """How one attempt ended, as its attempt row says."""
 
     SUCCEEDED = "succeeded"
-    FAILED = "failed"  # raised; retried or dead depending on attempts
+    FAILED = "failed"  # raised (or its outcome could not be stored); retried or dead depending on attempts
     TIMEOUT = "timeout"  # ran past its timeout
     CANCELLED = "cancelled"  # stopped after a cancel request
-    LOST = "lost"  # its worker died or its lease expired; rescued by maintenance
+    LOST = "lost"  # its process died or its lease expired; rescued by its supervisor or maintenance
     RELEASED = "released"  # handed back unfinished at shutdown
 
 
@@ -38,8 +38,10 @@ class ReasonCode(StrEnum):
 
     MAX_ATTEMPTS = "max_attempts"
     NON_RETRYABLE = "non_retryable"
-    UNKNOWN_TASK = "unknown_task"
-    LOST = "lost"  # its worker died more often than it has attempts
+    UNKNOWN_TASK = "unknown_task"  # its function could not be imported, attempt after attempt
+    LOST = "lost"  # lost (its worker died or went silent) more often than it has attempts
+    CRASHED = "crashed"  # its process crashed again while it ran alone: the likely cause of the crashes
+    RESULT_TOO_LARGE = "result_too_large"  # it returned a result over MAX_RESULT_BYTES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,30 +53,58 @@ class LeasedJob:
     task: str
     args: list[Any]
     kwargs: dict[str, Any]
-    attempt: int
+    attempt: int  # this attempt's number (attempts started, releases not counted)
     max_attempts: int
+    lost_attempts: int  # earlier attempts that were lost (they do not use up max_attempts)
+    crashes: int  # earlier attempts whose process crashed: above 0, the job runs alone in its process
     timeout: float | None
     lease_token: uuid.UUID
     started_at: dt.datetime
+    suspect_waiting: bool = False  # the lease saw a crash suspect waiting to run alone in these queues
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Finish:
-    """The end of one attempt, as the completer writes it."""
+class HeldJob:
+    """A running job found held by a dead worker or by an expired lease: what rescue decides on."""
+
+    id: int
+    attempt: int
+    max_attempts: int
+    lost_attempts: int
+    crashes: int
+    lease_token: uuid.UUID
+    started_at: dt.datetime
+    leased_by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """A decided move of one job out of `running`, and the attempt row that records it.
+
+    Applied by job_set_state_if_running_many only while the job is still running under `lease_token`."""
 
     job_id: int
     lease_token: uuid.UUID
+    state: JobState  # the job's next state...
+    yields_to_cancel: bool  # ...unless a cancel request is found on the row when applied: then 'cancelled'
+    run_at: dt.datetime | None  # the next run (retries); None keeps the row's
+    reason_code: str  # why the job is dead ('' otherwise)
+    result: str | None  # JSON text of the return value
+    attempts: int  # the job's attempts counter afterwards (a released attempt is given back)
+    lost_attempts: int
+    crashes: int
+    job_error_class: str | None  # the job's last error, None keeps the row's
+    job_error: str | None
+    # the attempt row
     attempt: int
-    state: JobState  # the job's next state
     outcome: Outcome
+    worker: str
     started_at: dt.datetime
     finished_at: dt.datetime
-    run_at: dt.datetime | None = None  # for a retry
-    result: str | None = None  # JSON text
     error_class: str = ""
-    error_message: str = ""
+    message: str = ""
     traceback: str = ""
-    reason_code: str = ""
+    exit_code: int | None = None  # LOST by a crash: the process's exit code (negative: the signal)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,11 +33,15 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
 class WorkerProcess:
     """A real `manage.py pgqueue_worker` subprocess on the test database."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    @staticmethod
+    def database_url() -> str:
+        """The URL of the test database (children must use it, not the settings' DATABASE_URL)."""
         db = connections["default"].settings_dict
         auth = quote(db["USER"] or "") + (f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else "")
-        url = f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-        self.env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings",
+        return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.env = {**os.environ, "DATABASE_URL": self.database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings",
                     "PYTHONUNBUFFERED": "1", **(env or {})}
         self.log_path = Path(os.environ.get("PGQUEUE_TEST_LOGS", "/tmp")) / f"pgqueue-worker-{os.getpid()}-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "w")

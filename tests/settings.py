@@ -18,8 +18,12 @@ env = environ.Env()
 DATABASES = {
     "default": env.db_url_config(os.environ["DATABASE_URL"]),
     # A second alias to the same server, for the "caller's transaction is on another database" tests.
-    "other": {**env.db_url_config(os.environ["DATABASE_URL"]), "TEST": {"NAME": "test_pgqueue_other"}},
+    "other": env.db_url_config(os.environ["DATABASE_URL"]),
 }
+# Worker processes started by tests may keep connections between jobs (CONN_MAX_AGE > 0).
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("PGQUEUE_TEST_CONN_MAX_AGE", "0"))
+# Named after the main test database, so runs against different DATABASE_URL names do not collide.
+DATABASES["other"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_other"}
 if os.environ.get("PGQUEUE_TEST_OTHER_DB"):
     DATABASES["other"]["NAME"] = os.environ["PGQUEUE_TEST_OTHER_DB"]
 
@@ -37,6 +41,8 @@ INSTALLED_APPS = [
     "pgqueue",
     "tests.testapp",
 ]
+if os.environ.get("PGQUEUE_TEST_BROKEN_APP"):
+    INSTALLED_APPS.append("tests.brokenapp")  # its jobs module fails to import
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

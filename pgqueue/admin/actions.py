@@ -17,6 +17,12 @@ from pgqueue.models import AuditEntry
 CHUNK = 5_000  # ids per statement when an action covers many rows
 
 
+def selects_across(request: HttpRequest) -> bool:
+    """Whether the action covers every row matching the filter, read as Django reads it (a form boolean:
+    anything but "", "0" and "false" is true), so the page and the audit say what Django applies."""
+    return bool(helpers.ActionForm.base_fields["select_across"].to_python(request.POST.get("select_across")))
+
+
 def confirmed_action(
     *,
     name: str,
@@ -26,11 +32,17 @@ def confirmed_action(
     explain: str,
     target: str = "job",
     key: str = "pk",
+    targets: Callable[[HttpRequest, QuerySet[Any]], list[Any]] | None = None,
 ) -> Callable[..., Any]:
-    """Build an action: a confirmation page with the count, then `run(ids)` in chunks, then an audit entry."""
+    """Build an action: a confirmation page with the count, then `run(ids)` in chunks, then an audit entry.
+
+    The action applies to the `key` of each selected row, or to what `targets(request, queryset)` returns
+    when the selection is more than the rows (queues that have jobs but no row yet).
+    """
 
     def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
-        selected = queryset.count()
+        keys = targets(request, queryset) if targets is not None else None
+        selected = len(keys) if keys is not None else queryset.count()
         if request.POST.get("confirm") != "yes":
             return TemplateResponse(request, "admin/pgqueue/confirm_action.html", {
                 **modeladmin.admin_site.each_context(request),
@@ -40,14 +52,14 @@ def confirmed_action(
                 "description": description,
                 "explain": explain,
                 "selected": selected,
-                "select_across": request.POST.get("select_across") == "1",
+                "select_across": selects_across(request),
                 "scope": request.GET.urlencode(),
-                "sample": list(queryset.values_list(key, flat=True)[:20]),
+                "sample": keys[:20] if keys is not None else list(queryset.values_list(key, flat=True)[:20]),
                 "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
                 "media": modeladmin.media,
             })
-        ids = list(queryset.values_list(key, flat=True))
+        ids = keys if keys is not None else list(queryset.values_list(key, flat=True))
         changed: list[Any] = []
         for start in range(0, len(ids), CHUNK):
             changed.extend(run(ids[start:start + CHUNK]))
@@ -56,7 +68,7 @@ def confirmed_action(
             username=request.user.get_username() if request.user.is_authenticated else "",
             action=name, target=target, count=len(changed), selected=selected,
             object_ids=[str(i) for i in changed[:1000]],
-            scope=request.GET.urlencode() if request.POST.get("select_across") == "1" else "",
+            scope=request.GET.urlencode() if selects_across(request) else "",
         )
         level = messages.SUCCESS if changed else messages.WARNING
         modeladmin.message_user(request, f"{description}: {len(changed)} of {selected} selected {target}(s) "

@@ -7,8 +7,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.core.paginator import Paginator
-from django.db import connections
-from django.db.models import QuerySet, TextField
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.http import HttpRequest
 from django.urls import reverse
@@ -16,9 +15,9 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
-from pgqueue import operations
+from pgqueue import db, operations
 from pgqueue.admin.actions import confirmed_action
-from pgqueue.admin.base import PgQueueAdmin, alias
+from pgqueue.admin.base import PgQueueAdmin, alias, parse_id
 from pgqueue.conf import get_settings
 from pgqueue.models import Attempt, Job
 
@@ -34,10 +33,8 @@ class EstimatedCountPaginator(Paginator):
     def count(self) -> int:
         qs: QuerySet[Any] = self.object_list  # type: ignore[assignment]
         if not qs.query.where:
-            table = qs.model._meta.db_table
-            with connections[qs.db].cursor() as cursor:
-                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
-                estimate = cursor.fetchone()[0]
+            rows = db.run_in_django("table_estimated_rows", using=qs.db, table=qs.model._meta.db_table)
+            estimate = rows[0].estimate
             if estimate > COUNT_CAP:
                 return int(estimate)
         return int(qs[:COUNT_CAP + 1].count())
@@ -157,13 +154,12 @@ class JobAdmin(PgQueueAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        if term.isdigit():
-            return queryset.filter(pk=int(term)), False
+        job_id = parse_id(term)
+        if job_id is not None:
+            return queryset.filter(pk=job_id), False
         matches = queryset.annotate(
             _args=Cast("args", TextField()), _kwargs=Cast("kwargs", TextField())
         )
-        from django.db.models import Q
-
         return matches.filter(Q(task__icontains=term) | Q(error_class__icontains=term) | Q(_args__icontains=term)
                               | Q(_kwargs__icontains=term)), False
 
@@ -233,8 +229,9 @@ class JobAdmin(PgQueueAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> Any:
-        attempts = (Attempt.objects.using(alias()).filter(job_id=int(object_id)).order_by("id")
-                    if str(object_id).isdigit() else Attempt.objects.none())
+        job_id = parse_id(object_id)
+        attempts = (Attempt.objects.using(alias()).filter(job_id=job_id).order_by("id")
+                    if job_id is not None else Attempt.objects.none())
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "attempts": attempts})
 
 

@@ -1,16 +1,76 @@
-"""Queues in the admin: pause, resume, drain-and-pause (audited, permission pgqueue.pause_queue)."""
+"""Queues in the admin: pause, resume, drain-and-pause (audited, permission pgqueue.pause_queue).
+
+A queue gets its pgqueue_queuestate row the first time it is paused, resumed or drained (those statements
+upsert). Until then the list shows it from its jobs: opening the page writes nothing.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.admin import helpers
+from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
+from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 
 from pgqueue import operations
-from pgqueue.admin.actions import confirmed_action
+from pgqueue.admin.actions import confirmed_action, selects_across
 from pgqueue.admin.base import PgQueueAdmin, alias
 from pgqueue.models import Job, QueueState
+
+WAITING_OR_RUNNING = ["ready", "running", "scheduled"]
+UNLISTED_MAX = 1000  # queues without a row shown at most (bounded query)
+
+
+def unlisted_queues(search: str = "") -> list[str]:
+    """Queues that have waiting or running jobs but no queue row yet, matching every word of `search`
+    (case-insensitive, as the admin's search on name)."""
+    names = (Job.objects.using(alias()).filter(state__in=WAITING_OR_RUNNING)
+             .exclude(queue__in=QueueState.objects.using(alias()).values("name"))
+             .values_list("queue", flat=True).distinct().order_by("queue")[:UNLISTED_MAX])
+    words = search.casefold().split()
+    return [name for name in names if all(word in name.casefold() for word in words)]
+
+
+def _selected_queues(request: HttpRequest, queryset: QuerySet[Any]) -> list[str]:
+    """What a queue action applies to: the selected rows, and the selected queues that have no row yet
+    (all of those matching the search for "select all")."""
+    names = set(queryset.values_list("name", flat=True))
+    unlisted = set(unlisted_queues(request.GET.get(SEARCH_VAR, "")))
+    if not selects_across(request):
+        unlisted &= set(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))
+    return sorted(names | unlisted)
+
+
+class QueueChangeList(ChangeList):
+    """Django's list of queue rows, with the queues that have jobs but no row yet added on the last page
+    as unsaved rows (default settings: active). They link to their jobs, having no page of their own."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        unlisted = [QueueState(name=name, paused=False, pause_when_empty=False, updated_at=None)
+                    for name in unlisted_queues(self.query)]
+        if not unlisted:
+            return
+        self.result_count += len(unlisted)
+        if self.full_result_count is not None:
+            self.full_result_count += len(unlisted_queues()) if self.query else len(unlisted)
+        self.show_admin_actions = True
+        if self.multi_page and not (self.show_all and self.can_show_all) and self.page_num < self.paginator.num_pages:
+            return
+        rows = [*self.result_list, *unlisted]
+        first = next(iter(self.queryset.query.order_by), None)
+        if isinstance(first, str) and first.lstrip("-") in ("name", "pk"):
+            rows.sort(key=lambda queue: queue.name, reverse=first.startswith("-"))
+        self.result_list = rows
+
+    def url_for_result(self, result: Any) -> str:
+        if result._state.adding:
+            return f"{reverse('admin:pgqueue_job_changelist')}?{urlencode({'queue': result.name})}"
+        return super().url_for_result(result)
 
 
 @admin.register(QueueState)
@@ -18,25 +78,24 @@ class QueueStateAdmin(PgQueueAdmin):
     list_display = ("name", "status", "ready", "running", "oldest_ready", "updated_at")
     search_fields = ("name",)
     ordering = ("name",)
+    # Links carry no "_changelist_filters": an unlisted queue links to the job list, which would refuse it.
+    preserve_filters = False
     actions = [
         confirmed_action(name="pause_queues", description="Pause", permission="pause", target="queue",
-                         key="name", run=operations.pause,
+                         key="name", targets=_selected_queues, run=operations.pause,
                          explain="Workers stop leasing from these queues; running jobs finish. Enqueueing "
                                  "still works."),
         confirmed_action(name="resume_queues", description="Resume", permission="pause", target="queue",
-                         key="name", run=operations.resume, explain="Workers lease from these queues again."),
+                         key="name", targets=_selected_queues, run=operations.resume,
+                         explain="Workers lease from these queues again."),
         confirmed_action(name="drain_and_pause_queues", description="Drain and pause", permission="pause",
-                         target="queue", key="name", run=operations.drain_and_pause,
+                         target="queue", key="name", targets=_selected_queues, run=operations.drain_and_pause,
                          explain="Workers keep going until nothing in the queue is ready or running; then the "
                                  "maintenance process pauses it."),
     ]
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        known = set(Job.objects.using(alias()).filter(state__in=["ready", "running", "scheduled"]).values_list("queue", flat=True)
-                    .distinct()[:1000])
-        missing = known - set(QueueState.objects.using(alias()).values_list("name", flat=True))
-        QueueState.objects.using(alias()).bulk_create([QueueState(name=n) for n in missing], ignore_conflicts=True)
-        return super().changelist_view(request, extra_context)
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return QueueChangeList
 
     @admin.display(description="status")
     def status(self, queue: QueueState) -> str:

@@ -25,6 +25,9 @@ class Attempt(models.Model):
     error_class = models.CharField(max_length=255, blank=True, db_default="")
     message = models.TextField(blank=True, db_default="")
     traceback = models.TextField(blank=True, db_default="")
+    exit_code = models.IntegerField(
+        null=True, blank=True, help_text="Lost to a crash: the process's exit code (negative: killed by that signal)."
+    )
 
     class Meta:
         db_table = "pgqueue_attempt"

@@ -21,8 +21,14 @@ class Job(models.Model):
     state = models.CharField(max_length=16, choices=STATE_CHOICES, db_default=JobState.READY.value)
     priority = models.SmallIntegerField(db_default=0, help_text="Higher runs first (-100..100).")
     run_at = models.DateTimeField(db_default=Now(), help_text="Not before this time.")
-    attempts = models.IntegerField(db_default=0, help_text="Attempts started so far.")
-    max_attempts = models.IntegerField(db_default=3)
+    attempts = models.IntegerField(db_default=0, help_text="Attempts started so far (released ones not counted).")
+    max_attempts = models.IntegerField(db_default=3, help_text="Attempts that may fail (lost ones not counted).")
+    lost_attempts = models.IntegerField(
+        db_default=0, help_text="Attempts lost to a dead or silent worker: their own budget of max_attempts."
+    )
+    crashes = models.IntegerField(
+        db_default=0, help_text="Attempts whose worker process crashed; above 0 the job runs alone in its process."
+    )
     timeout = models.FloatField(null=True, blank=True, help_text="Seconds an attempt may run.")
     leased_by = models.CharField(max_length=64, null=True, blank=True)
     lease_token = models.UUIDField(null=True, blank=True)
@@ -50,9 +56,11 @@ class Job(models.Model):
             models.Index(
                 fields=["queue", "-priority", "run_at", "id"], name="pgqueue_job_ready", condition=Q(state="ready")
             ),
+            # Serves job_lease's search for jobs that must run alone (a crash suspect); almost always empty.
+            models.Index(fields=["queue"], name="pgqueue_job_suspect", condition=Q(state="ready", crashes__gt=0)),
             # Serves job_stage_due.
             models.Index(fields=["run_at"], name="pgqueue_job_scheduled", condition=Q(state="scheduled")),
-            # Serves job_rescue and job_heartbeat.
+            # Serves job_get_held_by_worker and job_heartbeat.
             models.Index(fields=["leased_by"], name="pgqueue_job_running", condition=Q(state="running")),
             # Serves job_prune and "recently finished" views.
             models.Index(fields=["finished_at"], name="pgqueue_job_finished", condition=Q(state__in=list(FINISHED_STATES))),

@@ -40,28 +40,43 @@ WITH inserted AS (
         COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout)s)
     RETURNING id, queue, state
 )
-SELECT id, CASE WHEN state = 'ready' THEN pg_notify(%(channel)s, queue) END FROM inserted;
+SELECT id, CASE WHEN state = 'ready' THEN (pg_notify(%(channel)s, queue) IS NOT NULL)::int ELSE 0 END AS woken
+FROM inserted;
 
 -- name: job_reserve_ids
 -- Take ids from the job sequence ahead of an insert deferred to another database's commit.
-SELECT nextval(pg_get_serial_sequence('pgqueue_job', 'id')) FROM generate_series(1, %(count)s);
+SELECT nextval(pg_get_serial_sequence('pgqueue_job', 'id')) AS id FROM generate_series(1, %(count)s);
 
 -- name: job_lease
 -- Lease up to %(limit)s ready jobs of unpaused queues for one worker, best first, skipping locked rows.
-WITH picked AS (
-    SELECT c.id
-    FROM unnest(%(queues)s::text[]) AS q(name)
-    CROSS JOIN LATERAL (
-        SELECT j.id, j.priority, j.run_at
-        FROM pgqueue_job j
-        WHERE j.queue = q.name AND j.state = 'ready'
-        ORDER BY j.priority DESC, j.run_at, j.id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) c
+-- A job whose process crashed before (crashes > 0) runs alone: only a worker with nothing running
+-- (%(alone)s) leases it, and then nothing else; suspect_waiting tells busy workers that one waits.
+WITH open_queues AS (
+    SELECT q.name FROM unnest(%(queues)s::text[]) AS q(name)
     WHERE NOT EXISTS (SELECT 1 FROM pgqueue_queuestate s WHERE s.name = q.name AND s.paused)
-    ORDER BY c.priority DESC, c.run_at, c.id
-    LIMIT %(limit)s
+), suspect AS (
+    SELECT j.id FROM pgqueue_job j
+    WHERE %(alone)s AND j.state = 'ready' AND j.crashes > 0 AND j.queue IN (SELECT name FROM open_queues)
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT id FROM suspect
+    UNION ALL (
+        SELECT c.id
+        FROM open_queues q
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.priority, j.run_at
+            FROM pgqueue_job j
+            WHERE j.queue = q.name AND j.state = 'ready' AND j.crashes = 0
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) c
+        WHERE NOT EXISTS (SELECT 1 FROM suspect)
+        ORDER BY c.priority DESC, c.run_at, c.id
+        LIMIT %(limit)s
+    )
 )
 UPDATE pgqueue_job j
 SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
@@ -69,41 +84,50 @@ SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
     started_at = clock_timestamp(), cancel_requested = false, progress = NULL, progress_message = ''
 FROM picked
 WHERE j.id = picked.id
-RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, j.timeout, j.lease_token,
-    j.started_at;
+RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
+    j.crashes, j.timeout, j.lease_token, j.started_at,
+    (SELECT EXISTS (SELECT 1 FROM pgqueue_job s
+                    WHERE s.state = 'ready' AND s.crashes > 0 AND s.queue IN (SELECT name FROM open_queues)))
+    AS suspect_waiting;
 
--- name: job_finish_many
--- Record the end of many attempts: move each job on (guarded by lease token) and write its attempt row.
+-- name: job_set_state_if_running_many
+-- Apply transitions decided by pgqueue.lifecycle to jobs still running under the same lease token,
+-- and write their attempt rows; a transition that yields to cancel becomes 'cancelled' if one was asked.
 WITH input AS (
     SELECT *
     FROM unnest(
-        %(ids)s::bigint[], %(tokens)s::uuid[], %(states)s::text[], %(outcomes)s::text[],
-        %(run_ats)s::timestamptz[], %(results)s::text[], %(error_classes)s::text[], %(messages)s::text[],
-        %(tracebacks)s::text[], %(reasons)s::text[], %(attempts)s::int[], %(started)s::timestamptz[],
-        %(finished)s::timestamptz[]
-    ) AS i(id, token, state, outcome, run_at, result, error_class, message, traceback, reason, attempt,
-           started_at, finished_at)
+        %(ids)s::bigint[], %(tokens)s::uuid[], %(states)s::text[], %(yields)s::boolean[],
+        %(run_ats)s::timestamptz[], %(reasons)s::text[], %(results)s::text[], %(attempts)s::int[],
+        %(lost)s::int[], %(crashes)s::int[], %(job_error_classes)s::text[], %(job_errors)s::text[],
+        %(numbers)s::int[], %(outcomes)s::text[], %(workers)s::text[], %(started)s::timestamptz[],
+        %(finished)s::timestamptz[], %(error_classes)s::text[], %(messages)s::text[], %(tracebacks)s::text[],
+        %(exit_codes)s::int[]
+    ) AS i(id, token, state, yields, run_at, reason, result, attempts, lost, crashes, job_error_class,
+           job_error, number, outcome, worker, started_at, finished_at, error_class, message, traceback,
+           exit_code)
 ), done AS (
     UPDATE pgqueue_job j
-    SET state = CASE WHEN j.cancel_requested AND i.state IN ('scheduled', 'ready') THEN 'cancelled'
-                     ELSE i.state END,
+    SET state = CASE WHEN j.cancel_requested AND i.yields THEN 'cancelled' ELSE i.state END,
+        finished_at = CASE WHEN (j.cancel_requested AND i.yields) OR i.state IN ('succeeded', 'dead', 'cancelled')
+                           THEN i.finished_at END,
+        reason_code = CASE WHEN j.cancel_requested AND i.yields THEN '' ELSE i.reason END,
         run_at = COALESCE(i.run_at, j.run_at),
         result = i.result::jsonb,
-        error_class = CASE WHEN i.outcome = 'succeeded' THEN j.error_class ELSE i.error_class END,
-        last_error = CASE WHEN i.outcome = 'succeeded' THEN j.last_error ELSE i.message END,
-        reason_code = i.reason,
-        finished_at = CASE WHEN i.state IN ('succeeded', 'dead', 'cancelled') OR j.cancel_requested
-                           THEN i.finished_at END,
+        attempts = i.attempts, lost_attempts = i.lost, crashes = i.crashes,
+        error_class = COALESCE(i.job_error_class, j.error_class),
+        last_error = COALESCE(i.job_error, j.last_error),
         leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
     FROM input i
     WHERE j.id = i.id AND j.state = 'running' AND j.lease_token = i.token
     RETURNING j.id, j.queue, j.state
 ), history AS (
     INSERT INTO pgqueue_attempt (
-        job_id, number, worker, started_at, finished_at, duration, outcome, error_class, message, traceback
+        job_id, number, worker, started_at, finished_at, duration, outcome, error_class, message, traceback,
+        exit_code
     )
-    SELECT i.id, i.attempt, %(worker)s, i.started_at, i.finished_at,
-        EXTRACT(EPOCH FROM i.finished_at - i.started_at), i.outcome, i.error_class, i.message, i.traceback
+    SELECT i.id, i.number, i.worker, i.started_at, i.finished_at,
+        EXTRACT(EPOCH FROM i.finished_at - i.started_at), i.outcome, i.error_class, i.message, i.traceback,
+        i.exit_code
     FROM input i JOIN done d ON d.id = i.id
 ), stats AS (
     INSERT INTO pgqueue_stat AS s (bucket, queue, worker, succeeded, retried, dead, cancelled)
@@ -118,73 +142,27 @@ WITH input AS (
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM done WHERE state = 'ready') q
 )
-SELECT d.id, (SELECT count(*) FROM wake) AS woken FROM done d;
+SELECT d.id, d.state, (SELECT count(*) FROM wake) AS woken FROM done d;
 
--- name: job_release_many
--- Hand unfinished jobs back at shutdown: ready again, the interrupted attempt recorded as released.
-WITH input AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS i(id, token)
-), held AS (
-    SELECT j.id, j.attempts, j.started_at, j.cancel_requested
-    FROM pgqueue_job j JOIN input i ON i.id = j.id AND i.token = j.lease_token
-    WHERE j.state = 'running'
-    FOR UPDATE OF j
-), moved AS (
-    UPDATE pgqueue_job j
-    SET state = CASE WHEN h.cancel_requested THEN 'cancelled' ELSE 'ready' END,
-        finished_at = CASE WHEN h.cancel_requested THEN now() END,
-        attempts = CASE WHEN h.cancel_requested THEN j.attempts ELSE j.attempts - 1 END,
-        leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
-    FROM held h
-    WHERE j.id = h.id
-    RETURNING j.id, j.queue, j.state
-), history AS (
-    INSERT INTO pgqueue_attempt (
-        job_id, number, worker, started_at, finished_at, duration, outcome, error_class, message, traceback
-    )
-    SELECT h.id, h.attempts, %(worker)s, h.started_at, now(), EXTRACT(EPOCH FROM now() - h.started_at),
-        'released', '', 'handed back unfinished when the worker shut down', ''
-    FROM held h
-), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM moved WHERE state = 'ready') q
-)
-SELECT m.id, (SELECT count(*) FROM wake) AS woken FROM moved m;
+-- name: job_get_held_by_worker
+-- The running jobs a worker process still held when it exited, locked for the transition that follows.
+SELECT id, attempts AS attempt, max_attempts, lost_attempts, crashes, lease_token, started_at, leased_by
+FROM pgqueue_job
+WHERE state = 'running' AND leased_by = %(worker)s
+FOR UPDATE SKIP LOCKED;
 
--- name: job_rescue
--- Take back jobs whose lease expired or whose worker is gone; rerun them (dead once lost too often).
-WITH lost AS (
-    SELECT j.id, j.attempts, j.max_attempts, j.leased_by, j.started_at, j.cancel_requested
-    FROM pgqueue_job j
-    WHERE j.state = 'running'
-      AND (j.leased_by = ANY(%(workers)s::text[])
-           OR j.lease_expires_at < now()
-           OR j.leased_by IN (
-               SELECT w.id FROM pgqueue_workerprocess w
-               WHERE w.state = 'dead' OR w.last_heartbeat < now() - make_interval(secs => %(dead_after)s)))
-    FOR UPDATE SKIP LOCKED
-), moved AS (
-    UPDATE pgqueue_job j
-    SET state = CASE WHEN l.cancel_requested THEN 'cancelled'
-                     WHEN l.attempts > l.max_attempts THEN 'dead' ELSE 'ready' END,
-        reason_code = CASE WHEN NOT l.cancel_requested AND l.attempts > l.max_attempts THEN 'lost' ELSE '' END,
-        finished_at = CASE WHEN l.cancel_requested OR l.attempts > l.max_attempts THEN now() END,
-        run_at = now(), leased_by = NULL, lease_token = NULL, lease_expires_at = NULL,
-        error_class = 'pgqueue.LostLease',
-        last_error = 'worker ' || l.leased_by || ' stopped heartbeating or died during attempt ' || l.attempts
-    FROM lost l
-    WHERE j.id = l.id
-    RETURNING j.id, j.queue, j.state
-), history AS (
-    INSERT INTO pgqueue_attempt (
-        job_id, number, worker, started_at, finished_at, duration, outcome, error_class, message, traceback
-    )
-    SELECT l.id, l.attempts, l.leased_by, l.started_at, now(), EXTRACT(EPOCH FROM now() - l.started_at),
-        'lost', 'pgqueue.LostLease', 'worker ' || l.leased_by || ' stopped heartbeating or died', ''
-    FROM lost l
-), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM moved WHERE state = 'ready') q
-)
-SELECT m.id, m.state, (SELECT count(*) FROM wake) AS woken FROM moved m;
+-- name: job_get_expired
+-- Running jobs whose lease expired or whose worker is dead or silent (at most %(limit)s), locked.
+SELECT j.id, j.attempts AS attempt, j.max_attempts, j.lost_attempts, j.crashes, j.lease_token, j.started_at,
+    j.leased_by
+FROM pgqueue_job j
+WHERE j.state = 'running'
+  AND (j.lease_expires_at < now()
+       OR j.leased_by IN (
+           SELECT w.id FROM pgqueue_workerprocess w
+           WHERE w.state = 'dead' OR w.last_heartbeat < now() - make_interval(secs => %(dead_after)s)))
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
 
 -- name: job_stage_due
 -- Make scheduled jobs whose run_at has come ready, and wake workers of their queues.
@@ -245,8 +223,9 @@ SELECT id, state FROM waiting UNION ALL SELECT id, state FROM running;
 WITH moved AS (
     UPDATE pgqueue_job
     SET state = 'ready', run_at = now(), finished_at = NULL, reason_code = '', cancel_requested = false,
-        max_attempts = CASE WHEN state IN ('dead', 'cancelled') THEN GREATEST(max_attempts, attempts + 1)
-                            ELSE max_attempts END
+        max_attempts = CASE WHEN state IN ('dead', 'cancelled')
+                            THEN GREATEST(max_attempts, attempts - lost_attempts + 1) ELSE max_attempts END,
+        lost_attempts = 0, crashes = 0
     WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked', 'dead', 'cancelled')
     RETURNING id, queue
 ), wake AS (
@@ -355,3 +334,25 @@ SELECT id FROM dead;
 -- name: maintenance_try_lead
 -- Try to become the maintenance leader: a session advisory lock held while the connection lives.
 SELECT pg_try_advisory_lock(%(key)s) AS leader;
+
+-- name: channel_listen
+-- Wake this connection on every NOTIFY of the channel (its name is quoted in by the database layer).
+LISTEN {channel};
+
+-- name: table_estimated_rows
+-- PostgreSQL's row estimate for a table (the admin counts a million-row list without scanning it).
+SELECT reltuples::bigint AS estimate FROM pg_class WHERE oid = %(table)s::regclass;
+
+-- name: job_is_leased
+-- Whether a job is still running under this lease token (false once it completed in its own transaction).
+SELECT EXISTS (
+    SELECT 1 FROM pgqueue_job WHERE id = %(id)s AND state = 'running' AND lease_token = %(token)s
+) AS held;
+
+-- name: devdb_database_exists
+-- Whether the development server (pgqueue.devdb) already has this database.
+SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %(name)s) AS exists;
+
+-- name: devdb_create_database
+-- Create a database on the development server (its name is quoted in by the database layer).
+CREATE DATABASE {database};

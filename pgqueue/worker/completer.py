@@ -1,4 +1,6 @@
-"""Writes attempt outcomes and progress in batches: one statement per flush, guarded by lease token."""
+"""Writes decided transitions and progress in batches: one guarded statement per flush. A finished job is
+never turned into a re-run here: a refused batch is split, a refused row is written with its details
+stripped, and a job whose completion is still queued keeps its lease (see in_flight)."""
 
 from __future__ import annotations
 
@@ -6,12 +8,13 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from typing import Any
 
-from pgqueue import events
+from pgqueue import db, events
 from pgqueue.conf import Settings
-from pgqueue.types import Finish, Progress
-from pgqueue.worker.database import CONNECTION_ERRORS, Database
+from pgqueue.lifecycle import stripped
+from pgqueue.types import Progress, Transition
 
 logger = logging.getLogger("pgqueue.worker")
 
@@ -19,23 +22,33 @@ _STOP = object()
 
 
 class Completer:
-    """A thread that collects Finish/Progress items and flushes them every few ms or N items."""
+    """A thread that collects Transition/Progress items and flushes them every few ms or N items."""
 
-    def __init__(self, database: Database, worker_id: str, settings: Settings) -> None:
+    def __init__(self, database: db.Database, worker_id: str, settings: Settings) -> None:
         self.database = database
         self.worker_id = worker_id
         self.settings = settings
         self.items: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.written = 0  # attempts whose completion was applied
-        self.lost = 0  # completions refused because the lease was gone
+        self.written = 0  # transitions applied
+        self.lost = 0  # transitions refused because the lease was gone
+        self._in_flight: dict[uuid.UUID, int] = {}  # lease token -> job id, queued and not yet written
+        self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pgqueue-completer", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, item: Finish | Progress) -> None:
+    def add(self, item: Transition | Progress) -> None:
+        if isinstance(item, Transition):
+            with self._lock:
+                self._in_flight[item.lease_token] = item.job_id
         self.items.put(item)
+
+    def in_flight(self) -> list[uuid.UUID]:
+        """Lease tokens of jobs whose completion is not written yet: the heartbeat keeps them leased."""
+        with self._lock:
+            return list(self._in_flight)
 
     def close(self, timeout: float) -> bool:
         """Flush what is queued and stop; False if the database did not take it in time."""
@@ -73,8 +86,8 @@ class Completer:
                 time.sleep(self.database.backoff())
 
     def _flush(self, items: list[Any]) -> list[Any]:
-        """Write a batch; return what must be retried (everything, after a connection error)."""
-        finishes = [i for i in items if isinstance(i, Finish)]
+        """Write a batch; return what must be tried again (everything, after a connection error)."""
+        transitions = [i for i in items if isinstance(i, Transition)]
         latest: dict[int, Progress] = {}
         for item in items:
             if isinstance(item, Progress):
@@ -82,53 +95,72 @@ class Completer:
         try:
             if latest:
                 self._write_progress(list(latest.values()))
-            if finishes:
-                self._write_finishes(finishes)
-        except CONNECTION_ERRORS:
+        except db.CONNECTION_ERRORS:
             time.sleep(self.database.backoff())
             return items
         except Exception:
-            if len(items) > 1:
-                logger.exception("pgqueue could not record a batch of %d items; writing them one by one",
-                                 len(items))
-                return [left for item in items for left in self._flush([item])]
-            logger.exception("pgqueue dropped an update the database refuses: %r; the job's lease will "
-                             "expire and it will be rescued", items[0])
+            logger.exception("pgqueue could not record %d progress reports; they are dropped", len(latest))
+        try:
+            self._write(transitions)
+        except db.CONNECTION_ERRORS:
+            time.sleep(self.database.backoff())
+            return transitions
         return []
 
-    def _write_finishes(self, finishes: list[Finish]) -> None:
+    def _write(self, transitions: list[Transition]) -> None:
+        """Apply transitions; a batch the database refuses is split until the refused row is found."""
+        if not transitions:
+            return
+        try:
+            self._apply(transitions)
+        except db.CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            if len(transitions) > 1:
+                half = len(transitions) // 2
+                self._write(transitions[:half])
+                self._write(transitions[half:])
+                return
+            self._write_stripped(transitions[0], exc)
+
+    def _write_stripped(self, transition: Transition, exc: Exception) -> None:
+        problem = f"{type(exc).__name__}: {exc}"[:500]
+        logger.error("job %s: the database refused its outcome (%s); writing it without details",
+                     transition.job_id, problem)
+        try:
+            self._apply([stripped(transition, problem)])
+        except db.CONNECTION_ERRORS:
+            raise
+        except Exception:
+            logger.exception("job %s: the database refused even its stripped outcome; its lease will expire and "
+                             "it will be rescued", transition.job_id)
+            self._forget([transition])
+
+    def _apply(self, transitions: list[Transition]) -> None:
         rows = self.database.run(
-            "job_finish_many",
-            ids=[f.job_id for f in finishes],
-            tokens=[f.lease_token for f in finishes],
-            states=[f.state.value for f in finishes],
-            outcomes=[f.outcome.value for f in finishes],
-            run_ats=[f.run_at for f in finishes],
-            results=[f.result for f in finishes],
-            error_classes=[f.error_class for f in finishes],
-            messages=[f.error_message for f in finishes],
-            tracebacks=[f.traceback for f in finishes],
-            reasons=[f.reason_code for f in finishes],
-            attempts=[f.attempt for f in finishes],
-            started=[f.started_at for f in finishes],
-            finished=[f.finished_at for f in finishes],
-            worker=self.worker_id,
+            "job_set_state_if_running_many", **db.transition_params(transitions), worker=self.worker_id,
             channel=self.settings.NOTIFY_CHANNEL,
         )
-        applied = {row[0] for row in rows}
+        self._forget(transitions)
+        applied = {row.id for row in rows}
         self.written += len(applied)
         listening = events.has_subscribers("job_finished")
-        for f in finishes:
-            if f.job_id not in applied:
+        for t in transitions:
+            if t.job_id not in applied:
                 self.lost += 1
-                logger.warning("job %s: lease lost before its %s was recorded; not applied", f.job_id,
-                               f.outcome.value)
+                events.emit("job_completion_refused", worker=self.worker_id, job_id=t.job_id,
+                            outcome=t.outcome.value)
             if listening:
                 events.emit(
-                    "job_finished", worker=self.worker_id, job_id=f.job_id, outcome=f.outcome.value,
-                    state=f.state.value, applied=f.job_id in applied,
-                    duration=(f.finished_at - f.started_at).total_seconds(),
+                    "job_finished", worker=self.worker_id, job_id=t.job_id, outcome=t.outcome.value,
+                    state=t.state.value, applied=t.job_id in applied,
+                    duration=(t.finished_at - t.started_at).total_seconds(),
                 )
+
+    def _forget(self, transitions: list[Transition]) -> None:
+        with self._lock:
+            for t in transitions:
+                self._in_flight.pop(t.lease_token, None)
 
     def _write_progress(self, reports: list[Progress]) -> None:
         self.database.run(

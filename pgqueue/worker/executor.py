@@ -1,10 +1,12 @@
-"""Runs leased jobs (sync ones on a pool of plain threads, async ones on an event loop) and turns each into a Finish."""
+"""Runs leased jobs (sync ones on plain job threads, async ones on an event loop) and reports how each
+attempt ended. Everything from "the job body ended" to "the ending is reported" is total: whatever the job
+raises, returns or leaves behind becomes an AttemptEnd, and a job thread never dies."""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import datetime as dt
-import json
 import logging
 import queue
 import threading
@@ -12,98 +14,194 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
+from psycopg.pq import TransactionStatus
 
-from pgqueue import registry
+from pgqueue import db, registry
 from pgqueue.conf import Settings
 from pgqueue.context import JobContext, _current
-from pgqueue.enqueueing import has_nul
 from pgqueue.exceptions import JobCancelled, UnknownJob
-from pgqueue.registry import JobFunction
-from pgqueue.types import Finish, JobState, LeasedJob, Outcome, ReasonCode
+from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
+from pgqueue.payload import Unstorable, dumps
+from pgqueue.types import LeasedJob
 
 logger = logging.getLogger("pgqueue.worker")
 
-MAX_MESSAGE = 2_000
-MAX_TRACEBACK = 20_000
+# Called with how an attempt ended; None when the job already completed in its own transaction.
+Report = Callable[[LeasedJob, AttemptEnd | None], None]
 
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def succeeded(job: LeasedJob, value: Any) -> Finish:
-    try:
-        result = json.dumps(value, allow_nan=False, ensure_ascii=False)
-        if has_nul(result):
-            raise ValueError("NUL character")
-        result.encode("utf-8")  # lone surrogates cannot be stored
-    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
-        result = json.dumps({"repr": repr(value)[:MAX_MESSAGE]})
-    return Finish(
-        job_id=job.id, lease_token=job.lease_token, attempt=job.attempt, state=JobState.SUCCEEDED,
-        outcome=Outcome.SUCCEEDED, started_at=job.started_at, finished_at=now(), result=result,
-    )
+def retry_policy(fn: Any | None, settings: Settings) -> RetryPolicy:
+    """The job function's retry policy, its unset parts (or all of it, for no function) from the settings."""
+
+    def pick(attr: str, default: float) -> float:
+        value = getattr(fn, attr, None) if fn is not None else None
+        return default if value is None else float(value)
+
+    return RetryPolicy(backoff=pick("retry_backoff", settings.RETRY_BACKOFF),
+                       backoff_max=pick("retry_backoff_max", settings.RETRY_BACKOFF_MAX),
+                       jitter=pick("retry_jitter", settings.RETRY_JITTER))
 
 
-def failed(
-    job: LeasedJob,
-    fn: JobFunction | None,
-    exc: BaseException | None,
-    settings: Settings,
-    *,
-    outcome: Outcome = Outcome.FAILED,
-    cancel_requested: bool = False,
-    message: str = "",
-    reason: ReasonCode | None = None,
-) -> Finish:
-    """The Finish for a failed attempt: retry later, or dead/cancelled with a reason."""
-    error_class = _class_path(exc) if exc is not None else ""
-    text = message or (f"{type(exc).__name__}: {exc}" if exc is not None else outcome.value)
-    trace = "".join(traceback.format_exception(exc)) if exc is not None else ""
-    run_at = None
-    reason_code = ""
-    if cancel_requested or isinstance(exc, JobCancelled | asyncio.CancelledError):
-        state, outcome = JobState.CANCELLED, Outcome.CANCELLED
-    elif reason is not None:
-        state, reason_code = JobState.DEAD, reason.value
-    elif fn is not None and exc is not None and not fn.is_retryable(exc):
-        state, reason_code = JobState.DEAD, ReasonCode.NON_RETRYABLE.value
-    elif job.attempt >= job.max_attempts:
-        state, reason_code = JobState.DEAD, ReasonCode.MAX_ATTEMPTS.value
-    else:
-        delay = (fn.retry_delay(job.attempt, settings.RETRY_BACKOFF, settings.RETRY_BACKOFF_MAX,
-                                settings.RETRY_JITTER) if fn is not None else settings.RETRY_BACKOFF)
-        state = JobState.SCHEDULED if delay > 0 else JobState.READY
-        run_at = now() + dt.timedelta(seconds=delay)
-    return Finish(
-        job_id=job.id, lease_token=job.lease_token, attempt=job.attempt, state=state, outcome=outcome,
-        started_at=job.started_at, finished_at=now(), run_at=run_at, error_class=error_class,
-        error_message=_text(text)[:MAX_MESSAGE], traceback=_text(trace)[-MAX_TRACEBACK:], reason_code=reason_code,
-    )
+# -- describing an ending (never raises) ------------------------------------------------------------
 
-
-def _text(value: str) -> str:
-    """Text PostgreSQL can store: no NUL, and valid UTF-8 (lone surrogates from undecodable bytes
-    become backslash escapes)."""
-    return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _class_path(exc: BaseException) -> str:
+def describe(exc: BaseException) -> ErrorInfo:
+    """An exception as text, even when its class, its str() or its traceback misbehave."""
     cls = type(exc)
-    return cls.__name__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        name = cls.__name__
+        path = name if cls.__module__ == builtins.__name__ else f"{cls.__module__}.{cls.__qualname__}"
+    except BaseException:
+        name = path = "<unnamed exception>"
+    try:
+        text = str(exc)
+    except BaseException as failure:
+        text = f"<str() of the exception raised {type(failure).__name__}>"
+    try:
+        trace = "".join(traceback.format_exception(exc))
+    except BaseException:
+        try:
+            trace = "".join(traceback.format_tb(exc.__traceback__))
+        except BaseException:
+            trace = ""
+    return ErrorInfo(error_class=path, message=f"{name}: {text}", traceback=trace)
 
 
-Done = Callable[[Finish], None]
+def returned(value: Any, worker: str, limit: int) -> AttemptEnd:
+    """The ending of a job that returned `value`: its JSON, a repr when it has none, or too large."""
+    try:
+        result = dumps(value)
+    except Unstorable:
+        result = _repr_json(value)
+    size = len(result.encode("utf-8"))
+    if size > limit:
+        error = ErrorInfo(
+            error_class="pgqueue.ResultTooLarge",
+            message=f"the job returned {size} bytes of JSON, over PGQUEUE['MAX_RESULT_BYTES'] = {limit}: the "
+                    "result is not stored, and the job is not run again (its work is done)",
+        )
+        return AttemptEnd(how=Ending.RESULT_TOO_LARGE, worker=worker, finished_at=now(), error=error)
+    return AttemptEnd(how=Ending.RETURNED, worker=worker, finished_at=now(), result=result)
 
+
+def _repr_json(value: Any) -> str:
+    """{"repr": ...} for a value JSON cannot hold (an object, deep nesting, a huge int)."""
+    try:
+        return dumps({"repr": repr(value)[:2_000]})
+    except BaseException:
+        try:
+            return dumps({"repr": f"<{type(value).__qualname__} that cannot be shown>"})
+        except BaseException:
+            return '{"repr": "<a value that cannot be shown>"}'
+
+
+def raised(exc: BaseException, fn: Any | None, worker: str, *, cancelled: bool = False) -> AttemptEnd:
+    """The ending of a job that raised `exc` (a cancel request turns it into CANCELLED)."""
+    error = describe(exc)
+    if cancelled or isinstance(exc, JobCancelled | asyncio.CancelledError):
+        return AttemptEnd(how=Ending.CANCELLED, worker=worker, finished_at=now(), error=error)
+    try:
+        retryable = fn is None or bool(fn.is_retryable(exc))
+    except BaseException:
+        retryable = True
+    return AttemptEnd(how=Ending.RAISED, worker=worker, finished_at=now(), error=error, retryable=retryable)
+
+
+def unknown_task(exc: BaseException, worker: str) -> AttemptEnd:
+    return AttemptEnd(how=Ending.UNKNOWN_TASK, worker=worker, finished_at=now(), error=describe(exc))
+
+
+def timed_out(timeout: float | None, worker: str) -> AttemptEnd:
+    error = ErrorInfo(error_class="TimeoutError", message=f"TimeoutError: timed out after {timeout} s")
+    return AttemptEnd(how=Ending.TIMED_OUT, worker=worker, finished_at=now(), error=error)
+
+
+def _failed_to_end(exc: BaseException, worker: str) -> AttemptEnd:
+    """Last resort when building an ending itself failed: a retryable failure saying so."""
+    try:
+        detail = describe(exc).message
+    except BaseException:
+        detail = "unknown"
+    error = ErrorInfo(error_class="pgqueue.UnreportableOutcome",
+                      message=f"pgqueue could not turn this attempt's end into an outcome: {detail}")
+    return AttemptEnd(how=Ending.RAISED, worker=worker, finished_at=now(), error=error)
+
+
+# -- database connections a job leaves behind ---------------------------------------------------------
+
+def leave_connections_clean() -> list[str]:
+    """After a job: every Django connection this thread holds is back in autocommit with no transaction
+    open. A connection that is not is rolled back, closed and replaced; returns what was wrong."""
+    problems: list[str] = []
+    for conn in connections.all(initialized_only=True):
+        try:
+            raw = conn.connection
+            if raw is None:
+                continue
+            if conn.in_atomic_block:
+                problem = "left a transaction.atomic() block open"
+            elif not conn.autocommit:
+                problem = "turned autocommit off"
+            elif raw.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                problem = "left a transaction open (BEGIN without COMMIT)"
+            else:
+                continue
+        except BaseException as exc:
+            problem = f"left its connection unusable ({type(exc).__name__})"
+        problems.append(f"on database {conn.alias!r} the job {problem}")
+        _discard(conn)
+    return problems
+
+
+def _discard(conn: Any) -> None:
+    """Close a connection without committing, and give this thread a fresh wrapper for its alias."""
+    try:
+        if conn.connection is not None:
+            conn.connection.close()  # the server rolls back what was open
+    except BaseException:
+        pass
+    try:
+        del connections[conn.alias]
+    except BaseException:
+        pass
+
+
+def _with_problems(end: AttemptEnd, problems: list[str], fn: Any | None, worker: str) -> AttemptEnd:
+    if not problems:
+        return end
+    text = "; ".join(problems)
+    note = f"{text}: pgqueue rolled it back and closed the connection, so the job's writes there did not happen"
+    if end.error is not None:  # it failed anyway: keep its error and add what it left behind
+        error = ErrorInfo(error_class=end.error.error_class, message=f"{end.error.message} (and {note})",
+                          traceback=end.error.traceback)
+        return AttemptEnd(how=end.how, worker=worker, finished_at=end.finished_at, error=error,
+                          retryable=end.retryable)
+    error = ErrorInfo(error_class="pgqueue.TransactionLeftOpen", message=note)
+    return AttemptEnd(how=Ending.RAISED, worker=worker, finished_at=now(), error=error)
+
+
+def _still_leased(job: LeasedJob) -> bool:
+    try:
+        return bool(db.run_in_django("job_is_leased", id=job.id, token=job.lease_token)[0].held)
+    except BaseException:
+        return True  # then the worker's own transition is tried, and refused if the job completed
+
+
+# -- running jobs ---------------------------------------------------------------------------------------
 
 class Executor:
     """`concurrency` job threads fed by one queue and, when an async job first arrives, one event-loop
     thread. Plain threads and a C queue, not concurrent.futures: no Future, lock and condition per job."""
 
-    def __init__(self, concurrency: int, settings: Settings) -> None:
+    def __init__(self, concurrency: int, settings: Settings, worker_id: str, report: Report) -> None:
         self.settings = settings
-        self._inbox: queue.SimpleQueue[tuple[JobFunction, LeasedJob, JobContext, Done] | None] = queue.SimpleQueue()
+        self.worker_id = worker_id
+        self._report = report
+        self._inbox: queue.SimpleQueue[tuple[Any, LeasedJob, JobContext] | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._serve, name=f"pgqueue-job-{i}", daemon=True) for i in range(concurrency)
         ]
@@ -112,74 +210,92 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
 
-    def submit(self, job: LeasedJob, ctx: JobContext, done: Done) -> None:
-        """Start a job; `done` is called with its Finish from the thread that ran it."""
+    def function(self, task: str) -> Any:
+        """The job function for `task`, or the UnknownJob error explaining why there is none."""
         try:
-            fn = registry.get(job.task)
+            return registry.get(task)
         except UnknownJob as exc:
-            done(failed(job, None, exc, self.settings, reason=ReasonCode.UNKNOWN_TASK))
-            return
-        if fn.is_async:
-            future = asyncio.run_coroutine_threadsafe(self._run_async(fn, job, ctx), self._event_loop())
-            future.add_done_callback(lambda f: done(f.result()))
+            return exc
+        except Exception as exc:  # a registry that misbehaves: report it like an import failure
+            return UnknownJob(f"Job {task!r}: looking it up failed: {exc!r}")
+
+    def submit(self, fn: Any, job: LeasedJob, ctx: JobContext) -> None:
+        """Start a job whose function is `fn` (or an UnknownJob error); its ending is reported later."""
+        if isinstance(fn, BaseException):
+            self._safe_report(job, unknown_task(fn, self.worker_id))
+        elif fn.is_async:
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._run_async(fn, job, ctx), self._event_loop())
+            except BaseException as exc:
+                self._safe_report(job, raised(exc, fn, self.worker_id))
+                return
+            future.add_done_callback(lambda f: self._async_done(f, fn, job))
         else:
-            self._inbox.put((fn, job, ctx, done))
+            self._inbox.put((fn, job, ctx))
+
+    def _safe_report(self, job: LeasedJob, end: AttemptEnd | None) -> None:
+        try:
+            self._report(job, end)
+        except BaseException:
+            logger.exception("job %s: reporting its outcome failed", job.id)
 
     def _serve(self) -> None:
         while True:
             item = self._inbox.get()
             if item is None:
                 return
-            fn, job, ctx, done = item
+            fn, job, ctx = item
             try:
-                finish = self._run_sync(fn, job, ctx)
-            except BaseException as exc:  # e.g. close_old_connections() failing: still report the attempt
-                logger.exception("job %s: the executor failed around the job", job.id)
-                finish = failed(job, fn, exc, self.settings, cancel_requested=ctx.cancel_requested)
-            try:
-                done(finish)
-            except Exception:
-                logger.exception("job %s: recording its outcome failed", job.id)
+                end = self._run_sync(fn, job, ctx)
+            except BaseException as exc:
+                end = _failed_to_end(exc, self.worker_id)
+            self._safe_report(job, end)
 
-    def job_function(self, task: str) -> JobFunction | None:
-        try:
-            return registry.get(task)
-        except UnknownJob:
-            return None
-
-    def runs_async(self, task: str) -> bool:
-        fn = self.job_function(task)
-        return fn is not None and fn.is_async
-
-    def _run_sync(self, fn: JobFunction, job: LeasedJob, ctx: JobContext) -> Finish:
+    def _run_sync(self, fn: Any, job: LeasedJob, ctx: JobContext) -> AttemptEnd | None:
         token = _current.set(ctx)
         try:
-            args = (ctx, *job.args) if fn.pass_context else tuple(job.args)
-            return succeeded(job, fn.func(*args, **job.kwargs))
-        except BaseException as exc:  # a job's failure is data, never a worker crash
-            return failed(job, fn, exc, self.settings, cancel_requested=ctx.cancel_requested)
+            try:
+                args = (ctx, *job.args) if fn.pass_context else tuple(job.args)
+                end = returned(fn.func(*args, **job.kwargs), self.worker_id, self.settings.MAX_RESULT_BYTES)
+            except BaseException as exc:  # a job's failure is data, never a worker crash
+                end = raised(exc, fn, self.worker_id, cancelled=ctx.cancel_requested)
+            end = _with_problems(end, leave_connections_clean(), fn, self.worker_id)
+            if ctx._completed and end.how is Ending.RETURNED and not _still_leased(job):
+                return None  # complete_in_transaction's transaction committed: nothing left to record
+            try:
+                close_old_connections()
+            except BaseException:
+                logger.exception("job %s: closing old database connections failed", job.id)
+            return end
         finally:
-            close_old_connections()
             _current.reset(token)
 
-    async def _run_async(self, fn: JobFunction, job: LeasedJob, ctx: JobContext) -> Finish:
+    async def _run_async(self, fn: Any, job: LeasedJob, ctx: JobContext) -> AttemptEnd:
         _current.set(ctx)  # each task has its own context copy
         ctx._task = asyncio.current_task()
         if ctx.cancel_requested:
-            return failed(job, fn, None, self.settings, cancel_requested=True)
-        args = (ctx, *job.args) if fn.pass_context else tuple(job.args)
+            return raised(JobCancelled(f"job {job.id} was cancelled"), fn, self.worker_id, cancelled=True)
         limit = asyncio.timeout(job.timeout)
         try:
+            args = (ctx, *job.args) if fn.pass_context else tuple(job.args)
             async with limit:
                 value = await fn.func(*args, **job.kwargs)
-            return succeeded(job, value)
+            end = returned(value, self.worker_id, self.settings.MAX_RESULT_BYTES)
         except TimeoutError as exc:
             if limit.expired() and not ctx.cancel_requested:
-                return failed(job, fn, exc, self.settings, outcome=Outcome.TIMEOUT,
-                              message=f"timed out after {job.timeout} s")
-            return failed(job, fn, exc, self.settings, cancel_requested=ctx.cancel_requested)
+                end = timed_out(job.timeout, self.worker_id)
+            else:
+                end = raised(exc, fn, self.worker_id, cancelled=ctx.cancel_requested)
         except BaseException as exc:
-            return failed(job, fn, exc, self.settings, cancel_requested=ctx.cancel_requested)
+            end = raised(exc, fn, self.worker_id, cancelled=ctx.cancel_requested)
+        return _with_problems(end, leave_connections_clean(), fn, self.worker_id)
+
+    def _async_done(self, future: Any, fn: Any, job: LeasedJob) -> None:
+        try:
+            end = future.result()
+        except BaseException as exc:  # cancelled before it started, or the loop was stopped
+            end = raised(exc, fn, self.worker_id)
+        self._safe_report(job, end)
 
     def cancel(self, ctx: JobContext) -> None:
         """Pass a cancel request to a running job: a flag for sync jobs, task.cancel() for async ones."""
@@ -201,3 +317,20 @@ class Executor:
             self._inbox.put(None)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def complete_in_transaction(job: LeasedJob, worker_id: str, settings: Settings, result: Any) -> None:
+    """Mark `job` succeeded in the caller's open transaction on pgqueue's database (JobContext's
+    complete_in_transaction): the job's writes and its completion commit or roll back together."""
+    alias = settings.DATABASE
+    if not connections[alias].in_atomic_block:
+        raise RuntimeError(
+            f"complete_in_transaction() must be called inside transaction.atomic(using={alias!r}) "
+            "around the job's own writes; outside one it would commit on its own"
+        )
+    end = returned(result, worker_id, settings.MAX_RESULT_BYTES)
+    transition = decide(job, end, retry_policy(None, settings))
+    rows = db.run_in_django("job_set_state_if_running_many", using=alias, **db.transition_params([transition]),
+                            worker=worker_id, channel=settings.NOTIFY_CHANNEL)
+    if not rows:
+        raise JobCancelled(f"job {job.id}: its lease is gone (rescued or cancelled); it cannot complete here")

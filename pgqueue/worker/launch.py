@@ -1,64 +1,58 @@
-"""Validate pgqueue_worker's options, check the database, and run the supervisor."""
+"""Check the settings, the database and the job modules, then run the supervisor with the options."""
 
 from __future__ import annotations
 
+import importlib
+
+from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 
 from pgqueue import db
-from pgqueue.apps import discover_jobs
 from pgqueue.checks import check_migrations
-from pgqueue.conf import check_queue_name, get_settings
-from pgqueue.exceptions import InvalidJob
-from pgqueue.worker.supervisor import Supervisor, SupervisorConfig
+from pgqueue.conf import Settings, get_settings
+from pgqueue.worker.options import OptionError, WorkerOptions
+from pgqueue.worker.supervisor import Supervisor
 
 
 class LaunchError(Exception):
-    """The worker cannot start: bad options or settings, or the database is not ready."""
+    """The worker cannot start: bad options or settings, a broken jobs module, or the database is not ready."""
 
 
-def launch(
-    *,
-    processes: int,
-    concurrency: int,
-    queues: str | None,
-    shutdown_timeout: float,
-    max_jobs: int | None = None,
-    max_memory_mb: float | None = None,
-    max_lifetime: float | None = None,
-    maintenance: bool = True,
-) -> int:
+def settings_for_launch() -> Settings:
     try:
-        settings = get_settings()
+        return get_settings()
     except ImproperlyConfigured as exc:
         raise LaunchError(str(exc)) from None
-    if not 1 <= processes <= 256:
-        raise LaunchError(f"--processes must be from 1 to 256, got {processes}.")
-    if not 1 <= concurrency <= 1000:
-        raise LaunchError(f"--concurrency must be from 1 to 1000, got {concurrency}.")
-    if shutdown_timeout < 0:
-        raise LaunchError(f"--shutdown-timeout must be >= 0, got {shutdown_timeout}.")
-    for label, value in (("--max-jobs", max_jobs), ("--max-memory", max_memory_mb), ("--max-lifetime", max_lifetime)):
-        if value is not None and value <= 0:
-            raise LaunchError(f"{label} must be greater than 0, got {value}.")
-    names = [q.strip() for q in (queues or settings.DEFAULT_QUEUE).split(",")]
+
+
+def launch(options: WorkerOptions) -> int:
+    settings = settings_for_launch()
     try:
-        names = [check_queue_name(q) for q in names]
-    except InvalidJob as exc:
-        raise LaunchError(f"--queues: {exc}") from None
-    if settings.QUEUES is not None:
-        unknown = [q for q in names if q not in settings.QUEUES]
-        if unknown:
-            raise LaunchError(f"--queues: {', '.join(unknown)} not declared in PGQUEUE['QUEUES'] "
-                              f"({', '.join(settings.QUEUES)}).")
-    problems = [m for m in checks.run_checks(databases=[settings.DATABASE]) if m.is_serious()]
-    problems += check_migrations(settings.DATABASE)
+        problems = [m for m in checks.run_checks(databases=[settings.DATABASE]) if m.is_serious()]
+        problems += check_migrations(settings.DATABASE)
+    except DatabaseError as exc:
+        raise LaunchError(f"Database {settings.DATABASE!r} is not reachable: {exc}".strip()) from None
     if problems:
         raise LaunchError("\n".join(f"{m.id}: {m.msg}" for m in problems))
-    discover_jobs()
-    config = SupervisorConfig(
-        processes=processes, concurrency=concurrency, queues=tuple(dict.fromkeys(names)),
-        shutdown_timeout=shutdown_timeout, max_jobs=max_jobs, max_memory_mb=max_memory_mb,
-        max_lifetime=max_lifetime, maintenance=maintenance,
-    )
-    return Supervisor(config, settings, db.connection_kwargs(settings.DATABASE)).run()
+    import_job_modules()
+    return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE)).run()
+
+
+def import_job_modules() -> None:
+    """Import the `jobs` module of every installed app (registering its @job functions); one that exists
+    but fails to import stops the launch with the app and the error named."""
+    for config in apps.get_app_configs():
+        name = f"{config.name}.jobs"
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # the app has no jobs module
+            raise LaunchError(f"Importing {name} (app {config.label!r}) failed: {exc!r}") from exc
+        except Exception as exc:
+            raise LaunchError(f"Importing {name} (app {config.label!r}) failed: {exc!r}") from exc
+
+
+__all__ = ["LaunchError", "OptionError", "launch"]

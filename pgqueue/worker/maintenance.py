@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import signal
@@ -10,12 +9,10 @@ import socket
 import time
 from typing import Any
 
-from pgqueue import events
+from pgqueue import db, events
 from pgqueue.conf import Settings
-from pgqueue.worker.database import CONNECTION_ERRORS, Database
+from pgqueue.worker import rescue
 from pgqueue.worker.signals import SignalPipe
-
-logger = logging.getLogger("pgqueue.maintenance")
 
 LEADER_LOCK_KEY = 0x70677175  # "pgqu": the advisory lock that elects the maintenance leader
 PRUNE_EVERY = 60.0
@@ -29,18 +26,18 @@ class Maintenance:
         self.id = process_id
         self.supervisor_id = supervisor_id
         self.settings = settings
-        self.db = Database(db_params, owner=process_id, role="maintenance")
+        self.db = db.Database(db_params, owner=process_id, role="maintenance")
         self.pipe = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT))
         self.leader = False
         self.next_prune = 0.0
         self.registered = False
 
     def run(self) -> int:
-        logger.info("maintenance %s started", self.id)
+        events.emit("worker_started", worker=self.id, kind="maintenance", queues=(), concurrency=0)
         while not self.pipe.drain():
             try:
                 self.tick()
-            except CONNECTION_ERRORS:
+            except db.CONNECTION_ERRORS:
                 self.leader = False  # the lock went with the connection
                 self.registered = False
                 self._sleep(self.db.backoff())
@@ -48,7 +45,7 @@ class Maintenance:
             self._sleep(self.settings.MAINTENANCE_SECONDS)
         try:
             self.db.run("workerprocess_set_state", ids=[self.id], state="stopped")
-        except CONNECTION_ERRORS:
+        except db.CONNECTION_ERRORS:
             pass
         self.db.close()
         return 0
@@ -62,28 +59,27 @@ class Maintenance:
         else:
             self.db.run("workerprocess_heartbeat", id=self.id)
         if not self.leader:
-            self.leader = bool(self.db.run("maintenance_try_lead", key=LEADER_LOCK_KEY)[0][0])
+            self.leader = self.db.run("maintenance_try_lead", key=LEADER_LOCK_KEY)[0].leader
             if self.leader:
-                logger.info("maintenance %s is the leader", self.id)
+                events.emit("maintenance_leader", worker=self.id)
             else:
                 return
         s = self.settings
-        staged = self.db.run("job_stage_due", limit=BATCH, channel=s.NOTIFY_CHANNEL)[0][0]
+        staged = self.db.run("job_stage_due", limit=BATCH, channel=s.NOTIFY_CHANNEL)[0].staged
         if staged:
             events.emit("job_staged", count=staged)
         self.db.run("workerprocess_reap", dead_after=s.WORKER_DEAD_AFTER)
-        for (name,) in self.db.run("queuestate_pause_drained"):
-            logger.info("queue %s is drained and now paused", name)
-        rescued = self.db.run("job_rescue", workers=[], dead_after=s.WORKER_DEAD_AFTER, channel=s.NOTIFY_CHANNEL)
+        for row in self.db.run("queuestate_pause_drained"):
+            events.emit("queue_paused", queue=row.name, reason="drained")
+        rescued = rescue.expired(self.db, s, BATCH, by=self.id)
         if rescued:
-            logger.warning("rescued %d jobs from dead workers or expired leases", len(rescued))
-            events.emit("job_rescued", count=len(rescued))
+            events.emit("job_rescued", count=len(rescued), worker=self.id, status=None)
         if time.monotonic() >= self.next_prune:
             self.next_prune = time.monotonic() + PRUNE_EVERY
             self.db.run("stat_prune", keep=STATS_KEEP_SECONDS)
             for _ in range(PRUNE_ROUNDS):  # up to PRUNE_ROUNDS x BATCH jobs a minute
                 deleted = self.db.run("job_prune", keep_succeeded=s.KEEP_SUCCEEDED_SECONDS,
-                                      keep_failed=s.KEEP_FAILED_SECONDS, limit=BATCH)[0][0]
+                                      keep_failed=s.KEEP_FAILED_SECONDS, limit=BATCH)[0].count
                 if deleted < BATCH or self.pipe.received:
                     break
 

@@ -17,9 +17,10 @@ from typing import Any
 
 from django.db import connections
 
-from pgqueue import events
+from pgqueue import db, events
 from pgqueue.conf import Settings
-from pgqueue.worker.database import CONNECTION_ERRORS, Database
+from pgqueue.worker import rescue
+from pgqueue.worker.options import WorkerOptions
 from pgqueue.worker.signals import SignalPipe, reset_to_default
 
 logger = logging.getLogger("pgqueue.supervisor")
@@ -27,18 +28,6 @@ logger = logging.getLogger("pgqueue.supervisor")
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
 EXIT_STUCK = 3  # a worker's exit code when a job thread is stuck past its timeout (see worker.py)
 KILL_GRACE = 10.0  # seconds after the shutdown timeout before children are killed
-
-
-@dataclass(frozen=True, kw_only=True)
-class SupervisorConfig:
-    processes: int
-    concurrency: int
-    queues: tuple[str, ...]
-    shutdown_timeout: float
-    max_jobs: int | None = None
-    max_memory_mb: float | None = None
-    max_lifetime: float | None = None
-    maintenance: bool = True
 
 
 @dataclass
@@ -51,13 +40,13 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, config: SupervisorConfig, settings: Settings, db_params: dict[str, Any]) -> None:
-        self.config = config
+    def __init__(self, options: WorkerOptions, settings: Settings, db_params: dict[str, Any]) -> None:
+        self.options = options
         self.settings = settings
         self.db_params = db_params
         host = socket.gethostname().split(".")[0][:20]
         self.id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.db = Database(db_params, owner=self.id, role="supervisor")
+        self.db = db.Database(db_params, owner=self.id, role="supervisor")
         self.children: dict[int, Child] = {}
         self.pending: list[tuple[float, str, int]] = []  # (when, kind, slot) to (re)start
         self.restarts: deque[float] = deque()
@@ -69,13 +58,13 @@ class Supervisor:
     def run(self) -> int:
         self.pipe = SignalPipe(HANDLED)
         self._db_call("workerprocess_register", id=self.id, kind="supervisor", supervisor="",
-                      hostname=socket.gethostname(), pid=os.getpid(), queues=",".join(self.config.queues),
-                      concurrency=self.config.concurrency)
-        logger.info("supervisor %s: %d worker(s) x %d threads on queues %s", self.id, self.config.processes,
-                    self.config.concurrency, ",".join(self.config.queues))
-        for slot in range(self.config.processes):
+                      hostname=socket.gethostname(), pid=os.getpid(), queues=",".join(self.options.queues),
+                      concurrency=self.options.concurrency)
+        events.emit("worker_started", worker=self.id, kind="supervisor", queues=self.options.queues,
+                    concurrency=self.options.concurrency, processes=self.options.processes)
+        for slot in range(self.options.processes):
             self._spawn("worker", slot)
-        if self.config.maintenance:
+        if self.options.maintenance:
             self._spawn("maintenance", 0)
         while True:
             self._handle_signals()
@@ -94,7 +83,7 @@ class Supervisor:
             select.select([self.pipe.read_fd], [], [], self._timeout())
         self._db_call("workerprocess_set_state", ids=[self.id], state="stopped")
         self.db.close()
-        logger.info("supervisor %s stopped", self.id)
+        events.emit("worker_stopped", worker=self.id, kind="supervisor", reason="stopped")
         return 0
 
     def _timeout(self) -> float:
@@ -115,12 +104,12 @@ class Supervisor:
                 self._begin_stop(immediate=True)
             else:
                 logger.info("supervisor %s: %s, draining (up to %s s)", self.id, signal.Signals(sig).name,
-                            self.config.shutdown_timeout)
+                            self.options.shutdown_timeout)
                 self._begin_stop(immediate=False)
 
     def _begin_stop(self, *, immediate: bool) -> None:
         if not self.stopping:
-            self.stop_deadline = time.monotonic() + self.config.shutdown_timeout + KILL_GRACE
+            self.stop_deadline = time.monotonic() + self.options.shutdown_timeout + KILL_GRACE
         self.stopping = True
         self.pending.clear()
         self._signal_children(signal.SIGQUIT if immediate else signal.SIGTERM)
@@ -150,26 +139,29 @@ class Supervisor:
 
     def _child_exited(self, child: Child, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
-        clean = code == 0
-        planned = code in (0, EXIT_STUCK)  # recycled, or replaced because a job thread is stuck
-        if clean:
-            logger.info("%s %s (pid %d) exited", child.kind, child.id, child.pid)
-        else:
-            logger.error("%s %s (pid %d) died with %s", child.kind, child.id, child.pid,
-                         f"signal {-code}" if code < 0 else f"exit code {code}")
-            events.emit("child_died", worker=child.id, kind=child.kind, status=code)
+        planned = code in (0, EXIT_STUCK)  # recycled, or replaced because a job is stuck past its timeout
+        events.emit("child_exited", worker=child.id, kind=child.kind, pid=child.pid, status=code)
         if child.kind == "worker":
-            # Whatever it still held goes back to the queue now, not after its lease expires.
-            rows = self._db_call("job_rescue", workers=[child.id], dead_after=self.settings.WORKER_DEAD_AFTER,
-                                 channel=self.settings.NOTIFY_CHANNEL)
-            if rows:
-                logger.warning("rescued %d jobs of %s", len(rows), child.id)
-                events.emit("job_rescued", count=len(rows))
-        self._db_call("workerprocess_set_state", ids=[child.id], state="stopped" if clean else "dead")
+            self._rescue(child, code)
+        self._db_call("workerprocess_set_state", ids=[child.id], state="stopped" if code == 0 else "dead")
         if self.stopping:
             return
         delay = 0.0 if planned else self._restart_delay()
         self.pending.append((time.monotonic() + delay, child.kind, child.slot))
+
+    def _rescue(self, child: Child, code: int) -> None:
+        """Whatever the child still held goes back now, not after its lease expires."""
+        for attempt in range(3):
+            try:
+                held = rescue.held_by_worker(self.db, self.settings, child.id, code)
+            except db.CONNECTION_ERRORS:
+                if attempt < 2:
+                    time.sleep(self.db.backoff())
+                continue
+            if held:
+                events.emit("job_rescued", count=len(held), worker=child.id, status=code)
+            return
+        events.emit("db_unavailable", worker=self.id, statement="job_get_held_by_worker")
 
     def _restart_delay(self) -> float:
         """Back off when children keep dying: RESTART_LIMIT restarts per RESTART_WINDOW, then doubling."""
@@ -206,17 +198,11 @@ class Supervisor:
 
     def _role(self, kind: str, child_id: str) -> Callable[[], int]:
         from pgqueue.worker.maintenance import Maintenance
-        from pgqueue.worker.worker import Worker, WorkerConfig
+        from pgqueue.worker.worker import Worker
 
         if kind == "maintenance":
             return lambda: Maintenance(child_id, self.id, self.settings, self.db_params).run()
-        cfg = WorkerConfig(
-            worker_id=child_id, supervisor_id=self.id, queues=self.config.queues,
-            concurrency=self.config.concurrency, shutdown_timeout=self.config.shutdown_timeout,
-            max_jobs=self.config.max_jobs, max_memory_mb=self.config.max_memory_mb,
-            max_lifetime=self.config.max_lifetime,
-        )
-        return lambda: Worker(cfg, self.settings, self.db_params).run()
+        return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params).run()
 
     def _run_child(self, run: Callable[[], int]) -> None:
         """In the forked child: drop the parent's pipe and handlers, run the role, never return."""
@@ -238,13 +224,13 @@ class Supervisor:
 
     # -- database -------------------------------------------------------------------------------
 
-    def _db_call(self, name: str, **params: Any) -> list[tuple[Any, ...]]:
+    def _db_call(self, name: str, **params: Any) -> list[Any]:
         """Best effort: the supervisor keeps supervising while the database is away."""
         for attempt in range(3):
             try:
                 return self.db.run(name, **params)
-            except CONNECTION_ERRORS:
+            except db.CONNECTION_ERRORS:
                 if attempt < 2:
                     time.sleep(self.db.backoff())
-        logger.error("supervisor %s: database unavailable for %s", self.id, name)
+        events.emit("db_unavailable", worker=self.id, statement=name)
         return []

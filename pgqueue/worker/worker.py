@@ -1,371 +1,345 @@
-"""A worker process: lease as many jobs as it has free slots, run them, heartbeat, drain on shutdown."""
+"""A worker process: lease as many jobs as it has free slots, run them, heartbeat, drain on shutdown.
+
+The main loop owns all job state (what runs, what is stuck, the phase); job threads only post how an
+attempt ended to its inbox, and the loop turns each ending into a transition (pgqueue.lifecycle)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import random
 import resource
 import selectors
 import signal
 import socket
-import threading
 import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
-import psycopg
-
-from pgqueue import events
+from pgqueue import db, events
 from pgqueue.conf import Settings
 from pgqueue.context import JobContext
-from pgqueue.types import Finish, LeasedJob, Outcome
+from pgqueue.lifecycle import AttemptEnd, Ending, RetryPolicy, decide
+from pgqueue.types import LeasedJob
 from pgqueue.worker.completer import Completer
-from pgqueue.worker.database import CONNECTION_ERRORS, Database
-from pgqueue.worker.executor import Executor, failed
+from pgqueue.worker.executor import Executor, complete_in_transaction, now, retry_policy, timed_out
+from pgqueue.worker.heartbeat import Heartbeat
+from pgqueue.worker.listener import Listener
+from pgqueue.worker.options import WorkerOptions
 from pgqueue.worker.signals import SignalPipe
 
 logger = logging.getLogger("pgqueue.worker")
 
 EXIT_OK = 0  # stopped or recycled on purpose
-EXIT_STUCK = 3  # a job thread is stuck past its timeout: replace this process
+EXIT_STUCK = 3  # a job is stuck past its timeout (a sync thread, or an async job blocking the event loop)
+ASYNC_TIMEOUT_GRACE = 1.0  # seconds past an async job's timeout before the loop is deemed blocked
 
 
-@dataclass(frozen=True, kw_only=True)
-class WorkerConfig:
-    worker_id: str
-    supervisor_id: str
-    queues: tuple[str, ...]
-    concurrency: int
-    shutdown_timeout: float
-    max_jobs: int | None = None
-    max_memory_mb: float | None = None
-    max_lifetime: float | None = None
+class Phase(Enum):
+    RUNNING = "running"  # leasing and running jobs
+    DRAINING = "draining"  # leasing nothing more; running jobs finish until the drain deadline
+    EXITING = "exiting"  # leave now, handing back what still runs
+
+
+class Isolation(Enum):
+    """Running a crash suspect (a job whose process crashed before) alone in this process."""
+
+    NONE = "none"
+    MAKING_ROOM = "making_room"  # a suspect waits: lease nothing until the running jobs are done
+    ALONE = "alone"  # a suspect runs, and nothing else
 
 
 @dataclass(eq=False)
 class Running:
     job: LeasedJob
     ctx: JobContext
+    policy: RetryPolicy
     deadline: float | None  # monotonic
     lost: bool = False  # the heartbeat found the lease gone
 
 
 class Worker:
-    """One process; the main thread owns the state machine, job threads only report back."""
-
-    def __init__(self, config: WorkerConfig, settings: Settings, db_params: dict[str, Any]) -> None:
-        self.config = config
+    def __init__(self, options: WorkerOptions, worker_id: str, supervisor_id: str, settings: Settings,
+                 db_params: dict[str, Any]) -> None:
+        self.options = options
         self.settings = settings
-        self.id = config.worker_id
-        self.lease_db = Database(db_params, owner=self.id, role="worker")
-        self.listen_db = Database(db_params, owner=self.id, role="listener")
-        self.completer = Completer(Database(db_params, owner=self.id, role="completer"), self.id, settings)
-        self.executor = Executor(config.concurrency, settings)
+        self.id = worker_id
+        self.supervisor_id = supervisor_id
+        self.lease_db = db.Database(db_params, owner=worker_id, role="worker")
+        self.completer = Completer(db.Database(db_params, owner=worker_id, role="completer"), worker_id, settings)
+        self.heartbeat = Heartbeat(self.lease_db, worker_id, settings.LEASE_SECONDS)
+        self.selector = selectors.DefaultSelector()
+        self.listener = Listener(db.Database(db_params, owner=worker_id, role="listener"), self.selector,
+                                 settings.NOTIFY_CHANNEL, options.queues)
+        self.inbox: queue.SimpleQueue[tuple[LeasedJob, AttemptEnd | None]] = queue.SimpleQueue()
+        self.executor = Executor(options.concurrency, settings, worker_id, self._report)
         self.pipe = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT))
-        self.lock = threading.Lock()
+        self.selector.register(self.pipe.read_fd, selectors.EVENT_READ, "pipe")
+        self.phase = Phase.RUNNING
+        self.isolation = Isolation.NONE
+        self.stop_signal: int | None = None  # the TERM/INT that began the drain: a further INT exits now
+        self.stop_reason = ""
         self.running: dict[int, Running] = {}
-        self.stuck = 0  # threads still busy with a job we gave up on (timeout)
-        self.finished = 0
+        self.stuck = 0  # jobs given up on past their timeout whose thread (or event loop) is still busy
         self.leased = 0
         self.started = time.monotonic()
-        self.stopping = False
-        self.signalled = False  # a TERM/INT arrived: a further INT means exit now
-        self.stop_reason = ""
         self.drain_deadline = 0.0
-        self.more_ready = True  # the last lease filled every slot: lease again as soon as one frees
+        self.more_ready = True  # the last lease filled every slot, or a NOTIFY came: lease again soon
         self.next_poll = 0.0
         self.next_heartbeat = 0.0
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.pipe.read_fd, selectors.EVENT_READ, "pipe")
-        self.listening = False
-        self.listen_fd = -1
-        self.sleeping = False
-        self.exit_requested = False  # QUIT, or INT after TERM/INT: leave without draining
+        self.sleeping = False  # the loop is in select(): a job thread posting an ending wakes it
+        self.policies: dict[str, RetryPolicy] = {}  # task -> its retry policy
 
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> int:
         self.completer.start()
         self._register()
-        events.emit("worker_started", worker=self.id, kind="worker")
-        logger.info("worker %s started: queues=%s concurrency=%d", self.id, ",".join(self.config.queues),
-                    self.config.concurrency)
-        code = EXIT_OK
-        while True:
-            if self.exit_requested or self._handle_signals():
-                return self._exit_now()
+        events.emit("worker_started", worker=self.id, kind="worker", queues=self.options.queues,
+                    concurrency=self.options.concurrency)
+        while self.phase is not Phase.EXITING:
+            self._handle_signals()
+            if self.phase is Phase.EXITING:
+                break
+            self._collect()
             self._check_timeouts()
-            now = time.monotonic()
-            if now >= self.next_heartbeat:
+            clock = time.monotonic()
+            if clock >= self.next_heartbeat:
                 self._heartbeat()
                 self._check_recycle()
-            elif self.config.max_jobs and self.leased >= self.config.max_jobs and not self.stopping:
+            elif self.options.max_jobs and self.leased >= self.options.max_jobs:
                 self._begin_stop(f"recycling after {self.leased} jobs")
-            if self.stopping:
-                if not self.running or now >= self.drain_deadline:
+            if self.phase is Phase.DRAINING:
+                if not self.running or clock >= self.drain_deadline:
                     break
-            elif self._free_slots() > 0 and (self.more_ready or now >= self.next_poll):
+            elif self.phase is Phase.RUNNING and self._free_slots() > 0 and (self.more_ready or clock >= self.next_poll):
                 self._lease()
                 continue
             self._wait()
-        if self.stuck:
-            code = EXIT_STUCK
+        if self.phase is Phase.EXITING:
+            return self._exit_now()
         self._shutdown()
-        return code
+        return EXIT_STUCK if self.stuck else EXIT_OK
 
     def _free_slots(self) -> int:
-        free = self.config.concurrency - len(self.running) - self.stuck
-        if self.config.max_jobs:
-            free = min(free, self.config.max_jobs - self.leased)  # never lease past the recycle point
+        busy = len(self.running) + self.stuck
+        if self.isolation is Isolation.ALONE or (self.isolation is Isolation.MAKING_ROOM and busy):
+            return 0
+        free = self.options.concurrency - busy
+        if self.options.max_jobs:
+            free = min(free, self.options.max_jobs - self.leased)  # never lease past the recycle point
         return free
 
     def _wait(self) -> None:
-        self._listen()
-        now = time.monotonic()
-        wake_at = min(self.next_heartbeat, self.next_poll if not self.stopping else self.drain_deadline)
-        # list() copies in one step; job threads remove entries concurrently
-        deadlines = [r.deadline for r in list(self.running.values()) if r.deadline is not None]
+        if self.phase is Phase.RUNNING and self.listener.ensure():
+            self.more_ready = True  # notifications may have been missed while not listening
+        clock = time.monotonic()
+        wake_at = min(self.next_heartbeat, self.drain_deadline if self.phase is Phase.DRAINING else self.next_poll)
+        deadlines = [r.deadline for r in self.running.values() if r.deadline is not None]
         if deadlines:
             wake_at = min(wake_at, min(deadlines))
-        self.sleeping = True  # from here on, a finishing job writes to the pipe
+        self.sleeping = True  # from here on, a job thread posting an ending writes to the pipe
         try:
-            # ...so re-check what a job may have changed just before: never sleep on work to do
-            nothing_to_do = (not self.running) if self.stopping else (self._free_slots() <= 0 or not self.more_ready)
-            ready = self.selector.select(timeout=max(0.0, wake_at - now) if nothing_to_do else 0)
+            # ...so re-check what may have arrived just before: never sleep on work to do
+            idle = self.inbox.empty() and (
+                not self.running if self.phase is Phase.DRAINING else self._free_slots() <= 0 or not self.more_ready
+            )
+            ready = self.selector.select(timeout=max(0.0, wake_at - clock) if idle else 0)
         finally:
             self.sleeping = False
         for key, _mask in ready:
-            if key.data == "listen":
-                self._read_notifies()
+            if key.data == "listen" and self.listener.read():
+                self.more_ready = True
             # the pipe is drained in _handle_signals
+
+    def _report(self, job: LeasedJob, end: AttemptEnd | None) -> None:
+        """From a job thread or the event loop: post how an attempt ended to the loop."""
+        self.inbox.put((job, end))
+        if self.sleeping:
+            self.pipe.wake()
+
+    def _collect(self) -> None:
+        """Turn posted endings into transitions for the completer, and free their slots."""
+        while True:
+            try:
+                job, end = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            entry = self.running.get(job.id)
+            if entry is None or entry.job.lease_token != job.lease_token:
+                self.stuck = max(0, self.stuck - 1)  # a job given up on past its timeout ended at last
+                continue
+            del self.running[job.id]
+            if end is not None:  # None: it completed in its own transaction
+                self.completer.add(decide(job, end, entry.policy, rand=random.random()))
+        if self.isolation is Isolation.ALONE and not self.running:
+            self.isolation = Isolation.NONE
 
     # -- leasing ----------------------------------------------------------------------------------
 
     def _lease(self) -> None:
         free = self._free_slots()
+        alone = not self.running and not self.stuck
         self.next_poll = time.monotonic() + self.settings.POLL_SECONDS
         try:
-            rows = self.lease_db.run(
-                "job_lease", queues=list(self.config.queues), limit=free, worker=self.id,
-                lease_seconds=self.settings.LEASE_SECONDS,
+            jobs: list[LeasedJob] = self.lease_db.run(
+                "job_lease", queues=list(self.options.queues), limit=free, worker=self.id,
+                lease_seconds=self.settings.LEASE_SECONDS, alone=alone,
             )
-        except CONNECTION_ERRORS:
+        except db.CONNECTION_ERRORS:
             self.more_ready = False
             self.next_poll = time.monotonic() + self.lease_db.backoff()
             return
-        self.more_ready = len(rows) == free
-        self.leased += len(rows)
-        if rows:
-            events.emit("job_leased", worker=self.id, count=len(rows))
-        for row in rows:
-            self._start(LeasedJob(
-                id=row[0], queue=row[1], task=row[2], args=row[3], kwargs=row[4], attempt=row[5],
-                max_attempts=row[6], timeout=row[7], lease_token=row[8], started_at=row[9],
-            ))
+        self.more_ready = len(jobs) == free
+        self.leased += len(jobs)
+        if not jobs:
+            self.isolation = Isolation.NONE
+            return
+        events.emit("job_leased", worker=self.id, count=len(jobs))
+        if jobs[0].crashes:
+            self.isolation = Isolation.ALONE
+            events.emit("job_isolated", worker=self.id, job_id=jobs[0].id, crashes=jobs[0].crashes)
+        elif jobs[0].suspect_waiting:
+            self.isolation = Isolation.MAKING_ROOM
+        else:
+            self.isolation = Isolation.NONE
+        for job in jobs:
+            self._start(job)
 
     def _start(self, job: LeasedJob) -> None:
+        fn = self.executor.function(job.task)
         ctx = JobContext(job_id=job.id, attempt=job.attempt, max_attempts=job.max_attempts, queue=job.queue,
-                         task=job.task, lease_token=job.lease_token, _report=self.completer.add)
-        # sync jobs are timed here; async jobs time out inside their event loop
-        deadline = time.monotonic() + job.timeout if job.timeout and not self.executor.runs_async(job.task) else None
-        entry = Running(job=job, ctx=ctx, deadline=deadline)
-        with self.lock:
-            self.running[job.id] = entry
-        self.executor.submit(job, ctx, lambda finish: self._done(job.id, finish))
-
-    def _done(self, job_id: int, finish: Finish) -> None:
-        """Called from a job thread: hand the outcome to the completer and free the slot."""
-        with self.lock:
-            entry = self.running.pop(job_id, None)
-            if entry is None or entry.job.lease_token != finish.lease_token:
-                if entry is not None:  # a newer lease of the same job: not ours to end
-                    self.running[job_id] = entry
-                # we already gave up on it (timeout): its slot was held as stuck until now
-                self.stuck = max(0, self.stuck - 1)
-                self.pipe.wake()
-                return
-            self.finished += 1
-            # queued before the loop can see an empty `running` and close the completer
-            self.completer.add(finish)
-        if self.sleeping:  # the loop is in select(): wake it to lease for the freed slot
-            self.pipe.wake()
+                         task=job.task, lease_token=job.lease_token, _report=self.completer.add,
+                         _complete=lambda result: complete_in_transaction(job, self.id, self.settings, result))
+        deadline = None
+        if job.timeout:  # async jobs time out in their event loop; the loop here catches a blocked one
+            grace = ASYNC_TIMEOUT_GRACE if getattr(fn, "is_async", False) else 0.0
+            deadline = time.monotonic() + job.timeout + grace
+        policy = self.policies.get(job.task)
+        if policy is None:
+            policy = retry_policy(fn, self.settings)
+            if not isinstance(fn, BaseException):  # a module that failed to import may arrive later
+                self.policies[job.task] = policy
+        self.running[job.id] = Running(job=job, ctx=ctx, policy=policy, deadline=deadline)
+        self.executor.submit(fn, job, ctx)
 
     def _check_timeouts(self) -> None:
-        now = time.monotonic()
-        expired = [r for r in list(self.running.values()) if r.deadline is not None and r.deadline <= now]
+        clock = time.monotonic()
+        expired = [r for r in self.running.values() if r.deadline is not None and r.deadline <= clock]
         for entry in expired:
-            with self.lock:
-                if self.running.pop(entry.job.id, None) is None:
-                    continue
-                self.stuck += 1
-                self.finished += 1
-            logger.error("job %s (%s) ran past its %s s timeout; its thread is abandoned and this worker "
-                         "will be replaced", entry.job.id, entry.job.task, entry.job.timeout)
-            error = TimeoutError(f"timed out after {entry.job.timeout} s")
-            self.completer.add(failed(
-                entry.job, self.executor.job_function(entry.job.task), error, self.settings,
-                outcome=Outcome.TIMEOUT, cancel_requested=entry.ctx.cancel_requested,
-            ))
-        if self.stuck and not self.stopping:
-            self._begin_stop("a job thread is stuck past its timeout")
-
-    # -- LISTEN/NOTIFY ----------------------------------------------------------------------------
-
-    def _listen(self) -> None:
-        if self.listening or self.stopping:
-            return
-        try:
-            conn = self.listen_db.connect()
-            channel = self.settings.NOTIFY_CHANNEL.replace('"', '""')
-            conn.execute(f'LISTEN "{channel}"')
-            self.listen_fd = conn.fileno()
-            self.selector.register(self.listen_fd, selectors.EVENT_READ, "listen")
-            self.listening = True
-            self.more_ready = True  # notifications may have been missed while not listening
-        except CONNECTION_ERRORS as exc:
-            self.listen_db.broken(exc)
-            self.next_poll = min(self.next_poll, time.monotonic() + self.listen_db.backoff())
-
-    def _read_notifies(self) -> None:
-        conn = self.listen_db.conn
-        if conn is None:
-            self._stop_listening()
-            return
-        try:
-            for note in conn.notifies(timeout=0):
-                if note.payload in self.config.queues:
-                    self.more_ready = True
-        except psycopg.Error as exc:
-            self._stop_listening()
-            self.listen_db.broken(exc)
-            self.more_ready = True
-
-    def _stop_listening(self) -> None:
-        """Forget the LISTEN socket by the fd we registered (a lost connection can no longer tell it)."""
-        if self.listening:
-            try:
-                self.selector.unregister(self.listen_fd)
-            except (KeyError, ValueError, OSError):
-                pass
-            self.listening = False
+            del self.running[entry.job.id]
+            self.stuck += 1
+            events.emit("job_stuck", worker=self.id, job_id=entry.job.id, task=entry.job.task,
+                        timeout=entry.job.timeout)
+            self.completer.add(decide(entry.job, timed_out(entry.job.timeout, self.id), entry.policy,
+                                      rand=random.random()))
+        if self.stuck and self.phase is Phase.RUNNING:
+            self._begin_stop("a job is stuck past its timeout: this process will be replaced")
 
     # -- heartbeat, cancel requests, recycling ---------------------------------------------------
 
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + self.settings.HEARTBEAT_SECONDS
-        with self.lock:
-            held = {r.job.lease_token: r for r in self.running.values()}
-        try:
-            rows = self.lease_db.run(
-                "job_heartbeat", worker=self.id, tokens=list(held),
-                lease_seconds=self.settings.LEASE_SECONDS,
-            )
-        except CONNECTION_ERRORS:
+        held = list(self.running.values())
+        result = self.heartbeat.beat([r.job.lease_token for r in held] + self.completer.in_flight())
+        if result is None:
             self.next_heartbeat = time.monotonic() + self.lease_db.backoff()
             return
-        by_id = {r.job.id: r for r in held.values()}
-        for job_id, cancel_requested in rows:
-            entry = by_id.get(job_id)
-            if cancel_requested and entry is not None and not entry.ctx.cancel_requested:
-                logger.info("job %s: cancel requested", job_id)
+        for entry in held:
+            job_id = entry.job.id
+            if job_id in result.cancel_requested and not entry.ctx.cancel_requested:
+                events.emit("job_cancel_requested", worker=self.id, job_id=job_id)
                 self.executor.cancel(entry.ctx)
-        extended = {row[0] for row in rows}
-        for entry in held.values():
-            if entry.job.id not in extended and not entry.lost and self.running.get(entry.job.id) is entry:
+            elif job_id not in result.extended and not entry.lost:
                 # Rescued elsewhere (this worker looked dead): its outcome will be refused; ask it to stop.
                 entry.lost = True
-                logger.warning("job %s: lease lost (rescued while this worker was unreachable); asking it to "
-                               "stop, its outcome will not be recorded", entry.job.id)
+                events.emit("job_lease_lost", worker=self.id, job_id=job_id)
                 self.executor.cancel(entry.ctx)
 
     def _check_recycle(self) -> None:
-        if self.stopping:
+        if self.phase is not Phase.RUNNING:
             return
-        cfg = self.config
-        if cfg.max_jobs and self.leased >= cfg.max_jobs:
+        opts = self.options
+        if opts.max_jobs and self.leased >= opts.max_jobs:
             self._begin_stop(f"recycling after {self.leased} jobs")
-        elif cfg.max_lifetime and time.monotonic() - self.started >= cfg.max_lifetime:
-            self._begin_stop(f"recycling after {cfg.max_lifetime} s")
-        elif cfg.max_memory_mb and rss_mib() >= cfg.max_memory_mb:
+        elif opts.max_lifetime and time.monotonic() - self.started >= opts.max_lifetime:
+            self._begin_stop(f"recycling after {opts.max_lifetime} s")
+        elif opts.max_memory_mb and rss_mib() >= opts.max_memory_mb:
             self._begin_stop(f"recycling at {rss_mib():.0f} MiB RSS")
 
     # -- stopping -----------------------------------------------------------------------------------
 
-    def _handle_signals(self) -> bool:
-        """Act on received signals; True means exit now."""
+    def _handle_signals(self) -> None:
         for sig in self.pipe.drain():
-            if sig == signal.SIGQUIT or (sig == signal.SIGINT and self.signalled):
-                return True
-            self.signalled = True
+            if sig == signal.SIGQUIT or (sig == signal.SIGINT and self.stop_signal is not None):
+                self.phase = Phase.EXITING
+                return
+            if self.stop_signal is None:
+                self.stop_signal = sig
             self._begin_stop(f"received {signal.Signals(sig).name}")
-        return False
 
     def _begin_stop(self, reason: str) -> None:
-        if self.stopping:
+        if self.phase is not Phase.RUNNING:
             return
-        self.stopping = True
+        self.phase = Phase.DRAINING
         self.stop_reason = reason
-        self.drain_deadline = time.monotonic() + self.config.shutdown_timeout
-        logger.info("worker %s stopping (%s): draining %d running jobs for up to %s s", self.id, reason,
-                    len(self.running), self.config.shutdown_timeout)
+        self.drain_deadline = time.monotonic() + self.options.shutdown_timeout
+        self.listener.stop()
+        events.emit("worker_stopping", worker=self.id, reason=reason, running=len(self.running),
+                    timeout=self.options.shutdown_timeout)
         self._set_state("stopping")
 
     def _shutdown(self) -> None:
-        """Release what is still running, flush completions, mark this process stopped."""
+        """Hand back what is still running, flush completions, mark this process stopped."""
+        self._collect()
         self._release_running()
         # The supervisor kills children KILL_GRACE (10 s) after the shutdown timeout: stay inside it.
-        left = self.drain_deadline + 8.0 - time.monotonic() if self.signalled else 30.0
+        left = self.drain_deadline + 8.0 - time.monotonic() if self.stop_signal is not None else 30.0
         if not self.completer.close(timeout=max(1.0, left)):
             logger.error("worker %s could not record all completions before exiting", self.id)
         self._set_state("stopped")
         events.emit("worker_stopped", worker=self.id, kind="worker", reason=self.stop_reason or "stopped")
         self.executor.shutdown()
-        for database in (self.lease_db, self.listen_db, self.completer.database):
+        for database in (self.lease_db, self.listener.database, self.completer.database):
             database.close()
 
     def _exit_now(self) -> int:
-        logger.warning("worker %s exiting now; %d running jobs are released", self.id, len(self.running))
         self.stop_reason = "exit now"
-        self.completer.close(timeout=2.0)
+        events.emit("worker_exiting", worker=self.id, running=len(self.running))
+        self._collect()
         self._release_running()
+        self.completer.close(timeout=2.0)
         self._set_state("stopped")
         return EXIT_OK
 
     def _release_running(self) -> None:
-        with self.lock:
-            left = list(self.running.values())
-            self.running.clear()
-        if not left:
-            return
-        logger.warning("worker %s releasing %d unfinished jobs", self.id, len(left))
-        try:
-            self.lease_db.run(
-                "job_release_many", ids=[r.job.id for r in left], tokens=[r.job.lease_token for r in left],
-                worker=self.id, channel=self.settings.NOTIFY_CHANNEL,
-            )
-        except CONNECTION_ERRORS:
-            logger.error("worker %s could not release its jobs; maintenance will rescue them", self.id)
+        """Hand unfinished jobs back: each gets a RELEASED transition (ready again, the attempt given back)."""
+        left = list(self.running.values())
+        self.running.clear()
+        for entry in left:
+            end = AttemptEnd(how=Ending.RELEASED, worker=self.id, finished_at=now())
+            self.completer.add(decide(entry.job, end, entry.policy))
+        if left:
+            events.emit("job_released", worker=self.id, count=len(left))
 
     def _register(self) -> None:
-        params = dict(id=self.id, kind="worker", supervisor=self.config.supervisor_id,
-                      hostname=socket.gethostname(), pid=os.getpid(), queues=",".join(self.config.queues),
-                      concurrency=self.config.concurrency)
-        while True:
+        params = dict(id=self.id, kind="worker", supervisor=self.supervisor_id, hostname=socket.gethostname(),
+                      pid=os.getpid(), queues=",".join(self.options.queues), concurrency=self.options.concurrency)
+        while self.phase is Phase.RUNNING:
             try:
                 self.lease_db.run("workerprocess_register", **params)
                 return
-            except CONNECTION_ERRORS:
-                if self._handle_signals():
-                    self.exit_requested = True
-                    return
-                if self.stopping:
-                    return
-                time.sleep(self.lease_db.backoff())
+            except db.CONNECTION_ERRORS:
+                self._handle_signals()
+                if self.phase is Phase.RUNNING:
+                    time.sleep(self.lease_db.backoff())
 
     def _set_state(self, state: str) -> None:
         try:
             self.lease_db.run("workerprocess_set_state", ids=[self.id], state=state)
-        except CONNECTION_ERRORS:
+        except db.CONNECTION_ERRORS:
             pass
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 
@@ -13,9 +14,12 @@ from django.db import connection
 import pgqueue
 import pgqueue.operations
 from pgqueue import db
+from pgqueue.conf import get_settings
 from pgqueue.db import connection_kwargs
+from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
 from pgqueue.models import Attempt, Job, QueueState
-from pgqueue.types import JobState, Outcome
+from pgqueue.types import JobState, LeasedJob, Outcome
+from pgqueue.worker import rescue
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,23 +29,31 @@ def connect() -> psycopg.Connection:
     return psycopg.connect(**connection_kwargs(), autocommit=True)
 
 
-def lease(conn: psycopg.Connection, worker: str, limit: int, queues: tuple[str, ...] = ("default",)) -> list[tuple]:
+def lease(conn: psycopg.Connection, worker: str, limit: int, queues: tuple[str, ...] = ("default",),
+          alone: bool = False) -> list[LeasedJob]:
     with conn.cursor() as cur:
-        return db.run(cur, "job_lease", queues=list(queues), limit=limit, worker=worker, lease_seconds=30)
+        return db.run(cur, "job_lease", queues=list(queues), limit=limit, worker=worker, lease_seconds=30,
+                      alone=alone)
 
 
-def finish(conn: psycopg.Connection, worker: str, rows: list[tuple], state: str = "succeeded",
-           outcome: str = "succeeded", result: str | None = "1") -> set[int]:
+POLICY = RetryPolicy(backoff=0.0, backoff_max=0.0, jitter=0.0)
+
+
+def finish(conn: psycopg.Connection, worker: str, rows: list[LeasedJob], how: Ending = Ending.RETURNED,
+           result: str | None = "1") -> set[int]:
+    """Decide each attempt's transition as a worker would, and apply it with the guarded statement."""
     now = dt.datetime.now(dt.UTC)
-    n = len(rows)
+    error = None if how is Ending.RETURNED else ErrorInfo(error_class="RuntimeError", message="RuntimeError: x")
+    end = AttemptEnd(how=how, worker=worker, finished_at=now, result=result, error=error)
+    transitions = [decide(r, end, POLICY) for r in rows]
     with conn.cursor() as cur:
-        done = db.run(
-            cur, "job_finish_many", ids=[r[0] for r in rows], tokens=[r[8] for r in rows], states=[state] * n,
-            outcomes=[outcome] * n, run_ats=[None] * n, results=[result] * n, error_classes=[""] * n,
-            messages=[""] * n, tracebacks=[""] * n, reasons=[""] * n, attempts=[r[5] for r in rows],
-            started=[r[9] for r in rows], finished=[now] * n, worker=worker, channel="pgqueue",
-        )
-    return {r[0] for r in done}
+        done = db.run(cur, "job_set_state_if_running_many", **db.transition_params(transitions), worker=worker,
+                      channel="pgqueue")
+    return {r.id for r in done}
+
+
+def database() -> db.Database:
+    return db.Database(connection_kwargs(), owner="test", role="test")
 
 
 def test_lease_takes_at_most_limit_in_priority_order() -> None:
@@ -51,8 +63,8 @@ def test_lease_takes_at_most_limit_in_priority_order() -> None:
     with connect() as conn:
         rows = lease(conn, "w1", 3)
     # every leased job starts at once, so only which jobs were picked matters, not RETURNING order
-    assert {r[0] for r in rows} == {high.id, mid[0].id, mid[1].id}
-    assert all(Job.objects.get(pk=r[0]).state == "running" for r in rows)
+    assert {r.id for r in rows} == {high.id, mid[0].id, mid[1].id}
+    assert all(Job.objects.get(pk=r.id).state == "running" for r in rows)
     assert Job.objects.get(pk=low.id).state == "ready"
 
 
@@ -64,7 +76,7 @@ def test_two_connections_never_lease_the_same_job() -> None:
         second = lease(b, "B", 10)  # must skip A's locked rows, not wait for them
         a.commit()
         third = lease(b, "B", 10)
-    ids_a, ids_b = {r[0] for r in first}, {r[0] for r in second} | {r[0] for r in third}
+    ids_a, ids_b = {r.id for r in first}, {r.id for r in second} | {r.id for r in third}
     assert len(ids_a) == 4 and len(ids_b) == 6 and not ids_a & ids_b
 
 
@@ -75,9 +87,9 @@ def test_lease_serves_several_queues_and_skips_paused_ones() -> None:
     jobs.add.options(queue="c", priority=99).enqueue(1, 1)
     with connect() as conn:
         rows = lease(conn, "w", 10, ("a", "b", "c"))
-    assert {r[0] for r in rows} == {a.id, b.id}
+    assert {r.id for r in rows} == {a.id, b.id}
     with connect() as conn:
-        assert [r[0] for r in lease(conn, "w", 1, ("a", "b", "c"))] == []  # c is paused
+        assert [r.id for r in lease(conn, "w", 1, ("a", "b", "c"))] == []  # c is paused
 
 
 def test_lease_uses_the_partial_ready_index() -> None:
@@ -88,7 +100,7 @@ def test_lease_uses_the_partial_ready_index() -> None:
         cur.execute("INSERT INTO pgqueue_job (queue, task) SELECT 'default', 'x.y' FROM generate_series(1, 2000)")
         cur.execute("ANALYZE pgqueue_job")
         cur.execute("EXPLAIN " + db.QUERIES["job_lease"],
-                    {"queues": ["default"], "limit": 10, "worker": "w", "lease_seconds": 30})
+                    {"queues": ["default"], "limit": 10, "worker": "w", "lease_seconds": 30, "alone": False})
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "pgqueue_job_ready" in plan, plan
     assert "Seq Scan on pgqueue_job" not in plan, plan
@@ -98,42 +110,85 @@ def test_completion_is_guarded_by_lease_token() -> None:
     jobs.add.enqueue(1, 2)
     with connect() as conn:
         (row,) = lease(conn, "w1", 1)
-        stale = (*row[:8], uuid.uuid4(), row[9])  # a zombie holding an old token
+        stale = dataclasses.replace(row, lease_token=uuid.uuid4())  # a zombie holding an old token
         assert finish(conn, "w1", [stale]) == set()
-        assert Job.objects.get(pk=row[0]).state == "running"
-        assert finish(conn, "w1", [row]) == {row[0]}
+        assert Job.objects.get(pk=row.id).state == "running"
+        assert finish(conn, "w1", [row]) == {row.id}
         assert finish(conn, "w1", [row]) == set()  # a second completion changes nothing
-    job = Job.objects.get(pk=row[0])
+    job = Job.objects.get(pk=row.id)
     assert (job.state, job.result, job.leased_by) == ("succeeded", 1, None)
     assert list(Attempt.objects.values_list("outcome", "number", "worker")) == [("succeeded", 1, "w1")]
 
 
 def test_rescue_after_worker_death_reruns_and_zombie_cannot_complete() -> None:
     jobs.add.enqueue(1, 2)
+    jobs.add.enqueue(3, 4)
+    database_ = database()
     with connect() as conn:
-        (row,) = lease(conn, "dead-worker", 1)
-        with conn.cursor() as cur:
-            rescued = db.run(cur, "job_rescue", workers=["dead-worker"], dead_after=60, channel="pgqueue")
-        assert [(r[0], r[1]) for r in rescued] == [(row[0], "ready")]
-        (again,) = lease(conn, "new-worker", 1)
-        assert again[0] == row[0] and again[5] == 2
-        assert finish(conn, "dead-worker", [row]) == set()  # the zombie's late completion is refused
-        assert finish(conn, "new-worker", [again]) == {row[0]}
-    history = list(Attempt.objects.filter(job_id=row[0]).values_list("number", "outcome", "worker"))
-    assert history == [(1, "lost", "dead-worker"), (2, "succeeded", "new-worker")]
+        rows = lease(conn, "dead-worker", 2)
+        rescued = rescue.held_by_worker(database_, get_settings(), "dead-worker", -9)
+        assert {r.id for r in rescued} == {r.id for r in rows}
+        assert set(Job.objects.values_list("state", "crashes", "lost_attempts")) == {("ready", 1, 1)}
+        # crash suspects run alone: a busy worker is told one waits, an idle one leases exactly one
+        assert lease(conn, "busy", 5) == []
+        (again,) = lease(conn, "new-worker", 5, alone=True)
+        assert again.id in {r.id for r in rows} and again.attempt == 2 and again.crashes == 1
+        stale = next(r for r in rows if r.id == again.id)
+        assert finish(conn, "dead-worker", [stale]) == set()  # the zombie's late completion is refused
+        assert finish(conn, "new-worker", [again]) == {again.id}
+    database_.close()
+    history = list(Attempt.objects.filter(job_id=again.id).values_list("number", "outcome", "worker", "exit_code"))
+    assert history == [(1, "lost", "dead-worker", -9), (2, "succeeded", "new-worker", None)]
+    lost = Attempt.objects.filter(job_id=again.id, outcome="lost").get()
+    assert "died with signal 9 (SIGKILL) during attempt 1" in lost.message
+
+
+def test_a_job_that_crashes_its_process_alone_again_is_dead_as_crashed() -> None:
+    h = jobs.add.options(max_attempts=5).enqueue(1, 2)
+    database_ = database()
+    with connect() as conn:
+        lease(conn, "w1", 1)
+        rescue.held_by_worker(database_, get_settings(), "w1", -11)  # alone: a suspect, runs alone next
+        (row,) = lease(conn, "w2", 1, alone=True)
+        rescue.held_by_worker(database_, get_settings(), "w2", -11)  # alone again: the likely cause
+    database_.close()
+    job = Job.objects.get(pk=h.id)
+    assert (job.state, job.reason_code, job.crashes, job.attempts) == ("dead", "crashed", 2, 2)
+    assert list(Attempt.objects.values_list("exit_code", flat=True)) == [-11, -11]
 
 
 def test_expired_lease_is_rescued_and_lost_too_often_goes_dead() -> None:
     h = jobs.add.options(max_attempts=1).enqueue(1, 2)
+    database_ = database()
     with connect() as conn, conn.cursor() as cur:
         for expected in ("ready", "dead"):
             lease(conn, "w", 1)
             cur.execute("UPDATE pgqueue_job SET lease_expires_at = now() - interval '1 second'")
-            rescued = db.run(cur, "job_rescue", workers=[], dead_after=60, channel="pgqueue")
-            assert [r[1] for r in rescued] == [expected]
+            rescued = rescue.expired(database_, get_settings(), 100, by="m")
+            assert [r.id for r in rescued] == [h.id]
+            assert Job.objects.get(pk=h.id).state == expected
+    database_.close()
     job = Job.objects.get(pk=h.id)
-    assert (job.state, job.reason_code, job.attempts) == ("dead", "lost", 2)
-    assert Attempt.objects.filter(job_id=h.id, outcome="lost").count() == 2
+    assert (job.state, job.reason_code, job.attempts, job.lost_attempts, job.crashes) == ("dead", "lost", 2, 2, 0)
+    assert Attempt.objects.filter(job_id=h.id, outcome="lost", exit_code=None).count() == 2
+
+
+def test_lost_attempts_do_not_use_up_max_attempts() -> None:
+    h = jobs.add.options(max_attempts=2).enqueue(1, 2)
+    database_ = database()
+    with connect() as conn, conn.cursor() as cur:
+        lease(conn, "w", 1)
+        cur.execute("UPDATE pgqueue_job SET lease_expires_at = now() - interval '1 second'")
+        rescue.expired(database_, get_settings(), 100, by="m")
+        rows = lease(conn, "w", 1)
+        assert finish(conn, "w", rows, how=Ending.RAISED) == {h.id}  # failure 1 of 2: retried
+        assert Job.objects.get(pk=h.id).state == "ready"
+        rows = lease(conn, "w", 1)
+        assert rows[0].attempt == 3
+        assert finish(conn, "w", rows, how=Ending.RAISED) == {h.id}  # failure 2 of 2: dead
+    database_.close()
+    job = Job.objects.get(pk=h.id)
+    assert (job.state, job.reason_code, job.attempts, job.lost_attempts) == ("dead", "max_attempts", 3, 1)
 
 
 def test_heartbeat_extends_leases_and_reports_cancel_requests() -> None:
@@ -142,8 +197,8 @@ def test_heartbeat_extends_leases_and_reports_cancel_requests() -> None:
         rows = lease(conn, "w", 2)
         before = dict(Job.objects.values_list("id", "lease_expires_at"))
         assert pgqueue.cancel([b.id]) == {b.id: "cancelling"}
-        beat = db.run(cur, "job_heartbeat", worker="w", tokens=[r[8] for r in rows], lease_seconds=300)
-    assert dict(beat) == {a.id: False, b.id: True}
+        beat = db.run(cur, "job_heartbeat", worker="w", tokens=[r.lease_token for r in rows], lease_seconds=300)
+    assert {r.id: r.cancel_requested for r in beat} == {a.id: False, b.id: True}
     after = dict(Job.objects.values_list("id", "lease_expires_at"))
     assert all(after[i] > before[i] for i in (a.id, b.id))
 
@@ -163,7 +218,7 @@ def test_stage_due_makes_scheduled_jobs_ready() -> None:
     later = jobs.add.options(delay=3600).enqueue(1, 1)
     Job.objects.filter(pk=due.id).update(run_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     with connect() as conn, conn.cursor() as cur:
-        assert db.run(cur, "job_stage_due", limit=100, channel="pgqueue")[0][0] == 1
+        assert db.run(cur, "job_stage_due", limit=100, channel="pgqueue")[0].staged == 1
     assert dict(Job.objects.values_list("id", "state")) == {due.id: "ready", later.id: "scheduled"}
 
 
@@ -172,17 +227,17 @@ def test_prune_deletes_old_finished_jobs_with_their_attempts() -> None:
     with connect() as conn, conn.cursor() as cur:
         rows = lease(conn, "w", 3)
         finish(conn, "w", rows[:2])
-        cur.execute("UPDATE pgqueue_job SET finished_at = now() - interval '2 days' WHERE id = %s", (rows[0][0],))
+        cur.execute("UPDATE pgqueue_job SET finished_at = now() - interval '2 days' WHERE id = %s", (rows[0].id,))
         db.run(cur, "job_prune", keep_succeeded=86400, keep_failed=86400, limit=100)
-    assert set(Job.objects.values_list("id", flat=True)) == {rows[1][0], rows[2][0]}
-    assert set(Attempt.objects.values_list("job_id", flat=True)) == {rows[1][0]}
+    assert set(Job.objects.values_list("id", flat=True)) == {rows[1].id, rows[2].id}
+    assert set(Attempt.objects.values_list("job_id", flat=True)) == {rows[1].id}
 
 
 def test_release_hands_jobs_back_without_using_an_attempt() -> None:
     h = jobs.add.enqueue(1, 1)
-    with connect() as conn, conn.cursor() as cur:
+    with connect() as conn:
         rows = lease(conn, "w", 1)
-        db.run(cur, "job_release_many", ids=[h.id], tokens=[rows[0][8]], worker="w", channel="pgqueue")
+        assert finish(conn, "w", rows, how=Ending.RELEASED) == {h.id}
     job = Job.objects.get(pk=h.id)
     assert (job.state, job.attempts) == (JobState.READY, 0)
     assert list(Attempt.objects.values_list("outcome", flat=True)) == [Outcome.RELEASED]
@@ -218,7 +273,7 @@ def test_drain_and_pause_pauses_once_nothing_is_ready() -> None:
     with connect() as conn, conn.cursor() as cur:
         assert db.run(cur, "queuestate_pause_drained") == []  # a job is still ready
         Job.objects.filter(pk=h.id).update(state="succeeded")
-        assert db.run(cur, "queuestate_pause_drained") == [("q1",)]
+        assert [r.name for r in db.run(cur, "queuestate_pause_drained")] == ["q1"]
     state = QueueState.objects.get(name="q1")
     assert state.paused and not state.pause_when_empty
 
@@ -228,7 +283,7 @@ def test_a_cancel_request_wins_over_a_retry() -> None:
     with connect() as conn:
         (row,) = lease(conn, "w", 1)
         pgqueue.cancel([h.id])  # requested while running; the attempt then fails and asks for a retry
-        assert finish(conn, "w", [row], state="scheduled", outcome="failed", result=None) == {h.id}
+        assert finish(conn, "w", [row], how=Ending.RAISED, result=None) == {h.id}
     job = Job.objects.get(pk=h.id)
     assert (job.state, job.finished_at is not None) == ("cancelled", True)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 
 import psycopg
 import pytest
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -21,6 +22,7 @@ from pgqueue.exceptions import (
     UnknownQueue,
 )
 from pgqueue.models import Job
+from tests.conftest import wait_for
 from tests.testapp import jobs
 from tests.testapp.models import Order
 
@@ -99,6 +101,43 @@ def test_other_alias_rollback_means_no_job() -> None:
         handle = jobs.add.enqueue(6, 6)
         raise RuntimeError("roll back")
     assert not Job.objects.filter(pk=handle.id).exists()
+    assert not Job.objects.exists()
+
+
+def terminate_backend(alias: str) -> None:
+    """End the server process behind Django's connection on `alias`, as a restart or an operator would."""
+    pid = connections[alias].connection.info.backend_pid
+    with psycopg.connect(**connection_kwargs(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_for(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone(),
+                 what=f"backend {pid} to exit")
+
+
+def test_deferred_insert_reconnects_once_when_the_connection_broke(caplog: pytest.LogCaptureFixture) -> None:
+    with transaction.atomic(using="other"):
+        handle = jobs.add.enqueue(7, 7)
+        terminate_backend("default")  # pgqueue's connection dies before the caller commits
+    assert Job.objects.get(pk=handle.id).args == [7, 7]
+    assert [r.levelname for r in caplog.records if r.name == "pgqueue.enqueue"] == ["WARNING"]
+
+
+def test_deferred_insert_that_fails_again_is_logged_and_raised(caplog: pytest.LogCaptureFixture) -> None:
+    database = connections["default"].settings_dict["NAME"]
+    with psycopg.connect(**{**connection_kwargs(), "dbname": "postgres"}, autocommit=True) as admin:
+        allow = "ALTER DATABASE {} ALLOW_CONNECTIONS {}"
+        try:
+            with pytest.raises(OperationalError), transaction.atomic(using="other"):
+                handles = jobs.add.enqueue_many([(1, 1), (2, 2)])
+                terminate_backend("default")
+                # ... and it cannot be replaced: the database refuses new connections.
+                admin.execute(psycopg.sql.SQL(allow.format("{}", "false")).format(psycopg.sql.Identifier(database)))
+        finally:
+            admin.execute(psycopg.sql.SQL(allow.format("{}", "true")).format(psycopg.sql.Identifier(database)))
+    errors = [r for r in caplog.records if r.name == "pgqueue.enqueue" and r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    message = errors[0].getMessage()
+    assert "on database 'other', which committed, could not be inserted into 'default' and are lost" in message
+    assert f"{handles[0].id} tests.testapp.jobs.add, {handles[1].id} tests.testapp.jobs.add" in message
     assert not Job.objects.exists()
 
 

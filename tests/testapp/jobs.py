@@ -124,3 +124,133 @@ def returns_nul() -> str:
 @job
 def result_with_nul() -> str:
     return "a\x00b"
+
+
+# -- jobs that misbehave (tests/process/test_misbehaving_jobs.py) ----------------------------------------
+
+@job(queue="misbehave", max_attempts=1)
+def leaves_atomic_open(label: str) -> str:
+    """Enters transaction.atomic() and never leaves it: its write must not count as done."""
+    from django.db import transaction
+
+    transaction.atomic().__enter__()
+    Mark.objects.create(label=label)
+    return "looks fine"
+
+
+@job(queue="misbehave", max_attempts=1)
+def raw_begin(label: str) -> str:
+    """Opens a transaction with a raw BEGIN and returns with it open."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+    Mark.objects.create(label=label)
+    return "looks fine"
+
+
+@job(queue="misbehave", max_attempts=1)
+def autocommit_off(label: str) -> str:
+    """Turns autocommit off, writes, and returns without committing."""
+    from django.db import transaction
+
+    transaction.set_autocommit(False)
+    Mark.objects.create(label=label)
+    return "looks fine"
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails")
+
+
+@job(queue="misbehave", max_attempts=2)
+def unformattable(label: str) -> None:
+    Mark.objects.create(label=label)
+    try:
+        raise BadStr()
+    except BadStr as inner:
+        raise BadStr() from inner  # nested: its cause cannot be formatted either
+
+
+@job(queue="misbehave", max_attempts=1)
+def raises_system_exit(label: str) -> None:
+    Mark.objects.create(label=label)
+    raise SystemExit(4)
+
+
+@job(queue="misbehave", max_attempts=1)
+def returns_huge_int(label: str) -> int:
+    Mark.objects.create(label=label)
+    return 10**5000  # json cannot encode it (int to str limit), nor can repr()
+
+
+@job(queue="misbehave", max_attempts=1)
+def returns_deep_list(label: str) -> list:
+    Mark.objects.create(label=label)
+    value: list = []
+    for _ in range(5000):
+        value = [value]
+    return value
+
+
+@job(queue="misbehave", max_attempts=3)
+def returns_big_result(label: str, size: int) -> str:
+    Mark.objects.create(label=label)
+    return "x" * size
+
+
+def _long_named_error() -> type[Exception]:
+    name = "E" * 300
+    return type(name, (Exception,), {"__qualname__": name})
+
+
+LongNamedError = _long_named_error()
+
+
+@job(queue="misbehave", max_attempts=1)
+def raises_long_class_path(label: str) -> None:
+    Mark.objects.create(label=label)
+    raise LongNamedError("a class path longer than the column")
+
+
+@job(queue="misbehave", max_attempts=1, timeout=0.5)
+async def blocks_event_loop() -> None:
+    """Blocks its event loop (time.sleep in async code): asyncio's own timeout cannot fire."""
+    time.sleep(4)
+
+
+@job(queue="crash", max_attempts=3)
+def crashes_process(label: str, delay: float) -> None:
+    """Kills its own process (as a segfault or the OOM killer would) after `delay` seconds."""
+    import signal
+
+    from pgqueue import current_job
+
+    ctx = current_job()
+    Mark.objects.create(label=label, job_id=ctx.job_id if ctx else None, attempt=ctx.attempt if ctx else None,
+                        pid=os.getpid())
+    time.sleep(delay)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@job(queue="crash", max_attempts=3)
+def healthy(label: str, sleep: float) -> str:
+    time.sleep(sleep)
+    Mark.objects.create(label=label, pid=os.getpid())
+    return label
+
+
+@job(queue="misbehave", pass_context=True, max_attempts=3)
+def completes_in_transaction(ctx: JobContext, label: str, then_die: bool) -> str:
+    """Writes and completes in one transaction; optionally dies right after the commit."""
+    import signal
+
+    from django.db import transaction
+
+    with transaction.atomic():
+        Mark.objects.create(label=label, job_id=ctx.job_id, attempt=ctx.attempt, pid=os.getpid())
+        ctx.complete_in_transaction({"label": label})
+    if then_die:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "not stored: the job completed in its transaction"

@@ -1,5 +1,8 @@
 """@job registration, options validation and the retry policy (no database)."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from pgqueue import job
@@ -17,8 +20,19 @@ def test_registered_by_dotted_path_and_callable_inline() -> None:
 def test_unknown_job_is_a_clear_error() -> None:
     with pytest.raises(UnknownJob, match="No job is registered as 'tests.testapp.jobs.nope'"):
         get("tests.testapp.jobs.nope")
-    with pytest.raises(UnknownJob):
+    with pytest.raises(UnknownJob, match="No job is registered as 'no_such_module.fn'"):
         get("no_such_module.fn")
+    with pytest.raises(UnknownJob, match="No job is registered as 'tests.testapp.jobs.add.more'"):
+        get("tests.testapp.jobs.add.more")
+
+
+def test_a_job_module_that_fails_to_import_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pgqueue_broken_jobs.py").write_text("import pgqueue_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = ("Job 'pgqueue_broken_jobs.send': importing 'pgqueue_broken_jobs' failed: "
+               "ModuleNotFoundError(\"No module named 'pgqueue_no_such_dependency'\")")
+    with pytest.raises(UnknownJob, match=re.escape(message)):
+        get("pgqueue_broken_jobs.send")
 
 
 @pytest.mark.parametrize(
@@ -27,13 +41,16 @@ def test_unknown_job_is_a_clear_error() -> None:
         ({"priority": 101}, "priority must be an integer from -100 to 100"),
         ({"max_attempts": 0}, "max_attempts must be an integer from 1"),
         ({"timeout": -1}, "timeout must be a number of seconds greater than 0"),
-        ({"retry_backoff": -2}, "retry_backoff must be a number >= 0"),
+        ({"retry_backoff": -2}, "retry_backoff must be a number of seconds >= 0"),
         ({"non_retryable": [int]}, "non_retryable must list exception classes"),
     ],
 )
 def test_bad_job_options(kwargs: dict, message: str) -> None:
     with pytest.raises(InvalidJob, match=message):
-        job(**kwargs)(lambda: None)
+        job(**kwargs)(not_a_job)
+
+
+def not_a_job() -> None: ...
 
 
 def test_local_functions_cannot_be_jobs() -> None:

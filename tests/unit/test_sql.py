@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_statement_named_in_code_exists() -> None:
     used = set()
     for path in (ROOT / "pgqueue").rglob("*.py"):
-        used |= set(re.findall(r'run(?:_in_django|_until_done)?\(\s*(?:\w+,\s*)?"([a-z_]+)"', path.read_text()))
+        used |= set(re.findall(r'run(?:_in_django)?\(\s*(?:\w+,\s*)?"([a-z_]+)"', path.read_text()))
     assert used, "no statement names found in the code"
     missing = used - set(QUERIES)
     assert not missing, f"code runs statements missing from queries.sql: {missing}"
@@ -30,6 +30,23 @@ def test_every_statement_has_a_one_line_comment() -> None:
 def test_duplicate_names_are_rejected() -> None:
     with pytest.raises(ValueError, match="defines 'a' twice"):
         load("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+
+
+def test_every_statement_is_run_somewhere_and_every_row_type_names_a_statement() -> None:
+    from pgqueue.db import RETURNS
+
+    code = "\n".join(p.read_text() for p in (ROOT / "pgqueue").rglob("*.py"))
+    unused = [name for name in QUERIES if f'"{name}"' not in code]
+    assert unused == [], f"statements nothing runs: {unused}"
+    assert set(RETURNS) <= set(QUERIES)
+
+
+def test_only_the_database_layer_executes_sql() -> None:
+    offenders = [
+        str(p.relative_to(ROOT)) for p in (ROOT / "pgqueue").rglob("*.py")
+        if p.name != "db.py" and "migrations" not in p.parts and re.search(r"\.execute\(", p.read_text())
+    ]
+    assert offenders == []
 
 
 def test_no_sql_outside_the_statement_file() -> None:

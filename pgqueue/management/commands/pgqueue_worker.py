@@ -7,7 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pgqueue.worker.launch import LaunchError, launch
+from pgqueue.worker import options as worker_options
+from pgqueue.worker.launch import LaunchError, launch, settings_for_launch
 
 
 class Command(BaseCommand):
@@ -30,19 +31,22 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         _configure_logging(options["log_level"])
         try:
-            code = launch(
-                processes=options["processes"], concurrency=options["concurrency"], queues=options["queues"],
-                shutdown_timeout=options["shutdown_timeout"], max_jobs=options["max_jobs"],
-                max_memory_mb=options["max_memory"], max_lifetime=options["max_lifetime"],
-                maintenance=not options["no_maintenance"],
+            parsed = worker_options.parse(
+                settings_for_launch(), queues=options["queues"], processes=options["processes"],
+                concurrency=options["concurrency"], shutdown_timeout=options["shutdown_timeout"],
+                max_jobs=options["max_jobs"], max_memory_mb=options["max_memory"],
+                max_lifetime=options["max_lifetime"], maintenance=not options["no_maintenance"],
             )
-        except LaunchError as exc:
+            code = launch(parsed)
+        except (LaunchError, worker_options.OptionError) as exc:
             raise CommandError(str(exc)) from None
         if code:
             raise SystemExit(code)
 
 
 def _configure_logging(level: str) -> None:
+    from pgqueue import logs
+
     logger = logging.getLogger("pgqueue")
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler()
@@ -52,3 +56,4 @@ def _configure_logging(level: str) -> None:
         logger.setLevel(level.upper())
     except ValueError:
         raise CommandError(f"--log-level: unknown level {level!r}") from None
+    logs.subscribe()

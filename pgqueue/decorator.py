@@ -1,0 +1,287 @@
+"""@job: registers a function as a job and wraps it in a JobFunction with .enqueue(), .options(), .call()."""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pgqueue import enqueueing, registry
+from pgqueue.conf import JITTER_MAX, MAX_ATTEMPTS_MAX
+from pgqueue.enqueueing import JobHandle, a_type
+from pgqueue.exceptions import InvalidJob, NonRetryable
+from pgqueue.lifecycle import RetryPolicy
+from pgqueue.options import (
+    NO_OPTIONS,
+    OPTION_NAMES,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    JobCall,
+    JobOptions,
+    check_fraction,
+    check_int,
+    check_job_name,
+    check_options,
+    check_queue,
+    check_seconds,
+)
+
+
+class JobFunction:
+    """A function registered with @job: call it to run inline, .enqueue() to run it on a worker."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str,
+        queue: str | None,
+        priority: int,
+        max_attempts: int | None,
+        timeout: float | None,
+        retry_backoff: float | None,
+        retry_backoff_max: float | None,
+        retry_jitter: float | None,
+        non_retryable: tuple[type[BaseException], ...],
+        pass_context: bool,
+    ) -> None:
+        self.func = func
+        self.name = name
+        self.queue = queue
+        self.priority = priority
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        self.retry_jitter = retry_jitter
+        self.non_retryable: tuple[type[BaseException], ...] = (NonRetryable, *non_retryable)
+        self.pass_context = pass_context
+        self.is_async = inspect.iscoroutinefunction(func)
+        self.signature = _signature(func)
+        self._arity = _plain_arity(self.signature, pass_context)
+        self.__doc__ = func.__doc__
+        self.__name__ = getattr(func, "__name__", name)
+        self.__qualname__ = getattr(func, "__qualname__", self.__name__)
+        self.__module__ = getattr(func, "__module__", None) or __name__
+        self.__wrapped__ = func
+
+    def __repr__(self) -> str:
+        return f"<job {self.name}>"
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def call(self, /, *args: Any, **kwargs: Any) -> JobCall:
+        """A call to pass to pgqueue.enqueue_many() for bulk enqueueing."""
+        return JobCall(job=self, args=args, kwargs=kwargs)
+
+    def options(self, **options: Any) -> BoundJob:
+        """Per-call options: queue, priority, run_at, delay (seconds or timedelta), max_attempts, timeout."""
+        unknown = set(options) - set(OPTION_NAMES)
+        if unknown:
+            raise InvalidJob(
+                f"Unknown job option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(OPTION_NAMES))}."
+            )
+        opts = JobOptions(**options)
+        check_options(opts, self.name)
+        return BoundJob(self, opts)
+
+    def enqueue(self, /, *args: Any, **kwargs: Any) -> JobHandle:
+        """Enqueue one call in the caller's transaction and return its handle."""
+        return enqueueing.enqueue_calls([JobCall(job=self, args=args, kwargs=kwargs)])[0]
+
+    def enqueue_many(self, calls: Iterable[tuple[Any, ...] | list[Any] | JobCall]) -> list[JobHandle]:
+        """Enqueue many calls of this job in one INSERT: tuples (or lists) of positional arguments, or calls."""
+        return BoundJob(self, NO_OPTIONS).enqueue_many(calls)
+
+    def check_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """InvalidJob if the function cannot take these arguments (the worker would fail every attempt)."""
+        if self.signature is None or (not kwargs and len(args) == self._arity):
+            return
+        try:
+            self.signature.bind(*((None, *args) if self.pass_context else args), **kwargs)
+        except TypeError as exc:
+            hint = ""
+            options = sorted(set(kwargs) & set(OPTION_NAMES))
+            if options and "unexpected keyword" in str(exc):
+                what = "is a job option" if len(options) == 1 else "are job options"
+                hint = f" {', '.join(options)} {what}: use {self.__name__}.options({options[0]}=...).enqueue(...)."
+            raise InvalidJob(f"Job {self.name}: the arguments do not fit {self.parameters()}: {exc}.{hint}") from None
+
+    def parameters(self) -> str:
+        """The function's name and parameters, for messages: "add(a: int, b: int)"."""
+        if self.signature is None:
+            return f"{self.__name__}(...)"
+        return f"{self.__name__}{self.signature.replace(return_annotation=inspect.Signature.empty)}"
+
+    def retry_delay(self, attempt: int, base: float, cap: float, jitter: float) -> float:
+        """Seconds to wait before the attempt after `attempt` (exponential, capped, jittered): this job's
+        retry_backoff, retry_backoff_max and retry_jitter, or else the given settings."""
+        policy = RetryPolicy(
+            backoff=base if self.retry_backoff is None else self.retry_backoff,
+            backoff_max=cap if self.retry_backoff_max is None else self.retry_backoff_max,
+            jitter=jitter if self.retry_jitter is None else self.retry_jitter,
+        )
+        return policy.delay(attempt, random.random())
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return not isinstance(exc, self.non_retryable)
+
+
+class BoundJob:
+    """A job function with per-call options attached: fn.options(...).enqueue(...)."""
+
+    def __init__(self, job: JobFunction, options: JobOptions) -> None:
+        self.job = job
+        self.opts = options
+
+    def call(self, /, *args: Any, **kwargs: Any) -> JobCall:
+        return JobCall(job=self.job, args=args, kwargs=kwargs, options=self.opts)
+
+    def enqueue(self, /, *args: Any, **kwargs: Any) -> JobHandle:
+        return enqueueing.enqueue_calls([self.call(*args, **kwargs)])[0]
+
+    def enqueue_many(self, calls: Iterable[tuple[Any, ...] | list[Any] | JobCall]) -> list[JobHandle]:
+        items = enqueueing.items_of(calls, f"{self.job.__name__}.enqueue_many()")
+        return enqueueing.enqueue_calls([self._as_call(item, i) for i, item in enumerate(items)])
+
+    def _as_call(self, item: Any, index: int) -> JobCall:
+        where = f"Job {self.job.name}: enqueue_many() item {index}"
+        if isinstance(item, JobCall):
+            if item.job is not self.job:
+                raise InvalidJob(
+                    f"{where} is a call of job {getattr(item.job, 'name', item.job)}; enqueue calls of "
+                    "several jobs with pgqueue.enqueue_many()."
+                )
+            return item
+        if isinstance(item, tuple | list):
+            return self.call(*item)
+        if isinstance(item, dict):
+            raise InvalidJob(
+                f"{where} is a dict, which would arrive as one positional argument; for keyword arguments "
+                f"use {self.job.__name__}.call(**kwargs)."
+            )
+        if isinstance(item, str | bytes):
+            raise InvalidJob(
+                f"{where} is {a_type(item)}, which would be split into one argument per character; "
+                "wrap it in a tuple: (value,)."
+            )
+        raise InvalidJob(
+            f"{where} is {a_type(item)}; give a tuple or list of positional arguments, or "
+            f"{self.job.__name__}.call(...)."
+        )
+
+
+def job(
+    func: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    retry_backoff: float | None = None,
+    retry_backoff_max: float | None = None,
+    retry_jitter: float | None = None,
+    non_retryable: type[BaseException] | Iterable[type[BaseException]] = (),
+    pass_context: bool = False,
+) -> Any:
+    """Register a function (sync or async) as a job. Use as @job or @job(queue=..., ...)."""
+
+    def register(fn: Callable[..., Any]) -> JobFunction:
+        path = _job_name(fn, name)
+        label = f"@job {path}:"
+        if queue is not None:
+            check_queue(label, queue)
+        check_int(f"{label} priority", priority, PRIORITY_MIN, PRIORITY_MAX)
+        if max_attempts is not None:
+            check_int(f"{label} max_attempts", max_attempts, 1, MAX_ATTEMPTS_MAX)
+        if timeout is not None:
+            check_seconds(f"{label} timeout", timeout)
+        if retry_backoff is not None:
+            check_seconds(f"{label} retry_backoff", retry_backoff, zero=True)
+        if retry_backoff_max is not None:
+            check_seconds(f"{label} retry_backoff_max", retry_backoff_max, zero=True)
+        if retry_jitter is not None:
+            check_fraction(f"{label} retry_jitter", retry_jitter, JITTER_MAX)
+        if not isinstance(pass_context, bool):
+            raise InvalidJob(f"{label} pass_context must be True or False, got {pass_context!r}.")
+        wrapped = JobFunction(
+            fn, name=path, queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
+            retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
+            non_retryable=_exception_classes(label, non_retryable), pass_context=pass_context,
+        )
+        if pass_context and wrapped.signature is not None:
+            try:
+                wrapped.signature.bind_partial(None)
+            except TypeError:
+                raise InvalidJob(
+                    f"{label} pass_context=True passes the JobContext as the first positional argument, "
+                    f"but {wrapped.parameters()} takes none."
+                ) from None
+        return registry.register(wrapped)
+
+    if func is not None:
+        return register(func)
+    return register
+
+
+def _job_name(fn: Any, name: str | None) -> str:
+    """The name a job is stored and looked up by: `name`, or the function's dotted path."""
+    if isinstance(fn, JobFunction):
+        raise InvalidJob(f"@job is applied twice to {fn.name}.")
+    if not callable(fn):
+        raise InvalidJob(
+            f"@job needs a function, got {fn!r:.80}; its options are keyword arguments: @job(queue=...)."
+        )
+    module = getattr(fn, "__module__", None)
+    if module == "__main__":
+        raise InvalidJob(
+            f"@job cannot register {getattr(fn, '__qualname__', fn)!r} from __main__: a worker imports jobs by "
+            "module, and its __main__ is another program. Define the job in an importable module."
+        )
+    if name is not None:
+        return check_job_name(name)
+    qualname = getattr(fn, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        raise InvalidJob(f"@job cannot name {fn!r:.80}: it has no module and qualified name; pass name=....")
+    path = f"{module}.{qualname}"
+    if not all(part.isidentifier() for part in path.split(".")):
+        raise InvalidJob(
+            f"@job cannot register {path}: a job must be importable by its dotted path (not a lambda or a "
+            "function defined inside another function); define it at module level, or pass name=... and "
+            "register it when its module is imported."
+        )
+    return check_job_name(path)
+
+
+def _exception_classes(label: str, value: Any) -> tuple[type[BaseException], ...]:
+    if isinstance(value, type) and issubclass(value, BaseException):
+        return (value,)
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidJob(f"{label} non_retryable must list exception classes, got {value!r}.")
+    classes = tuple(value)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise InvalidJob(f"{label} non_retryable must list exception classes, got {cls!r}.")
+    return classes
+
+
+def _plain_arity(signature: inspect.Signature | None, pass_context: bool) -> int | None:
+    """For a function of plain required parameters only, how many positional arguments it takes (so
+    a call with exactly that many needs no Signature.bind); else None."""
+    if signature is None:
+        return None
+    parameters = list(signature.parameters.values())
+    if any(p.kind is not p.POSITIONAL_OR_KEYWORD or p.default is not p.empty for p in parameters):
+        return None
+    return len(parameters) - (1 if pass_context else 0)
+
+
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    """The function's own signature (not a wrapped one's: a decorator may supply arguments), if it has one."""
+    try:
+        return inspect.signature(func, follow_wrapped=False)
+    except (TypeError, ValueError):  # some builtins and C callables have none
+        return None

@@ -1,0 +1,31 @@
+"""A worker's heartbeat: extends the leases it holds and says which jobs have a cancel request or are lost."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from pgqueue import db
+
+
+@dataclass(frozen=True, slots=True)
+class BeatResult:
+    extended: frozenset[int]  # job ids whose lease was extended
+    cancel_requested: frozenset[int]  # ... of which these have a cancel request
+
+
+class Heartbeat:
+    def __init__(self, database: db.Database, worker_id: str, lease_seconds: float) -> None:
+        self.database = database
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+
+    def beat(self, tokens: list[uuid.UUID]) -> BeatResult | None:
+        """Say this worker is alive and extend these leases; None when the database is unreachable."""
+        try:
+            rows = self.database.run("job_heartbeat", worker=self.worker_id, tokens=tokens,
+                                     lease_seconds=self.lease_seconds)
+        except db.CONNECTION_ERRORS:
+            return None
+        return BeatResult(extended=frozenset(r.id for r in rows),
+                          cancel_requested=frozenset(r.id for r in rows if r.cancel_requested))

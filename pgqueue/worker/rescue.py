@@ -1,0 +1,43 @@
+"""Taking back running jobs from a worker that died or went silent: each gets its LOST transition."""
+
+from __future__ import annotations
+
+from pgqueue import db
+from pgqueue.conf import Settings
+from pgqueue.lifecycle import AttemptEnd, Ending, decide
+from pgqueue.types import HeldJob
+from pgqueue.worker.executor import now, retry_policy
+
+
+def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_code: int) -> list[HeldJob]:
+    """The jobs a worker process still held when it exited with `exit_code` (from waitpid): lost to a
+    crash, with the exit status in their attempt rows; a job that was alone in the process is the likely
+    cause of the crash. Returns the jobs taken back."""
+    with database.transaction():
+        held = database.run("job_get_held_by_worker", worker=worker)
+        _apply(database, settings, held, worker, exit_code=exit_code, crash=True)
+    return held
+
+
+def expired(database: db.Database, settings: Settings, limit: int, *, by: str) -> list[HeldJob]:
+    """Running jobs whose lease expired or whose worker is dead or silent (at most `limit`), taken back
+    by maintenance process `by`. Returns the jobs taken back."""
+    with database.transaction():
+        held = database.run("job_get_expired", dead_after=settings.WORKER_DEAD_AFTER, limit=limit)
+        _apply(database, settings, held, by, exit_code=None, crash=False)
+    return held
+
+
+def _apply(database: db.Database, settings: Settings, held: list[HeldJob], worker: str, *, exit_code: int | None,
+           crash: bool) -> None:
+    if not held:
+        return
+    ended = now()
+    policy = retry_policy(None, settings)
+    transitions = [
+        decide(job, AttemptEnd(how=Ending.LOST, worker=job.leased_by, finished_at=ended, exit_code=exit_code,
+                               crash=crash, alone=len(held) == 1), policy)
+        for job in held
+    ]
+    database.run("job_set_state_if_running_many", **db.transition_params(transitions), worker=worker,
+                 channel=settings.NOTIFY_CHANNEL)

@@ -1,0 +1,142 @@
+"""pgqueue.lifecycle as a table: (the job, how its attempt ended) -> the transition. No database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+
+from pgqueue import lifecycle
+from pgqueue.lifecycle import (
+    AttemptEnd,
+    Ending,
+    ErrorInfo,
+    RetryPolicy,
+    decide,
+    exit_status,
+    stripped,
+)
+from pgqueue.types import HeldJob, JobState, Outcome
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+T1 = T0 + dt.timedelta(seconds=3)
+POLICY = RetryPolicy(backoff=2.0, backoff_max=60.0, jitter=0.5)
+BOOM = ErrorInfo(error_class="RuntimeError", message="RuntimeError: boom", traceback="Traceback ...")
+
+
+def held(attempt: int = 1, max_attempts: int = 3, lost: int = 0, crashes: int = 0) -> HeldJob:
+    return HeldJob(id=7, attempt=attempt, max_attempts=max_attempts, lost_attempts=lost, crashes=crashes,
+                   lease_token=uuid.UUID(int=1), started_at=T0, leased_by="w1")
+
+
+def end(how: Ending, **kwargs: object) -> AttemptEnd:
+    defaults: dict[str, object] = {"worker": "w1", "finished_at": T1}
+    if how in (Ending.RAISED, Ending.TIMED_OUT, Ending.CANCELLED, Ending.UNKNOWN_TASK, Ending.RESULT_TOO_LARGE):
+        defaults["error"] = BOOM
+    return AttemptEnd(how=how, **{**defaults, **kwargs})  # type: ignore[arg-type]
+
+
+# (job, ending) -> (state, outcome, reason, yields to cancel, attempts, lost attempts, crashes)
+TABLE = [
+    ("returned", held(), end(Ending.RETURNED, result="5"), ("succeeded", "succeeded", "", False, 1, 0, 0)),
+    ("returned on the last attempt", held(3, 3), end(Ending.RETURNED), ("succeeded", "succeeded", "", False, 3, 0, 0)),
+    ("raised, attempts left", held(1, 3), end(Ending.RAISED), ("scheduled", "failed", "", True, 1, 0, 0)),
+    ("raised, last attempt", held(3, 3), end(Ending.RAISED), ("dead", "failed", "max_attempts", False, 3, 0, 0)),
+    ("raised, lost attempts not counted", held(3, 3, lost=1), end(Ending.RAISED),
+     ("scheduled", "failed", "", True, 3, 1, 0)),
+    ("raised a non-retryable error", held(1, 5), end(Ending.RAISED, retryable=False),
+     ("dead", "failed", "non_retryable", False, 1, 0, 0)),
+    ("timed out, attempts left", held(1, 2), end(Ending.TIMED_OUT), ("scheduled", "timeout", "", True, 1, 0, 0)),
+    ("timed out, last attempt", held(2, 2), end(Ending.TIMED_OUT), ("dead", "timeout", "max_attempts", False, 2, 0, 0)),
+    ("cancelled", held(1, 3), end(Ending.CANCELLED), ("cancelled", "cancelled", "", False, 1, 0, 0)),
+    ("unknown task, attempts left", held(1, 3), end(Ending.UNKNOWN_TASK), ("scheduled", "failed", "", True, 1, 0, 0)),
+    ("unknown task, last attempt", held(3, 3), end(Ending.UNKNOWN_TASK),
+     ("dead", "failed", "unknown_task", False, 3, 0, 0)),
+    ("result too large", held(1, 3), end(Ending.RESULT_TOO_LARGE),
+     ("dead", "failed", "result_too_large", False, 1, 0, 0)),
+    ("released at shutdown", held(2, 3), end(Ending.RELEASED), ("ready", "released", "", True, 1, 0, 0)),
+    ("lease expired", held(1, 1), end(Ending.LOST), ("ready", "lost", "", True, 1, 1, 0)),
+    ("lease expired once more than max_attempts", held(2, 1, lost=1), end(Ending.LOST),
+     ("dead", "lost", "lost", False, 2, 2, 0)),
+    ("crash with neighbours", held(1, 3), end(Ending.LOST, crash=True, exit_code=-9),
+     ("ready", "lost", "", True, 1, 1, 1)),
+    ("first crash alone", held(1, 3), end(Ending.LOST, crash=True, alone=True, exit_code=-11),
+     ("ready", "lost", "", True, 1, 1, 1)),
+    ("crash alone after an earlier crash", held(2, 3, lost=1, crashes=1),
+     end(Ending.LOST, crash=True, alone=True, exit_code=-11), ("dead", "lost", "crashed", False, 2, 2, 2)),
+    ("second crash, not alone: no blame", held(2, 3, lost=1, crashes=1), end(Ending.LOST, crash=True, exit_code=1),
+     ("ready", "lost", "", True, 2, 2, 2)),
+]
+
+
+@pytest.mark.parametrize(("label", "job", "ending", "expected"), TABLE, ids=[row[0] for row in TABLE])
+def test_transition_table(label: str, job: HeldJob, ending: AttemptEnd, expected: tuple) -> None:
+    t = decide(job, ending, POLICY, rand=0.0)
+    got = (t.state.value, t.outcome.value, t.reason_code, t.yields_to_cancel, t.attempts, t.lost_attempts, t.crashes)
+    assert got == expected
+    assert (t.job_id, t.lease_token, t.attempt, t.started_at, t.finished_at) == (7, job.lease_token, job.attempt, T0, T1)
+
+
+def test_retry_delay_is_exponential_capped_and_jittered() -> None:
+    delays = [(decide(held(n, 10), end(Ending.RAISED), POLICY, rand=0.0).run_at - T1).total_seconds()
+              for n in range(1, 8)]
+    assert delays == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    jittered = decide(held(1, 10), end(Ending.RAISED), POLICY, rand=0.999).run_at
+    assert jittered is not None and 2.0 < (jittered - T1).total_seconds() <= 3.0
+    zero = decide(held(1, 3), end(Ending.RAISED), RetryPolicy(backoff=0, backoff_max=0, jitter=0))
+    assert (zero.state, zero.run_at) == (JobState.READY, T1)
+
+
+def test_a_non_finite_delay_never_escapes() -> None:
+    nan = RetryPolicy(backoff=float("nan"), backoff_max=10.0, jitter=0.1)
+    assert 0.0 <= nan.delay(1, 0.5) <= 10.0 * 1.1
+    assert RetryPolicy(backoff=float("inf"), backoff_max=float("inf"), jitter=0.0).delay(3, 0.0) == 0.0
+
+
+def test_attempt_row_and_job_error() -> None:
+    failed = decide(held(), end(Ending.RAISED), POLICY)
+    assert (failed.error_class, failed.message, failed.traceback) == ("RuntimeError", "RuntimeError: boom", "Traceback ...")
+    assert (failed.job_error_class, failed.job_error) == ("RuntimeError", "RuntimeError: boom")
+    ok = decide(held(), end(Ending.RETURNED, result='{"a":1}'), POLICY)
+    assert (ok.result, ok.job_error_class, ok.job_error, ok.message) == ('{"a":1}', None, None, "")
+    released = decide(held(), end(Ending.RELEASED), POLICY)
+    assert released.job_error is None and "shut down" in released.message
+
+
+def test_lost_attempt_rows_say_how_the_process_ended() -> None:
+    crash = decide(held(), end(Ending.LOST, crash=True, exit_code=-9), POLICY)
+    assert crash.exit_code == -9 and crash.error_class == lifecycle.DIED_ERROR_CLASS
+    assert crash.message.startswith("worker w1 died with signal 9 (SIGKILL) during attempt 1")
+    assert "run alone next" in crash.message
+    expired = decide(held(), end(Ending.LOST), POLICY)
+    assert expired.exit_code is None and expired.error_class == lifecycle.LOST_ERROR_CLASS
+    assert exit_status(3) == "exit code 3" and exit_status(None) == "an unknown exit status"
+    assert exit_status(-999) == "signal 999"
+
+
+def test_text_is_fitted_to_its_columns() -> None:
+    huge = ErrorInfo(error_class="x." * 400, message="m\x00" * 5000, traceback="t" * 50_000 + "END")
+    t = decide(held(), end(Ending.RAISED, error=huge, worker="w" * 100), POLICY)
+    assert len(t.error_class) == lifecycle.ERROR_CLASS_MAX and len(t.worker) == lifecycle.WORKER_MAX
+    assert len(t.message) == lifecycle.MESSAGE_MAX and "\x00" not in t.message
+    assert len(t.traceback) == lifecycle.TRACEBACK_MAX and t.traceback.endswith("END")
+    lone = decide(held(), end(Ending.RAISED, error=ErrorInfo(error_class="E", message="bad \udc80")), POLICY)
+    lone.message.encode("utf-8")  # storable
+
+
+def test_column_sizes_match_the_models() -> None:
+    from pgqueue.models import Attempt, Job
+
+    assert Job._meta.get_field("error_class").max_length == lifecycle.ERROR_CLASS_MAX
+    assert Attempt._meta.get_field("error_class").max_length == lifecycle.ERROR_CLASS_MAX
+    assert Attempt._meta.get_field("worker").max_length == lifecycle.WORKER_MAX
+
+
+def test_stripped_keeps_the_decision_and_drops_the_details() -> None:
+    ok = decide(held(), end(Ending.RETURNED, result='"x"'), POLICY)
+    s = stripped(ok, "DataError: nope")
+    assert (s.state, s.outcome, s.result, s.job_error) == (JobState.SUCCEEDED, Outcome.SUCCEEDED, None, None)
+    assert "could not store" in s.message
+    retry = stripped(decide(held(), end(Ending.RAISED), POLICY), "x")
+    assert (retry.state, retry.yields_to_cancel, retry.traceback) == (JobState.SCHEDULED, True, "")

@@ -1,4 +1,4 @@
-"""Django app config: wires settings reset, system checks and job module discovery."""
+"""Django app config: wires the settings reset and the system checks."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ class AttemptEnd:
     result: str | None = None  # RETURNED: JSON text
     error: ErrorInfo | None = None  # RAISED, TIMED_OUT, CANCELLED, UNKNOWN_TASK, RESULT_TOO_LARGE
     retryable: bool = True  # RAISED: False when the job's policy says this error is final
-    exit_code: int | None = None  # LOST by a crash: waitpid's exit code (negative: killed by that signal)
+    exit_code: int | None = None  # LOST on an exit: waitpid's exit code (negative: killed by that signal)
     crash: bool = False  # LOST: its process ended while holding it (not a lease that merely expired)
     alone: bool = False  # LOST by a crash: it was the only job in that process
 
@@ -131,6 +131,10 @@ def _lost(job: Attempted, end: AttemptEnd) -> Transition:
         message = f"worker {end.worker} died with {exit_status(end.exit_code)} during attempt {job.attempt}"
         if not end.alone:
             message += " (other jobs ran beside it: it will run alone next, to find the cause)"
+    elif end.exit_code is not None:  # a planned exit (recycle, replacement) that could not hand it back
+        error_class = LOST_ERROR_CLASS
+        message = (f"worker {end.worker} exited with {exit_status(end.exit_code)} without handing back "
+                   f"attempt {job.attempt}")
     else:
         error_class = LOST_ERROR_CLASS
         message = f"worker {end.worker} stopped heartbeating or its lease expired during attempt {job.attempt}"

@@ -175,7 +175,13 @@ class JobAdmin(PgQueueAdmin):
 
     @admin.display(description="attempts")
     def tries(self, job: Job) -> str:
-        return f"{job.attempts}/{job.max_attempts}"
+        """Attempts started / attempts that may fail; lost ones (their own budget) are named apart."""
+        text = f"{job.attempts}/{job.max_attempts}"
+        if job.lost_attempts:
+            text += f", {job.lost_attempts} lost"
+        if job.crashes:
+            text += f" ({job.crashes} in a crash)"
+        return text
 
     @admin.display(description="age", ordering="created_at")
     def age(self, job: Job) -> str:

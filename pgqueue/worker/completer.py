@@ -142,7 +142,7 @@ class Completer:
             channel=self.settings.NOTIFY_CHANNEL,
         )
         self._forget(transitions)
-        applied = {row.id for row in rows}
+        applied = {row.id: row.state for row in rows}
         self.written += len(applied)
         listening = events.has_subscribers("job_finished")
         for t in transitions:
@@ -153,7 +153,7 @@ class Completer:
             if listening:
                 events.emit(
                     "job_finished", worker=self.worker_id, job_id=t.job_id, outcome=t.outcome.value,
-                    state=t.state.value, applied=t.job_id in applied,
+                    state=applied.get(t.job_id, t.state.value), applied=t.job_id in applied,
                     duration=(t.finished_at - t.started_at).total_seconds(),
                 )
 

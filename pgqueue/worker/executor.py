@@ -270,7 +270,7 @@ class Executor:
         finally:
             _current.reset(token)
 
-    async def _run_async(self, fn: Any, job: LeasedJob, ctx: JobContext) -> AttemptEnd:
+    async def _run_async(self, fn: Any, job: LeasedJob, ctx: JobContext) -> AttemptEnd | None:
         _current.set(ctx)  # each task has its own context copy
         ctx._task = asyncio.current_task()
         if ctx.cancel_requested:
@@ -288,7 +288,10 @@ class Executor:
                 end = raised(exc, fn, self.worker_id, cancelled=ctx.cancel_requested)
         except BaseException as exc:
             end = raised(exc, fn, self.worker_id, cancelled=ctx.cancel_requested)
-        return _with_problems(end, leave_connections_clean(), fn, self.worker_id)
+        end = _with_problems(end, leave_connections_clean(), fn, self.worker_id)
+        if ctx._completed and end.how is Ending.RETURNED and not await asyncio.to_thread(_still_leased, job):
+            return None  # complete_in_transaction's transaction committed: nothing left to record
+        return end
 
     def _async_done(self, future: Any, fn: Any, job: LeasedJob) -> None:
         try:

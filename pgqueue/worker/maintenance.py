@@ -34,7 +34,8 @@ class Maintenance:
 
     def run(self) -> int:
         events.emit("worker_started", worker=self.id, kind="maintenance", queues=(), concurrency=0)
-        while not self.pipe.drain():
+        parent = os.getppid()
+        while not self.pipe.drain() and os.getppid() == parent:  # stop with the supervisor, or if it is gone
             try:
                 self.tick()
             except db.CONNECTION_ERRORS:

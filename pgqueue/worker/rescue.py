@@ -9,13 +9,14 @@ from pgqueue.types import HeldJob
 from pgqueue.worker.executor import now, retry_policy
 
 
-def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_code: int) -> list[HeldJob]:
-    """The jobs a worker process still held when it exited with `exit_code` (from waitpid): lost to a
-    crash, with the exit status in their attempt rows; a job that was alone in the process is the likely
-    cause of the crash. Returns the jobs taken back."""
+def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_code: int, *,
+                   crash: bool = True) -> list[HeldJob]:
+    """The jobs a worker process still held when it exited with `exit_code` (from waitpid), with the exit
+    status in their attempt rows. After a `crash` (an exit nobody asked for) each counts one crash, and a
+    job that was alone in the process is the likely cause. Returns the jobs taken back."""
     with database.transaction():
         held = database.run("job_get_held_by_worker", worker=worker)
-        _apply(database, settings, held, worker, exit_code=exit_code, crash=True)
+        _apply(database, settings, held, worker, exit_code=exit_code, crash=crash)
     return held
 
 

@@ -142,18 +142,19 @@ class Supervisor:
         planned = code in (0, EXIT_STUCK)  # recycled, or replaced because a job is stuck past its timeout
         events.emit("child_exited", worker=child.id, kind=child.kind, pid=child.pid, status=code)
         if child.kind == "worker":
-            self._rescue(child, code)
+            # A job still held after an exit nobody asked for was there when its process crashed.
+            self._rescue(child, code, crash=not planned and not self.stopping)
         self._db_call("workerprocess_set_state", ids=[child.id], state="stopped" if code == 0 else "dead")
         if self.stopping:
             return
         delay = 0.0 if planned else self._restart_delay()
         self.pending.append((time.monotonic() + delay, child.kind, child.slot))
 
-    def _rescue(self, child: Child, code: int) -> None:
+    def _rescue(self, child: Child, code: int, *, crash: bool) -> None:
         """Whatever the child still held goes back now, not after its lease expires."""
         for attempt in range(3):
             try:
-                held = rescue.held_by_worker(self.db, self.settings, child.id, code)
+                held = rescue.held_by_worker(self.db, self.settings, child.id, code, crash=crash)
             except db.CONNECTION_ERRORS:
                 if attempt < 2:
                     time.sleep(self.db.backoff())

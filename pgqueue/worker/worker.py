@@ -85,6 +85,7 @@ class Worker:
         self.stuck = 0  # jobs given up on past their timeout whose thread (or event loop) is still busy
         self.leased = 0
         self.started = time.monotonic()
+        self.parent = os.getppid()  # the supervisor: if it is gone, nobody would replace or rescue us
         self.drain_deadline = 0.0
         self.more_ready = True  # the last lease filled every slot, or a NOTIFY came: lease again soon
         self.next_poll = 0.0
@@ -252,8 +253,9 @@ class Worker:
             if job_id in result.cancel_requested and not entry.ctx.cancel_requested:
                 events.emit("job_cancel_requested", worker=self.id, job_id=job_id)
                 self.executor.cancel(entry.ctx)
-            elif job_id not in result.extended and not entry.lost:
+            elif job_id not in result.extended and not entry.lost and not entry.ctx._completed:
                 # Rescued elsewhere (this worker looked dead): its outcome will be refused; ask it to stop.
+                # (A job that completed in its own transaction and runs on is not lost: it is done.)
                 entry.lost = True
                 events.emit("job_lease_lost", worker=self.id, job_id=job_id)
                 self.executor.cancel(entry.ctx)
@@ -262,7 +264,9 @@ class Worker:
         if self.phase is not Phase.RUNNING:
             return
         opts = self.options
-        if opts.max_jobs and self.leased >= opts.max_jobs:
+        if os.getppid() != self.parent:
+            self._begin_stop("its supervisor is gone")
+        elif opts.max_jobs and self.leased >= opts.max_jobs:
             self._begin_stop(f"recycling after {self.leased} jobs")
         elif opts.max_lifetime and time.monotonic() - self.started >= opts.max_lifetime:
             self._begin_stop(f"recycling after {opts.max_lifetime} s")

@@ -221,3 +221,24 @@ def test_bad_command_line_arguments_are_clear() -> None:
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode != 0
         assert message in result.stderr, result.stderr
+
+
+def test_children_stop_when_their_supervisor_is_killed(start_worker) -> None:
+    h = jobs.mark_after.enqueue("orphaned", 30)
+    worker = start_worker("--queues", "marks", "--shutdown-timeout", "1")
+    wait_for(lambda: Job.objects.get(pk=h.id).state == "running", what="the job to start")
+    children = list(WorkerProcess.objects.exclude(kind="supervisor").values_list("pid", flat=True))
+    os.kill(worker.proc.pid, signal.SIGKILL)  # only the supervisor: its children are orphaned
+    worker.proc.wait(10)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(lambda: all(gone(pid) for pid in children), timeout=20, what="the orphaned children to stop")
+    job = Job.objects.get(pk=h.id)
+    assert (job.state, job.attempts) == ("ready", 0)  # handed back, not left running
+    assert list(Attempt.objects.filter(job_id=h.id).values_list("outcome", flat=True)) == ["released"]

@@ -71,6 +71,10 @@ class Settings:
     # Supervisor: at most this many child restarts per RESTART_WINDOW seconds, then back off.
     RESTART_LIMIT: int = 10
     RESTART_WINDOW: float = 60.0
+    # Run hot statements as server-side prepared statements (the single enqueue on Django's connection,
+    # and the workers' own connections). Turn off behind a pooler that cannot keep them (PgBouncer in
+    # transaction mode before 1.21, or with max_prepared_statements = 0).
+    PREPARE_STATEMENTS: bool = True
 
     def __post_init__(self) -> None:
         for name, (low, low_allowed, high) in _RANGES.items():
@@ -256,6 +260,17 @@ def _to_queues(value: Any) -> tuple[str, ...]:
     raise TypeError(f"expected a list of queue names, got {type(value).__name__}")
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise TypeError(f"expected True or False (or one of {', '.join(_TRUE + _FALSE)} in the environment)")
+
+
 def _cast(name: str, value: Any, source: str) -> Any:
     """Coerce one raw value (from settings or the environment) to the field's type."""
     kind = str(_FIELDS[name].type)
@@ -272,6 +287,8 @@ def _cast(name: str, value: Any, source: str) -> Any:
             if isinstance(value, str) and value.strip().lower() in ("", "none", "null") and "None" in kind:
                 return None
             return _to_float(value)
+        if kind == "bool":
+            return _to_bool(value)
         if kind == "str":
             if not isinstance(value, str):
                 raise TypeError(f"expected a string, got {type(value).__name__}")

@@ -22,6 +22,7 @@ from pgqueue.exceptions import (
     UnknownQueue,
 )
 from pgqueue.options import (
+    NO_OPTIONS,
     PRIORITY_MAX,
     PRIORITY_MIN,
     JobCall,
@@ -114,27 +115,48 @@ def a_type(value: Any) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
+# A job's options merged with the settings, for calls without options of their own (the common case:
+# fn.enqueue(...)): nothing in them depends on the time, so they are checked once per job and settings.
+_defaults: dict[int, tuple[Any, Settings, _Resolved]] = {}
+
+
 def enqueue_calls(calls: Sequence[JobCall]) -> list[JobHandle]:
     """Validate every call first (nothing is written if one is bad), then insert them all."""
     if not calls:
         return []
     settings = get_settings()
-    now = dt.datetime.now(dt.UTC)
+    now: dt.datetime | None = None
     resolved: dict[tuple[int, int], _Resolved] = {}
     rows = []
     for call in calls:
-        key = (id(call.job), id(call.options))
-        options = resolved.get(key)
+        options = _cached_defaults(call, settings)
         if options is None:
-            options = resolved[key] = _resolve(call, settings, now)
+            key = (id(call.job), id(call.options))
+            options = resolved.get(key)
+            if options is None:
+                now = now or dt.datetime.now(dt.UTC)
+                options = resolved[key] = _resolve(call, settings, now)
         rows.append(_prepare(call, options, settings))
     alias = settings.DATABASE
-    if not connections[alias].in_atomic_block:
+    if len(connections.settings) > 1 and not connections[alias].in_atomic_block:
         caller = _caller_transaction(alias)
         if caller is not None:
             return _defer_to_commit(rows, alias, caller, settings)
     ids = _insert(rows, [None] * len(rows), alias, settings)
     return _handles(rows, ids)
+
+
+def _cached_defaults(call: JobCall, settings: Settings) -> _Resolved | None:
+    """The resolved options of a call without options of its own, checked once per job and settings."""
+    if call.options is not NO_OPTIONS:
+        return None
+    job = call.job
+    cached = _defaults.get(id(job))
+    if cached is not None and cached[0] is job and cached[1] is settings and registry.is_registered(job):
+        return cached[2]
+    options = _resolve(call, settings, dt.datetime.now(dt.UTC))
+    _defaults[id(job)] = (job, settings, options)
+    return options
 
 
 def _resolve(call: JobCall, settings: Settings, now: dt.datetime) -> _Resolved:
@@ -163,10 +185,12 @@ def _resolve(call: JobCall, settings: Settings, now: dt.datetime) -> _Resolved:
 def _prepare(call: JobCall, options: _Resolved, settings: Settings) -> _Row:
     job = call.job
     job.check_arguments(call.args, call.kwargs)
-    args = _to_json(list(call.args), job.name, "positional arguments")
-    kwargs = _to_json(call.kwargs, job.name, "keyword arguments")
-    size = len(args.encode()) + len(kwargs.encode())
-    if size > settings.MAX_PAYLOAD_BYTES:
+    args = _to_json(list(call.args), job.name, "positional arguments") if call.args else "[]"
+    kwargs = _to_json(call.kwargs, job.name, "keyword arguments") if call.kwargs else "{}"
+    # A character is at most 4 bytes in UTF-8: count the bytes only when the text could be over the limit.
+    if 4 * (len(args) + len(kwargs)) > settings.MAX_PAYLOAD_BYTES and (
+        (size := len(args.encode()) + len(kwargs.encode())) > settings.MAX_PAYLOAD_BYTES
+    ):
         raise PayloadTooLarge(
             f"Job {job.name}: arguments are {size} bytes as JSON, over "
             f"PGQUEUE['MAX_PAYLOAD_BYTES'] = {settings.MAX_PAYLOAD_BYTES}. Pass an id and load the data in the job."
@@ -265,7 +289,13 @@ def _reconnected(alias: str) -> bool:
 
 
 def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings) -> list[int]:
-    if len(rows) == 1:
+    if len(rows) == 1 and ids[0] is None and rows[0].run_at is None:
+        r = rows[0]  # ready now: the web view's enqueue
+        result = db.run_in_django(
+            "job_insert_ready", using=alias, queue=r.queue, task=r.task, args=r.args, kwargs=r.kwargs,
+            priority=r.priority, max_attempts=r.max_attempts, timeout=r.timeout, channel=settings.NOTIFY_CHANNEL,
+        )
+    elif len(rows) == 1:
         r = rows[0]
         result = db.run_in_django(
             "job_insert", using=alias, id=ids[0], queue=r.queue, task=r.task, args=r.args, kwargs=r.kwargs,
@@ -289,7 +319,8 @@ def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: S
             channel=settings.NOTIFY_CHANNEL,
         )
     inserted = [row.id for row in result]
-    events.emit("job_enqueued", count=len(inserted), queues=sorted({r.queue for r in rows}))
+    if events.has_subscribers("job_enqueued"):
+        events.emit("job_enqueued", count=len(inserted), queues=sorted({r.queue for r in rows}))
     return inserted
 
 

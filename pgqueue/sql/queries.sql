@@ -22,6 +22,7 @@ WITH input AS (
         CASE WHEN i.run_at IS NULL OR i.run_at <= now() THEN 'ready' ELSE 'scheduled' END,
         COALESCE(i.run_at, now()), i.max_attempts, i.timeout, i.replay_of
     FROM input i
+    ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'ready') q
@@ -29,7 +30,8 @@ WITH input AS (
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM inserted ORDER BY id;
 
 -- name: job_insert
--- Insert one job (the common case: a simpler statement plans faster) and wake its queue if it is ready.
+-- Insert one job with a reserved id or a run_at, and wake its queue if it is ready; a reserved id that
+-- is already there (a deferred insert retried after its reply was lost) is left alone.
 WITH inserted AS (
     INSERT INTO pgqueue_job (id, queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout)
     VALUES (
@@ -38,10 +40,19 @@ WITH inserted AS (
         CASE WHEN %(run_at)s::timestamptz IS NULL OR %(run_at)s::timestamptz <= now() THEN 'ready'
              ELSE 'scheduled' END,
         COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout)s)
+    ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state
 )
 SELECT id, CASE WHEN state = 'ready' THEN (pg_notify(%(channel)s, queue) IS NOT NULL)::int ELSE 0 END AS woken
 FROM inserted;
+
+-- name: job_insert_ready
+-- Insert one job that is ready now (the web view's enqueue: the leanest statement, run prepared) and
+-- wake its queue.
+INSERT INTO pgqueue_job (queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout)
+VALUES (%(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s, 'ready', now(),
+        %(max_attempts)s, %(timeout)s)
+RETURNING id, (pg_notify(%(channel)s, queue) IS NOT NULL)::int AS woken;
 
 -- name: job_reserve_ids
 -- Take ids from the job sequence ahead of an insert deferred to another database's commit.

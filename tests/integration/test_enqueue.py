@@ -223,3 +223,33 @@ def test_configurable_payload_limit() -> None:
 def test_a_literal_backslash_u0000_is_not_a_nul() -> None:
     h = jobs.add.enqueue("\\u0000", 1)
     assert Job.objects.get(pk=h.id).args == ["\\u0000", 1]
+
+
+def prepared_statements() -> int:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%INSERT INTO pgqueue_job%%'")
+        return cursor.fetchone()[0]
+
+
+def test_the_single_ready_enqueue_runs_prepared_and_survives_rollbacks() -> None:
+    with CaptureStatements() as captured:
+        jobs.add.enqueue(0, 0)
+    # while Django logs queries, the statement is not prepared, so the log shows its text
+    assert len([s for s in captured.statements if "INSERT INTO pgqueue_job" in s]) == 1
+    assert prepared_statements() == 0
+    first = jobs.add.enqueue(1, 1)
+    assert prepared_statements() == 1
+    with pytest.raises(RuntimeError), transaction.atomic():
+        jobs.add.enqueue(2, 2)
+        raise RuntimeError("roll back")  # psycopg forgets its prepared statements after a rollback
+    second = jobs.add.enqueue(3, 3)
+    assert list(Job.objects.order_by("id").values_list("id", "args"))[1:] == [(first.id, [1, 1]), (second.id, [3, 3])]
+    assert prepared_statements() == 1
+
+
+def test_prepared_statements_can_be_turned_off() -> None:
+    connections["default"].close()  # a fresh session: no statement prepared yet
+    with override_settings(PGQUEUE={"PREPARE_STATEMENTS": False}):
+        h = jobs.add.enqueue(1, 1)
+        assert prepared_statements() == 0
+    assert Job.objects.get(pk=h.id).state == "ready"

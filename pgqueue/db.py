@@ -88,6 +88,11 @@ class Held:
 
 
 @dataclass(frozen=True, slots=True)
+class Sent:
+    sent: int
+
+
+@dataclass(frozen=True, slots=True)
 class Exists:
     exists: bool
 
@@ -109,6 +114,7 @@ RETURNS: dict[str, type] = {
     "job_insert_ready": Woken,
     "job_reserve_ids": JobId,
     "job_lease": LeasedJob,
+    "job_lease_suspect": LeasedJob,
     "job_set_state_if_running_many": Moved,
     "job_get_held_by_worker": HeldJob,
     "job_get_expired": HeldJob,
@@ -127,6 +133,7 @@ RETURNS: dict[str, type] = {
     "table_estimated_rows": Estimate,
     "job_is_leased": Held,
     "devdb_database_exists": Exists,
+    "channel_notify": Sent,
 }
 # Statements that take identifiers (written {name} in queries.sql) rather than bound values.
 IDENTIFIERS: dict[str, tuple[str, ...]] = {"channel_listen": ("channel",), "devdb_create_database": ("database",)}

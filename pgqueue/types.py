@@ -60,7 +60,6 @@ class LeasedJob:
     timeout: float | None
     lease_token: uuid.UUID
     started_at: dt.datetime
-    suspect_waiting: bool = False  # the lease saw a crash suspect waiting to run alone in these queues
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +67,7 @@ class HeldJob:
     """A running job found held by a dead worker or by an expired lease: what rescue decides on."""
 
     id: int
+    queue: str
     attempt: int
     max_attempts: int
     lost_attempts: int

@@ -56,7 +56,7 @@ class Job(models.Model):
             models.Index(
                 fields=["queue", "-priority", "run_at", "id"], name="pgqueue_job_ready", condition=Q(state="ready")
             ),
-            # Serves job_lease's search for jobs that must run alone (a crash suspect); almost always empty.
+            # Serves job_lease_suspect: jobs that must run alone (crash suspects); almost always empty.
             models.Index(fields=["queue"], name="pgqueue_job_suspect", condition=Q(state="ready", crashes__gt=0)),
             # Serves job_stage_due.
             models.Index(fields=["run_at"], name="pgqueue_job_scheduled", condition=Q(state="scheduled")),

@@ -60,34 +60,21 @@ SELECT nextval(pg_get_serial_sequence('pgqueue_job', 'id')) AS id FROM generate_
 
 -- name: job_lease
 -- Lease up to %(limit)s ready jobs of unpaused queues for one worker, best first, skipping locked rows.
--- A job whose process crashed before (crashes > 0) runs alone: only a worker with nothing running
--- (%(alone)s) leases it, and then nothing else; suspect_waiting tells busy workers that one waits.
-WITH open_queues AS (
-    SELECT q.name FROM unnest(%(queues)s::text[]) AS q(name)
-    WHERE NOT EXISTS (SELECT 1 FROM pgqueue_queuestate s WHERE s.name = q.name AND s.paused)
-), suspect AS (
-    SELECT j.id FROM pgqueue_job j
-    WHERE %(alone)s AND j.state = 'ready' AND j.crashes > 0 AND j.queue IN (SELECT name FROM open_queues)
-    ORDER BY j.priority DESC, j.run_at, j.id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), picked AS (
-    SELECT id FROM suspect
-    UNION ALL (
-        SELECT c.id
-        FROM open_queues q
-        CROSS JOIN LATERAL (
-            SELECT j.id, j.priority, j.run_at
-            FROM pgqueue_job j
-            WHERE j.queue = q.name AND j.state = 'ready' AND j.crashes = 0
-            ORDER BY j.priority DESC, j.run_at, j.id
-            LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        ) c
-        WHERE NOT EXISTS (SELECT 1 FROM suspect)
-        ORDER BY c.priority DESC, c.run_at, c.id
+-- Crash suspects (crashes > 0) are left to job_lease_suspect.
+WITH picked AS (
+    SELECT c.id
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.priority, j.run_at
+        FROM pgqueue_job j
+        WHERE j.queue = q.name AND j.state = 'ready' AND j.crashes = 0
+        ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT %(limit)s
-    )
+        FOR UPDATE SKIP LOCKED
+    ) c
+    WHERE NOT EXISTS (SELECT 1 FROM pgqueue_queuestate s WHERE s.name = q.name AND s.paused)
+    ORDER BY c.priority DESC, c.run_at, c.id
+    LIMIT %(limit)s
 )
 UPDATE pgqueue_job j
 SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
@@ -96,10 +83,24 @@ SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
 FROM picked
 WHERE j.id = picked.id
 RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
-    j.crashes, j.timeout, j.lease_token, j.started_at,
-    (SELECT EXISTS (SELECT 1 FROM pgqueue_job s
-                    WHERE s.state = 'ready' AND s.crashes > 0 AND s.queue IN (SELECT name FROM open_queues)))
-    AS suspect_waiting;
+    j.crashes, j.timeout, j.lease_token, j.started_at;
+
+-- name: job_lease_suspect
+-- Lease one ready crash suspect (a job whose process crashed before) of unpaused queues, to run alone in
+-- a worker that runs nothing else.
+UPDATE pgqueue_job j
+SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
+    lease_token = gen_random_uuid(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    started_at = clock_timestamp(), cancel_requested = false, progress = NULL, progress_message = ''
+WHERE j.id = (
+    SELECT s.id FROM pgqueue_job s
+    WHERE s.state = 'ready' AND s.crashes > 0 AND s.queue = ANY(%(queues)s::text[])
+      AND NOT EXISTS (SELECT 1 FROM pgqueue_queuestate q WHERE q.name = s.queue AND q.paused)
+    ORDER BY s.priority DESC, s.run_at, s.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED)
+RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
+    j.crashes, j.timeout, j.lease_token, j.started_at;
 
 -- name: job_set_state_if_running_many
 -- Apply transitions decided by pgqueue.lifecycle to jobs still running under the same lease token,
@@ -157,15 +158,15 @@ SELECT d.id, d.state, (SELECT count(*) FROM wake) AS woken FROM done d;
 
 -- name: job_get_held_by_worker
 -- The running jobs a worker process still held when it exited, locked for the transition that follows.
-SELECT id, attempts AS attempt, max_attempts, lost_attempts, crashes, lease_token, started_at, leased_by
+SELECT id, queue, attempts AS attempt, max_attempts, lost_attempts, crashes, lease_token, started_at, leased_by
 FROM pgqueue_job
 WHERE state = 'running' AND leased_by = %(worker)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: job_get_expired
 -- Running jobs whose lease expired or whose worker is dead or silent (at most %(limit)s), locked.
-SELECT j.id, j.attempts AS attempt, j.max_attempts, j.lost_attempts, j.crashes, j.lease_token, j.started_at,
-    j.leased_by
+SELECT j.id, j.queue, j.attempts AS attempt, j.max_attempts, j.lost_attempts, j.crashes, j.lease_token,
+    j.started_at, j.leased_by
 FROM pgqueue_job j
 WHERE j.state = 'running'
   AND (j.lease_expires_at < now()
@@ -345,6 +346,10 @@ SELECT id FROM dead;
 -- name: maintenance_try_lead
 -- Try to become the maintenance leader: a session advisory lock held while the connection lives.
 SELECT pg_try_advisory_lock(%(key)s) AS leader;
+
+-- name: channel_notify
+-- Send NOTIFYs on the channel (at commit of the caller's transaction), one per payload.
+SELECT count(pg_notify(%(channel)s, p)) AS sent FROM unnest(%(payloads)s::text[]) AS p;
 
 -- name: channel_listen
 -- Wake this connection on every NOTIFY of the channel (its name is quoted in by the database layer).

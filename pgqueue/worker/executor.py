@@ -262,12 +262,12 @@ class Executor:
             end = _with_problems(end, leave_connections_clean(), fn, self.worker_id)
             if ctx._completed and end.how is Ending.RETURNED and not _still_leased(job):
                 return None  # complete_in_transaction's transaction committed: nothing left to record
+            return end
+        finally:
             try:
                 close_old_connections()
             except BaseException:
                 logger.exception("job %s: closing old database connections failed", job.id)
-            return end
-        finally:
             _current.reset(token)
 
     async def _run_async(self, fn: Any, job: LeasedJob, ctx: JobContext) -> AttemptEnd | None:

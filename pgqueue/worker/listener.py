@@ -1,4 +1,5 @@
-"""A worker's LISTEN connection: registered in the loop's selector, says when one of its queues got work."""
+"""A worker's LISTEN connection: registered in the loop's selector, says when one of its queues got work
+(payload: the queue's name) or got a crash suspect to run alone (payload: SUSPECTS + the queue's name)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ import selectors
 import psycopg
 
 from pgqueue import db
+
+SUSPECTS = ",suspects:"  # a queue name has no comma, so no queue's payload starts like this
+
+
+class Wake:
+    """What the NOTIFYs read at once said: work in our queues, crash suspects in our queues."""
+
+    __slots__ = ("suspects", "work")
+
+    def __init__(self, work: bool = False, suspects: bool = False) -> None:
+        self.work = work
+        self.suspects = suspects
 
 
 class Listener:
@@ -19,6 +32,7 @@ class Listener:
         self.selector = selector
         self.channel = channel
         self.queues = frozenset(queues)
+        self.suspect_payloads = frozenset(SUSPECTS + q for q in queues)
         self.fd = -1  # the registered socket while listening, -1 otherwise
 
     @property
@@ -39,21 +53,24 @@ class Listener:
         except db.CONNECTION_ERRORS:
             return False  # Database.run already closed it; try again at the next wait
 
-    def read(self) -> bool:
-        """Consume pending NOTIFYs; True if one names our queues (or the connection broke: poll then)."""
+    def read(self) -> Wake:
+        """Consume pending NOTIFYs. A broken connection wakes for both (anything may have been missed)."""
         conn = self.database.conn
         if conn is None:
             self.stop()
-            return True
-        woken = False
+            return Wake(work=True, suspects=True)
+        wake = Wake()
         try:
             for note in conn.notifies(timeout=0):
-                woken = woken or note.payload in self.queues
+                if note.payload in self.queues:
+                    wake.work = True
+                elif note.payload in self.suspect_payloads:
+                    wake.suspects = True
         except psycopg.Error as exc:
             self.stop()
             self.database.broken(exc)
-            return True
-        return woken
+            return Wake(work=True, suspects=True)
+        return wake
 
     def stop(self) -> None:
         """Forget the socket by the fd we registered (a lost connection can no longer tell it)."""

@@ -7,6 +7,7 @@ from pgqueue.conf import Settings
 from pgqueue.lifecycle import AttemptEnd, Ending, decide
 from pgqueue.types import HeldJob
 from pgqueue.worker.executor import now, retry_policy
+from pgqueue.worker.listener import SUSPECTS
 
 
 def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_code: int, *,
@@ -17,6 +18,9 @@ def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_
     with database.transaction():
         held = database.run("job_get_held_by_worker", worker=worker)
         _apply(database, settings, held, worker, exit_code=exit_code, crash=crash)
+        if crash and held:  # tell the workers of these queues that suspects wait to run alone
+            payloads = sorted({SUSPECTS + job.queue for job in held})
+            database.run("channel_notify", channel=settings.NOTIFY_CHANNEL, payloads=payloads)
     return held
 
 

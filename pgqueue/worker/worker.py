@@ -88,6 +88,7 @@ class Worker:
         self.parent = os.getppid()  # the supervisor: if it is gone, nobody would replace or rescue us
         self.drain_deadline = 0.0
         self.more_ready = True  # the last lease filled every slot, or a NOTIFY came: lease again soon
+        self.suspects_possible = True  # crash suspects may wait in our queues: look when running nothing
         self.next_poll = 0.0
         self.next_heartbeat = 0.0
         self.sleeping = False  # the loop is in select(): a job thread posting an ending wakes it
@@ -135,7 +136,7 @@ class Worker:
 
     def _wait(self) -> None:
         if self.phase is Phase.RUNNING and self.listener.ensure():
-            self.more_ready = True  # notifications may have been missed while not listening
+            self.more_ready = self.suspects_possible = True  # NOTIFYs may have been missed while not listening
         clock = time.monotonic()
         wake_at = min(self.next_heartbeat, self.drain_deadline if self.phase is Phase.DRAINING else self.next_poll)
         deadlines = [r.deadline for r in self.running.values() if r.deadline is not None]
@@ -151,8 +152,14 @@ class Worker:
         finally:
             self.sleeping = False
         for key, _mask in ready:
-            if key.data == "listen" and self.listener.read():
-                self.more_ready = True
+            if key.data == "listen":
+                wake = self.listener.read()
+                if wake.suspects:  # a crash left suspects: make room to run one alone
+                    self.suspects_possible = True
+                    if self.isolation is Isolation.NONE and (self.running or self.stuck):
+                        self.isolation = Isolation.MAKING_ROOM
+                if wake.work or wake.suspects:
+                    self.more_ready = True
             # the pipe is drained in _handle_signals
 
     def _report(self, job: LeasedJob, end: AttemptEnd | None) -> None:
@@ -177,17 +184,28 @@ class Worker:
                 self.completer.add(decide(job, end, entry.policy, rand=random.random()))
         if self.isolation is Isolation.ALONE and not self.running:
             self.isolation = Isolation.NONE
+            self.more_ready = True  # more suspects, or the jobs held back meanwhile
 
     # -- leasing ----------------------------------------------------------------------------------
 
     def _lease(self) -> None:
         free = self._free_slots()
-        alone = not self.running and not self.stuck
         self.next_poll = time.monotonic() + self.settings.POLL_SECONDS
+        queues = list(self.options.queues)
         try:
+            if self.suspects_possible and not self.running and not self.stuck:
+                suspect = self.lease_db.run("job_lease_suspect", queues=queues, worker=self.id,
+                                            lease_seconds=self.settings.LEASE_SECONDS)
+                if suspect:  # it runs alone: nothing else is leased until it ends
+                    self.isolation = Isolation.ALONE
+                    self.leased += 1
+                    events.emit("job_isolated", worker=self.id, job_id=suspect[0].id, crashes=suspect[0].crashes)
+                    self._start(suspect[0])
+                    return
+                self.suspects_possible = False
+                self.isolation = Isolation.NONE
             jobs: list[LeasedJob] = self.lease_db.run(
-                "job_lease", queues=list(self.options.queues), limit=free, worker=self.id,
-                lease_seconds=self.settings.LEASE_SECONDS, alone=alone,
+                "job_lease", queues=queues, limit=free, worker=self.id, lease_seconds=self.settings.LEASE_SECONDS,
             )
         except db.CONNECTION_ERRORS:
             self.more_ready = False
@@ -195,17 +213,8 @@ class Worker:
             return
         self.more_ready = len(jobs) == free
         self.leased += len(jobs)
-        if not jobs:
-            self.isolation = Isolation.NONE
-            return
-        events.emit("job_leased", worker=self.id, count=len(jobs))
-        if jobs[0].crashes:
-            self.isolation = Isolation.ALONE
-            events.emit("job_isolated", worker=self.id, job_id=jobs[0].id, crashes=jobs[0].crashes)
-        elif jobs[0].suspect_waiting:
-            self.isolation = Isolation.MAKING_ROOM
-        else:
-            self.isolation = Isolation.NONE
+        if jobs:
+            events.emit("job_leased", worker=self.id, count=len(jobs))
         for job in jobs:
             self._start(job)
 

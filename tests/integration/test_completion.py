@@ -36,7 +36,7 @@ def database(role: str = "test") -> db.Database:
 
 def lease(n: int) -> list[LeasedJob]:
     with psycopg.connect(**connection_kwargs(), autocommit=True) as conn, conn.cursor() as cur:
-        return db.run(cur, "job_lease", queues=["default"], limit=n, worker="w1", lease_seconds=30, alone=False)
+        return db.run(cur, "job_lease", queues=["default"], limit=n, worker="w1", lease_seconds=30)
 
 
 def returned(job: LeasedJob, result: str) -> AttemptEnd:

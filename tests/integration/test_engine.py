@@ -29,11 +29,14 @@ def connect() -> psycopg.Connection:
     return psycopg.connect(**connection_kwargs(), autocommit=True)
 
 
-def lease(conn: psycopg.Connection, worker: str, limit: int, queues: tuple[str, ...] = ("default",),
-          alone: bool = False) -> list[LeasedJob]:
+def lease(conn: psycopg.Connection, worker: str, limit: int, queues: tuple[str, ...] = ("default",)) -> list[LeasedJob]:
     with conn.cursor() as cur:
-        return db.run(cur, "job_lease", queues=list(queues), limit=limit, worker=worker, lease_seconds=30,
-                      alone=alone)
+        return db.run(cur, "job_lease", queues=list(queues), limit=limit, worker=worker, lease_seconds=30)
+
+
+def lease_suspect(conn: psycopg.Connection, worker: str, queues: tuple[str, ...] = ("default",)) -> list[LeasedJob]:
+    with conn.cursor() as cur:
+        return db.run(cur, "job_lease_suspect", queues=list(queues), worker=worker, lease_seconds=30)
 
 
 POLICY = RetryPolicy(backoff=0.0, backoff_max=0.0, jitter=0.0)
@@ -100,7 +103,7 @@ def test_lease_uses_the_partial_ready_index() -> None:
         cur.execute("INSERT INTO pgqueue_job (queue, task) SELECT 'default', 'x.y' FROM generate_series(1, 2000)")
         cur.execute("ANALYZE pgqueue_job")
         cur.execute("EXPLAIN " + db.QUERIES["job_lease"],
-                    {"queues": ["default"], "limit": 10, "worker": "w", "lease_seconds": 30, "alone": False})
+                    {"queues": ["default"], "limit": 10, "worker": "w", "lease_seconds": 30})
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "pgqueue_job_ready" in plan, plan
     assert "Seq Scan on pgqueue_job" not in plan, plan
@@ -124,14 +127,18 @@ def test_rescue_after_worker_death_reruns_and_zombie_cannot_complete() -> None:
     jobs.add.enqueue(1, 2)
     jobs.add.enqueue(3, 4)
     database_ = database()
-    with connect() as conn:
+    with connect() as conn, connect() as listener:
+        listener.execute('LISTEN "pgqueue"')
         rows = lease(conn, "dead-worker", 2)
         rescued = rescue.held_by_worker(database_, get_settings(), "dead-worker", -9)
         assert {r.id for r in rescued} == {r.id for r in rows}
         assert set(Job.objects.values_list("state", "crashes", "lost_attempts")) == {("ready", 1, 1)}
-        # crash suspects run alone: a busy worker is told one waits, an idle one leases exactly one
+        # the workers of the queue hear that suspects wait, and suspects run alone: job_lease leaves them,
+        # job_lease_suspect takes exactly one
+        payloads = {n.payload for n in listener.notifies(timeout=1.0, stop_after=2)}
+        assert payloads == {"default", ",suspects:default"}
         assert lease(conn, "busy", 5) == []
-        (again,) = lease(conn, "new-worker", 5, alone=True)
+        (again,) = lease_suspect(conn, "new-worker")
         assert again.id in {r.id for r in rows} and again.attempt == 2 and again.crashes == 1
         stale = next(r for r in rows if r.id == again.id)
         assert finish(conn, "dead-worker", [stale]) == set()  # the zombie's late completion is refused
@@ -149,7 +156,7 @@ def test_a_job_that_crashes_its_process_alone_again_is_dead_as_crashed() -> None
     with connect() as conn:
         lease(conn, "w1", 1)
         rescue.held_by_worker(database_, get_settings(), "w1", -11)  # alone: a suspect, runs alone next
-        (row,) = lease(conn, "w2", 1, alone=True)
+        (row,) = lease_suspect(conn, "w2")
         rescue.held_by_worker(database_, get_settings(), "w2", -11)  # alone again: the likely cause
     database_.close()
     job = Job.objects.get(pk=h.id)

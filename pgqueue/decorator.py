@@ -115,15 +115,17 @@ class JobFunction:
             return f"{self.__name__}(...)"
         return f"{self.__name__}{self.signature.replace(return_annotation=inspect.Signature.empty)}"
 
-    def retry_delay(self, attempt: int, base: float, cap: float, jitter: float) -> float:
-        """Seconds to wait before the attempt after `attempt` (exponential, capped, jittered): this job's
-        retry_backoff, retry_backoff_max and retry_jitter, or else the given settings."""
-        policy = RetryPolicy(
+    def retry_policy(self, base: float, cap: float, jitter: float) -> RetryPolicy:
+        """This job's retry_backoff, retry_backoff_max and retry_jitter, each or else the given default."""
+        return RetryPolicy(
             backoff=base if self.retry_backoff is None else self.retry_backoff,
             backoff_max=cap if self.retry_backoff_max is None else self.retry_backoff_max,
             jitter=jitter if self.retry_jitter is None else self.retry_jitter,
         )
-        return policy.delay(attempt, random.random())
+
+    def retry_delay(self, attempt: int, base: float, cap: float, jitter: float) -> float:
+        """Seconds to wait before the attempt after `attempt` (exponential, capped, jittered)."""
+        return self.retry_policy(base, cap, jitter).delay(attempt, random.random())
 
     def is_retryable(self, exc: BaseException) -> bool:
         return not isinstance(exc, self.non_retryable)

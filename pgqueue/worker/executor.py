@@ -37,14 +37,10 @@ def now() -> dt.datetime:
 
 def retry_policy(fn: Any | None, settings: Settings) -> RetryPolicy:
     """The job function's retry policy, its unset parts (or all of it, for no function) from the settings."""
-
-    def pick(attr: str, default: float) -> float:
-        value = getattr(fn, attr, None) if fn is not None else None
-        return default if value is None else float(value)
-
-    return RetryPolicy(backoff=pick("retry_backoff", settings.RETRY_BACKOFF),
-                       backoff_max=pick("retry_backoff_max", settings.RETRY_BACKOFF_MAX),
-                       jitter=pick("retry_jitter", settings.RETRY_JITTER))
+    defaults = (settings.RETRY_BACKOFF, settings.RETRY_BACKOFF_MAX, settings.RETRY_JITTER)
+    if fn is None or isinstance(fn, BaseException):  # no function: unknown, or its module failed to import
+        return RetryPolicy(backoff=defaults[0], backoff_max=defaults[1], jitter=defaults[2])
+    return fn.retry_policy(*defaults)
 
 
 # -- describing an ending (never raises) ------------------------------------------------------------

@@ -152,17 +152,10 @@ class Supervisor:
 
     def _rescue(self, child: Child, code: int, *, crash: bool) -> None:
         """Whatever the child still held goes back now, not after its lease expires."""
-        for attempt in range(3):
-            try:
-                held = rescue.held_by_worker(self.db, self.settings, child.id, code, crash=crash)
-            except db.CONNECTION_ERRORS:
-                if attempt < 2:
-                    time.sleep(self.db.backoff())
-                continue
-            if held:
-                events.emit("job_rescued", count=len(held), worker=child.id, status=code)
-            return
-        events.emit("db_unavailable", worker=self.id, statement="job_get_held_by_worker")
+        held = self._retrying("job_get_held_by_worker",
+                              lambda: rescue.held_by_worker(self.db, self.settings, child.id, code, crash=crash))
+        if held:
+            events.emit("job_rescued", count=len(held), worker=child.id, status=code)
 
     def _restart_delay(self) -> float:
         """Back off when children keep dying: RESTART_LIMIT restarts per RESTART_WINDOW, then doubling."""
@@ -226,12 +219,15 @@ class Supervisor:
     # -- database -------------------------------------------------------------------------------
 
     def _db_call(self, name: str, **params: Any) -> list[Any]:
-        """Best effort: the supervisor keeps supervising while the database is away."""
+        return self._retrying(name, lambda: self.db.run(name, **params))
+
+    def _retrying(self, statement: str, call: Callable[[], list[Any]]) -> list[Any]:
+        """Best effort, three tries: the supervisor keeps supervising while the database is away."""
         for attempt in range(3):
             try:
-                return self.db.run(name, **params)
+                return call()
             except db.CONNECTION_ERRORS:
                 if attempt < 2:
                     time.sleep(self.db.backoff())
-        events.emit("db_unavailable", worker=self.id, statement=name)
+        events.emit("db_unavailable", worker=self.id, statement=statement)
         return []

@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 __all__ = [
     "JobContext",
     "JobHandle",
+    "JobNotUnique",
+    "Unique",
     "cancel",
     "current_job",
     "enqueue",
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from pgqueue.context import JobContext, current_job
     from pgqueue.decorator import job
     from pgqueue.enqueueing import JobHandle, enqueue, enqueue_many
+    from pgqueue.exceptions import JobNotUnique
+    from pgqueue.flow import Unique
     from pgqueue.operations import cancel, replay
 
 _LAZY = {
@@ -28,6 +32,8 @@ _LAZY = {
     "enqueue": "pgqueue.enqueueing",
     "enqueue_many": "pgqueue.enqueueing",
     "JobHandle": "pgqueue.enqueueing",
+    "JobNotUnique": "pgqueue.exceptions",
+    "Unique": "pgqueue.flow",
     "JobContext": "pgqueue.context",
     "current_job": "pgqueue.context",
     "cancel": "pgqueue.operations",

@@ -66,6 +66,8 @@ class Settings:
     # History retention, in seconds, for finished jobs (with their attempts).
     KEEP_SUCCEEDED_SECONDS: float = 24 * 3600.0
     KEEP_FAILED_SECONDS: float = 14 * 24 * 3600.0
+    # An idempotency key returns the same job's handle for this long after the first enqueue with it.
+    IDEMPOTENCY_SECONDS: float = 24 * 3600.0
     # LISTEN/NOTIFY channel.
     NOTIFY_CHANNEL: str = "pgqueue"
     # Supervisor: at most this many child restarts per RESTART_WINDOW seconds, then back off.
@@ -123,6 +125,7 @@ _RANGES: dict[str, tuple[float, bool, float]] = {
     "COMPLETION_FLUSH_MS": (0, False, FLUSH_MS_MAX),
     "KEEP_SUCCEEDED_SECONDS": (0, True, RETENTION_MAX),
     "KEEP_FAILED_SECONDS": (0, True, RETENTION_MAX),
+    "IDEMPOTENCY_SECONDS": (0, False, RETENTION_MAX),
     "RESTART_LIMIT": (0, False, 1_000_000),
     "RESTART_WINDOW": (0, False, SECONDS_MAX),
 }

@@ -40,12 +40,43 @@ class Moved:
     id: int
     state: str
     woken: int
+    slot_key: str | None  # the semaphore whose slot it gave up (then slot is the slot's number)
+    slot: int | None
 
 
 @dataclass(frozen=True, slots=True)
-class JobStateRow:
+class Cancelled:
     id: int
-    state: str
+    state: str  # 'cancelled', or 'cancelling' for a running job asked to stop
+    slot_key: str | None
+    slot: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Retried:
+    id: int
+    woken: int
+    key: str | None  # the semaphore it waits for ('blocked'), if any
+
+
+@dataclass(frozen=True, slots=True)
+class LockTaken:
+    call: int  # index of the call in the batch
+    id: int  # the job id the call gets if it holds all its keys
+    holder: int  # the job holding this key (== id: the call took it)
+    kind: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocksReaped:
+    released: int
+    deleted: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +90,7 @@ class Replayed:
     replay_of_id: int
     id: int
     woken: int
+    key: str | None  # the semaphore the copy waits for
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +144,12 @@ RETURNS: dict[str, type] = {
     "job_insert_many": Woken,
     "job_insert": Woken,
     "job_insert_ready": Woken,
+    "job_replace_waiting_many": Woken,
+    "lock_take_many": LockTaken,
+    "lock_reap": LocksReaped,
+    "semaphore_hand_off": Woken,
+    "semaphore_waiting_keys": Key,
+    "semaphore_slot_reap": Key,
     "job_reserve_ids": JobId,
     "job_lease": LeasedJob,
     "job_lease_suspect": LeasedJob,
@@ -120,8 +158,8 @@ RETURNS: dict[str, type] = {
     "job_get_expired": HeldJob,
     "job_stage_due": Staged,
     "job_heartbeat": Beat,
-    "job_cancel_many": JobStateRow,
-    "job_retry_many": Woken,
+    "job_cancel_many": Cancelled,
+    "job_retry_many": Retried,
     "job_delete_finished_many": JobId,
     "job_replay_many": Replayed,
     "job_prune": Count,
@@ -197,7 +235,31 @@ def transition_params(transitions: Sequence[Transition]) -> dict[str, list[Any]]
         "messages": [t.message for t in transitions],
         "tracebacks": [t.traceback for t in transitions],
         "exit_codes": [t.exit_code for t in transitions],
+        "release_locks": [t.release_lock for t in transitions],
+        "release_slots": [t.release_slot for t in transitions],
+        "slots": [t.slot for t in transitions],
     }
+
+
+def apply_transitions(database: Database, transitions: Sequence[Transition], *, worker: str,
+                      channel: str) -> list[Moved]:
+    """Apply transitions (job_set_state_if_running_many). When a job with a semaphore slot is among them,
+    in one transaction with semaphore_hand_off, so a slot given up goes to the next blocked job at once."""
+    params = transition_params(transitions)
+    if not any(t.slot is not None for t in transitions):
+        return database.run("job_set_state_if_running_many", **params, worker=worker, channel=channel)
+    with database.transaction():
+        moved: list[Moved] = database.run("job_set_state_if_running_many", **params, worker=worker, channel=channel)
+        if any(m.slot_key is not None for m in moved):
+            database.run("semaphore_hand_off", **hand_off_params(moved, channel=channel))
+    return moved
+
+
+def hand_off_params(rows: Sequence[Moved | Cancelled], *, channel: str, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """semaphore_hand_off's parameters: the slots these rows gave up, and more keys to look at."""
+    given_up = [r for r in rows if r.slot_key is not None]
+    return {"job_ids": [r.id for r in given_up], "slot_keys": [r.slot_key for r in given_up],
+            "slots": [r.slot for r in given_up], "keys": sorted(set(keys)), "channel": channel}
 
 
 def run_in_django(name: str, /, *, using: str | None = None, **params: Any) -> list[Any]:

@@ -7,10 +7,11 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pgqueue import enqueueing, registry
+from pgqueue import enqueueing, flow, registry
 from pgqueue.conf import JITTER_MAX, MAX_ATTEMPTS_MAX
 from pgqueue.enqueueing import JobHandle, a_type
 from pgqueue.exceptions import InvalidJob, NonRetryable
+from pgqueue.flow import KeySpec, RetryOrder, Unique
 from pgqueue.lifecycle import RetryPolicy
 from pgqueue.options import (
     NO_OPTIONS,
@@ -45,6 +46,11 @@ class JobFunction:
         retry_jitter: float | None,
         non_retryable: tuple[type[BaseException], ...],
         pass_context: bool,
+        unique: Unique | None = None,
+        concurrency_key: KeySpec | None = None,
+        concurrency_limit: int | None = None,
+        ordering_key: KeySpec | None = None,
+        ordering_retry: RetryOrder = RetryOrder.BLOCK,
     ) -> None:
         self.func = func
         self.name = name
@@ -57,6 +63,11 @@ class JobFunction:
         self.retry_jitter = retry_jitter
         self.non_retryable: tuple[type[BaseException], ...] = (NonRetryable, *non_retryable)
         self.pass_context = pass_context
+        self.unique = unique
+        self.concurrency_key = concurrency_key
+        self.concurrency_limit = concurrency_limit
+        self.ordering_key = ordering_key
+        self.ordering_retry = ordering_retry
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = _signature(func)
         self._arity = _plain_arity(self.signature, pass_context)
@@ -77,7 +88,8 @@ class JobFunction:
         return JobCall(job=self, args=args, kwargs=kwargs)
 
     def options(self, **options: Any) -> BoundJob:
-        """Per-call options: queue, priority, run_at, delay (seconds or timedelta), max_attempts, timeout."""
+        """Per-call options: queue, priority, run_at, delay (seconds or timedelta), max_attempts, timeout,
+        and flow control: unique, unique_key, idempotency_key, concurrency_key, concurrency_limit, ordering_key."""
         unknown = set(options) - set(OPTION_NAMES)
         if unknown:
             raise InvalidJob(
@@ -85,7 +97,21 @@ class JobFunction:
             )
         opts = JobOptions(**options)
         check_options(opts, self.name)
+        self.flow_policy(opts)  # checked now, so a bad key fails here rather than at enqueue
+        if isinstance(opts.concurrency_key, str):
+            flow.check_template(f"Job {self.name}: concurrency_key", opts.concurrency_key, self)
+        if isinstance(opts.ordering_key, str):
+            flow.check_template(f"Job {self.name}: ordering_key", opts.ordering_key, self)
+        flow.check_unique_args(f"Job {self.name}:", flow.as_unique(f"Job {self.name}:", opts.unique), self)
         return BoundJob(self, opts)
+
+    def flow_policy(self, options: JobOptions) -> flow.FlowPolicy:
+        """This job's flow control merged with a call's options."""
+        return flow.policy(
+            self, unique=options.unique, unique_key=options.unique_key, idempotency_key=options.idempotency_key,
+            concurrency_key=options.concurrency_key, concurrency_limit=options.concurrency_limit,
+            ordering_key=options.ordering_key,
+        )
 
     def enqueue(self, /, *args: Any, **kwargs: Any) -> JobHandle:
         """Enqueue one call in the caller's transaction and return its handle."""
@@ -188,8 +214,16 @@ def job(
     retry_jitter: float | None = None,
     non_retryable: type[BaseException] | Iterable[type[BaseException]] = (),
     pass_context: bool = False,
+    unique: Unique | bool | None = None,
+    concurrency_key: KeySpec | None = None,
+    concurrency_limit: int | None = None,
+    ordering_key: KeySpec | None = None,
+    ordering_retry: RetryOrder | str = RetryOrder.BLOCK,
 ) -> Any:
-    """Register a function (sync or async) as a job. Use as @job or @job(queue=..., ...)."""
+    """Register a function (sync or async) as a job. Use as @job or @job(queue=..., ...).
+
+    Flow control (docs/concurrency.md): unique=True or Unique(...); concurrency_limit=N, with
+    concurrency_key=... (default: the job's name); ordering_key=... with ordering_retry "block" or "skip"."""
 
     def register(fn: Callable[..., Any]) -> JobFunction:
         path = _job_name(fn, name)
@@ -209,11 +243,20 @@ def job(
             check_fraction(f"{label} retry_jitter", retry_jitter, JITTER_MAX)
         if not isinstance(pass_context, bool):
             raise InvalidJob(f"{label} pass_context must be True or False, got {pass_context!r}.")
+        uniqueness = flow.as_unique(label, unique)
+        flow.check_semaphore(label, concurrency_key, concurrency_limit, ordering_key, uniqueness)
+        retry_order = flow.RetryOrder(flow.choice(f"{label} ordering_retry", ordering_retry, flow.RetryOrder))
         wrapped = JobFunction(
             fn, name=path, queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
             retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
             non_retryable=_exception_classes(label, non_retryable), pass_context=pass_context,
+            unique=uniqueness, concurrency_key=concurrency_key, concurrency_limit=concurrency_limit,
+            ordering_key=ordering_key, ordering_retry=retry_order,
         )
+        flow.check_unique_args(label, uniqueness, wrapped)
+        for what, spec in (("concurrency_key", concurrency_key), ("ordering_key", ordering_key)):
+            if spec is not None:
+                flow.check_template(f"{label} {what}", spec, wrapped)
         if pass_context and wrapped.signature is not None:
             try:
                 wrapped.signature.bind_partial(None)

@@ -7,7 +7,7 @@ import functools
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, connections, transaction
@@ -17,10 +17,12 @@ from pgqueue.conf import MAX_ATTEMPTS_MAX, Settings, get_settings
 from pgqueue.exceptions import (
     InvalidJob,
     JobNotFound,
+    JobNotUnique,
     NotSerializable,
     PayloadTooLarge,
     UnknownQueue,
 )
+from pgqueue.flow import NO_FLOW, Flow, FlowPolicy, OnConflict
 from pgqueue.options import (
     NO_OPTIONS,
     PRIORITY_MAX,
@@ -42,11 +44,15 @@ MAX_JSON_DEPTH = 100
 
 @dataclass(frozen=True, slots=True)
 class JobHandle:
-    """What enqueue returns: the job's id (known before commit) and where it went."""
+    """What enqueue returns: the job's id (known before commit) and where it went. With flow control the
+    job may be one that was already there: created is False (a uniqueness or idempotency key was held
+    by it), and replaced is True when this call's arguments and run_at replaced its own."""
 
     id: int
     task: str
     queue: str
+    created: bool = True
+    replaced: bool = False
 
     def fetch(self) -> Any:
         """The job row (a pgqueue.models.Job) as it is now."""
@@ -72,6 +78,7 @@ class _Row:
     run_at: dt.datetime | None
     max_attempts: int
     timeout: float | None
+    flow: Flow = NO_FLOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,7 @@ class _Resolved:
     run_at: dt.datetime | None
     max_attempts: int
     timeout: float | None
+    flow: FlowPolicy
 
 
 def enqueue(task: str, /, *args: Any, **kwargs: Any) -> JobHandle:
@@ -138,10 +146,19 @@ def enqueue_calls(calls: Sequence[JobCall]) -> list[JobHandle]:
                 options = resolved[key] = _resolve(call, settings, now)
         rows.append(_prepare(call, options, settings))
     alias = settings.DATABASE
+    locks = any(r.flow.lock_key is not None or r.flow.idempotency_key is not None for r in rows)
     if len(connections.settings) > 1 and not connections[alias].in_atomic_block:
         caller = _caller_transaction(alias)
         if caller is not None:
+            if locks:
+                raise InvalidJob(
+                    f"Uniqueness and idempotency keys are checked in the transaction that enqueues, on database "
+                    f"{alias!r}; this call is inside a transaction on {caller!r} only. Open "
+                    f"transaction.atomic(using={alias!r}) around the enqueue too."
+                )
             return _defer_to_commit(rows, alias, caller, settings)
+    if locks:
+        return _enqueue_with_locks(rows, alias, settings)
     ids = _insert(rows, [None] * len(rows), alias, settings)
     return _handles(rows, ids)
 
@@ -179,7 +196,7 @@ def _resolve(call: JobCall, settings: Settings, now: dt.datetime) -> _Resolved:
     if timeout is not None:
         timeout = float(check_seconds(f"{label} timeout", timeout))
     return _Resolved(queue=queue, priority=priority, run_at=run_at(opts, job.name, now),
-                     max_attempts=max_attempts, timeout=timeout)
+                     max_attempts=max_attempts, timeout=timeout, flow=job.flow_policy(opts))
 
 
 def _prepare(call: JobCall, options: _Resolved, settings: Settings) -> _Row:
@@ -198,6 +215,7 @@ def _prepare(call: JobCall, options: _Resolved, settings: Settings) -> _Row:
     return _Row(
         queue=options.queue, task=job.name, args=args, kwargs=kwargs, priority=options.priority,
         run_at=options.run_at, max_attempts=options.max_attempts, timeout=options.timeout,
+        flow=NO_FLOW if options.flow.empty else options.flow.flow(job, call.args, call.kwargs),
     )
 
 
@@ -288,8 +306,104 @@ def _reconnected(alias: str) -> bool:
     return True
 
 
+def _enqueue_with_locks(rows: list[_Row], alias: str, settings: Settings) -> list[JobHandle]:
+    """Enqueue calls of which some take uniqueness locks or idempotency keys, all or nothing (one
+    savepoint): take the keys (the lock table's unique index decides), insert the calls that got theirs,
+    and apply each other call's on_conflict. A call whose key an earlier call of the same batch took
+    conflicts with that call."""
+    handles: list[JobHandle | None] = [None] * len(rows)
+    first: dict[tuple[str, str], int] = {}
+    duplicates: dict[int, int] = {}  # index -> the earlier call of this batch holding one of its keys
+    lock_input: dict[str, list[Any]] = {"calls": [], "kinds": [], "keys": [], "untils": [], "windows": []}
+    for index, row in enumerate(rows):
+        keys = _lock_keys(row.flow)
+        earlier = next((first[k] for k in keys if k in first), None)
+        if earlier is not None:
+            duplicates[index] = earlier
+            continue
+        for kind, key in keys:
+            first[(kind, key)] = index
+            idempotent = kind == "idempotency"
+            lock_input["calls"].append(index)
+            lock_input["kinds"].append(kind)
+            lock_input["keys"].append(key)
+            lock_input["untils"].append("window" if idempotent else row.flow.until.value)
+            lock_input["windows"].append(settings.IDEMPOTENCY_SECONDS if idempotent else row.flow.window)
+    for index, earlier in duplicates.items():  # settled before any SQL: a reject writes nothing
+        if _is_idempotent_repeat(rows[index], rows[earlier]):
+            continue
+        if rows[index].flow.on_conflict is OnConflict.REJECT:
+            key = rows[index].flow.lock_key or ""
+            raise JobNotUnique(
+                f"Job {rows[index].task}: uniqueness key {key!r} is taken by call {earlier} of the same batch.",
+                key=key, job_id=0,
+            )
+        if rows[index].flow.on_conflict is OnConflict.REPLACE:
+            rows[earlier] = replace(rows[earlier], args=rows[index].args, kwargs=rows[index].kwargs,
+                                    run_at=rows[index].run_at)
+    ids: list[int | None] = [None] * len(rows)
+    with transaction.atomic(using=alias):
+        held: dict[int, tuple[int, str, str]] = {}  # index -> (holder id, kind, key) of a key it did not get
+        for taken in db.run_in_django("lock_take_many", using=alias, **lock_input):
+            ids[taken.call] = taken.id
+            if taken.holder != taken.id and taken.call not in held:
+                held[taken.call] = (taken.holder, taken.kind, taken.key)
+        rejected = [(i, h) for i, h in held.items() if h[1] == "unique" and rows[i].flow.on_conflict is OnConflict.REJECT]
+        if rejected:
+            index, (holder, _kind, key) = rejected[0]
+            raise JobNotUnique(f"Job {rows[index].task}: uniqueness key {key!r} is held by job {holder}.",
+                               key=key, job_id=holder)  # the savepoint rolls back the keys taken
+        replacing = [i for i, h in held.items() if h[1] == "unique" and rows[i].flow.on_conflict is OnConflict.REPLACE]
+        replaced = _replace_waiting(rows, replacing, [held[i][0] for i in replacing], alias, settings)
+        new = [i for i in range(len(rows)) if i not in held and i not in duplicates]
+        inserted = _insert([rows[i] for i in new], [ids[i] for i in new], alias, settings) if new else []
+    for index, job_id in zip(new, inserted, strict=True):
+        handles[index] = JobHandle(id=job_id, task=rows[index].task, queue=rows[index].queue)
+    for index, (holder, _kind, _key) in held.items():
+        handles[index] = JobHandle(id=holder, task=rows[index].task, queue=rows[index].queue, created=False,
+                                   replaced=holder in replaced)
+    for index, earlier in duplicates.items():
+        source = handles[earlier]
+        assert source is not None
+        changed = rows[index].flow.on_conflict is OnConflict.REPLACE and not _is_idempotent_repeat(rows[index], rows[earlier])
+        handles[index] = replace(source, created=False, replaced=changed)
+    return [h for h in handles if h is not None]
+
+
+def _lock_keys(flow: Flow) -> list[tuple[str, str]]:
+    keys = [("idempotency", flow.idempotency_key)] if flow.idempotency_key is not None else []
+    return keys + ([("unique", flow.lock_key)] if flow.lock_key is not None else [])
+
+
+def _is_idempotent_repeat(row: _Row, earlier: _Row) -> bool:
+    """The same idempotency key again: the earlier call's job stands, whatever the uniqueness policy."""
+    return row.flow.idempotency_key is not None and row.flow.idempotency_key == earlier.flow.idempotency_key
+
+
+def _replace_waiting(rows: list[_Row], indexes: list[int], holders: list[int], alias: str,
+                     settings: Settings) -> set[int]:
+    """on_conflict='replace': the holders that still wait get these calls' arguments and run_at."""
+    if not indexes:
+        return set()
+    result = db.run_in_django(
+        "job_replace_waiting_many", using=alias, ids=holders, args=[rows[i].args for i in indexes],
+        kwargs=[rows[i].kwargs for i in indexes], run_ats=[rows[i].run_at for i in indexes],
+        channel=settings.NOTIFY_CHANNEL,
+    )
+    return {row.id for row in result}
+
+
 def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings) -> list[int]:
-    if len(rows) == 1 and ids[0] is None and rows[0].run_at is None:
+    flows = [r.flow for r in rows]
+    if any(f is not NO_FLOW for f in flows):
+        result = db.run_in_django(
+            "job_insert_many", using=alias, **_insert_params(rows, ids, settings),
+            lock_keys=[f.lock_key for f in flows], idempotency_keys=[f.idempotency_key for f in flows],
+            concurrency_keys=[f.concurrency_key for f in flows],
+            concurrency_limits=[f.concurrency_limit for f in flows],
+            concurrency_holds=[f.concurrency_hold for f in flows],
+        )
+    elif len(rows) == 1 and ids[0] is None and rows[0].run_at is None:
         r = rows[0]  # ready now: the web view's enqueue
         result = db.run_in_django(
             "job_insert_ready", using=alias, queue=r.queue, task=r.task, args=r.args, kwargs=r.kwargs,
@@ -303,25 +417,31 @@ def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: S
             channel=settings.NOTIFY_CHANNEL,
         )
     else:
+        none = [None] * len(rows)
         result = db.run_in_django(
-            "job_insert_many",
-            using=alias,
-            ids=ids,
-            queues=[r.queue for r in rows],
-            tasks=[r.task for r in rows],
-            args=[r.args for r in rows],
-            kwargs=[r.kwargs for r in rows],
-            priorities=[r.priority for r in rows],
-            run_ats=[r.run_at for r in rows],
-            max_attempts=[r.max_attempts for r in rows],
-            timeouts=[r.timeout for r in rows],
-            replay_ofs=[None] * len(rows),
-            channel=settings.NOTIFY_CHANNEL,
+            "job_insert_many", using=alias, **_insert_params(rows, ids, settings), lock_keys=none,
+            idempotency_keys=none, concurrency_keys=none, concurrency_limits=none, concurrency_holds=none,
         )
     inserted = [row.id for row in result]
     if events.has_subscribers("job_enqueued"):
         events.emit("job_enqueued", count=len(inserted), queues=sorted({r.queue for r in rows}))
     return inserted
+
+
+def _insert_params(rows: list[_Row], ids: Sequence[int | None], settings: Settings) -> dict[str, Any]:
+    return {
+        "ids": ids,
+        "queues": [r.queue for r in rows],
+        "tasks": [r.task for r in rows],
+        "args": [r.args for r in rows],
+        "kwargs": [r.kwargs for r in rows],
+        "priorities": [r.priority for r in rows],
+        "run_ats": [r.run_at for r in rows],
+        "max_attempts": [r.max_attempts for r in rows],
+        "timeouts": [r.timeout for r in rows],
+        "replay_ofs": [None] * len(rows),
+        "channel": settings.NOTIFY_CHANNEL,
+    }
 
 
 def _handles(rows: list[_Row], ids: Sequence[int]) -> list[JobHandle]:

@@ -20,6 +20,8 @@ EVENTS = {
     "job_completion_refused": "worker, job_id, outcome (the lease was gone when its outcome was written)",
     "job_rescued": "count, worker, status (the exit code of the process that held them; None: lease expired)",
     "job_staged": "count",
+    "job_unblocked": "count (blocked jobs given a semaphore slot by the maintenance sweep)",
+    "flow_reaped": "locks, slots (uniqueness keys and semaphore slots no job held any more)",
     "job_isolated": "worker, job_id, crashes (a crash suspect runs alone in this worker)",
     "job_stuck": "worker, job_id, task, timeout (past its timeout: the worker will be replaced)",
     "job_cancel_requested": "worker, job_id",

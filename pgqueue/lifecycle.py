@@ -3,6 +3,11 @@
 The one place that decides a job's next state when an attempt ends. Workers (finish, release), supervisors
 (a child died holding jobs) and maintenance (expired leases) describe what happened as an AttemptEnd and
 apply what `decide` returns with one guarded statement (job_set_state_if_running_many). No I/O here.
+
+Flow control is part of the decision: a job that is done releases its uniqueness key and its semaphore
+slot; a job that will retry after a delay gives its slot up and waits as 'blocked' (the next job of its
+key runs meanwhile), unless it holds the line (an ordering key with ordering_retry="block"); a job that
+runs again at once (released at shutdown, rescued) keeps its slot.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from pgqueue.payload import fit
-from pgqueue.types import JobState, Outcome, ReasonCode, Transition
+from pgqueue.types import FINISHED_STATES, JobState, Outcome, ReasonCode, Transition
 
 # Column sizes the transition's text is fitted to (tests compare them with the models).
 ERROR_CLASS_MAX = 255
@@ -96,6 +101,12 @@ class Attempted(Protocol):
     def lease_token(self) -> uuid.UUID: ...
     @property
     def started_at(self) -> dt.datetime: ...
+    @property
+    def lock_key(self) -> str | None: ...
+    @property
+    def slot(self) -> int | None: ...
+    @property
+    def concurrency_hold(self) -> bool: ...
 
 
 def decide(job: Attempted, end: AttemptEnd, policy: RetryPolicy, *, rand: float = 0.0) -> Transition:
@@ -182,12 +193,16 @@ def _move(
     error_class = fit(error.error_class, ERROR_CLASS_MAX) if error else ""
     text = fit(error.message if error else message, MESSAGE_MAX)
     failed = outcome is not Outcome.SUCCEEDED and not keep_job_error
+    done = state in FINISHED_STATES
+    release_slot = job.slot is not None and (done or (state is JobState.SCHEDULED and not job.concurrency_hold))
+    if release_slot and not done:
+        state = JobState.BLOCKED  # waits for its run_at and a free slot
     return Transition(
         job_id=job.id,
         lease_token=job.lease_token,
         state=state,
         # A retry or a hand-back loses to a cancel request that arrived meanwhile; a final state stands.
-        yields_to_cancel=state in (JobState.READY, JobState.SCHEDULED),
+        yields_to_cancel=not done,
         run_at=run_at,
         reason_code=reason.value if reason else "",
         result=result,
@@ -205,6 +220,9 @@ def _move(
         message=text,
         traceback=fit(error.traceback, TRACEBACK_MAX, keep_end=True) if error else "",
         exit_code=end.exit_code,
+        release_lock=done and job.lock_key is not None,
+        release_slot=release_slot,
+        slot=job.slot,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import transaction
+
 from pgqueue import db
 from pgqueue.conf import check_queue_name, get_settings, short_repr
 from pgqueue.exceptions import InvalidJob, InvalidJobId
@@ -43,22 +45,45 @@ def _show(value: Any) -> str:
 def cancel(job_ids: int | Iterable[int]) -> dict[int, str]:
     """Cancel waiting jobs at once; ask running ones to stop. Returns {job id: "cancelled" | "cancelling"}.
 
-    Jobs already finished (or unknown) are left alone and absent from the result.
+    Jobs already finished (or unknown) are left alone and absent from the result. A cancelled job's
+    uniqueness key is released and its semaphore slot goes to the next blocked job, in one transaction.
     """
-    rows = db.run_in_django("job_cancel_many", ids=_ids(job_ids))
+    ids = _ids(job_ids)
+    settings = get_settings()
+    with transaction.atomic(using=settings.DATABASE):
+        rows = db.run_in_django("job_cancel_many", ids=ids)
+        if any(row.slot_key is not None for row in rows):
+            db.run_in_django("semaphore_hand_off", **db.hand_off_params(rows, channel=settings.NOTIFY_CHANNEL))
     return {row.id: row.state for row in rows}
 
 
 def replay(job_ids: int | Iterable[int]) -> dict[int, int]:
-    """Enqueue a new job copying each dead or cancelled job. Returns {old id: new id}."""
-    rows = db.run_in_django("job_replay_many", ids=_ids(job_ids), channel=get_settings().NOTIFY_CHANNEL)
+    """Enqueue a new job copying each dead or cancelled job. Returns {old id: new id}. A copy with a
+    semaphore takes a free slot or waits for one; uniqueness and idempotency keys are not copied."""
+    ids = _ids(job_ids)
+    settings = get_settings()
+    with transaction.atomic(using=settings.DATABASE):
+        rows = db.run_in_django("job_replay_many", ids=ids, channel=settings.NOTIFY_CHANNEL)
+        _hand_off([row.key for row in rows if row.key is not None])
     return {row.replay_of_id: row.id for row in rows}
 
 
 def retry(job_ids: int | Iterable[int]) -> list[int]:
-    """Run waiting jobs now, and give dead or cancelled ones one more attempt. Returns the ids moved."""
-    rows = db.run_in_django("job_retry_many", ids=_ids(job_ids), channel=get_settings().NOTIFY_CHANNEL)
+    """Run waiting jobs now, and give dead or cancelled ones one more attempt. Returns the ids moved.
+    A job with a semaphore runs when it holds a slot (it waits for one if it does not)."""
+    ids = _ids(job_ids)
+    settings = get_settings()
+    with transaction.atomic(using=settings.DATABASE):
+        rows = db.run_in_django("job_retry_many", ids=ids, channel=settings.NOTIFY_CHANNEL)
+        _hand_off([row.key for row in rows if row.key is not None])
     return [row.id for row in rows]
+
+
+def _hand_off(keys: list[str]) -> None:
+    """Give free slots of these semaphores to their blocked jobs (in the caller's transaction)."""
+    if keys:
+        db.run_in_django("semaphore_hand_off", **db.hand_off_params([], channel=get_settings().NOTIFY_CHANNEL,
+                                                                     keys=keys))
 
 
 def delete_finished(job_ids: int | Iterable[int]) -> list[int]:

@@ -34,6 +34,13 @@ class JobOptions:
     delay: float | dt.timedelta | None = None
     max_attempts: int | None = None
     timeout: float | None = None
+    # flow control (pgqueue.flow, docs/concurrency.md)
+    unique: Any = None  # True, False or a pgqueue.Unique: replaces the job's
+    unique_key: str | None = None  # this call's uniqueness key (with the job's Unique policy)
+    idempotency_key: str | None = None
+    concurrency_key: Any = None  # with concurrency_limit
+    concurrency_limit: int | None = None
+    ordering_key: Any = None
 
 
 OPTION_NAMES = tuple(f.name for f in fields(JobOptions))

@@ -16,7 +16,7 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     DEAD = "dead"  # failed for good: attempts exhausted, non-retryable, unknown task, lost too often
     CANCELLED = "cancelled"
-    BLOCKED = "blocked"  # waiting on a semaphore or dependency (later features)
+    BLOCKED = "blocked"  # waiting for a semaphore slot (a concurrency or ordering key)
 
 
 FINISHED_STATES = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
@@ -60,6 +60,10 @@ class LeasedJob:
     timeout: float | None
     lease_token: uuid.UUID
     started_at: dt.datetime
+    lock_key: str | None = None  # the uniqueness key it took
+    concurrency_key: str | None = None  # its semaphore
+    slot: int | None = None  # the semaphore slot it holds
+    concurrency_hold: bool = False  # keeps its slot while it waits to retry
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +79,10 @@ class HeldJob:
     lease_token: uuid.UUID
     started_at: dt.datetime
     leased_by: str
+    lock_key: str | None = None
+    concurrency_key: str | None = None
+    slot: int | None = None
+    concurrency_hold: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +113,10 @@ class Transition:
     message: str = ""
     traceback: str = ""
     exit_code: int | None = None  # LOST by a crash: the process's exit code (negative: the signal)
+    # flow control, applied by the same statement (and semaphore_hand_off in its transaction)
+    release_lock: bool = False  # its uniqueness key goes: it is done
+    release_slot: bool = False  # it gives its semaphore slot up (done, or waiting to retry without it)
+    slot: int | None = None  # the slot it held
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,8 +3,12 @@
 from pgqueue.models.attempts import Attempt
 from pgqueue.models.audit import AuditEntry
 from pgqueue.models.jobs import Job
+from pgqueue.models.locks import Lock
 from pgqueue.models.queues import QueueState
+from pgqueue.models.semaphores import Semaphore, SemaphoreSlot
 from pgqueue.models.stats import QueueStat
 from pgqueue.models.workers import WorkerProcess
 
-__all__ = ["Attempt", "AuditEntry", "Job", "QueueStat", "QueueState", "WorkerProcess"]
+__all__ = [
+    "Attempt", "AuditEntry", "Job", "Lock", "QueueStat", "QueueState", "Semaphore", "SemaphoreSlot", "WorkerProcess",
+]

@@ -44,6 +44,16 @@ class Job(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False, db_index=False,
         related_name="replays", help_text="The dead or cancelled job this one replays.",
     )
+    # Flow control (docs/concurrency.md): the uniqueness key it took, its idempotency key, its semaphore.
+    lock_key = models.CharField(max_length=255, null=True, blank=True, help_text="The uniqueness key it took.")
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    concurrency_key = models.CharField(
+        max_length=255, null=True, blank=True, help_text="Its semaphore (a concurrency or ordering key)."
+    )
+    slot = models.IntegerField(null=True, blank=True, help_text="The semaphore slot it holds (ready or running).")
+    concurrency_hold = models.BooleanField(
+        db_default=False, help_text="Keeps its slot while it waits to retry (an ordering key holding the line)."
+    )
     created_at = models.DateTimeField(db_default=Now())
     started_at = models.DateTimeField(null=True, blank=True, help_text="Start of the latest attempt.")
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -65,6 +75,11 @@ class Job(models.Model):
             # Serves job_prune and "recently finished" views.
             models.Index(fields=["finished_at"], name="pgqueue_job_finished", condition=Q(state__in=list(FINISHED_STATES))),
             models.Index(fields=["replay_of"], name="pgqueue_job_replays", condition=Q(replay_of__isnull=False)),
+            # Serves the semaphore hand-off: blocked jobs of a key in enqueue order.
+            models.Index(fields=["concurrency_key", "id"], name="pgqueue_job_blocked", condition=Q(state="blocked")),
+            # Serves the admin's search by idempotency key.
+            models.Index(fields=["idempotency_key"], name="pgqueue_job_idempotency",
+                         condition=Q(idempotency_key__isnull=False)),
             # Serves "dead jobs by reason" and the dead-letter views.
             models.Index(fields=["reason_code", "finished_at"], name="pgqueue_job_dead", condition=Q(state="dead")),
         ]

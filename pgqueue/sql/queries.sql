@@ -4,30 +4,138 @@
 
 -- name: job_insert_many
 -- Insert jobs from parallel arrays (one row or many); a NULL id takes the next one from the sequence.
--- Wakes listening workers once per queue that got a ready job (NOTIFY is coalesced per statement).
-WITH input AS (
-    SELECT *
+-- A job with a concurrency key that may run now takes a free slot of its semaphore (creating the
+-- semaphore on first use) and is 'ready', or is 'blocked' until a slot is handed to it; free slots are
+-- taken with SKIP LOCKED and never ahead of blocked jobs of the key. Wakes listening workers once per
+-- queue that got a ready job (NOTIFY is coalesced per statement).
+WITH input AS MATERIALIZED (
+    SELECT i.*, COALESCE(i.id, nextval(pg_get_serial_sequence('pgqueue_job', 'id'))) AS job_id,
+        COALESCE(i.run_at > now(), false) AS later
     FROM unnest(
         %(ids)s::bigint[], %(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(kwargs)s::text[],
         %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(max_attempts)s::int[],
-        %(timeouts)s::float8[], %(replay_ofs)s::bigint[]
-    ) AS i(id, queue, task, args, kwargs, priority, run_at, max_attempts, timeout, replay_of)
+        %(timeouts)s::float8[], %(replay_ofs)s::bigint[], %(lock_keys)s::text[], %(idempotency_keys)s::text[],
+        %(concurrency_keys)s::text[], %(concurrency_limits)s::int[], %(concurrency_holds)s::boolean[]
+    ) WITH ORDINALITY AS i(id, queue, task, args, kwargs, priority, run_at, max_attempts, timeout, replay_of,
+                           lock_key, idempotency_key, concurrency_key, concurrency_limit, concurrency_hold, ord)
+), wanting AS (
+    SELECT job_id, concurrency_key AS key, row_number() OVER (PARTITION BY concurrency_key ORDER BY ord) AS rank
+    FROM input WHERE concurrency_key IS NOT NULL AND NOT later
+), limits AS (
+    SELECT concurrency_key AS key, max(concurrency_limit) AS lim, count(*) FILTER (WHERE NOT later) AS n
+    FROM input WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key
+), created AS (
+    INSERT INTO pgqueue_semaphore (key, "limit", created_at)
+    SELECT key, lim, now() FROM limits
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key, "limit"
+), relimited AS (
+    UPDATE pgqueue_semaphore s SET "limit" = l.lim
+    FROM limits l WHERE s.key = l.key AND s."limit" <> l.lim
+    RETURNING s.key, s."limit"
+), grown AS (
+    INSERT INTO pgqueue_semaphore_slot (key, number)
+    SELECT r.key, g.n FROM relimited r CROSS JOIN LATERAL generate_series(0, r."limit" - 1) AS g(n)
+    ON CONFLICT (key, number) DO NOTHING
+), free AS (
+    SELECT f.key, f.number
+    FROM limits l
+    CROSS JOIN LATERAL (
+        SELECT s.key, s.number FROM pgqueue_semaphore_slot s
+        WHERE s.key = l.key AND s.job_id IS NULL AND s.number < l.lim
+          AND NOT EXISTS (SELECT 1 FROM pgqueue_job b WHERE b.state = 'blocked' AND b.concurrency_key = l.key)
+        ORDER BY s.number
+        LIMIT l.n
+        FOR UPDATE SKIP LOCKED
+    ) f
+), available AS (
+    SELECT key, number, row_number() OVER (PARTITION BY key ORDER BY number) AS rank
+    FROM (SELECT key, number FROM free
+          UNION ALL
+          SELECT c.key, g.n FROM created c CROSS JOIN LATERAL generate_series(0, c."limit" - 1) AS g(n)) a
+), assigned AS (
+    SELECT w.job_id, a.key, a.number FROM wanting w JOIN available a ON a.key = w.key AND a.rank = w.rank
+), new_slots AS (
+    INSERT INTO pgqueue_semaphore_slot (key, number, job_id)
+    SELECT c.key, g.n, a.job_id
+    FROM created c CROSS JOIN LATERAL generate_series(0, c."limit" - 1) AS g(n)
+    LEFT JOIN assigned a ON a.key = c.key AND a.number = g.n
+), taken_slots AS (
+    UPDATE pgqueue_semaphore_slot s SET job_id = a.job_id
+    FROM assigned a WHERE s.key = a.key AND s.number = a.number AND s.job_id IS NULL
 ), inserted AS (
     INSERT INTO pgqueue_job (
-        id, queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id
+        id, queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id,
+        lock_key, idempotency_key, concurrency_key, slot, concurrency_hold
     )
     SELECT
-        COALESCE(i.id, nextval(pg_get_serial_sequence('pgqueue_job', 'id'))),
-        i.queue, i.task, i.args::jsonb, i.kwargs::jsonb, i.priority,
-        CASE WHEN i.run_at IS NULL OR i.run_at <= now() THEN 'ready' ELSE 'scheduled' END,
-        COALESCE(i.run_at, now()), i.max_attempts, i.timeout, i.replay_of
-    FROM input i
+        i.job_id, i.queue, i.task, i.args::jsonb, i.kwargs::jsonb, i.priority,
+        CASE WHEN i.later THEN 'scheduled'
+             WHEN i.concurrency_key IS NOT NULL AND a.number IS NULL THEN 'blocked'
+             ELSE 'ready' END,
+        COALESCE(i.run_at, now()), i.max_attempts, i.timeout, i.replay_of,
+        i.lock_key, i.idempotency_key, i.concurrency_key, a.number, COALESCE(i.concurrency_hold, false)
+    FROM input i LEFT JOIN assigned a ON a.job_id = i.job_id
+    ORDER BY i.ord
     ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'ready') q
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM inserted ORDER BY id;
+
+-- name: job_replace_waiting_many
+-- Give jobs that still wait new arguments and run_at (a uniqueness conflict with on_conflict='replace');
+-- one without a semaphore slot that may run now waits for one ('blocked'). Wakes their queues.
+WITH replaced AS (
+    UPDATE pgqueue_job j
+    SET args = r.args::jsonb, kwargs = r.kwargs::jsonb, run_at = COALESCE(r.run_at, now()),
+        state = CASE WHEN COALESCE(r.run_at > now(), false) THEN
+                         CASE WHEN j.state = 'blocked' THEN 'blocked' ELSE 'scheduled' END
+                     WHEN j.concurrency_key IS NOT NULL AND j.slot IS NULL THEN 'blocked'
+                     ELSE 'ready' END
+    FROM unnest(%(ids)s::bigint[], %(args)s::text[], %(kwargs)s::text[], %(run_ats)s::timestamptz[])
+        AS r(id, args, kwargs, run_at)
+    WHERE j.id = r.id AND j.state IN ('scheduled', 'ready', 'blocked')
+    RETURNING j.id, j.queue, j.state
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM replaced WHERE state = 'ready') q
+)
+SELECT id, (SELECT count(*) FROM wake) AS woken FROM replaced;
+
+-- name: lock_take_many
+-- Take uniqueness locks and idempotency keys for calls about to be inserted, each call with a new job
+-- id; or say which job holds a key. The unique index on (kind, key) decides between concurrent
+-- enqueuers (the later one waits for the earlier one's commit). A key is taken over when its job
+-- released it and its window is over.
+WITH input AS (
+    SELECT *
+    FROM unnest(%(calls)s::int[], %(kinds)s::text[], %(keys)s::text[], %(untils)s::text[], %(windows)s::float8[])
+        AS i(call, kind, key, until, window_seconds)
+), ids AS MATERIALIZED (
+    SELECT call, nextval(pg_get_serial_sequence('pgqueue_job', 'id')) AS id FROM (SELECT DISTINCT call FROM input) c
+), taken AS (
+    INSERT INTO pgqueue_lock AS l (kind, key, job_id, until, released, expires_at, created_at)
+    SELECT i.kind, i.key, ids.id, i.until, i.kind = 'idempotency', now() + make_interval(secs => i.window_seconds),
+        now()
+    FROM input i JOIN ids USING (call)
+    ON CONFLICT (kind, key) DO UPDATE
+    -- each column: the new holder's value if the key was free, else the current holder's (kept)
+    SET job_id = CASE WHEN l.released AND (l.expires_at IS NULL OR l.expires_at <= now()) THEN EXCLUDED.job_id
+                      ELSE l.job_id END,
+        until = CASE WHEN l.released AND (l.expires_at IS NULL OR l.expires_at <= now()) THEN EXCLUDED.until
+                     ELSE l.until END,
+        expires_at = CASE WHEN l.released AND (l.expires_at IS NULL OR l.expires_at <= now()) THEN EXCLUDED.expires_at
+                          ELSE l.expires_at END,
+        created_at = CASE WHEN l.released AND (l.expires_at IS NULL OR l.expires_at <= now()) THEN EXCLUDED.created_at
+                          ELSE l.created_at END,
+        released = CASE WHEN l.released AND (l.expires_at IS NULL OR l.expires_at <= now()) THEN EXCLUDED.released
+                        ELSE l.released END
+    RETURNING l.kind, l.key, l.job_id
+)
+SELECT i.call, ids.id, t.job_id AS holder, i.kind, i.key
+FROM input i JOIN ids USING (call) JOIN taken t ON t.kind = i.kind AND t.key = i.key
+ORDER BY i.call, i.kind;
 
 -- name: job_insert
 -- Insert one job with a reserved id or a run_at, and wake its queue if it is ready; a reserved id that
@@ -60,7 +168,8 @@ SELECT nextval(pg_get_serial_sequence('pgqueue_job', 'id')) AS id FROM generate_
 
 -- name: job_lease
 -- Lease up to %(limit)s ready jobs of unpaused queues for one worker, best first, skipping locked rows.
--- Crash suspects (crashes > 0) are left to job_lease_suspect.
+-- Crash suspects (crashes > 0) are left to job_lease_suspect. A uniqueness key held until started is
+-- released here (a key row a duplicate enqueue holds is skipped, and reaped by maintenance).
 WITH picked AS (
     SELECT c.id
     FROM unnest(%(queues)s::text[]) AS q(name)
@@ -75,36 +184,58 @@ WITH picked AS (
     WHERE NOT EXISTS (SELECT 1 FROM pgqueue_queuestate s WHERE s.name = q.name AND s.paused)
     ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(limit)s
+), leased AS (
+    UPDATE pgqueue_job j
+    SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
+        lease_token = gen_random_uuid(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        started_at = clock_timestamp(), cancel_requested = false, progress = NULL, progress_message = ''
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
+        j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
+        j.concurrency_hold
+), unlocked AS (
+    UPDATE pgqueue_lock l SET released = true
+    WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
+                       ON k.kind = 'unique' AND k.key = x.lock_key AND k.job_id = x.id
+                   WHERE k.until = 'started' AND NOT k.released
+                   FOR UPDATE OF k SKIP LOCKED)
 )
-UPDATE pgqueue_job j
-SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
-    lease_token = gen_random_uuid(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-    started_at = clock_timestamp(), cancel_requested = false, progress = NULL, progress_message = ''
-FROM picked
-WHERE j.id = picked.id
-RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
-    j.crashes, j.timeout, j.lease_token, j.started_at;
+SELECT * FROM leased;
 
 -- name: job_lease_suspect
 -- Lease one ready crash suspect (a job whose process crashed before) of unpaused queues, to run alone in
--- a worker that runs nothing else.
-UPDATE pgqueue_job j
-SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
-    lease_token = gen_random_uuid(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-    started_at = clock_timestamp(), cancel_requested = false, progress = NULL, progress_message = ''
-WHERE j.id = (
-    SELECT s.id FROM pgqueue_job s
-    WHERE s.state = 'ready' AND s.crashes > 0 AND s.queue = ANY(%(queues)s::text[])
-      AND NOT EXISTS (SELECT 1 FROM pgqueue_queuestate q WHERE q.name = s.queue AND q.paused)
-    ORDER BY s.priority DESC, s.run_at, s.id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED)
-RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
-    j.crashes, j.timeout, j.lease_token, j.started_at;
+-- a worker that runs nothing else (releasing a uniqueness key held until started, as job_lease does).
+WITH leased AS (
+    UPDATE pgqueue_job j
+    SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
+        lease_token = gen_random_uuid(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        started_at = clock_timestamp(), cancel_requested = false, progress = NULL, progress_message = ''
+    WHERE j.id = (
+        SELECT s.id FROM pgqueue_job s
+        WHERE s.state = 'ready' AND s.crashes > 0 AND s.queue = ANY(%(queues)s::text[])
+          AND NOT EXISTS (SELECT 1 FROM pgqueue_queuestate q WHERE q.name = s.queue AND q.paused)
+        ORDER BY s.priority DESC, s.run_at, s.id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+    RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
+        j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
+        j.concurrency_hold
+), unlocked AS (
+    UPDATE pgqueue_lock l SET released = true
+    WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
+                       ON k.kind = 'unique' AND k.key = x.lock_key AND k.job_id = x.id
+                   WHERE k.until = 'started' AND NOT k.released
+                   FOR UPDATE OF k SKIP LOCKED)
+)
+SELECT * FROM leased;
 
 -- name: job_set_state_if_running_many
 -- Apply transitions decided by pgqueue.lifecycle to jobs still running under the same lease token,
 -- and write their attempt rows; a transition that yields to cancel becomes 'cancelled' if one was asked.
+-- Releases the uniqueness keys of jobs that are done (a key row a duplicate enqueue holds is skipped and
+-- reaped by maintenance) and returns the semaphore slots given up, for semaphore_hand_off in the same
+-- transaction.
 WITH input AS (
     SELECT *
     FROM unnest(
@@ -113,10 +244,10 @@ WITH input AS (
         %(lost)s::int[], %(crashes)s::int[], %(job_error_classes)s::text[], %(job_errors)s::text[],
         %(numbers)s::int[], %(outcomes)s::text[], %(workers)s::text[], %(started)s::timestamptz[],
         %(finished)s::timestamptz[], %(error_classes)s::text[], %(messages)s::text[], %(tracebacks)s::text[],
-        %(exit_codes)s::int[]
+        %(exit_codes)s::int[], %(release_locks)s::boolean[], %(release_slots)s::boolean[], %(slots)s::int[]
     ) AS i(id, token, state, yields, run_at, reason, result, attempts, lost, crashes, job_error_class,
            job_error, number, outcome, worker, started_at, finished_at, error_class, message, traceback,
-           exit_code)
+           exit_code, release_lock, release_slot, slot)
 ), done AS (
     UPDATE pgqueue_job j
     SET state = CASE WHEN j.cancel_requested AND i.yields THEN 'cancelled' ELSE i.state END,
@@ -128,10 +259,15 @@ WITH input AS (
         attempts = i.attempts, lost_attempts = i.lost, crashes = i.crashes,
         error_class = COALESCE(i.job_error_class, j.error_class),
         last_error = COALESCE(i.job_error, j.last_error),
+        slot = CASE WHEN i.release_slot OR (j.cancel_requested AND i.yields) THEN NULL ELSE j.slot END,
         leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
     FROM input i
     WHERE j.id = i.id AND j.state = 'running' AND j.lease_token = i.token
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state, j.lock_key,
+        i.release_lock OR (j.cancel_requested AND i.yields) AS unlock,
+        CASE WHEN (i.release_slot OR (j.cancel_requested AND i.yields)) AND i.slot IS NOT NULL
+             THEN j.concurrency_key END AS slot_key,
+        CASE WHEN i.release_slot OR (j.cancel_requested AND i.yields) THEN i.slot END AS slot
 ), history AS (
     INSERT INTO pgqueue_attempt (
         job_id, number, worker, started_at, finished_at, duration, outcome, error_class, message, traceback,
@@ -141,10 +277,17 @@ WITH input AS (
         EXTRACT(EPOCH FROM i.finished_at - i.started_at), i.outcome, i.error_class, i.message, i.traceback,
         i.exit_code
     FROM input i JOIN done d ON d.id = i.id
+), unlocked AS (
+    UPDATE pgqueue_lock l SET released = true
+    WHERE l.id IN (SELECT k.id FROM done d JOIN pgqueue_lock k
+                       ON k.kind = 'unique' AND k.key = d.lock_key AND k.job_id = d.id
+                   WHERE d.unlock AND NOT k.released
+                   FOR UPDATE OF k SKIP LOCKED)
 ), stats AS (
     INSERT INTO pgqueue_stat AS s (bucket, queue, worker, succeeded, retried, dead, cancelled)
     SELECT date_trunc('minute', now()), d.queue, %(worker)s,
-        count(*) FILTER (WHERE d.state = 'succeeded'), count(*) FILTER (WHERE d.state IN ('scheduled', 'ready')),
+        count(*) FILTER (WHERE d.state = 'succeeded'),
+        count(*) FILTER (WHERE d.state IN ('scheduled', 'ready', 'blocked')),
         count(*) FILTER (WHERE d.state = 'dead'), count(*) FILTER (WHERE d.state = 'cancelled')
     FROM done d
     GROUP BY d.queue
@@ -154,11 +297,109 @@ WITH input AS (
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM done WHERE state = 'ready') q
 )
-SELECT d.id, d.state, (SELECT count(*) FROM wake) AS woken FROM done d;
+SELECT d.id, d.state, (SELECT count(*) FROM wake) AS woken, d.slot_key, d.slot FROM done d;
+
+-- name: semaphore_hand_off
+-- Free the semaphore slots these jobs gave up, then give the free slots of their keys (and of
+-- %(keys)s) to the oldest blocked jobs of each key that may run now, in enqueue order: they become
+-- 'ready' holding the slot. Run in the transaction that gave the slots up. Wakes their queues.
+WITH given_up AS (
+    SELECT s.key, s.number
+    FROM pgqueue_semaphore_slot s
+    JOIN unnest(%(job_ids)s::bigint[], %(slot_keys)s::text[], %(slots)s::int[]) AS g(job_id, key, number)
+        ON s.key = g.key AND s.number = g.number AND s.job_id = g.job_id
+), keys AS (
+    SELECT key FROM given_up UNION SELECT unnest(%(keys)s::text[])
+), free AS (
+    SELECT key, number, true AS given_up FROM given_up
+    UNION ALL
+    SELECT f.key, f.number, false
+    FROM keys k
+    CROSS JOIN LATERAL (
+        SELECT s.key, s.number FROM pgqueue_semaphore_slot s
+        WHERE s.key = k.key AND s.job_id IS NULL
+        FOR UPDATE SKIP LOCKED
+    ) f
+), usable AS (
+    SELECT f.key, f.number, row_number() OVER (PARTITION BY f.key ORDER BY f.number) AS rank
+    FROM free f JOIN pgqueue_semaphore m ON m.key = f.key
+    WHERE f.number < m."limit"
+), waiting AS (
+    SELECT b.id, b.key, row_number() OVER (PARTITION BY b.key ORDER BY b.id) AS rank
+    FROM (SELECT key, count(*) AS n FROM usable GROUP BY key) k
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.concurrency_key AS key FROM pgqueue_job j
+        WHERE j.state = 'blocked' AND j.concurrency_key = k.key AND j.run_at <= now()
+        ORDER BY j.id
+        LIMIT k.n
+        FOR UPDATE SKIP LOCKED
+    ) b
+), handed AS (
+    SELECT w.id, u.key, u.number FROM usable u JOIN waiting w ON w.key = u.key AND w.rank = u.rank
+), slots AS (
+    UPDATE pgqueue_semaphore_slot s SET job_id = h.id
+    FROM free f LEFT JOIN handed h ON h.key = f.key AND h.number = f.number
+    WHERE s.key = f.key AND s.number = f.number AND (f.given_up OR h.id IS NOT NULL)
+), unblocked AS (
+    UPDATE pgqueue_job j SET state = 'ready', slot = h.number
+    FROM handed h WHERE j.id = h.id
+    RETURNING j.id, j.queue
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM unblocked) q
+)
+SELECT id, (SELECT count(*) FROM wake) AS woken FROM unblocked;
+
+-- name: semaphore_waiting_keys
+-- Keys with blocked jobs that may run now (at most %(limit)s), for the maintenance hand-off sweep.
+SELECT DISTINCT concurrency_key AS key
+FROM (SELECT concurrency_key FROM pgqueue_job
+      WHERE state = 'blocked' AND run_at <= now()
+      ORDER BY concurrency_key LIMIT 50000) b
+LIMIT %(limit)s;
+
+-- name: semaphore_slot_reap
+-- Free slots whose holder no longer holds them (it finished or was deleted without giving its slot
+-- back); a slot that changed holder since this statement began is left alone.
+UPDATE pgqueue_semaphore_slot s SET job_id = NULL
+FROM (
+    SELECT o.id, o.job_id FROM pgqueue_semaphore_slot o
+    WHERE o.job_id IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pgqueue_job j
+        WHERE j.id = o.job_id AND j.concurrency_key = o.key AND j.slot = o.number
+          AND j.state IN ('ready', 'running', 'scheduled'))
+) orphan
+WHERE s.id = orphan.id AND s.job_id = orphan.job_id
+RETURNING s.key;
+
+-- name: lock_reap
+-- Release uniqueness keys whose job no longer holds them (done, or never inserted), and delete keys that
+-- are released and past their window (idempotency keys included), %(limit)s at a time.
+WITH orphaned AS (
+    UPDATE pgqueue_lock l SET released = true
+    FROM (
+        SELECT o.id, o.job_id FROM pgqueue_lock o
+        WHERE o.kind = 'unique' AND NOT o.released AND NOT EXISTS (
+            SELECT 1 FROM pgqueue_job j
+            WHERE j.id = o.job_id AND j.lock_key = o.key
+              AND (j.state IN ('scheduled', 'ready', 'blocked') OR (j.state = 'running' AND o.until = 'finished')))
+        LIMIT %(limit)s
+    ) x
+    WHERE l.id = x.id AND l.job_id = x.job_id AND NOT l.released
+    RETURNING l.id
+), expired AS (
+    DELETE FROM pgqueue_lock
+    WHERE id IN (SELECT id FROM pgqueue_lock
+                 WHERE released AND (expires_at IS NULL OR expires_at <= now())
+                 LIMIT %(limit)s
+                 FOR UPDATE SKIP LOCKED)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM orphaned) AS released, (SELECT count(*) FROM expired) AS deleted;
 
 -- name: job_get_held_by_worker
 -- The running jobs a worker process still held when it exited, locked for the transition that follows.
-SELECT id, queue, attempts AS attempt, max_attempts, lost_attempts, crashes, lease_token, started_at, leased_by
+SELECT id, queue, attempts AS attempt, max_attempts, lost_attempts, crashes, lease_token, started_at, leased_by,
+    lock_key, concurrency_key, slot, concurrency_hold
 FROM pgqueue_job
 WHERE state = 'running' AND leased_by = %(worker)s
 FOR UPDATE SKIP LOCKED;
@@ -166,7 +407,7 @@ FOR UPDATE SKIP LOCKED;
 -- name: job_get_expired
 -- Running jobs whose lease expired or whose worker is dead or silent (at most %(limit)s), locked.
 SELECT j.id, j.queue, j.attempts AS attempt, j.max_attempts, j.lost_attempts, j.crashes, j.lease_token,
-    j.started_at, j.leased_by
+    j.started_at, j.leased_by, j.lock_key, j.concurrency_key, j.slot, j.concurrency_hold
 FROM pgqueue_job j
 WHERE j.state = 'running'
   AND (j.lease_expires_at < now()
@@ -177,19 +418,20 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: job_stage_due
--- Make scheduled jobs whose run_at has come ready, and wake workers of their queues.
+-- Make scheduled jobs whose run_at has come ready (or 'blocked', if they need a semaphore slot they do not
+-- hold: semaphore_hand_off gives them one), and wake workers of their queues.
 WITH due AS (
     UPDATE pgqueue_job j
-    SET state = 'ready'
+    SET state = CASE WHEN j.concurrency_key IS NOT NULL AND j.slot IS NULL THEN 'blocked' ELSE 'ready' END
     WHERE j.id IN (
         SELECT id FROM pgqueue_job
         WHERE state = 'scheduled' AND run_at <= now()
         ORDER BY run_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED)
-    RETURNING j.id, j.queue
+    RETURNING j.id, j.queue, j.state
 ), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM due) q
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM due WHERE state = 'ready') q
 )
 SELECT count(*) AS staged, (SELECT count(*) FROM wake) AS woken FROM due;
 
@@ -216,34 +458,54 @@ FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(values)s::float8[], %(messa
 WHERE j.id = p.id AND j.state = 'running' AND j.lease_token = p.token;
 
 -- name: job_cancel_many
--- Cancel waiting jobs now; ask running ones to stop (their worker sees it at its next heartbeat).
-WITH waiting AS (
-    UPDATE pgqueue_job
-    SET state = 'cancelled', finished_at = now(), reason_code = ''
+-- Cancel waiting jobs now, releasing their uniqueness keys and returning the semaphore slots they gave up
+-- (for semaphore_hand_off in the same transaction); ask running ones to stop (their worker sees it at
+-- its next heartbeat).
+WITH old AS (
+    SELECT id, slot FROM pgqueue_job
     WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked')
-    RETURNING id, state
+    FOR UPDATE
+), waiting AS (
+    UPDATE pgqueue_job j
+    SET state = 'cancelled', finished_at = now(), reason_code = '', slot = NULL
+    FROM old
+    WHERE j.id = old.id AND j.state IN ('scheduled', 'ready', 'blocked')
+    RETURNING j.id, j.state, j.lock_key, CASE WHEN old.slot IS NOT NULL THEN j.concurrency_key END AS slot_key,
+        old.slot
+), unlocked AS (
+    UPDATE pgqueue_lock l SET released = true
+    WHERE l.id IN (SELECT k.id FROM waiting w JOIN pgqueue_lock k
+                       ON k.kind = 'unique' AND k.key = w.lock_key AND k.job_id = w.id
+                   WHERE NOT k.released
+                   FOR UPDATE OF k SKIP LOCKED)
 ), running AS (
     UPDATE pgqueue_job
     SET cancel_requested = true
     WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running'
     RETURNING id, 'cancelling'::text AS state
 )
-SELECT id, state FROM waiting UNION ALL SELECT id, state FROM running;
+SELECT id, state, slot_key, slot FROM waiting
+UNION ALL
+SELECT id, state, NULL, NULL FROM running;
 
 -- name: job_retry_many
--- Run waiting jobs now; give dead or cancelled jobs one more attempt (same job, history kept).
+-- Run waiting jobs now; give dead or cancelled jobs one more attempt (same job, history kept). A job
+-- that needs a semaphore slot it does not hold waits for one ('blocked': semaphore_hand_off follows).
+-- A uniqueness key it released is not taken again: the operator asked for this run.
 WITH moved AS (
     UPDATE pgqueue_job
-    SET state = 'ready', run_at = now(), finished_at = NULL, reason_code = '', cancel_requested = false,
+    SET state = CASE WHEN concurrency_key IS NOT NULL AND slot IS NULL THEN 'blocked' ELSE 'ready' END,
+        run_at = now(), finished_at = NULL, reason_code = '', cancel_requested = false,
         max_attempts = CASE WHEN state IN ('dead', 'cancelled')
                             THEN GREATEST(max_attempts, attempts - lost_attempts + 1) ELSE max_attempts END,
         lost_attempts = 0, crashes = 0
     WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked', 'dead', 'cancelled')
-    RETURNING id, queue
+    RETURNING id, queue, state, concurrency_key
 ), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM moved) q
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM moved WHERE state = 'ready') q
 )
-SELECT id, (SELECT count(*) FROM wake) AS woken FROM moved;
+SELECT id, (SELECT count(*) FROM wake) AS woken, CASE WHEN state = 'blocked' THEN concurrency_key END AS key
+FROM moved;
 
 -- name: job_delete_finished_many
 -- Delete finished jobs (succeeded, dead, cancelled) and their attempts; other states are left alone.
@@ -279,20 +541,24 @@ ON CONFLICT (name) DO UPDATE SET pause_when_empty = true, paused = false, update
 RETURNING name;
 
 -- name: job_replay_many
--- Copy dead or cancelled jobs into new ready jobs that point back at them.
+-- Copy dead or cancelled jobs into new ready jobs that point back at them (a copy with a semaphore waits
+-- for a slot, 'blocked': semaphore_hand_off follows; uniqueness and idempotency keys are not copied).
 WITH source AS (
-    SELECT id, queue, task, args, kwargs, priority, max_attempts, timeout
+    SELECT id, queue, task, args, kwargs, priority, max_attempts, timeout, concurrency_key, concurrency_hold
     FROM pgqueue_job
     WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('dead', 'cancelled')
 ), inserted AS (
-    INSERT INTO pgqueue_job (queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id)
-    SELECT queue, task, args, kwargs, priority, 'ready', now(), max_attempts, timeout, id
+    INSERT INTO pgqueue_job (queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id,
+                             concurrency_key, concurrency_hold)
+    SELECT queue, task, args, kwargs, priority, CASE WHEN concurrency_key IS NULL THEN 'ready' ELSE 'blocked' END,
+        now(), max_attempts, timeout, id, concurrency_key, concurrency_hold
     FROM source
-    RETURNING id, queue, replay_of_id
+    RETURNING id, queue, replay_of_id, state, concurrency_key
 ), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted) q
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'ready') q
 )
-SELECT replay_of_id, id, (SELECT count(*) FROM wake) AS woken FROM inserted ORDER BY replay_of_id;
+SELECT replay_of_id, id, (SELECT count(*) FROM wake) AS woken, concurrency_key AS key
+FROM inserted ORDER BY replay_of_id;
 
 -- name: job_prune
 -- Delete finished jobs (and their attempts) older than their retention, a bounded batch at a time.

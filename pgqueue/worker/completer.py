@@ -137,10 +137,8 @@ class Completer:
             self._forget([transition])
 
     def _apply(self, transitions: list[Transition]) -> None:
-        rows = self.database.run(
-            "job_set_state_if_running_many", **db.transition_params(transitions), worker=self.worker_id,
-            channel=self.settings.NOTIFY_CHANNEL,
-        )
+        rows = db.apply_transitions(self.database, transitions, worker=self.worker_id,
+                                    channel=self.settings.NOTIFY_CHANNEL)
         self._forget(transitions)
         applied = {row.id: row.state for row in rows}
         self.written += len(applied)

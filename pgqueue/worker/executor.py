@@ -331,5 +331,7 @@ def complete_in_transaction(job: LeasedJob, worker_id: str, settings: Settings, 
     transition = decide(job, end, retry_policy(None, settings))
     rows = db.run_in_django("job_set_state_if_running_many", using=alias, **db.transition_params([transition]),
                             worker=worker_id, channel=settings.NOTIFY_CHANNEL)
+    if rows and rows[0].slot_key is not None:  # its semaphore slot goes to the next job in the same transaction
+        db.run_in_django("semaphore_hand_off", using=alias, **db.hand_off_params(rows, channel=settings.NOTIFY_CHANNEL))
     if not rows:
         raise JobCancelled(f"job {job.id}: its lease is gone (rescued or cancelled); it cannot complete here")

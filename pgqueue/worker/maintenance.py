@@ -1,4 +1,5 @@
-"""The maintenance role: one leader per cluster (advisory lock) stages due jobs, rescues lost ones, prunes."""
+"""The maintenance role: one leader per cluster (advisory lock) stages due jobs, rescues lost ones, hands
+free semaphore slots to blocked jobs, reaps orphaned locks and slots, prunes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pgqueue.worker.signals import SignalPipe
 
 LEADER_LOCK_KEY = 0x70677175  # "pgqu": the advisory lock that elects the maintenance leader
 PRUNE_EVERY = 60.0
+REAP_EVERY = 10.0  # orphaned uniqueness keys and semaphore slots (a safety net: statements release them)
+SWEEP_KEYS = 1_000  # semaphores looked at per hand-off sweep
 BATCH = 5_000
 PRUNE_ROUNDS = 100
 STATS_KEEP_SECONDS = 8 * 24 * 3600.0  # per-minute outcome counts, for the admin's charts
@@ -30,6 +33,7 @@ class Maintenance:
         self.pipe = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT))
         self.leader = False
         self.next_prune = 0.0
+        self.next_reap = 0.0
         self.registered = False
 
     def run(self) -> int:
@@ -69,12 +73,16 @@ class Maintenance:
         staged = self.db.run("job_stage_due", limit=BATCH, channel=s.NOTIFY_CHANNEL)[0].staged
         if staged:
             events.emit("job_staged", count=staged)
+        self._hand_off()
         self.db.run("workerprocess_reap", dead_after=s.WORKER_DEAD_AFTER)
         for row in self.db.run("queuestate_pause_drained"):
             events.emit("queue_paused", queue=row.name, reason="drained")
         rescued = rescue.expired(self.db, s, BATCH, by=self.id)
         if rescued:
             events.emit("job_rescued", count=len(rescued), worker=self.id, status=None)
+        if time.monotonic() >= self.next_reap:
+            self.next_reap = time.monotonic() + REAP_EVERY
+            self._reap()
         if time.monotonic() >= self.next_prune:
             self.next_prune = time.monotonic() + PRUNE_EVERY
             self.db.run("stat_prune", keep=STATS_KEEP_SECONDS)
@@ -83,6 +91,26 @@ class Maintenance:
                                       keep_failed=s.KEEP_FAILED_SECONDS, limit=BATCH)[0].count
                 if deleted < BATCH or self.pipe.received:
                     break
+
+    def _hand_off(self, keys: list[str] | None = None) -> None:
+        """Blocked jobs whose key has a free slot get it: the ones staged just now, a retry whose delay is
+        over, and any a hand-off missed (a slot freed while the job that would take it was not committed)."""
+        if keys is None:
+            keys = [row.key for row in self.db.run("semaphore_waiting_keys", limit=SWEEP_KEYS)]
+        if keys:
+            unblocked = self.db.run("semaphore_hand_off", **db.hand_off_params(
+                [], channel=self.settings.NOTIFY_CHANNEL, keys=keys))
+            if unblocked:
+                events.emit("job_unblocked", count=len(unblocked))
+
+    def _reap(self) -> None:
+        """Release uniqueness keys and semaphore slots that no job holds any more."""
+        locks = self.db.run("lock_reap", limit=BATCH)[0]
+        slots = [row.key for row in self.db.run("semaphore_slot_reap")]
+        if locks.released or slots:
+            events.emit("flow_reaped", locks=locks.released, slots=len(slots))
+        if slots:
+            self._hand_off(slots)
 
     def _sleep(self, seconds: float) -> None:
         select.select([self.pipe.read_fd], [], [], seconds)

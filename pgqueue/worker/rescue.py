@@ -44,5 +44,4 @@ def _apply(database: db.Database, settings: Settings, held: list[HeldJob], worke
                                crash=crash, alone=len(held) == 1), policy)
         for job in held
     ]
-    database.run("job_set_state_if_running_many", **db.transition_params(transitions), worker=worker,
-                 channel=settings.NOTIFY_CHANNEL)
+    db.apply_transitions(database, transitions, worker=worker, channel=settings.NOTIFY_CHANNEL)

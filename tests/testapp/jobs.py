@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-from pgqueue import JobContext, job
+from pgqueue import JobContext, Unique, job
 from pgqueue.exceptions import NonRetryable
 from tests.testapp.models import Mark
 
@@ -254,3 +254,77 @@ def completes_in_transaction(ctx: JobContext, label: str, then_die: bool) -> str
     if then_die:
         os.kill(os.getpid(), signal.SIGKILL)
     return "not stored: the job completed in its transaction"
+
+
+# -- flow control (tests/integration/test_flow.py, tests/process/test_flow.py) -------------------------------
+
+
+@job(queue="flow", unique=True)
+def unique_note(label: str) -> None:
+    Mark.objects.create(label=label)
+
+
+@job(queue="flow", unique=Unique(key="digest:{user_id}", on_conflict="discard"))
+def digest(user_id: int, text: str = "") -> str:
+    return text
+
+
+@job(queue="flow", unique=Unique(key="debounce:{account}", until="started", on_conflict="replace"))
+def debounce(account: str, value: int) -> int:
+    Mark.objects.create(label=f"debounce:{account}", attempt=value)
+    return value
+
+
+@job(queue="flow", unique=Unique(args=("day",), window=3600, on_conflict="discard"))
+def daily(day: str, note: str = "") -> str:
+    return note
+
+
+@job(queue="flow", concurrency_key="sem:{group}", concurrency_limit=2, max_attempts=3)
+def limited(group: str, label: str, sleep: float = 0.0, first_sleep: float = 0.0) -> None:
+    """Record, then sleep (longer on the first attempt, to be caught running)."""
+    from pgqueue import current_job
+
+    ctx = current_job()
+    attempt = ctx.attempt if ctx else None
+    Mark.objects.create(label=label, job_id=ctx.job_id if ctx else None, attempt=attempt, pid=os.getpid())
+    time.sleep(first_sleep if attempt == 1 and first_sleep else sleep)
+
+
+@job(queue="flow", unique=Unique(key="held:{label}"), concurrency_key="sem:{group}", concurrency_limit=2)
+def limited_unique(group: str, label: str, first_sleep: float = 0.0) -> None:
+    from pgqueue import current_job
+
+    ctx = current_job()
+    Mark.objects.create(label=label, job_id=ctx.job_id if ctx else None, attempt=ctx.attempt if ctx else None,
+                        pid=os.getpid())
+    if ctx and ctx.attempt == 1:
+        time.sleep(first_sleep)
+
+
+@job(queue="flow", ordering_key="stream:{stream}")
+def ordered(stream: str, seq: int, sleep: float = 0.0) -> None:
+    Mark.objects.create(label=f"ordered:{stream}", attempt=seq, pid=os.getpid())
+    time.sleep(sleep)
+
+
+@job(queue="flow", ordering_key="stream:{stream}", max_attempts=2, retry_backoff=1.0, retry_jitter=0.0)
+def ordered_flaky(stream: str, seq: int) -> None:
+    """seq 0 fails its first attempt: with ordering_retry="block" the others wait for its retry."""
+    from pgqueue import current_job
+
+    ctx = current_job()
+    Mark.objects.create(label=f"ordered:{stream}", attempt=seq, pid=os.getpid())
+    if seq == 0 and ctx and ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")
+
+
+@job(queue="flow", ordering_key="stream:{stream}", ordering_retry="skip", max_attempts=2, retry_backoff=1.0,
+     retry_jitter=0.0)
+def ordered_flaky_skip(stream: str, seq: int) -> None:
+    from pgqueue import current_job
+
+    ctx = current_job()
+    Mark.objects.create(label=f"ordered:{stream}", attempt=seq, pid=os.getpid())
+    if seq == 0 and ctx and ctx.attempt == 1:
+        raise RuntimeError("first attempt fails")

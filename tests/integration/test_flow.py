@@ -1,0 +1,351 @@
+"""Flow control on a real PostgreSQL: uniqueness locks, idempotency keys, semaphores and ordering keys,
+with concurrent enqueuers on their own connections and the worker's statements applied by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection, connections, transaction
+
+import pgqueue
+from pgqueue import db, operations
+from pgqueue.db import connection_kwargs
+from pgqueue.exceptions import JobNotUnique
+from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
+from pgqueue.models import Job, Lock, Semaphore, SemaphoreSlot
+from pgqueue.types import LeasedJob
+from pgqueue.worker.maintenance import Maintenance
+from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NO_DELAY = RetryPolicy(backoff=0.0, backoff_max=0.0, jitter=0.0)
+DELAY = RetryPolicy(backoff=60.0, backoff_max=60.0, jitter=0.0)
+
+
+def connect() -> psycopg.Connection:
+    return psycopg.connect(**connection_kwargs(), autocommit=True)
+
+
+def lease(conn: psycopg.Connection, limit: int = 10) -> list[LeasedJob]:
+    with conn.cursor() as cur:
+        return db.run(cur, "job_lease", queues=["flow"], limit=limit, worker="w1", lease_seconds=30)
+
+
+def end(conn: psycopg.Connection, rows: list[LeasedJob], how: Ending = Ending.RETURNED,
+        policy: RetryPolicy = NO_DELAY) -> list[db.Moved]:
+    """Decide and apply each attempt's transition as a worker's completer would."""
+    now = dt.datetime.now(dt.UTC)
+    error = None if how is Ending.RETURNED else ErrorInfo(error_class="RuntimeError", message="x")
+    transitions = [decide(r, AttemptEnd(how=how, worker="w1", finished_at=now, result="1", error=error), policy)
+                   for r in rows]
+    database = db.Database(connection_kwargs(), owner="w1", role="test")
+    database.conn = conn
+    return db.apply_transitions(database, transitions, worker="w1", channel="pgqueue")
+
+
+def held_keys() -> set[str]:
+    return set(Lock.objects.filter(released=False, kind="unique").values_list("key", flat=True))
+
+
+def states(ids: list[int]) -> list[str]:
+    found = dict(Job.objects.filter(id__in=ids).values_list("id", "state"))
+    return [found[i] for i in ids]
+
+
+def together(n: int, call: Callable[[int], Any]) -> list[Any]:
+    """Run call(i) in n threads, each with its own database connection, released at the same moment."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(10)
+            results[i] = call(i)
+        except Exception as exc:  # the test asserts on what each caller got
+            results[i] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+# -- uniqueness locks -------------------------------------------------------------------------------
+
+
+def test_reject_raises_with_the_holder_and_writes_nothing() -> None:
+    first = jobs.unique_note.enqueue("a")
+    with pytest.raises(JobNotUnique) as caught:
+        jobs.unique_note.enqueue("a")
+    assert caught.value.job_id == first.id
+    assert "is held by job" in str(caught.value)
+    assert Job.objects.count() == 1 and Lock.objects.count() == 1
+    other = jobs.unique_note.enqueue("b")  # other arguments, other key
+    assert other.created and other.id != first.id
+
+
+def test_a_reject_inside_the_callers_transaction_leaves_its_other_writes_to_the_caller() -> None:
+    jobs.unique_note.enqueue("a")
+    with transaction.atomic():
+        kept = jobs.add.enqueue(1, 2)
+        with pytest.raises(JobNotUnique):
+            pgqueue.enqueue_many([jobs.unique_note.call("new"), jobs.unique_note.call("a")])
+    assert sorted(Job.objects.values_list("task", flat=True)) == ["tests.testapp.jobs.add", "tests.testapp.jobs.unique_note"]
+    assert Job.objects.filter(id=kept.id).exists()
+    assert held_keys() == {'tests.testapp.jobs.unique_note:["a"]'}  # the key "new" was taken and rolled back
+
+
+def test_discard_returns_the_holders_handle() -> None:
+    first = jobs.digest.enqueue(7, "one")
+    again = jobs.digest.enqueue(7, "two")
+    assert (again.id, again.created, again.replaced) == (first.id, False, False)
+    assert Job.objects.get().kwargs == {} and Job.objects.get().args == [7, "one"]
+
+
+def test_replace_gives_the_waiting_job_the_new_arguments_and_run_at() -> None:
+    first = jobs.debounce.enqueue("acme", 1)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    again = jobs.debounce.options(run_at=later).enqueue("acme", 2)
+    assert (again.id, again.created, again.replaced) == (first.id, False, True)
+    row = Job.objects.get()
+    assert (row.args, row.state, abs((row.run_at - later).total_seconds()) < 1) == (["acme", 2], "scheduled", True)
+
+
+def test_until_started_releases_at_lease_and_until_finished_at_the_end() -> None:
+    waiting = jobs.debounce.enqueue("acme", 1)
+    note = jobs.unique_note.enqueue("x")
+    with connect() as conn:
+        leased = lease(conn)
+        assert {r.id for r in leased} == {waiting.id, note.id}
+        assert held_keys() == {'tests.testapp.jobs.unique_note:["x"]'}  # debounce's key went with the lease
+        second = jobs.debounce.enqueue("acme", 2)
+        assert second.created and second.id != waiting.id
+        with pytest.raises(JobNotUnique):
+            jobs.unique_note.enqueue("x")  # still running: held until finished
+        end(conn, [r for r in leased if r.id == note.id], Ending.RAISED)  # a retry keeps the key
+        assert 'tests.testapp.jobs.unique_note:["x"]' in held_keys()
+        retried = lease(conn)  # the note's retry, and the second debounce (whose key goes with its lease)
+        assert {r.id for r in retried} == {note.id, second.id}
+        end(conn, [r for r in retried if r.id == note.id])
+    assert held_keys() == set()
+    assert jobs.unique_note.enqueue("x").created
+
+
+def test_a_window_holds_the_key_after_the_job_is_done() -> None:
+    first = jobs.daily.enqueue("2026-11-24", "a")
+    with connect() as conn:
+        end(conn, lease(conn))
+    again = jobs.daily.enqueue("2026-11-24", "b")
+    assert (again.id, again.created) == (first.id, False)
+    Lock.objects.update(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+    assert jobs.daily.enqueue("2026-11-24", "c").created
+
+
+def test_cancel_releases_the_key() -> None:
+    first = jobs.unique_note.enqueue("c")
+    assert operations.cancel(first.id) == {first.id: "cancelled"}
+    assert held_keys() == set()
+    assert jobs.unique_note.enqueue("c").created
+
+
+def test_twenty_concurrent_enqueuers_get_one_job() -> None:
+    results = together(20, lambda i: jobs.unique_note.enqueue("race"))
+    created = [r for r in results if isinstance(r, pgqueue.JobHandle)]
+    refused = [r for r in results if isinstance(r, JobNotUnique)]
+    assert len(created) == 1 and len(refused) == 19, results
+    assert {r.job_id for r in refused} == {created[0].id}
+    assert Job.objects.count() == 1
+
+
+def test_twenty_concurrent_discards_all_get_the_one_handle() -> None:
+    def enqueue(i: int) -> pgqueue.JobHandle:
+        with transaction.atomic():
+            return jobs.digest.enqueue(42, f"caller {i}")
+
+    results = together(20, enqueue)
+    assert all(isinstance(r, pgqueue.JobHandle) for r in results), results
+    assert len({r.id for r in results}) == 1 and sum(r.created for r in results) == 1
+    assert Job.objects.count() == 1
+
+
+def test_a_batch_with_a_key_twice_takes_it_once() -> None:
+    handles = jobs.digest.enqueue_many([(1, "a"), (2, "b"), (1, "c")])
+    assert handles[2].id == handles[0].id and not handles[2].created
+    assert Job.objects.count() == 2
+    with pytest.raises(JobNotUnique, match="same batch"):
+        jobs.unique_note.enqueue_many([("z",), ("z",)])
+    assert Job.objects.count() == 2
+
+
+def test_maintenance_reaps_an_orphaned_lock() -> None:
+    handle = jobs.unique_note.enqueue("orphan")
+    Job.objects.filter(id=handle.id).delete()  # a job gone without releasing its key
+    assert held_keys() == {'tests.testapp.jobs.unique_note:["orphan"]'}
+    reaped = db.run_in_django("lock_reap", limit=100)[0]
+    assert (reaped.released, reaped.deleted) == (1, 0)
+    assert jobs.unique_note.enqueue("orphan").created  # a released key is taken over
+    Job.objects.all().delete()
+    assert db.run_in_django("lock_reap", limit=100)[0].released == 1
+    assert db.run_in_django("lock_reap", limit=100)[0].deleted == 1  # released keys go in the next round
+    assert Lock.objects.count() == 0
+
+
+# -- idempotency keys ---------------------------------------------------------------------------------
+
+
+def test_an_idempotency_key_returns_the_first_jobs_handle_even_after_it_is_done() -> None:
+    first = jobs.add.options(idempotency_key="order-42-paid").enqueue(1, 2)
+    with connect() as conn:
+        with conn.cursor() as cur:
+            rows = db.run(cur, "job_lease", queues=["default"], limit=5, worker="w1", lease_seconds=30)
+        end(conn, rows)
+    again = jobs.add.options(idempotency_key="order-42-paid").enqueue(3, 4)
+    assert (again.id, again.created) == (first.id, False)
+    assert Job.objects.get().idempotency_key == "order-42-paid"
+    Lock.objects.update(expires_at=dt.datetime.now(dt.UTC))  # retention over
+    assert jobs.add.options(idempotency_key="order-42-paid").enqueue(3, 4).created
+
+
+def test_idempotency_key_race_gives_every_caller_the_one_handle() -> None:
+    def enqueue(i: int) -> pgqueue.JobHandle:
+        with transaction.atomic():
+            return jobs.add.options(idempotency_key="pay-7").enqueue(i, i)
+
+    results = together(20, enqueue)
+    assert all(isinstance(r, pgqueue.JobHandle) for r in results), results
+    assert len({r.id for r in results}) == 1
+    assert Job.objects.count() == 1 and Job.objects.get().id == results[0].id
+
+
+def test_an_idempotency_key_whose_first_transaction_rolled_back_is_free() -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                jobs.add.options(idempotency_key="k").enqueue(1, 1)
+                entered.set()
+                release.wait(10)
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    entered.wait(10)
+    timer = threading.Timer(0.3, release.set)  # the second enqueue waits on the first until it rolls back
+    timer.start()
+    second = jobs.add.options(idempotency_key="k").enqueue(2, 2)
+    thread.join(10)
+    assert second.created and Job.objects.get().id == second.id
+
+
+# -- semaphores and ordering keys -------------------------------------------------------------------
+
+
+def test_a_semaphore_lets_two_be_ready_and_blocks_the_rest_in_enqueue_order() -> None:
+    handles = [jobs.limited.enqueue("g", f"j{i}") for i in range(5)]
+    ids = [h.id for h in handles]
+    assert states(ids) == ["ready", "ready", "blocked", "blocked", "blocked"]
+    assert Semaphore.objects.get().limit == 2
+    assert SemaphoreSlot.objects.filter(job_id__isnull=False).count() == 2
+    with connect() as conn:
+        leased = lease(conn)
+        assert {r.id for r in leased} == set(ids[:2])  # blocked jobs are never leased
+        moved = end(conn, [r for r in leased if r.id == ids[0]])
+        assert moved[0].slot_key == "sem:g"
+        assert states(ids) == ["succeeded", "running", "ready", "blocked", "blocked"]
+        assert Job.objects.get(id=ids[2]).slot == moved[0].slot  # the freed slot went to the oldest blocked
+
+
+def test_a_retry_after_a_delay_gives_the_slot_up_and_an_ordering_key_holds_it() -> None:
+    a, b, c = (jobs.limited.enqueue("r", x).id for x in "abc")
+    with connect() as conn:
+        leased = lease(conn)
+        end(conn, [r for r in leased if r.id == a], Ending.RAISED, DELAY)
+        assert states([a, b, c]) == ["blocked", "running", "ready"]  # a waits for its run_at and a slot
+        first, second = jobs.ordered.enqueue("s", 0).id, jobs.ordered.enqueue("s", 1).id
+        assert states([first, second]) == ["ready", "blocked"]
+        held = [r for r in lease(conn) if r.id == first]
+        end(conn, held, Ending.RAISED, DELAY)
+        assert states([first, second]) == ["scheduled", "blocked"]  # it holds the line while it waits
+
+
+def test_cancel_of_a_ready_holder_hands_its_slot_on() -> None:
+    ids = [jobs.limited.enqueue("c", f"j{i}").id for i in range(3)]
+    operations.cancel(ids[0])
+    assert states(ids) == ["cancelled", "ready", "ready"]
+
+
+def test_a_release_at_shutdown_keeps_the_slot_and_a_rescued_holder_runs_again() -> None:
+    ids = [jobs.limited.enqueue("k", f"j{i}").id for i in range(3)]
+    with connect() as conn:
+        leased = lease(conn)
+        end(conn, leased, Ending.RELEASED)
+        assert states(ids) == ["ready", "ready", "blocked"]
+        leased = lease(conn)
+        end(conn, leased, Ending.LOST)
+        assert states(ids) == ["ready", "ready", "blocked"]
+
+
+def test_scheduled_jobs_with_a_semaphore_wait_for_a_slot_when_due() -> None:
+    ids = [jobs.limited.options(delay=3600).enqueue("d", f"j{i}").id for i in range(3)]
+    assert states(ids) == ["scheduled"] * 3
+    Job.objects.update(run_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+    maintenance = Maintenance("m1", "s1", pgqueue.conf.get_settings(), connection_kwargs())
+    maintenance.leader = True
+    maintenance.registered = True
+    maintenance.tick()
+    maintenance.db.close()
+    assert states(ids) == ["ready", "ready", "blocked"]
+
+
+def test_retry_and_replay_of_semaphore_jobs_wait_for_a_slot() -> None:
+    ids = [jobs.limited.enqueue("p", f"j{i}").id for i in range(3)]
+    operations.cancel(ids)
+    assert operations.retry(ids[:1]) == ids[:1]
+    assert states(ids[:1]) == ["ready"]
+    new = operations.replay(ids[1:])
+    assert states(list(new.values())) == ["ready", "blocked"]
+
+
+def test_maintenance_frees_a_slot_whose_job_is_gone_and_hands_it_on() -> None:
+    ids = [jobs.limited.enqueue("o", f"j{i}").id for i in range(3)]
+    Job.objects.filter(id=ids[0]).delete()
+    maintenance = Maintenance("m1", "s1", pgqueue.conf.get_settings(), connection_kwargs())
+    maintenance.leader = maintenance.registered = True
+    maintenance._reap()
+    maintenance.db.close()
+    assert states(ids[1:]) == ["ready", "ready"]
+
+
+def test_a_limit_change_in_the_code_applies_to_new_enqueues() -> None:
+    [jobs.limited.options(concurrency_limit=1).enqueue("l", "a").id for _ in range(2)]
+    assert Semaphore.objects.get(key="sem:l").limit == 1
+    handle = jobs.limited.options(concurrency_limit=3).enqueue("l", "b")
+    assert Semaphore.objects.get(key="sem:l").limit == 3
+    assert SemaphoreSlot.objects.filter(semaphore_id="sem:l").count() == 3
+    assert states([handle.id]) == ["blocked"]  # older blocked jobs of the key go first
+
+
+def test_blocked_jobs_are_not_in_the_lease_plan() -> None:
+    for i in range(3):
+        jobs.limited.enqueue("x", f"j{i}")
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")  # a tiny table: show the index the hand-off can use
+        cur.execute("EXPLAIN SELECT id FROM pgqueue_job WHERE state = 'blocked' AND concurrency_key = 'sem:x' "
+                    "ORDER BY id LIMIT 1")
+        plan = "\n".join(r[0] for r in cur.fetchall())
+    assert "pgqueue_job_blocked" in plan

@@ -1,8 +1,9 @@
-"""Benchmark jobs: a no-op, and one that reports when it started (for pickup latency)."""
+"""Benchmark jobs: a no-op (plain, under a semaphore, with a uniqueness key), and one that reports when it
+started (for pickup latency)."""
 
 import time
 
-from pgqueue import job
+from pgqueue import Unique, job
 
 
 @job(queue="bench")
@@ -13,3 +14,15 @@ def noop() -> None:
 @job(queue="bench")
 def stamp() -> float:
     return time.time()
+
+
+@job(queue="bench", concurrency_key="bench:{key}", concurrency_limit=5)
+def noop_limited(key: int) -> None:
+    """W1 under a semaphore: at most 5 jobs of each key ready or running at once."""
+    return None
+
+
+@job(queue="bench", unique=Unique(key="bench:{n}"))
+def noop_unique(n: int) -> None:
+    """W1 with a uniqueness key per job (held until it finishes)."""
+    return None

@@ -35,17 +35,19 @@ import psycopg  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
+import pgqueue  # noqa: E402
 from benchmarks import jobs  # noqa: E402
 from pgqueue import db  # noqa: E402
 from pgqueue.db import connection_kwargs  # noqa: E402
-from pgqueue.models import Attempt, Job, WorkerProcess  # noqa: E402
+from pgqueue.models import Attempt, Job, Lock, WorkerProcess  # noqa: E402
 
 PROCESSES, CONCURRENCY = 2, 10
 
 
 def reset() -> None:
     with connection.cursor() as cur:
-        cur.execute("TRUNCATE pgqueue_attempt, pgqueue_job, pgqueue_workerprocess RESTART IDENTITY")
+        cur.execute("TRUNCATE pgqueue_attempt, pgqueue_job, pgqueue_workerprocess, pgqueue_lock, pgqueue_semaphore, "
+                    "pgqueue_semaphore_slot RESTART IDENTITY")
         cur.execute("VACUUM ANALYZE pgqueue_job")
 
 
@@ -84,10 +86,16 @@ def peak_rss_mib(pids: list[int]) -> float:
     return max(peaks) if peaks else float("nan")
 
 
-def w1_throughput(n: int) -> dict[str, float]:
+def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
+    """W1: n jobs enqueued in bulk (5,000 per call), then the worker runs them all. The variants run the
+    same no-op under a semaphore (limit 5 on each of 10 keys) or with a uniqueness key per job."""
     reset()
+    calls = {"": lambda i: jobs.noop.call(), "semaphore": lambda i: jobs.noop_limited.call(i % 10),
+             "unique": lambda i: jobs.noop_unique.call(i)}[variant]
+    enqueue_started = time.perf_counter()
     for start in range(0, n, 5000):
-        jobs.noop.enqueue_many([() for _ in range(min(5000, n - start))])
+        pgqueue.enqueue_many([calls(i) for i in range(start, min(n, start + 5000))])
+    enqueue_seconds = time.perf_counter() - enqueue_started
     worker = Worker()
     launched = time.monotonic()
     pids = worker.wait_ready()
@@ -99,8 +107,15 @@ def w1_throughput(n: int) -> dict[str, float]:
     first = Attempt.objects.order_by("started_at").first().started_at
     last = Attempt.objects.order_by("-finished_at").first().finished_at
     assert Attempt.objects.count() == n, "every job must have exactly one attempt row"
-    return {"w1_jobs_per_s": n / (last - first).total_seconds(), "w1_wall_jobs_per_s": n / wall,
-            "worker_rss_mib": rss}
+    name = f"w1_{variant}" if variant else "w1"
+    if variant == "unique":
+        assert not Lock.objects.filter(released=False).exists(), "every key is released with its job"
+        name = "w1_unique_enqueue"
+    result = {f"{name}_jobs_per_s": n / (last - first).total_seconds(),
+              f"{name}_bulk_enqueue_per_s": n / enqueue_seconds}
+    if not variant:
+        result |= {"w1_wall_jobs_per_s": n / wall, "worker_rss_mib": rss}
+    return result
 
 
 def w2_enqueue(n: int = 2000, block: int = 100) -> dict[str, float]:
@@ -214,8 +229,8 @@ def _raw_loop(params: dict[str, Any], worker: str, counter: Any) -> None:
                    lost=[0] * k, crashes=[0] * k, job_error_classes=[None] * k, job_errors=[None] * k,
                    numbers=[r.attempt for r in rows], outcomes=["succeeded"] * k, workers=[worker] * k,
                    started=[r.started_at for r in rows], finished=[now] * k, error_classes=[""] * k,
-                   messages=[""] * k, tracebacks=[""] * k, exit_codes=[None] * k, worker=worker,
-                   channel="pgqueue")
+                   messages=[""] * k, tracebacks=[""] * k, exit_codes=[None] * k, release_locks=[False] * k,
+                   release_slots=[False] * k, slots=[None] * k, worker=worker, channel="pgqueue")
 
 
 def raw_reference(n: int) -> dict[str, float]:
@@ -254,11 +269,14 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
-    parser.add_argument("--only", default="", help="comma-separated subset of w1,raw,w2,w3,raw_w3; prints the "
-                        "medians and writes nothing")
+    parser.add_argument("--only", default="", help="comma-separated subset of w1,w1_semaphore,w1_unique,raw,w2,"
+                        "w3,raw_w3; prints the medians and writes nothing")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
-    workloads = {"w1": lambda: w1_throughput(args.jobs), "raw": lambda: raw_reference(args.jobs),
+    workloads = {"w1": lambda: w1_throughput(args.jobs),
+                 "w1_semaphore": lambda: w1_throughput(args.jobs, "semaphore"),
+                 "w1_unique": lambda: w1_throughput(args.jobs, "unique"),
+                 "raw": lambda: raw_reference(args.jobs),
                  "w2": w2_enqueue, "w3": w3_latency, "raw_w3": raw_w3_latency}
     chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(workloads)
     unknown = set(chosen) - set(workloads)
@@ -272,6 +290,9 @@ def main() -> int:
         # ratios to the reference measured in the same run: the machine's speed drifts 1.5x in an hour
         if "w1_jobs_per_s" in run and "raw_w1_jobs_per_s" in run:
             run["w1_vs_raw_ratio"] = run["w1_jobs_per_s"] / run["raw_w1_jobs_per_s"]
+        for variant in ("w1_semaphore", "w1_unique_enqueue"):
+            if f"{variant}_jobs_per_s" in run and "w1_jobs_per_s" in run:
+                run[f"{variant}_vs_w1_ratio"] = run[f"{variant}_jobs_per_s"] / run["w1_jobs_per_s"]
         if "w2_enqueues_per_s" in run:
             run["w2_vs_raw_ratio"] = run["w2_enqueues_per_s"] / run["raw_w2_inserts_per_s"]
         runs.append(run)
@@ -288,6 +309,10 @@ def main() -> int:
             "w1": f"{args.jobs} no-op jobs enqueued in bulk, then {PROCESSES} processes x {CONCURRENCY} threads; "
                   "w1_jobs_per_s = jobs / (first attempt start .. last attempt end); w1_wall_jobs_per_s includes "
                   "worker start-up",
+            "w1_semaphore": "W1's jobs, each under a semaphore of limit 5 on one of 10 keys (at most 50 ready or "
+                            "running at once); *_vs_w1_ratio is each run's ratio to its own plain W1",
+            "w1_unique": "W1's jobs, each with its own uniqueness key held until it finishes "
+                         "(w1_unique_enqueue_jobs_per_s); *_bulk_enqueue_per_s time the enqueue_many calls",
             "raw_w1": "psycopg only, 2 processes, job_lease + job_set_state_if_running_many 100 jobs at a time",
             "w2": "2000 single enqueues, one transaction each (autocommit, as a view without ATOMIC_REQUESTS), in "
                   "blocks of 100 taking turns with the atomic variant and the raw reference; "

@@ -336,7 +336,7 @@ def _enqueue_with_locks(rows: list[_Row], alias: str, settings: Settings) -> lis
             key = rows[index].flow.lock_key or ""
             raise JobNotUnique(
                 f"Job {rows[index].task}: uniqueness key {key!r} is taken by call {earlier} of the same batch.",
-                key=key, job_id=0,
+                key=key, job_id=None,
             )
         if rows[index].flow.on_conflict is OnConflict.REPLACE:
             rows[earlier] = replace(rows[earlier], args=rows[index].args, kwargs=rows[index].kwargs,
@@ -344,10 +344,15 @@ def _enqueue_with_locks(rows: list[_Row], alias: str, settings: Settings) -> lis
     ids: list[int | None] = [None] * len(rows)
     with transaction.atomic(using=alias):
         held: dict[int, tuple[int, str, str]] = {}  # index -> (holder id, kind, key) of a key it did not get
-        for taken in db.run_in_django("lock_take_many", using=alias, **lock_input):
-            ids[taken.call] = taken.id
-            if taken.holder != taken.id and taken.call not in held:
-                held[taken.call] = (taken.holder, taken.kind, taken.key)
+        taken = db.run_in_django("lock_take_many", using=alias, **lock_input)
+        for row in taken:  # ordered by call, idempotency key first: it decides before the uniqueness key
+            ids[row.call] = row.id
+            if row.holder != row.id and row.call not in held:
+                held[row.call] = (row.holder, row.kind, row.key)
+        unused = [row for row in taken if row.call in held and row.holder == row.id]
+        if unused:  # a call that is not inserted keeps none of its keys
+            db.run_in_django("lock_drop_many", using=alias, kinds=[r.kind for r in unused],
+                             keys=[r.key for r in unused], job_ids=[r.id for r in unused])
         rejected = [(i, h) for i, h in held.items() if h[1] == "unique" and rows[i].flow.on_conflict is OnConflict.REJECT]
         if rejected:
             index, (holder, _kind, key) = rejected[0]

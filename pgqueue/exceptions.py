@@ -37,10 +37,10 @@ class InvalidJobId(InvalidJob, TypeError):
 class JobNotUnique(PgQueueError):
     """A job's uniqueness key is held by another job (Unique(on_conflict="reject")); nothing was written."""
 
-    def __init__(self, message: str, *, key: str, job_id: int) -> None:
+    def __init__(self, message: str, *, key: str, job_id: int | None) -> None:
         super().__init__(message)
         self.key = key
-        self.job_id = job_id  # the job holding the key
+        self.job_id = job_id  # the job holding the key (None: an earlier call of the same enqueue_many)
 
 
 class JobNotFound(PgQueueError, LookupError):

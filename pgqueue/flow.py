@@ -164,6 +164,8 @@ def policy(job: JobFunction, *, unique: Unique | bool | None, unique_key: str | 
            ordering_key: KeySpec | None) -> FlowPolicy:
     """A call's flow options over its job's (None: the job's), checked together."""
     label = f"Job {job.name}:"
+    if unique is False and unique_key is not None:
+        raise InvalidJob(f"{label} unique=False turns uniqueness off; it takes no unique_key.")
     if unique is None:
         unique = job.unique
     unique = as_unique(label, unique)

@@ -6,8 +6,8 @@
 -- Insert jobs from parallel arrays (one row or many); a NULL id takes the next one from the sequence.
 -- A job with a concurrency key that may run now takes a free slot of its semaphore (creating the
 -- semaphore on first use) and is 'ready', or is 'blocked' until a slot is handed to it; free slots are
--- taken with SKIP LOCKED and never ahead of blocked jobs of the key. Wakes listening workers once per
--- queue that got a ready job (NOTIFY is coalesced per statement).
+-- taken with SKIP LOCKED and never ahead of blocked jobs of the key that may run now. Wakes listening
+-- workers once per queue that got a ready job (NOTIFY is coalesced per statement).
 WITH input AS MATERIALIZED (
     SELECT i.*, COALESCE(i.id, nextval(pg_get_serial_sequence('pgqueue_job', 'id'))) AS job_id,
         COALESCE(i.run_at > now(), false) AS later
@@ -43,7 +43,8 @@ WITH input AS MATERIALIZED (
     CROSS JOIN LATERAL (
         SELECT s.key, s.number FROM pgqueue_semaphore_slot s
         WHERE s.key = l.key AND s.job_id IS NULL AND s.number < l.lim
-          AND NOT EXISTS (SELECT 1 FROM pgqueue_job b WHERE b.state = 'blocked' AND b.concurrency_key = l.key)
+          AND NOT EXISTS (SELECT 1 FROM pgqueue_job b
+                          WHERE b.state = 'blocked' AND b.concurrency_key = l.key AND b.run_at <= now())
         ORDER BY s.number
         LIMIT l.n
         FOR UPDATE SKIP LOCKED
@@ -83,6 +84,12 @@ WITH input AS MATERIALIZED (
     SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'ready') q
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM inserted ORDER BY id;
+
+-- name: lock_drop_many
+-- Give back keys taken (in this transaction) for calls that are not inserted: another of their keys was held.
+DELETE FROM pgqueue_lock l
+USING unnest(%(kinds)s::text[], %(keys)s::text[], %(job_ids)s::bigint[]) AS d(kind, key, job_id)
+WHERE l.kind = d.kind AND l.key = d.key AND l.job_id = d.job_id;
 
 -- name: job_replace_waiting_many
 -- Give jobs that still wait new arguments and run_at (a uniqueness conflict with on_conflict='replace');

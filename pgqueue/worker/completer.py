@@ -19,6 +19,13 @@ from pgqueue.types import Progress, Transition
 logger = logging.getLogger("pgqueue.worker")
 
 _STOP = object()
+# A transition that gives a semaphore slot up is written within this many seconds, not the usual window:
+# the next job of its key waits for it (measured: W1 under a semaphore ran at ~0.5 of plain W1 with 25 ms).
+SLOT_FLUSH = 0.002
+
+
+def _frees_slot(item: Any) -> bool:
+    return isinstance(item, Transition) and item.release_slot
 
 
 class Completer:
@@ -68,7 +75,7 @@ class Completer:
                 if item is _STOP:
                     break
                 pending.append(item)
-            deadline = time.monotonic() + window
+            deadline = time.monotonic() + (SLOT_FLUSH if _frees_slot(pending[0]) else window)
             while len(pending) < batch_size:
                 remaining = deadline - time.monotonic()
                 try:
@@ -79,6 +86,8 @@ class Completer:
                     stop = True
                     break
                 pending.append(item)
+                if _frees_slot(item):  # a blocked job may wait for this slot: write it soon
+                    deadline = min(deadline, time.monotonic() + SLOT_FLUSH)
             pending = self._flush(pending)
         while pending:  # stopping: keep trying while the process is allowed to live
             pending = self._flush(pending)

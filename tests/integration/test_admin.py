@@ -151,3 +151,13 @@ def test_overview_shows_counts_lag_charts_errors_and_alerts(root: Client) -> Non
     assert "RuntimeError" in page  # top error classes
     assert "went dead in the last hour" in page and "No worker is running" in page
     assert ">3</a>" in page  # three ready jobs in the default queue, linked to the filtered list
+
+
+def test_search_finds_a_job_by_its_idempotency_or_flow_key(root: Client) -> None:
+    paid = jobs.add.options(idempotency_key="order-42-paid").enqueue(1, 2)
+    limited = jobs.limited.enqueue("acme", "x")
+    jobs.add.enqueue(3, 4)
+    for term, expected in (("order-42-paid", paid.id), ("sem:acme", limited.id)):
+        page = root.get(JOBS, {"q": term}).content.decode()
+        assert f"/admin/pgqueue/job/{expected}/change/" in page, term
+        assert page.count('class="action-select"') == 1, term

@@ -252,6 +252,15 @@ def test_an_idempotency_key_whose_first_transaction_rolled_back_is_free() -> Non
     assert second.created and Job.objects.get().id == second.id
 
 
+def test_a_call_refused_on_one_key_keeps_none_of_its_keys() -> None:
+    holder = jobs.digest.enqueue(5, "first")
+    again = jobs.digest.options(idempotency_key="digest-5-again").enqueue(5, "second")  # discarded: 5 is held
+    assert (again.id, again.created) == (holder.id, False)
+    assert not Lock.objects.filter(kind="idempotency").exists()  # the idempotency key was given back
+    other = jobs.digest.options(idempotency_key="digest-5-again").enqueue(6, "third")
+    assert other.created and Job.objects.get(id=other.id).idempotency_key == "digest-5-again"
+
+
 # -- semaphores and ordering keys -------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 
@@ -68,6 +69,40 @@ TABLE = [
     ("second crash, not alone: no blame", held(2, 3, lost=1, crashes=1), end(Ending.LOST, crash=True, exit_code=1),
      ("ready", "lost", "", True, 2, 2, 2)),
 ]
+
+
+def flow(slot: int | None = 0, hold: bool = False, lock: str | None = "k", **kwargs: int) -> HeldJob:
+    """A held job with a uniqueness key and (unless slot=None) a semaphore slot."""
+    return dataclasses.replace(held(**kwargs), lock_key=lock, concurrency_key="sem" if slot is not None else None,
+                               slot=slot, concurrency_hold=hold)
+
+
+# (job, ending) -> (state, yields to cancel, releases its key, gives its slot up)
+FLOW_TABLE = [
+    ("succeeded: key and slot go", flow(), end(Ending.RETURNED), ("succeeded", False, True, True)),
+    ("dead: key and slot go", flow(attempt=3), end(Ending.RAISED), ("dead", False, True, True)),
+    ("cancelled: key and slot go", flow(), end(Ending.CANCELLED), ("cancelled", False, True, True)),
+    ("retry after a delay: blocked without its slot, key kept", flow(), end(Ending.RAISED),
+     ("blocked", True, False, True)),
+    ("retry after a delay holding the line", flow(hold=True), end(Ending.RAISED), ("scheduled", True, False, False)),
+    ("released at shutdown: keeps both", flow(), end(Ending.RELEASED), ("ready", True, False, False)),
+    ("rescued: keeps both", flow(), end(Ending.LOST), ("ready", True, False, False)),
+    ("lost too often: both go", flow(attempt=2, max_attempts=1, lost=1), end(Ending.LOST), ("dead", False, True, True)),
+    ("no semaphore: a retry is scheduled", flow(slot=None), end(Ending.RAISED), ("scheduled", True, False, False)),
+    ("no key, no slot", flow(slot=None, lock=None), end(Ending.RETURNED), ("succeeded", False, False, False)),
+]
+
+
+@pytest.mark.parametrize(("label", "job", "ending", "expected"), FLOW_TABLE, ids=[row[0] for row in FLOW_TABLE])
+def test_flow_table(label: str, job: HeldJob, ending: AttemptEnd, expected: tuple) -> None:
+    t = decide(job, ending, POLICY, rand=0.0)
+    assert (t.state.value, t.yields_to_cancel, t.release_lock, t.release_slot) == expected
+    assert t.slot == job.slot
+
+
+def test_a_retry_without_delay_keeps_the_slot() -> None:
+    t = decide(flow(), end(Ending.RAISED), RetryPolicy(backoff=0.0, backoff_max=0.0, jitter=0.0))
+    assert (t.state, t.release_slot) == (JobState.READY, False)
 
 
 @pytest.mark.parametrize(("label", "job", "ending", "expected"), TABLE, ids=[row[0] for row in TABLE])

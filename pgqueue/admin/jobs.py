@@ -85,7 +85,8 @@ class JobAdmin(PgQueueAdmin):
     list_display_links = ("id", "task_name")
     list_filter = ("state", QueueFilter, TaskFilter, "reason_code", ("created_at", admin.DateFieldListFilter))
     search_fields = ("task",)
-    search_help_text = "A job id, or text in the task path, the error class or the arguments."
+    search_help_text = ("A job id, text in the task path, the error class or the arguments, or a whole idempotency, "
+                        "uniqueness or concurrency key.")
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     list_per_page = 50
@@ -148,7 +149,7 @@ class JobAdmin(PgQueueAdmin):
     def has_delete_finished_permission(self, request: HttpRequest) -> bool:
         return self._perm(request, "delete_finished_job")
 
-    # -- search: id, task, argument text ------------------------------------------------------------
+    # -- search: id, task, argument text, flow keys -------------------------------------------------
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any], search_term: str) -> Any:
         term = search_term.strip()
@@ -161,7 +162,8 @@ class JobAdmin(PgQueueAdmin):
             _args=Cast("args", TextField()), _kwargs=Cast("kwargs", TextField())
         )
         return matches.filter(Q(task__icontains=term) | Q(error_class__icontains=term) | Q(_args__icontains=term)
-                              | Q(_kwargs__icontains=term)), False
+                              | Q(_kwargs__icontains=term) | Q(idempotency_key=term) | Q(lock_key=term)
+                              | Q(concurrency_key=term)), False
 
     # -- columns --------------------------------------------------------------------------------------
 

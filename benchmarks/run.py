@@ -217,6 +217,7 @@ def raw_w3_latency(n: int = 200, gap: float = 0.02) -> dict[str, float]:
 def _raw_loop(params: dict[str, Any], worker: str, counter: Any) -> None:
     """The worker's lease and completion statements with as little Python as possible around them."""
     with psycopg.connect(**params, autocommit=True) as conn, conn.cursor() as cur:
+        db.run(cur, "session_generic_plans")  # as a worker's connection does
         while True:
             rows = db.run(cur, "job_lease", queues=["bench"], limit=100, worker=worker, lease_seconds=30)
             if not rows:

@@ -317,6 +317,9 @@ class Database:
             self.conn = psycopg.connect(**self.params, autocommit=True, connect_timeout=5)
             if not get_settings().PREPARE_STATEMENTS:
                 self.conn.prepare_threshold = None
+            else:  # plan each prepared statement once (see session_generic_plans)
+                with self.conn.cursor() as cursor:
+                    run(cursor, "session_generic_plans")
             if self.failures:
                 logger.info("%s reconnected to the database", self.owner)
             self.failures = 0

@@ -624,6 +624,11 @@ SELECT pg_try_advisory_lock(%(key)s) AS leader;
 -- Send NOTIFYs on the channel (at commit of the caller's transaction), one per payload.
 SELECT count(pg_notify(%(channel)s, p)) AS sent FROM unnest(%(payloads)s::text[]) AS p;
 
+-- name: session_generic_plans
+-- A worker role's connection plans each prepared statement once and keeps the plan: the lease and
+-- completion statements are CTEs over parameter arrays, whose custom plans cost more to make than to run.
+SET plan_cache_mode = force_generic_plan;
+
 -- name: channel_listen
 -- Wake this connection on every NOTIFY of the channel (its name is quoted in by the database layer).
 LISTEN {channel};

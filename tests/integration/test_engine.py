@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import uuid
 
 import psycopg
@@ -107,6 +108,19 @@ def test_lease_uses_the_partial_ready_index() -> None:
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "pgqueue_job_ready" in plan, plan
     assert "Seq Scan on pgqueue_job" not in plan, plan
+    # Workers keep one generic plan per prepared statement (session_generic_plans): it must use the index too.
+    if connection.pg_version >= 160000:  # EXPLAIN (GENERIC_PLAN) is new in PostgreSQL 16
+        with connection.cursor() as cur:
+            cur.execute("EXPLAIN (GENERIC_PLAN) " + numbered(db.QUERIES["job_lease"]))
+            generic = "\n".join(r[0] for r in cur.fetchall())
+        assert "pgqueue_job_ready" in generic and "Seq Scan on pgqueue_job" not in generic, generic
+
+
+def numbered(text: str) -> str:
+    """A statement with its %(name)s parameters written $1, $2, ... (as a prepared statement has them)."""
+    names: list[str] = []
+    return re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m[1]) + 1}" if m[1] in names
+                  else (names.append(m[1]) or f"${len(names)}"), text)
 
 
 def test_completion_is_guarded_by_lease_token() -> None:

@@ -255,6 +255,11 @@ WITH input AS (
     ) AS i(id, token, state, yields, run_at, reason, result, attempts, lost, crashes, job_error_class,
            job_error, number, outcome, worker, started_at, finished_at, error_class, message, traceback,
            exit_code, release_lock, release_slot, slot)
+), locked AS (  -- in id order, as every statement that waits for running rows locks them: no deadlock
+    SELECT j.id FROM pgqueue_job j JOIN input i ON i.id = j.id
+    WHERE j.state = 'running' AND j.lease_token = i.token
+    ORDER BY j.id
+    FOR UPDATE OF j
 ), done AS (
     UPDATE pgqueue_job j
     SET state = CASE WHEN j.cancel_requested AND i.yields THEN 'cancelled' ELSE i.state END,
@@ -268,7 +273,7 @@ WITH input AS (
         last_error = COALESCE(i.job_error, j.last_error),
         slot = CASE WHEN i.release_slot OR (j.cancel_requested AND i.yields) THEN NULL ELSE j.slot END,
         leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
-    FROM input i
+    FROM input i JOIN locked USING (id)
     WHERE j.id = i.id AND j.state = 'running' AND j.lease_token = i.token
     RETURNING j.id, j.queue, j.state, j.lock_key,
         i.release_lock OR (j.cancel_requested AND i.yields) AS unlock,
@@ -443,18 +448,29 @@ WITH due AS (
 SELECT count(*) AS staged, (SELECT count(*) FROM wake) AS woken FROM due;
 
 -- name: job_heartbeat
--- Extend a worker's leases on the jobs it still runs; say which of them have a cancel request.
--- A worker that was declared dead while unreachable is alive again (its old leases were rescued).
+-- Extend a worker's leases on the jobs it still runs; say which of them it still holds and which have a
+-- cancel request. It never waits: a row locked by a completion being written (or a rescue) is not
+-- extended, and is reported from this statement's snapshot. A worker that was declared dead while
+-- unreachable is alive again (its old leases were rescued).
 WITH beat AS (
     UPDATE pgqueue_workerprocess
     SET last_heartbeat = now(), state = CASE WHEN state = 'dead' THEN 'running' ELSE state END,
         stopped_at = CASE WHEN state = 'dead' THEN NULL ELSE stopped_at END
     WHERE id = %(worker)s
+), held AS (
+    SELECT id, cancel_requested FROM pgqueue_job
+    WHERE state = 'running' AND leased_by = %(worker)s AND lease_token = ANY(%(tokens)s::uuid[])
+), extended AS (
+    UPDATE pgqueue_job
+    SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    WHERE id IN (SELECT j.id FROM pgqueue_job j JOIN held h ON h.id = j.id
+                 WHERE j.state = 'running' AND j.leased_by = %(worker)s
+                 FOR UPDATE OF j SKIP LOCKED)
+    RETURNING id, cancel_requested
 )
-UPDATE pgqueue_job
-SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-WHERE state = 'running' AND leased_by = %(worker)s AND lease_token = ANY(%(tokens)s::uuid[])
-RETURNING id, cancel_requested;
+SELECT id, cancel_requested FROM extended
+UNION ALL
+SELECT id, cancel_requested FROM held WHERE id NOT IN (SELECT id FROM extended);
 
 -- name: job_progress_many
 -- Store the latest progress reports of running jobs (guarded by lease token).
@@ -488,7 +504,9 @@ WITH old AS (
 ), running AS (
     UPDATE pgqueue_job
     SET cancel_requested = true
-    WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running'
+    WHERE id IN (SELECT id FROM pgqueue_job WHERE id = ANY(%(ids)s::bigint[]) AND state = 'running'
+                 ORDER BY id FOR UPDATE)
+      AND state = 'running'
     RETURNING id, 'cancelling'::text AS state
 )
 SELECT id, state, slot_key, slot FROM waiting

@@ -224,6 +224,20 @@ def test_heartbeat_extends_leases_and_reports_cancel_requests() -> None:
     assert all(after[i] > before[i] for i in (a.id, b.id))
 
 
+def test_heartbeat_never_waits_for_a_row_a_completion_is_writing() -> None:
+    a, b = jobs.add.enqueue(1, 1), jobs.add.enqueue(2, 2)
+    with connect() as conn, connect() as completer, conn.cursor() as cur:
+        rows = lease(conn, "w", 2)
+        before = dict(Job.objects.values_list("id", "lease_expires_at"))
+        with completer.transaction(), completer.cursor() as writing:
+            writing.execute("SELECT id FROM pgqueue_job WHERE id = %s FOR UPDATE", (a.id,))  # a completion holds a
+            cur.execute("SET statement_timeout = '3s'")  # waiting would fail the test, not hang it
+            beat = db.run(cur, "job_heartbeat", worker="w", tokens=[r.lease_token for r in rows], lease_seconds=300)
+    assert {r.id for r in beat} == {a.id, b.id}  # both still held: neither is reported lost
+    after = dict(Job.objects.values_list("id", "lease_expires_at"))
+    assert after[a.id] == before[a.id] and after[b.id] > before[b.id]  # the locked one was not extended
+
+
 def test_cancel_waiting_jobs_and_replay_dead_ones() -> None:
     ready, scheduled = jobs.add.enqueue(1, 1), jobs.add.options(delay=60).enqueue(2, 2)
     assert pgqueue.cancel([ready.id, scheduled.id, 999999]) == {ready.id: "cancelled", scheduled.id: "cancelled"}

@@ -174,11 +174,14 @@ RETURNING id, (pg_notify(%(channel)s, queue) IS NOT NULL)::int AS woken;
 SELECT nextval(pg_get_serial_sequence('pgqueue_job', 'id')) AS id FROM generate_series(1, %(count)s);
 
 -- name: job_lease
--- Lease up to %(limit)s ready jobs of unpaused queues for one worker, best first, skipping locked rows.
--- Crash suspects (crashes > 0) are left to job_lease_suspect. A uniqueness key held until started is
--- released here (a key row a duplicate enqueue holds is skipped, and reaped by maintenance).
-WITH picked AS (
-    SELECT c.id
+-- Lease up to %(limit)s ready jobs of unpaused queues for one worker, skipping locked rows. The queues
+-- take turns (each queue's best job, then each queue's second best, ...; best = priority, then run_at),
+-- so a busy queue cannot starve another. Crash suspects (crashes > 0) are left to job_lease_suspect. A
+-- uniqueness key held until started is released here (a key row a duplicate enqueue holds is skipped,
+-- and reaped by maintenance).
+WITH candidates AS (
+    SELECT c.id, c.priority, c.run_at,
+        row_number() OVER (PARTITION BY q.name ORDER BY c.priority DESC, c.run_at, c.id) AS turn
     FROM unnest(%(queues)s::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at
@@ -189,8 +192,8 @@ WITH picked AS (
         FOR UPDATE SKIP LOCKED
     ) c
     WHERE NOT EXISTS (SELECT 1 FROM pgqueue_queuestate s WHERE s.name = q.name AND s.paused)
-    ORDER BY c.priority DESC, c.run_at, c.id
-    LIMIT %(limit)s
+), picked AS (
+    SELECT id FROM candidates ORDER BY turn, priority DESC, run_at, id LIMIT %(limit)s
 ), leased AS (
     UPDATE pgqueue_job j
     SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,

@@ -96,6 +96,20 @@ def test_lease_serves_several_queues_and_skips_paused_ones() -> None:
         assert [r.id for r in lease(conn, "w", 1, ("a", "b", "c"))] == []  # c is paused
 
 
+def test_queues_take_turns_so_a_backlog_cannot_starve_a_queue() -> None:
+    with connection.cursor() as cur:  # an hour-old backlog in "busy", with one urgent job among it
+        cur.execute("""INSERT INTO pgqueue_job (queue, task, run_at, priority)
+                       SELECT 'busy', 'x.y', now() - interval '1 hour' + g * interval '1 ms', CASE WHEN g = 50 THEN 9 ELSE 0 END
+                       FROM generate_series(1, 100) g""")
+    fresh = [jobs.add.options(queue="quiet").enqueue(i, i).id for i in range(3)]
+    with connect() as conn:
+        rows = lease(conn, "w", 4, ("busy", "quiet"))
+    by_queue = {q: [r.id for r in rows if r.queue == q] for q in ("busy", "quiet")}
+    assert len(by_queue["busy"]) == 2 and by_queue["quiet"] == fresh[:2]
+    urgent = Job.objects.get(queue="busy", priority=9).id
+    assert urgent in by_queue["busy"]  # within a queue, priority first
+
+
 def test_lease_uses_the_partial_ready_index() -> None:
     with connection.cursor() as cur:
         cur.execute("""

@@ -111,3 +111,12 @@ def test_a_failed_ordered_job_blocks_or_skips(start_worker, task, expected) -> N
     start_worker("--queues", "flow", "--processes", "2", "--concurrency", "2")
     wait_for(done(3), timeout=60, what="three ordered jobs")
     assert list(Mark.objects.order_by("id").values_list("attempt", flat=True)) == expected
+
+
+def test_a_busy_queue_does_not_starve_another_queue_of_the_same_worker(start_worker) -> None:
+    jobs.mark.enqueue_many([(f"backlog{i}", 0.05) for i in range(200)])  # ~5 s of work for 2 threads
+    quick = [jobs.add.enqueue(i, i).id for i in range(5)]  # enqueued after the whole backlog
+    start_worker("--queues", "marks,default", "--concurrency", "2")
+    wait_for(lambda: Job.objects.filter(id__in=quick, state="succeeded").count() == 5, timeout=30,
+             what="the five jobs of the quiet queue")
+    assert Mark.objects.filter(label__startswith="backlog").count() < 100  # without turns: all 200 first

@@ -74,6 +74,11 @@ class Key:
 
 
 @dataclass(frozen=True, slots=True)
+class Limited:
+    limited: bool
+
+
+@dataclass(frozen=True, slots=True)
 class LocksReaped:
     released: int
     deleted: int
@@ -153,6 +158,9 @@ RETURNS: dict[str, type] = {
     "job_reserve_ids": JobId,
     "job_lease": LeasedJob,
     "job_lease_suspect": LeasedJob,
+    "job_lease_limited": LeasedJob,
+    "queuestate_limited": Limited,
+    "queuestate_set_limits": Name,
     "job_set_state_if_running_many": Moved,
     "job_get_held_by_worker": HeldJob,
     "job_get_expired": HeldJob,

@@ -145,8 +145,8 @@ class FlowPolicy:
         elif self.concurrency_key is not None or limit is not None:
             spec = self.concurrency_key if self.concurrency_key is not None else name
             concurrency_key = derive_key(f"Job {name}: concurrency key", spec, job, args, kwargs)
-        if unique is not None and unique.until is Until.RUNNING:  # a semaphore of one on the unique key
-            concurrency_key, limit, lock_key = f"unique:{lock_key}", 1, None
+        if unique is not None and unique.until is Until.RUNNING and lock_key is not None:  # a semaphore of one
+            concurrency_key, limit, lock_key = internal_key("unique", lock_key), 1, None
         return Flow(
             lock_key=lock_key,
             until=Until(unique.until) if unique is not None else Until.FINISHED,
@@ -308,6 +308,15 @@ def default_unique_key(job: JobFunction, args: tuple[Any, ...], kwargs: dict[str
         return key
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{job.name[:KEY_MAX - 72]}:sha256:{digest}"
+
+
+def internal_key(kind: str, key: str) -> str:
+    """A semaphore key pgqueue makes for itself ("pgqueue:unique:<key>", "pgqueue:queue:<name>"), hashed
+    when it would be over KEY_MAX."""
+    full = f"pgqueue:{kind}:{key}"
+    if len(full) <= KEY_MAX:
+        return full
+    return f"pgqueue:{kind}:sha256:{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def arguments(job: JobFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from django.db import transaction
 from pgqueue import db
 from pgqueue.conf import check_queue_name, get_settings, short_repr
 from pgqueue.exceptions import InvalidJob, InvalidJobId
+from pgqueue.flow import CONCURRENCY_LIMIT_MAX
+from pgqueue.options import check_seconds
 
 JOB_ID_MAX = 2**63 - 1  # job ids are a bigint sequence starting at 1
 
@@ -109,3 +111,29 @@ def _set_paused(queues: str | Iterable[str], paused: bool) -> list[str]:
 def drain_and_pause(queues: str | Iterable[str]) -> list[str]:
     """Keep working a queue until nothing in it is ready or running, then pause it (maintenance does)."""
     return [row.name for row in db.run_in_django("queuestate_drain", names=_queue_names(queues))]
+
+
+RATE_LIMIT_MAX = 1_000_000  # starts per window
+
+
+def set_limits(queue: str, *, concurrency: int | None = None, rate: int | None = None,
+               per: float | None = None) -> str:
+    """Set (or, with None, clear) a queue's limits: at most `concurrency` jobs of it running at once, cluster-
+    wide, and at most `rate` jobs started per `per` seconds (a token bucket: bursts up to `rate`).
+    Workers of the queue apply them from their next heartbeat; jobs already running hold no running slot.
+    Returns the queue name."""
+    name = check_queue_name(queue)
+    label = f"Queue {name!r}:"
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                    or not 1 <= concurrency <= CONCURRENCY_LIMIT_MAX):
+        raise InvalidJob(f"{label} concurrency must be an integer from 1 to {CONCURRENCY_LIMIT_MAX}, "
+                         f"got {short_repr(concurrency)}.")
+    if (rate is None) != (per is None):
+        raise InvalidJob(f"{label} give rate and per together (rate=10, per=1.0: at most 10 starts a second).")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= RATE_LIMIT_MAX):
+        raise InvalidJob(f"{label} rate must be an integer from 1 to {RATE_LIMIT_MAX}, got {short_repr(rate)}.")
+    if per is not None:
+        check_seconds(f"{label} per", per)
+    rows = db.run_in_django("queuestate_set_limits", name=name, concurrency_limit=concurrency, rate_limit=rate,
+                            rate_window=float(per) if per is not None else None)
+    return str(rows[0].name)

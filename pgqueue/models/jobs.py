@@ -51,6 +51,9 @@ class Job(models.Model):
         max_length=255, null=True, blank=True, help_text="Its semaphore (a concurrency or ordering key)."
     )
     slot = models.IntegerField(null=True, blank=True, help_text="The semaphore slot it holds (ready or running).")
+    queue_slot = models.IntegerField(
+        null=True, blank=True, help_text="The running slot it holds in its queue's concurrency limit."
+    )
     concurrency_hold = models.BooleanField(
         db_default=False, help_text="Keeps its slot while it waits to retry (an ordering key holding the line)."
     )

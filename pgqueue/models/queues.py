@@ -12,9 +12,13 @@ class QueueState(models.Model):
     pause_when_empty = models.BooleanField(
         db_default=False, help_text="Drain and pause: maintenance pauses the queue once nothing in it is ready."
     )
-    concurrency_limit = models.IntegerField(null=True, blank=True, help_text="Running jobs at most (cluster-wide).")
+    concurrency_limit = models.IntegerField(
+        null=True, blank=True, help_text="Running jobs at most, cluster-wide (its slots: semaphore pgqueue:queue:<name>)."
+    )
     rate_limit = models.IntegerField(null=True, blank=True, help_text="Jobs started per rate window at most.")
     rate_window = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    rate_tokens = models.FloatField(null=True, blank=True, help_text="Starts left in the token bucket.")
+    rate_updated_at = models.DateTimeField(null=True, blank=True, help_text="When the bucket was last counted.")
     updated_at = models.DateTimeField(db_default=Now())
 
     class Meta:

@@ -213,6 +213,118 @@ WITH candidates AS (
 )
 SELECT * FROM leased;
 
+-- name: job_lease_limited
+-- job_lease for a worker whose queues have limits (queuestate_limited said so). A queue with a
+-- concurrency limit leases only as many jobs as its running-slot semaphore ('pgqueue:queue:<name>') has
+-- free slots, each leased job holding one until it stops running; a queue with a rate limit only as many
+-- as its token bucket holds (refilled at rate_limit per rate_window seconds; its row is locked while this
+-- statement runs). Queues take turns, and keys held until started are released, as in job_lease.
+WITH queues AS (
+    SELECT q.name, s.concurrency_limit AS lim
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    LEFT JOIN pgqueue_queuestate s ON s.name = q.name
+    WHERE NOT COALESCE(s.paused, false)
+), buckets AS (
+    SELECT s.name,
+        LEAST(s.rate_limit::float8, COALESCE(s.rate_tokens, s.rate_limit::float8)
+              + EXTRACT(EPOCH FROM now() - COALESCE(s.rate_updated_at, now())) * s.rate_limit / s.rate_window) AS tokens
+    FROM pgqueue_queuestate s
+    WHERE s.name = ANY(%(queues)s::text[]) AND s.rate_limit IS NOT NULL AND s.rate_window > 0 AND NOT s.paused
+    FOR UPDATE
+), room AS (
+    SELECT f.key, f.number, row_number() OVER (PARTITION BY f.key ORDER BY f.number) AS rank
+    FROM queues q
+    CROSS JOIN LATERAL (
+        SELECT s.key, s.number FROM pgqueue_semaphore_slot s
+        WHERE s.key = 'pgqueue:queue:' || q.name AND s.job_id IS NULL AND s.number < q.lim
+        ORDER BY s.number
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) f
+    WHERE q.lim IS NOT NULL
+), allowed AS (
+    SELECT q.name, LEAST(
+        %(limit)s::int,
+        CASE WHEN q.lim IS NULL THEN %(limit)s::int
+             ELSE (SELECT count(*) FROM room r WHERE r.key = 'pgqueue:queue:' || q.name)::int END,
+        COALESCE((SELECT floor(b.tokens)::int FROM buckets b WHERE b.name = q.name), %(limit)s::int)) AS n
+    FROM queues q
+), candidates AS (
+    SELECT c.id, c.queue, c.priority, c.run_at,
+        row_number() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id) AS turn
+    FROM allowed a
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.queue, j.priority, j.run_at
+        FROM pgqueue_job j
+        WHERE j.queue = a.name AND j.state = 'ready' AND j.crashes = 0
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT GREATEST(a.n, 0)
+        FOR UPDATE SKIP LOCKED
+    ) c
+), picked AS (
+    SELECT id, queue, row_number() OVER (PARTITION BY queue ORDER BY turn) AS rank
+    FROM (SELECT * FROM candidates ORDER BY turn, priority DESC, run_at, id LIMIT %(limit)s) x
+), slotted AS (
+    SELECT p.id, r.key, r.number FROM picked p JOIN room r ON r.key = 'pgqueue:queue:' || p.queue AND r.rank = p.rank
+), slots AS (
+    UPDATE pgqueue_semaphore_slot s SET job_id = x.id
+    FROM slotted x WHERE s.key = x.key AND s.number = x.number
+), spent AS (
+    UPDATE pgqueue_queuestate s SET rate_tokens = b.tokens - c.n, rate_updated_at = now()
+    FROM buckets b JOIN (SELECT queue, count(*) AS n FROM picked GROUP BY queue) c ON c.queue = b.name
+    WHERE s.name = b.name
+), leased AS (
+    UPDATE pgqueue_job j
+    SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
+        lease_token = gen_random_uuid(), lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        started_at = clock_timestamp(), cancel_requested = false, progress = NULL, progress_message = '',
+        queue_slot = x.number
+    FROM picked p LEFT JOIN slotted x ON x.id = p.id
+    WHERE j.id = p.id
+    RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
+        j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
+        j.concurrency_hold
+), unlocked AS (
+    UPDATE pgqueue_lock l SET released = true
+    WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
+                       ON k.kind = 'unique' AND k.key = x.lock_key AND k.job_id = x.id
+                   WHERE k.until = 'started' AND NOT k.released
+                   FOR UPDATE OF k SKIP LOCKED)
+)
+SELECT * FROM leased;
+
+-- name: queuestate_limited
+-- Whether any of these queues has a concurrency or rate limit: its workers then lease with
+-- job_lease_limited (they ask at every heartbeat).
+SELECT EXISTS (
+    SELECT 1 FROM pgqueue_queuestate
+    WHERE name = ANY(%(queues)s::text[]) AND (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL)
+) AS limited;
+
+-- name: queuestate_set_limits
+-- Set or clear a queue's concurrency and rate limits (creating its row as needed). A concurrency limit
+-- gets a running-slot semaphore 'pgqueue:queue:<name>' with one slot row per allowed running job (jobs
+-- already running hold none); a rate limit starts with a full bucket.
+WITH state AS (
+    INSERT INTO pgqueue_queuestate (name, concurrency_limit, rate_limit, rate_window, rate_tokens, rate_updated_at,
+                                    updated_at)
+    VALUES (%(name)s, %(concurrency_limit)s, %(rate_limit)s, %(rate_window)s, %(rate_limit)s, now(), now())
+    ON CONFLICT (name) DO UPDATE
+    SET concurrency_limit = EXCLUDED.concurrency_limit, rate_limit = EXCLUDED.rate_limit,
+        rate_window = EXCLUDED.rate_window, rate_tokens = EXCLUDED.rate_tokens, rate_updated_at = now(),
+        updated_at = now()
+    RETURNING name
+), semaphore AS (
+    INSERT INTO pgqueue_semaphore (key, "limit", created_at)
+    SELECT 'pgqueue:queue:' || %(name)s, %(concurrency_limit)s, now() WHERE %(concurrency_limit)s::int IS NOT NULL
+    ON CONFLICT (key) DO UPDATE SET "limit" = EXCLUDED."limit"
+), slots AS (
+    INSERT INTO pgqueue_semaphore_slot (key, number)
+    SELECT 'pgqueue:queue:' || %(name)s, g.n FROM generate_series(0, COALESCE(%(concurrency_limit)s::int, 0) - 1) AS g(n)
+    ON CONFLICT (key, number) DO NOTHING
+)
+SELECT name FROM state;
+
 -- name: job_lease_suspect
 -- Lease one ready crash suspect (a job whose process crashed before) of unpaused queues, to run alone in
 -- a worker that runs nothing else (releasing a uniqueness key held until started, as job_lease does).
@@ -244,8 +356,8 @@ SELECT * FROM leased;
 -- Apply transitions decided by pgqueue.lifecycle to jobs still running under the same lease token,
 -- and write their attempt rows; a transition that yields to cancel becomes 'cancelled' if one was asked.
 -- Releases the uniqueness keys of jobs that are done (a key row a duplicate enqueue holds is skipped and
--- reaped by maintenance) and returns the semaphore slots given up, for semaphore_hand_off in the same
--- transaction.
+-- reaped by maintenance), gives back the running slot of a queue's concurrency limit, and returns the
+-- semaphore slots given up, for semaphore_hand_off in the same transaction.
 WITH input AS (
     SELECT *
     FROM unnest(
@@ -259,7 +371,7 @@ WITH input AS (
            job_error, number, outcome, worker, started_at, finished_at, error_class, message, traceback,
            exit_code, release_lock, release_slot, slot)
 ), locked AS (  -- in id order, as every statement that waits for running rows locks them: no deadlock
-    SELECT j.id FROM pgqueue_job j JOIN input i ON i.id = j.id
+    SELECT j.id, j.queue_slot FROM pgqueue_job j JOIN input i ON i.id = j.id
     WHERE j.state = 'running' AND j.lease_token = i.token
     ORDER BY j.id
     FOR UPDATE OF j
@@ -275,7 +387,7 @@ WITH input AS (
         error_class = COALESCE(i.job_error_class, j.error_class),
         last_error = COALESCE(i.job_error, j.last_error),
         slot = CASE WHEN i.release_slot OR (j.cancel_requested AND i.yields) THEN NULL ELSE j.slot END,
-        leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
+        queue_slot = NULL, leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
     FROM input i JOIN locked USING (id)
     WHERE j.id = i.id AND j.state = 'running' AND j.lease_token = i.token
     RETURNING j.id, j.queue, j.state, j.lock_key,
@@ -292,6 +404,12 @@ WITH input AS (
         EXTRACT(EPOCH FROM i.finished_at - i.started_at), i.outcome, i.error_class, i.message, i.traceback,
         i.exit_code
     FROM input i JOIN done d ON d.id = i.id
+), running_slots AS (  -- a job that stops running gives its queue's running slot back
+    UPDATE pgqueue_semaphore_slot s SET job_id = NULL
+    FROM locked l JOIN done d ON d.id = l.id
+    WHERE l.queue_slot IS NOT NULL AND s.key = 'pgqueue:queue:' || d.queue AND s.number = l.queue_slot
+      AND s.job_id = l.id
+    RETURNING d.queue
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true
     WHERE l.id IN (SELECT k.id FROM done d JOIN pgqueue_lock k
@@ -309,8 +427,9 @@ WITH input AS (
     ON CONFLICT (bucket, queue, worker) DO UPDATE
     SET succeeded = s.succeeded + EXCLUDED.succeeded, retried = s.retried + EXCLUDED.retried,
         dead = s.dead + EXCLUDED.dead, cancelled = s.cancelled + EXCLUDED.cancelled
-), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM done WHERE state = 'ready') q
+), wake AS (  -- queues with a job ready again, or a running slot free again
+    SELECT pg_notify(%(channel)s, q.queue)
+    FROM (SELECT queue FROM done WHERE state = 'ready' UNION SELECT queue FROM running_slots) q
 )
 SELECT d.id, d.state, (SELECT count(*) FROM wake) AS woken, d.slot_key, d.slot FROM done d;
 
@@ -374,14 +493,17 @@ LIMIT %(limit)s;
 
 -- name: semaphore_slot_reap
 -- Free slots whose holder no longer holds them (it finished or was deleted without giving its slot
--- back); a slot that changed holder since this statement began is left alone.
+-- back): a semaphore slot is held by a ready, running or scheduled job with that key and slot number, a
+-- queue's running slot by a running job of that queue with that queue_slot. A slot that changed holder
+-- since this statement began is left alone.
 UPDATE pgqueue_semaphore_slot s SET job_id = NULL
 FROM (
     SELECT o.id, o.job_id FROM pgqueue_semaphore_slot o
     WHERE o.job_id IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM pgqueue_job j
-        WHERE j.id = o.job_id AND j.concurrency_key = o.key AND j.slot = o.number
-          AND j.state IN ('ready', 'running', 'scheduled'))
+        WHERE j.id = o.job_id
+          AND ((j.concurrency_key = o.key AND j.slot = o.number AND j.state IN ('ready', 'running', 'scheduled'))
+               OR (o.key = 'pgqueue:queue:' || j.queue AND j.queue_slot = o.number AND j.state = 'running')))
 ) orphan
 WHERE s.id = orphan.id AND s.job_id = orphan.job_id
 RETURNING s.key;

@@ -10,7 +10,7 @@ from pgqueue import db
 
 @dataclass(frozen=True, slots=True)
 class BeatResult:
-    extended: frozenset[int]  # job ids whose lease was extended
+    extended: frozenset[int]  # job ids it still holds (lease extended, or a completion of it being written)
     cancel_requested: frozenset[int]  # ... of which these have a cancel request
 
 

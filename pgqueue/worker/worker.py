@@ -93,6 +93,7 @@ class Worker:
         self.next_heartbeat = 0.0
         self.sleeping = False  # the loop is in select(): a job thread posting an ending wakes it
         self.policies: dict[str, RetryPolicy] = {}  # task -> its retry policy
+        self.limited = False  # one of our queues has a concurrency or rate limit (asked at every heartbeat)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -205,7 +206,8 @@ class Worker:
                 self.suspects_possible = False
                 self.isolation = Isolation.NONE
             jobs: list[LeasedJob] = self.lease_db.run(
-                "job_lease", queues=queues, limit=free, worker=self.id, lease_seconds=self.settings.LEASE_SECONDS,
+                "job_lease_limited" if self.limited else "job_lease", queues=queues, limit=free, worker=self.id,
+                lease_seconds=self.settings.LEASE_SECONDS,
             )
         except db.CONNECTION_ERRORS:
             self.more_ready = False
@@ -257,6 +259,10 @@ class Worker:
         if result is None:
             self.next_heartbeat = time.monotonic() + self.lease_db.backoff()
             return
+        try:
+            self.limited = self.lease_db.run("queuestate_limited", queues=list(self.options.queues))[0].limited
+        except db.CONNECTION_ERRORS:
+            pass  # the next heartbeat asks again
         for entry in held:
             job_id = entry.job.id
             if job_id in result.cancel_requested and not entry.ctx.cancel_requested:

@@ -17,8 +17,9 @@ from pgqueue import db, operations
 from pgqueue.db import connection_kwargs
 from pgqueue.exceptions import JobNotUnique
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
-from pgqueue.models import Job, Lock, Semaphore, SemaphoreSlot
+from pgqueue.models import Job, Lock, QueueState, Semaphore, SemaphoreSlot
 from pgqueue.types import LeasedJob
+from pgqueue.worker import rescue
 from pgqueue.worker.maintenance import Maintenance
 from tests.testapp import jobs
 
@@ -358,3 +359,58 @@ def test_blocked_jobs_are_not_in_the_lease_plan() -> None:
                     "ORDER BY id LIMIT 1")
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "pgqueue_job_blocked" in plan
+
+
+# -- queue limits ---------------------------------------------------------------------------------------
+
+
+def lease_limited(conn: psycopg.Connection, queues: list[str], limit: int = 10) -> list[LeasedJob]:
+    with conn.cursor() as cur:
+        return db.run(cur, "job_lease_limited", queues=queues, limit=limit, worker="w1", lease_seconds=30)
+
+
+def test_a_queue_concurrency_limit_leases_only_into_free_running_slots() -> None:
+    operations.set_limits("lim", concurrency=2)
+    assert db.run_in_django("queuestate_limited", queues=["default", "lim"])[0].limited
+    assert not db.run_in_django("queuestate_limited", queues=["default"])[0].limited
+    ids = [jobs.add.options(queue="lim").enqueue(i, i).id for i in range(5)]
+    plain = jobs.add.enqueue(9, 9).id
+    with connect() as conn:
+        first = lease_limited(conn, ["lim", "default"])
+        assert sorted(r.id for r in first) == sorted([*ids[:2], plain])  # the unlimited queue is not held back
+        assert db.run_in_django("semaphore_slot_reap") == []  # running slots of running jobs are held
+        assert lease_limited(conn, ["lim"]) == []
+        end(conn, [r for r in first if r.id == ids[0]], Ending.RAISED)  # a retry also stops running
+        assert [r.id for r in lease_limited(conn, ["lim"])] == [ids[2]]  # its slot went to the next job
+        held = [r for r in first if r.id == ids[1]]
+    rescued = db.Database(connection_kwargs(), owner="m", role="test")  # a dead holder gives its slot back
+    Job.objects.filter(id=ids[1]).update(lease_expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+    assert [j.id for j in rescue.expired(rescued, pgqueue.conf.get_settings(), 10, by="m")] == [held[0].id]
+    rescued.close()
+    with connect() as conn:
+        assert len(lease_limited(conn, ["lim"])) == 1
+    assert SemaphoreSlot.objects.filter(semaphore_id="pgqueue:queue:lim", job_id__isnull=False).count() == 2
+
+
+def test_a_queue_rate_limit_spends_tokens_and_refills_them() -> None:
+    operations.set_limits("rated", rate=3, per=60.0)
+    for i in range(6):
+        jobs.add.options(queue="rated").enqueue(i, i)
+    with connect() as conn:
+        assert len(lease_limited(conn, ["rated"])) == 3  # a full bucket
+        assert lease_limited(conn, ["rated"]) == []
+        QueueState.objects.filter(name="rated").update(  # 40 s later: 2 more tokens
+            rate_updated_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=40))
+        assert len(lease_limited(conn, ["rated"])) == 2
+    operations.set_limits("rated")  # cleared
+    assert not db.run_in_django("queuestate_limited", queues=["rated"])[0].limited
+
+
+def test_queue_limits_are_checked() -> None:
+    with pytest.raises(pgqueue.exceptions.InvalidJob, match="concurrency must be an integer from 1 to 10000"):
+        operations.set_limits("q", concurrency=0)
+    with pytest.raises(pgqueue.exceptions.InvalidJob, match="give rate and per together"):
+        operations.set_limits("q", rate=5)
+    with pytest.raises(pgqueue.exceptions.InvalidJob, match="per must be a finite number of seconds"):
+        operations.set_limits("q", rate=5, per=float("nan"))
+    assert not Semaphore.objects.exists()

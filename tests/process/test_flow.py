@@ -12,6 +12,7 @@ import pytest
 from django.db import connections
 from django.db.models import Count
 
+from pgqueue import operations
 from pgqueue.models import Attempt, Job, Lock, SemaphoreSlot, WorkerProcess
 from tests.conftest import wait_for
 from tests.testapp import jobs
@@ -120,3 +121,29 @@ def test_a_busy_queue_does_not_starve_another_queue_of_the_same_worker(start_wor
     wait_for(lambda: Job.objects.filter(id__in=quick, state="succeeded").count() == 5, timeout=30,
              what="the five jobs of the quiet queue")
     assert Mark.objects.filter(label__startswith="backlog").count() < 100  # without turns: all 200 first
+
+
+def test_a_queue_concurrency_limit_holds_across_two_processes(start_worker) -> None:
+    operations.set_limits("marks", concurrency=2)
+    handles = jobs.mark.enqueue_many([(f"m{i}", 0.03) for i in range(40)])
+    start_worker("--queues", "marks", "--processes", "2", "--concurrency", "4")
+    wait_for(done(40), timeout=60, what="40 jobs of a queue limited to 2 running")
+    intervals = [(a.started_at.timestamp(), a.finished_at.timestamp())
+                 for a in Attempt.objects.filter(job_id__in=[h.id for h in handles])]
+    assert len(intervals) == 40 and most_at_once(intervals) == 2
+    assert SemaphoreSlot.objects.filter(job_id__isnull=False).count() == 0
+
+
+def test_a_queue_rate_limit_is_kept_within_one_start(start_worker) -> None:
+    rate, per, n = 10, 1.0, 40
+    operations.set_limits("marks", rate=rate, per=per)
+    handles = jobs.mark.enqueue_many([(f"r{i}",) for i in range(n)])
+    start_worker("--queues", "marks", "--processes", "2", "--concurrency", "4")
+    wait_for(done(n), timeout=60, what="40 rate-limited jobs")
+    starts = sorted(a.started_at.timestamp() for a in Attempt.objects.filter(job_id__in=[h.id for h in handles]))
+    # A bucket of `rate` tokens refilled at rate/per a second: by time t after the first start, at most
+    # rate + t * rate / per starts (plus one for the rounding of the refill).
+    for i, t in enumerate(starts):
+        assert i + 1 <= rate + (t - starts[0]) * rate / per + 1, (i, t - starts[0])
+    span = starts[-1] - starts[0]
+    assert (n - rate) * per / rate - 0.5 <= span <= (n - rate) * per / rate + 3.0, span  # ~3 s: not much slower

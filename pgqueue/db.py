@@ -161,6 +161,8 @@ RETURNS: dict[str, type] = {
     "job_lease_limited": LeasedJob,
     "queuestate_limited": Limited,
     "queuestate_set_limits": Name,
+    "queuestate_set_breaker": Name,
+    "queuestate_resume_due": Name,
     "job_set_state_if_running_many": Moved,
     "job_get_held_by_worker": HeldJob,
     "job_get_expired": HeldJob,

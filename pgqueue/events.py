@@ -34,6 +34,7 @@ EVENTS = {
     "child_exited": "worker, kind, pid, status (exit code, or minus the signal number)",
     "maintenance_leader": "worker",
     "queue_paused": "queue, reason",
+    "queue_resumed": "queue, reason (a circuit breaker's cool-down is over)",
     "db_reconnect": "worker, error",
     "db_unavailable": "worker, statement",
 }

@@ -1,4 +1,5 @@
-"""Per-queue operator state: paused or not, and limits used by later features."""
+"""Per-queue operator state: paused or not, its limits (running jobs, starts per window) and its circuit
+breaker."""
 
 from __future__ import annotations
 
@@ -19,6 +20,16 @@ class QueueState(models.Model):
     rate_window = models.FloatField(null=True, blank=True, help_text="Seconds.")
     rate_tokens = models.FloatField(null=True, blank=True, help_text="Starts left in the token bucket.")
     rate_updated_at = models.DateTimeField(null=True, blank=True, help_text="When the bucket was last counted.")
+    # circuit breaker: breaker_threshold failures in a row within breaker_window seconds pause the queue
+    # for breaker_cooldown seconds (docs/concurrency.md)
+    breaker_threshold = models.IntegerField(null=True, blank=True, help_text="Failures in a row that trip it.")
+    breaker_window = models.FloatField(null=True, blank=True, help_text="Seconds the failures must fall within.")
+    breaker_cooldown = models.FloatField(null=True, blank=True, help_text="Seconds it stays paused once tripped.")
+    breaker_failures = models.IntegerField(db_default=0, help_text="Failures in a row so far.")
+    breaker_first_failure_at = models.DateTimeField(null=True, blank=True)
+    breaker_trips = models.IntegerField(db_default=0, help_text="Times it tripped.")
+    paused_reason = models.TextField(blank=True, db_default="", help_text="Why it is paused, if not by hand.")
+    resume_at = models.DateTimeField(null=True, blank=True, help_text="Maintenance resumes it then (a tripped breaker).")
     updated_at = models.DateTimeField(db_default=Now())
 
     class Meta:

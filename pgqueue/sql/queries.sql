@@ -416,6 +416,52 @@ WITH input AS (
                        ON k.kind = 'unique' AND k.key = d.lock_key AND k.job_id = d.id
                    WHERE d.unlock AND NOT k.released
                    FOR UPDATE OF k SKIP LOCKED)
+), outcomes AS (  -- per queue with a circuit breaker: this batch's failures after its last success
+    SELECT d.queue, max(i.finished_at) FILTER (WHERE i.outcome = 'succeeded') AS last_ok
+    FROM done d JOIN input i ON i.id = d.id
+    WHERE EXISTS (SELECT 1 FROM pgqueue_queuestate q WHERE q.name = d.queue AND q.breaker_threshold IS NOT NULL)
+    GROUP BY d.queue
+), streaks AS (
+    SELECT o.queue, o.last_ok, count(i.id) AS failures, min(i.finished_at) AS first_failure,
+        (array_agg(i.error_class ORDER BY i.finished_at DESC))[1] AS error_class
+    FROM outcomes o
+    LEFT JOIN (done d JOIN input i ON i.id = d.id)
+        ON d.queue = o.queue AND i.outcome IN ('failed', 'timeout') AND i.finished_at > COALESCE(o.last_ok, '-infinity')
+    GROUP BY o.queue, o.last_ok
+), breaker AS (  -- failures in a row within the window trip the breaker: the queue pauses for its cool-down
+    UPDATE pgqueue_queuestate q
+    SET breaker_failures = CASE WHEN r.new_failures >= q.breaker_threshold THEN 0 ELSE r.new_failures END,
+        breaker_first_failure_at = CASE WHEN r.new_failures = 0 OR r.new_failures >= q.breaker_threshold THEN NULL
+                                        ELSE r.first_failure END,
+        breaker_trips = q.breaker_trips + (r.new_failures >= q.breaker_threshold AND NOT q.paused)::int,
+        paused = q.paused OR r.new_failures >= q.breaker_threshold,
+        paused_reason = CASE WHEN r.new_failures >= q.breaker_threshold AND NOT q.paused
+                             THEN format('circuit breaker: %%s failures in a row within %%s s (last: %%s)',
+                                         r.new_failures, q.breaker_window, r.error_class)
+                             ELSE q.paused_reason END,
+        resume_at = CASE WHEN r.new_failures >= q.breaker_threshold AND NOT q.paused
+                         THEN now() + make_interval(secs => q.breaker_cooldown) ELSE q.resume_at END,
+        updated_at = now()
+    FROM (
+        SELECT c.*, c.new_failures >= x.breaker_threshold AND NOT x.paused AS trips
+        FROM (
+            SELECT s.queue, s.error_class,
+                CASE WHEN s.last_ok IS NOT NULL OR x.breaker_first_failure_at IS NULL
+                          OR x.breaker_first_failure_at < now() - make_interval(secs => x.breaker_window)
+                     THEN s.failures ELSE x.breaker_failures + s.failures END AS new_failures,
+                CASE WHEN s.last_ok IS NOT NULL OR x.breaker_first_failure_at IS NULL
+                          OR x.breaker_first_failure_at < now() - make_interval(secs => x.breaker_window)
+                     THEN s.first_failure ELSE x.breaker_first_failure_at END AS first_failure
+            FROM streaks s JOIN pgqueue_queuestate x ON x.name = s.queue
+        ) c JOIN pgqueue_queuestate x ON x.name = c.queue
+    ) r
+    WHERE q.name = r.queue
+    RETURNING q.name, q.paused_reason, r.trips AS tripped
+), tripped AS (
+    INSERT INTO pgqueue_auditentry (at, username, action, target, count, selected, object_ids, scope)
+    SELECT now(), 'pgqueue circuit breaker', 'breaker_tripped', 'queue', 1, 1, jsonb_build_array(b.name),
+        b.paused_reason
+    FROM breaker b WHERE b.tripped
 ), stats AS (
     INSERT INTO pgqueue_stat AS s (bucket, queue, worker, succeeded, retried, dead, cancelled)
     SELECT date_trunc('minute', now()), d.queue, %(worker)s,
@@ -669,10 +715,38 @@ WITH gone AS (
 DELETE FROM pgqueue_job WHERE id IN (SELECT id FROM gone) RETURNING id;
 
 -- name: queuestate_set_paused
--- Pause or resume queues (creating their rows as needed); workers stop or start leasing from them.
+-- Pause or resume queues (creating their rows as needed); workers stop or start leasing from them. An
+-- operator's pause or resume overrides a tripped circuit breaker (its cool-down and streak are cleared).
 INSERT INTO pgqueue_queuestate (name, paused, updated_at)
 SELECT name, %(paused)s, now() FROM unnest(%(names)s::text[]) AS q(name)
-ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, pause_when_empty = false, updated_at = now()
+ON CONFLICT (name) DO UPDATE
+SET paused = EXCLUDED.paused, pause_when_empty = false, paused_reason = '', resume_at = NULL, breaker_failures = 0,
+    breaker_first_failure_at = NULL, updated_at = now()
+RETURNING name;
+
+-- name: queuestate_resume_due
+-- Resume queues whose circuit breaker's cool-down is over, and record it in the audit log.
+WITH resumed AS (
+    UPDATE pgqueue_queuestate
+    SET paused = false, paused_reason = '', resume_at = NULL, updated_at = now()
+    WHERE paused AND resume_at <= now()
+    RETURNING name
+), audit AS (
+    INSERT INTO pgqueue_auditentry (at, username, action, target, count, selected, object_ids, scope)
+    SELECT now(), 'pgqueue circuit breaker', 'breaker_resumed', 'queue', 1, 1, jsonb_build_array(name),
+        'cool-down over'
+    FROM resumed
+)
+SELECT name FROM resumed;
+
+-- name: queuestate_set_breaker
+-- Set or clear a queue's circuit breaker (creating its row as needed); its streak starts over.
+INSERT INTO pgqueue_queuestate (name, breaker_threshold, breaker_window, breaker_cooldown, updated_at)
+VALUES (%(name)s, %(threshold)s, %(window)s, %(cooldown)s, now())
+ON CONFLICT (name) DO UPDATE
+SET breaker_threshold = EXCLUDED.breaker_threshold, breaker_window = EXCLUDED.breaker_window,
+    breaker_cooldown = EXCLUDED.breaker_cooldown, breaker_failures = 0, breaker_first_failure_at = NULL,
+    updated_at = now()
 RETURNING name;
 
 -- name: queuestate_pause_drained

@@ -1,5 +1,6 @@
 """The maintenance role: one leader per cluster (advisory lock) stages due jobs, rescues lost ones, hands
-free semaphore slots to blocked jobs, reaps orphaned locks and slots, prunes."""
+free semaphore slots to blocked jobs, resumes queues whose circuit breaker cooled down, reaps orphaned
+locks and slots, prunes."""
 
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ class Maintenance:
         self.db.run("workerprocess_reap", dead_after=s.WORKER_DEAD_AFTER)
         for row in self.db.run("queuestate_pause_drained"):
             events.emit("queue_paused", queue=row.name, reason="drained")
+        for row in self.db.run("queuestate_resume_due"):
+            events.emit("queue_resumed", queue=row.name, reason="circuit breaker cool-down over")
         rescued = rescue.expired(self.db, s, BATCH, by=self.id)
         if rescued:
             events.emit("job_rescued", count=len(rescued), worker=self.id, status=None)

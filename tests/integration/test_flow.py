@@ -17,7 +17,7 @@ from pgqueue import db, operations
 from pgqueue.db import connection_kwargs
 from pgqueue.exceptions import JobNotUnique
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
-from pgqueue.models import Job, Lock, QueueState, Semaphore, SemaphoreSlot
+from pgqueue.models import AuditEntry, Job, Lock, QueueState, Semaphore, SemaphoreSlot
 from pgqueue.types import LeasedJob
 from pgqueue.worker import rescue
 from pgqueue.worker.maintenance import Maintenance
@@ -414,3 +414,50 @@ def test_queue_limits_are_checked() -> None:
     with pytest.raises(pgqueue.exceptions.InvalidJob, match="per must be a finite number of seconds"):
         operations.set_limits("q", rate=5, per=float("nan"))
     assert not Semaphore.objects.exists()
+
+
+# -- circuit breaker ------------------------------------------------------------------------------------
+
+
+def test_failures_in_a_row_trip_the_breaker_and_maintenance_resumes_it() -> None:
+    operations.set_breaker("breaker", failures=3, within=60, cooldown=30)
+    ids = [jobs.breaker_ok.enqueue(f"j{i}").id for i in range(8)]
+    with connect() as conn:
+        def attempt(how: Ending) -> None:
+            with conn.cursor() as cur:
+                rows = db.run(cur, "job_lease", queues=["breaker"], limit=1, worker="w1", lease_seconds=30)
+            end(conn, rows, how)
+
+        attempt(Ending.RAISED)
+        attempt(Ending.RAISED)
+        attempt(Ending.RETURNED)  # a success ends the streak
+        attempt(Ending.RAISED)
+        attempt(Ending.RAISED)
+        assert not QueueState.objects.get(name="breaker").paused
+        attempt(Ending.RAISED)  # the third in a row
+        state = QueueState.objects.get(name="breaker")
+        assert state.paused and state.breaker_trips == 1 and state.breaker_failures == 0
+        assert state.paused_reason == "circuit breaker: 3 failures in a row within 60 s (last: RuntimeError)"
+        assert 25 < (state.resume_at - dt.datetime.now(dt.UTC)).total_seconds() <= 30
+        with conn.cursor() as cur:
+            assert db.run(cur, "job_lease", queues=["breaker"], limit=5, worker="w1", lease_seconds=30) == []
+    audit = AuditEntry.objects.get(action="breaker_tripped")
+    assert (audit.username, audit.object_ids, audit.scope) == ("pgqueue circuit breaker", ["breaker"],
+                                                               state.paused_reason)
+    QueueState.objects.filter(name="breaker").update(resume_at=dt.datetime.now(dt.UTC))
+    assert [r.name for r in db.run_in_django("queuestate_resume_due")] == ["breaker"]
+    state = QueueState.objects.get(name="breaker")
+    assert (state.paused, state.paused_reason, state.resume_at) == (False, "", None)
+    assert AuditEntry.objects.filter(action="breaker_resumed", object_ids=["breaker"]).exists()
+    assert len(ids) == 8
+
+
+def test_an_operator_resume_overrides_a_tripped_breaker() -> None:
+    operations.set_breaker("breaker", failures=1, within=60, cooldown=3600)
+    jobs.breaker_ok.enqueue("a")
+    with connect() as conn:
+        end(conn, lease_limited(conn, ["breaker"]), Ending.RAISED)
+    assert QueueState.objects.get(name="breaker").paused
+    operations.resume("breaker")
+    state = QueueState.objects.get(name="breaker")
+    assert (state.paused, state.resume_at, state.paused_reason) == (False, None, "")

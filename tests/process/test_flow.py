@@ -13,7 +13,7 @@ from django.db import connections
 from django.db.models import Count
 
 from pgqueue import operations
-from pgqueue.models import Attempt, Job, Lock, SemaphoreSlot, WorkerProcess
+from pgqueue.models import Attempt, AuditEntry, Job, Lock, QueueState, SemaphoreSlot, WorkerProcess
 from tests.conftest import wait_for
 from tests.testapp import jobs
 from tests.testapp.models import Mark
@@ -147,3 +147,17 @@ def test_a_queue_rate_limit_is_kept_within_one_start(start_worker) -> None:
         assert i + 1 <= rate + (t - starts[0]) * rate / per + 1, (i, t - starts[0])
     span = starts[-1] - starts[0]
     assert (n - rate) * per / rate - 0.5 <= span <= (n - rate) * per / rate + 3.0, span  # ~3 s: not much slower
+
+
+def test_the_breaker_trips_pauses_and_resumes_after_its_cool_down(start_worker) -> None:
+    operations.set_breaker("breaker", failures=3, within=60, cooldown=2)
+    jobs.breaker_fails.enqueue_many([(f"f{i}",) for i in range(3)])
+    start_worker("--queues", "breaker", "--concurrency", "1")
+    wait_for(lambda: QueueState.objects.get(name="breaker").paused, what="the breaker to trip")
+    tripped = AuditEntry.objects.get(action="breaker_tripped").at
+    later = jobs.breaker_ok.enqueue("after")
+    wait_for(lambda: Job.objects.get(id=later.id).state == "succeeded", timeout=30, what="the queue to resume")
+    ran = Attempt.objects.get(job_id=later.id).started_at
+    assert (ran - tripped).total_seconds() >= 1.5  # not before the cool-down (2 s, maintenance every 0.5 s)
+    assert AuditEntry.objects.filter(action="breaker_resumed").exists()
+    assert not QueueState.objects.get(name="breaker").paused

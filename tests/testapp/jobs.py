@@ -328,3 +328,13 @@ def ordered_flaky_skip(stream: str, seq: int) -> None:
     Mark.objects.create(label=f"ordered:{stream}", attempt=seq, pid=os.getpid())
     if seq == 0 and ctx and ctx.attempt == 1:
         raise RuntimeError("first attempt fails")
+
+
+@job(queue="breaker", max_attempts=1)
+def breaker_fails(label: str) -> None:
+    raise RuntimeError(f"partner down ({label})")
+
+
+@job(queue="breaker")
+def breaker_ok(label: str) -> None:
+    Mark.objects.create(label=label)

@@ -4,12 +4,14 @@ with concurrent enqueuers on their own connections and the worker's statements a
 from __future__ import annotations
 
 import datetime as dt
+import io
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 
 import pgqueue
@@ -461,3 +463,43 @@ def test_an_operator_resume_overrides_a_tripped_breaker() -> None:
     operations.resume("breaker")
     state = QueueState.objects.get(name="breaker")
     assert (state.paused, state.resume_at, state.paused_reason) == (False, None, "")
+
+
+# -- the pgqueue_queue command ----------------------------------------------------------------------------
+
+
+def test_the_queue_command_pauses_limits_and_sets_a_breaker_audited() -> None:
+    out = io.StringIO()
+    call_command("pgqueue_queue", "pause", "emails", "default", stdout=out)
+    assert out.getvalue().strip() == "paused (workers lease nothing more from them): emails, default"
+    call_command("pgqueue_queue", "limit", "emails", "--concurrency", "3", "--rate", "10", "--per", "1", stdout=out)
+    call_command("pgqueue_queue", "breaker", "emails", "--failures", "5", "--within", "60", "--cooldown", "30",
+                 stdout=out)
+    listing = io.StringIO()
+    call_command("pgqueue_queue", "list", "emails", stdout=listing)
+    assert listing.getvalue().strip() == (
+        "emails\tpaused; at most 3 running; at most 10 starts per 1 s; breaker: 5 failures in 60 s pause it for "
+        "30 s (0 in a row now, 0 trips)")
+    assert list(AuditEntry.objects.order_by("at").values_list("action", "object_ids", "scope")) == [
+        ("pause_queue", ["emails", "default"], ""),
+        ("set_queue_limits", ["emails"], "--concurrency=3 --rate=10 --per=1.0"),
+        ("set_queue_breaker", ["emails"], "--failures=5 --within=60.0 --cooldown=30.0"),
+    ]
+    assert SemaphoreSlot.objects.filter(semaphore_id="pgqueue:queue:emails").count() == 3
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["pause"], "pgqueue_queue pause needs at least one queue name."),
+    (["pause", "a,b"], "Invalid queue name 'a,b'"),
+    (["limit", "q", "--rate", "5"], "Queue 'q': give rate and per together"),
+    (["limit", "q", "--concurrency", "0"], "Queue 'q': concurrency must be an integer from 1 to 10000, got 0."),
+    (["breaker", "q"], "pgqueue_queue breaker needs --failures, --within and --cooldown, or --off."),
+    (["breaker", "q", "--failures", "3"], "Queue 'q': a circuit breaker needs failures, within and cooldown"),
+    (["breaker", "q", "--failures", "3", "--within", "inf", "--cooldown", "1"],
+     "Queue 'q': within must be a finite number of seconds, got inf."),
+])
+def test_the_queue_command_refuses_bad_input_and_writes_nothing(argv: list[str], message: str) -> None:
+    with pytest.raises(CommandError) as info:
+        call_command("pgqueue_queue", *argv, stdout=io.StringIO())
+    assert str(info.value).startswith(message), str(info.value)
+    assert not QueueState.objects.exists() and not AuditEntry.objects.exists()

@@ -1,4 +1,5 @@
-"""manage.py pgqueue_queue: pause, resume or drain queues, or list them (each change is audited)."""
+"""manage.py pgqueue_queue: pause, resume or drain queues, set their limits and circuit breakers, or list
+them. Each change is audited, as the admin's actions are."""
 
 from __future__ import annotations
 
@@ -13,18 +14,27 @@ from pgqueue.exceptions import InvalidJob
 from pgqueue.models import AuditEntry, QueueState
 
 VERBS = {
-    "pause": (operations.pause, "pause_queue", "paused: workers lease nothing more from"),
+    "pause": (operations.pause, "pause_queue", "paused (workers lease nothing more from them):"),
     "resume": (operations.resume, "resume_queue", "resumed:"),
     "drain": (operations.drain_and_pause, "drain_queue", "draining (paused once nothing is ready or running):"),
 }
 
 
 class Command(BaseCommand):
-    help = "Pause, resume or drain-and-pause queues, or list them: pgqueue_queue pause emails default"
+    help = ("Queues: pause, resume or drain NAME...; limit NAME [--concurrency N] [--rate N --per SECONDS] "
+            "(no option clears them); breaker NAME --failures N --within SECONDS --cooldown SECONDS (or --off); "
+            "list [NAME...].")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("verb", choices=[*VERBS, "list"])
-        parser.add_argument("queues", nargs="*", help="Queue names (none for list: every queue with a row).")
+        parser.add_argument("verb", choices=[*VERBS, "limit", "breaker", "list"])
+        parser.add_argument("queues", nargs="*", help="Queue names (for list: none means every queue with a row).")
+        parser.add_argument("--concurrency", type=int, help="limit: running jobs at most, cluster-wide.")
+        parser.add_argument("--rate", type=int, help="limit: jobs started at most per --per seconds.")
+        parser.add_argument("--per", type=float, help="limit: the rate's window in seconds.")
+        parser.add_argument("--failures", type=int, help="breaker: failed attempts in a row that pause the queue.")
+        parser.add_argument("--within", type=float, help="breaker: seconds the failures must fall within.")
+        parser.add_argument("--cooldown", type=float, help="breaker: seconds the queue stays paused.")
+        parser.add_argument("--off", action="store_true", help="breaker: remove the queue's circuit breaker.")
 
     def handle(self, *args: Any, verb: str, queues: list[str], **options: Any) -> None:
         if verb == "list":
@@ -32,14 +42,25 @@ class Command(BaseCommand):
             return
         if not queues:
             raise CommandError(f"pgqueue_queue {verb} needs at least one queue name.")
-        run, action, said = VERBS[verb]
         try:
-            names = run(queues)
+            if verb in VERBS:
+                run, action, said = VERBS[verb]
+                names = run(queues)
+            elif verb == "limit":
+                action, said = "set_queue_limits", "limits set:"
+                names = [operations.set_limits(q, concurrency=options["concurrency"], rate=options["rate"],
+                                               per=options["per"]) for q in queues]
+            else:
+                if options["off"] == (options["failures"] is not None):
+                    raise CommandError("pgqueue_queue breaker needs --failures, --within and --cooldown, or --off.")
+                action, said = "set_queue_breaker", "circuit breaker set:"
+                names = [operations.set_breaker(q, failures=options["failures"], within=options["within"],
+                                                cooldown=options["cooldown"]) for q in queues]
         except InvalidJob as exc:
             raise CommandError(str(exc)) from None
         AuditEntry.objects.using(get_settings().DATABASE).create(
             username=f"manage.py ({_os_user()})"[:150], action=action, target="queue", count=len(names),
-            selected=len(queues), object_ids=names,
+            selected=len(queues), object_ids=names, scope=_options_text(options) if verb in ("limit", "breaker") else "",
         )
         self.stdout.write(f"{said} {', '.join(names)}")
 
@@ -48,8 +69,30 @@ class Command(BaseCommand):
         if names:
             rows = rows.filter(name__in=names)
         for row in rows:
-            state = "paused" if row.paused else ("draining" if row.pause_when_empty else "active")
-            self.stdout.write(f"{row.name}\t{state}")
+            self.stdout.write("\t".join([row.name, describe(row)]))
+
+
+def describe(queue: QueueState) -> str:
+    """A queue's state, limits and breaker in words (the command's list, the admin's list)."""
+    if queue.paused:
+        parts = [f"paused ({queue.paused_reason})" if queue.paused_reason else "paused"]
+        if queue.resume_at:
+            parts.append(f"resumes at {queue.resume_at:%Y-%m-%d %H:%M:%S}")
+    else:
+        parts = ["draining, then pause" if queue.pause_when_empty else "active"]
+    if queue.concurrency_limit is not None:
+        parts.append(f"at most {queue.concurrency_limit} running")
+    if queue.rate_limit is not None:
+        parts.append(f"at most {queue.rate_limit} starts per {queue.rate_window:g} s")
+    if queue.breaker_threshold is not None:
+        parts.append(f"breaker: {queue.breaker_threshold} failures in {queue.breaker_window:g} s pause it for "
+                     f"{queue.breaker_cooldown:g} s ({queue.breaker_failures} in a row now, {queue.breaker_trips} trips)")
+    return "; ".join(parts)
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    keys = ("concurrency", "rate", "per", "failures", "within", "cooldown", "off")
+    return " ".join(f"--{k}={options[k]}" for k in keys if options.get(k) not in (None, False))
 
 
 def _os_user() -> str:

@@ -152,6 +152,7 @@ RETURNS: dict[str, type] = {
     "job_replace_waiting_many": Woken,
     "lock_take_many": LockTaken,
     "lock_reap": LocksReaped,
+    "lock_release_many": JobId,
     "semaphore_hand_off": Woken,
     "semaphore_waiting_keys": Key,
     "semaphore_slot_reap": Key,

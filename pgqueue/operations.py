@@ -164,3 +164,9 @@ def set_breaker(queue: str, *, failures: int | None = None, within: float | None
                             window=float(within) if within is not None else None,
                             cooldown=float(cooldown) if cooldown is not None else None)
     return str(rows[0].name)
+
+
+def release_locks(lock_ids: int | Iterable[int]) -> list[int]:
+    """Free uniqueness or idempotency keys now (an operator's choice: the next enqueue with the key creates a
+    job even if the holder still waits or runs). Returns the lock ids released."""
+    return [row.id for row in db.run_in_django("lock_release_many", ids=_ids(lock_ids))]

@@ -1,8 +1,12 @@
-"""The Django admin as pgqueue's operator console: jobs, attempts, queues, workers, audit log, overview."""
+"""The Django admin as pgqueue's operator console: jobs, attempts, queues, locks, semaphores, workers, audit
+log, overview."""
 
 from pgqueue.admin.audit import AuditEntryAdmin
+from pgqueue.admin.flow import LockAdmin, SemaphoreAdmin
 from pgqueue.admin.jobs import AttemptAdmin, JobAdmin
 from pgqueue.admin.queues import QueueStateAdmin
 from pgqueue.admin.workers import WorkerProcessAdmin
 
-__all__ = ["AttemptAdmin", "AuditEntryAdmin", "JobAdmin", "QueueStateAdmin", "WorkerProcessAdmin"]
+__all__ = [
+    "AttemptAdmin", "AuditEntryAdmin", "JobAdmin", "LockAdmin", "QueueStateAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
+]

@@ -19,7 +19,7 @@ from pgqueue import db, operations
 from pgqueue.admin.actions import confirmed_action
 from pgqueue.admin.base import PgQueueAdmin, alias, parse_id
 from pgqueue.conf import get_settings
-from pgqueue.models import Attempt, Job
+from pgqueue.models import Attempt, Job, Lock, Semaphore, SemaphoreSlot
 
 RECENT = 5_000  # filters offer the queues and tasks seen among the newest jobs (bounded query)
 COUNT_CAP = 10_000  # filtered changelists count at most this many rows
@@ -97,13 +97,15 @@ class JobAdmin(PgQueueAdmin):
                            "progress_display")}),
         ("Payload and result", {"fields": ("args_pretty", "kwargs_pretty", "result_pretty", "last_error",
                                            "error_class")}),
+        ("Flow control", {"fields": ("flow_display",)}),
         ("Lease", {"fields": ("leased_by", "lease_expires_at", "cancel_requested")}),
         ("Lineage", {"fields": ("replay_of_link", "replays_links")}),
         ("Times", {"fields": ("created_at", "started_at", "finished_at")}),
     ]
     readonly_fields = ("task", "queue", "state", "reason_code", "tries", "priority", "run_at", "timeout",
                        "progress_display", "args_pretty", "kwargs_pretty", "result_pretty", "last_error",
-                       "error_class", "leased_by", "lease_expires_at", "cancel_requested", "replay_of_link",
+                       "error_class", "flow_display", "leased_by", "lease_expires_at", "cancel_requested",
+                       "replay_of_link",
                        "replays_links", "created_at", "started_at", "finished_at")
 
     actions = [
@@ -219,6 +221,50 @@ class JobAdmin(PgQueueAdmin):
             return "-"
         return format_html('<progress max="100" value="{}"></progress> {}% {}', job.progress,
                            f"{job.progress:.0f}", job.progress_message)
+
+    @admin.display(description="keys and slots")
+    def flow_display(self, job: Job) -> str:
+        """What holds this job back or what it holds: its keys, its semaphore slot, or what it waits for."""
+        lines: list[str] = []
+        if job.idempotency_key:
+            lines.append(format_html("Idempotency key <code>{}</code>.", job.idempotency_key))
+        if job.lock_key:
+            lock = Lock.objects.using(alias()).filter(kind="unique", key=job.lock_key).first()
+            ours = lock is not None and lock.__dict__["job_id"] == job.id
+            held: str = "released"
+            if lock is not None and ours and not lock.released:
+                held = format_html("held (until {})", lock.until)
+            elif lock is not None and ours and lock.expires_at:
+                held = format_html("released; counts until {}", lock.expires_at)
+            lines.append(format_html('Uniqueness key <a href="{}?q={}"><code>{}</code></a>: {}.',
+                                     reverse("admin:pgqueue_lock_changelist"), job.lock_key, job.lock_key, held))
+        if job.concurrency_key:
+            lines.append(self._semaphore_line(job))
+        if job.queue_slot is not None:
+            lines.append(format_html("Holds running slot {} of queue {}'s concurrency limit.", job.queue_slot,
+                                     job.queue))
+        if not lines:
+            return "-"
+        return format_html_join("", "<p>{}</p>", ((line,) for line in lines))
+
+    def _semaphore_line(self, job: Job) -> str:
+        key = job.concurrency_key
+        semaphore = Semaphore.objects.using(alias()).filter(key=key).first()
+        limit = semaphore.limit if semaphore is not None else "?"
+        link = format_html('<a href="{}?q={}"><code>{}</code></a>', reverse("admin:pgqueue_semaphore_changelist"),
+                           key, key)
+        if job.slot is not None:
+            return format_html("Holds slot {} of semaphore {} (limit {}).", job.slot, link, limit)
+        if job.state != "blocked":
+            return format_html("Semaphore {} (limit {}); holds no slot now.", link, limit)
+        holders = list(SemaphoreSlot.objects.using(alias()).filter(semaphore_id=key, job_id__isnull=False)
+                       .order_by("number").values_list("job_id", flat=True)[:20])
+        ahead = Job.objects.using(alias()).filter(state="blocked", concurrency_key=key, id__lt=job.id).count()
+        held_by = format_html_join(", ", '<a href="{}">#{}</a>',
+                                   ((reverse("admin:pgqueue_job_change", args=[i]), i) for i in holders)) or "nobody"
+        when = "" if job.run_at <= timezone.now() else format_html(" (its retry delay ends at {})", job.run_at)
+        return format_html("Blocked: waits for a slot of semaphore {} (limit {}), held by {}; {} blocked job(s) of "
+                           "the key are ahead of it{}.", link, limit, held_by, ahead, when)
 
     @admin.display(description="replay of")
     def replay_of_link(self, job: Job) -> str:

@@ -97,11 +97,9 @@ class QueueStateAdmin(PgQueueAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return QueueChangeList
 
-    @admin.display(description="status")
+    @admin.display(description="status, limits, breaker")
     def status(self, queue: QueueState) -> str:
-        if queue.paused:
-            return "paused"
-        return "draining, then pause" if queue.pause_when_empty else "active"
+        return queue.describe()
 
     @admin.display(description="ready")
     def ready(self, queue: QueueState) -> int:

@@ -40,3 +40,20 @@ class QueueState(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def describe(self) -> str:
+        """Its state, limits and breaker in words (pgqueue_queue list, the admin's queue list)."""
+        if self.paused:
+            parts = [f"paused ({self.paused_reason})" if self.paused_reason else "paused"]
+            if self.resume_at:
+                parts.append(f"resumes at {self.resume_at:%Y-%m-%d %H:%M:%S}")
+        else:
+            parts = ["draining, then pause" if self.pause_when_empty else "active"]
+        if self.concurrency_limit is not None:
+            parts.append(f"at most {self.concurrency_limit} running")
+        if self.rate_limit is not None:
+            parts.append(f"at most {self.rate_limit} starts per {self.rate_window:g} s")
+        if self.breaker_threshold is not None:
+            parts.append(f"breaker: {self.breaker_threshold} failures in {self.breaker_window:g} s pause it for "
+                         f"{self.breaker_cooldown:g} s ({self.breaker_failures} in a row now, {self.breaker_trips} trips)")
+        return "; ".join(parts)

@@ -85,6 +85,12 @@ WITH input AS MATERIALIZED (
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM inserted ORDER BY id;
 
+-- name: lock_release_many
+-- Free keys now (an operator's release in the admin): released, and any window ended.
+UPDATE pgqueue_lock SET released = true, expires_at = LEAST(expires_at, now())
+WHERE id = ANY(%(ids)s::bigint[]) AND (NOT released OR expires_at > now())
+RETURNING id;
+
 -- name: lock_drop_many
 -- Give back keys taken (in this transaction) for calls that are not inserted: another of their keys was held.
 DELETE FROM pgqueue_lock l

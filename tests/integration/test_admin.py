@@ -161,3 +161,38 @@ def test_search_finds_a_job_by_its_idempotency_or_flow_key(root: Client) -> None
         page = root.get(JOBS, {"q": term}).content.decode()
         assert f"/admin/pgqueue/job/{expected}/change/" in page, term
         assert page.count('class="action-select"') == 1, term
+
+
+def test_lock_and_semaphore_pages_and_what_blocks_a_job(root: Client) -> None:
+    note = jobs.unique_note.enqueue("admin")
+    holders = [jobs.limited.enqueue("adm", f"h{i}").id for i in range(2)]
+    blocked = jobs.limited.enqueue("adm", "waiting").id
+    for url in ["/admin/pgqueue/lock/", "/admin/pgqueue/lock/?q=unique_note", "/admin/pgqueue/semaphore/",
+                "/admin/pgqueue/semaphore/sem:adm/change/"]:
+        assert root.get(url).status_code == 200, url
+    locks = root.get("/admin/pgqueue/lock/").content.decode()
+    assert 'tests.testapp.jobs.unique_note:[&quot;admin&quot;]' in locks and f"#{note.id}</a>" in locks
+    semaphores = root.get("/admin/pgqueue/semaphore/").content.decode()
+    assert "sem:adm" in semaphores
+    detail = root.get("/admin/pgqueue/semaphore/sem:adm/change/").content.decode()
+    assert f"#{holders[0]}</a>" in detail and "1 blocked" in detail
+    page = root.get(f"{JOBS}{blocked}/change/").content.decode()
+    assert "Blocked: waits for a slot of semaphore" in page and f"#{holders[1]}</a>" in page
+    assert "0 blocked job(s) of the key are ahead of it" in page
+    page = root.get(f"{JOBS}{note.id}/change/").content.decode()
+    assert "held (until finished)" in page
+
+
+def test_releasing_a_lock_is_confirmed_permitted_and_audited(root: Client) -> None:
+    from pgqueue.models import Lock
+
+    jobs.unique_note.enqueue("rel")
+    lock = Lock.objects.get()
+    url = "/admin/pgqueue/lock/"
+    assert staff("view_lock").post(url, {"action": "release_locks", "_selected_action": [lock.id], "index": 0,
+                                         "confirm": "yes"}).status_code in (200, 302)
+    assert not Lock.objects.get().released  # no release_lock permission: nothing happened
+    assert act(root, "release_locks", [lock.id], url=url).status_code == 302
+    assert Lock.objects.get().released
+    assert AuditEntry.objects.filter(action="release_locks", target="lock", count=1).exists()
+    assert jobs.unique_note.enqueue("rel").created  # the key is free

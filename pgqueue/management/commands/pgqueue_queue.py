@@ -69,25 +69,7 @@ class Command(BaseCommand):
         if names:
             rows = rows.filter(name__in=names)
         for row in rows:
-            self.stdout.write("\t".join([row.name, describe(row)]))
-
-
-def describe(queue: QueueState) -> str:
-    """A queue's state, limits and breaker in words (the command's list, the admin's list)."""
-    if queue.paused:
-        parts = [f"paused ({queue.paused_reason})" if queue.paused_reason else "paused"]
-        if queue.resume_at:
-            parts.append(f"resumes at {queue.resume_at:%Y-%m-%d %H:%M:%S}")
-    else:
-        parts = ["draining, then pause" if queue.pause_when_empty else "active"]
-    if queue.concurrency_limit is not None:
-        parts.append(f"at most {queue.concurrency_limit} running")
-    if queue.rate_limit is not None:
-        parts.append(f"at most {queue.rate_limit} starts per {queue.rate_window:g} s")
-    if queue.breaker_threshold is not None:
-        parts.append(f"breaker: {queue.breaker_threshold} failures in {queue.breaker_window:g} s pause it for "
-                     f"{queue.breaker_cooldown:g} s ({queue.breaker_failures} in a row now, {queue.breaker_trips} trips)")
-    return "; ".join(parts)
+            self.stdout.write("\t".join([row.name, row.describe()]))
 
 
 def _options_text(options: dict[str, Any]) -> str:

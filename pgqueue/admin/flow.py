@@ -1,0 +1,115 @@
+"""Flow control in the admin: uniqueness and idempotency keys (who holds what, since when, release), and
+semaphores (limit, holders, blocked jobs, the oldest of them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Min
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from pgqueue import operations
+from pgqueue.admin.actions import confirmed_action
+from pgqueue.admin.base import PgQueueAdmin, alias
+from pgqueue.models import Job, Lock, Semaphore, SemaphoreSlot
+
+
+def _job_link(job_id: int | None) -> str:
+    if job_id is None:
+        return "-"
+    return format_html('<a href="{}">#{}</a>', reverse("admin:pgqueue_job_change", args=[job_id]), job_id)
+
+
+def _age(when: Any) -> str:
+    if when is None:
+        return "-"
+    seconds = (timezone.now() - when).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@admin.register(Lock)
+class LockAdmin(PgQueueAdmin):
+    list_display = ("kind", "key", "holder", "holder_state", "until", "status", "expires_at", "since")
+    list_filter = ("kind", "released", "until")
+    search_fields = ("key",)
+    search_help_text = "Text in the key."
+    ordering = ("-created_at",)
+    readonly_fields = [f.name for f in Lock._meta.fields]
+    actions = [
+        confirmed_action(
+            name="release_locks", description="Release", permission="release", target="lock",
+            run=operations.release_locks,
+            explain="The keys are free at once (a window they still have is ended too): the next enqueue with "
+                    "one of them creates a job even if its holder still waits or runs.",
+        ),
+    ]
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("pgqueue.release_lock"))  # type: ignore[union-attr]
+
+    @admin.display(description="job")
+    def holder(self, lock: Lock) -> str:
+        return _job_link(lock.__dict__["job_id"])
+
+    @admin.display(description="job state")
+    def holder_state(self, lock: Lock) -> str:
+        state = Job.objects.using(alias()).filter(id=lock.__dict__["job_id"]).values_list("state", flat=True).first()
+        return state or "gone"
+
+    @admin.display(description="status")
+    def status(self, lock: Lock) -> str:
+        if not lock.released:
+            return "held"
+        if lock.expires_at and lock.expires_at > timezone.now():
+            return "held for its window"
+        return "free"
+
+    @admin.display(description="age", ordering="created_at")
+    def since(self, lock: Lock) -> str:
+        return _age(lock.created_at)
+
+
+@admin.register(Semaphore)
+class SemaphoreAdmin(PgQueueAdmin):
+    list_display = ("key", "limit", "holders", "blocked", "oldest_blocked")
+    search_fields = ("key",)
+    search_help_text = "Text in the key (a queue's concurrency limit is pgqueue:queue:<name>)."
+    ordering = ("key",)
+    readonly_fields = ("key", "limit", "created_at", "holder_links", "blocked_link")
+    fields = readonly_fields
+
+    @admin.display(description="holding a slot")
+    def holders(self, semaphore: Semaphore) -> int:
+        return SemaphoreSlot.objects.using(alias()).filter(semaphore_id=semaphore.key, job_id__isnull=False).count()
+
+    @admin.display(description="blocked")
+    def blocked(self, semaphore: Semaphore) -> int:
+        return Job.objects.using(alias()).filter(state="blocked", concurrency_key=semaphore.key).count()
+
+    @admin.display(description="oldest blocked")
+    def oldest_blocked(self, semaphore: Semaphore) -> str:
+        first = (Job.objects.using(alias()).filter(state="blocked", concurrency_key=semaphore.key)
+                 .aggregate(first=Min("created_at"))["first"])
+        return _age(first)
+
+    @admin.display(description="holders")
+    def holder_links(self, semaphore: Semaphore) -> str:
+        slots = (SemaphoreSlot.objects.using(alias()).filter(semaphore_id=semaphore.key, job_id__isnull=False)
+                 .order_by("number").values_list("number", "job_id"))
+        if not slots:
+            return "-"
+        return format_html_join(", ", "slot {}: {}", ((n, _job_link(j)) for n, j in slots))
+
+    @admin.display(description="blocked jobs")
+    def blocked_link(self, semaphore: Semaphore) -> str:
+        url = reverse("admin:pgqueue_job_changelist")
+        return format_html('<a href="{}?state__exact=blocked&q={}">{} blocked</a>', url, semaphore.key,
+                           self.blocked(semaphore))

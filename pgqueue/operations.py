@@ -122,6 +122,14 @@ def set_limits(queue: str, *, concurrency: int | None = None, rate: int | None =
     wide, and at most `rate` jobs started per `per` seconds (a token bucket: bursts up to `rate`).
     Workers of the queue apply them from their next heartbeat; jobs already running hold no running slot.
     Returns the queue name."""
+    name = check_limits(queue, concurrency=concurrency, rate=rate, per=per)
+    rows = db.run_in_django("queuestate_set_limits", name=name, concurrency_limit=concurrency, rate_limit=rate,
+                            rate_window=float(per) if per is not None else None)
+    return str(rows[0].name)
+
+
+def check_limits(queue: str, *, concurrency: Any, rate: Any, per: Any) -> str:
+    """The queue name if these limits can be set, else InvalidJob (nothing written)."""
     name = check_queue_name(queue)
     label = f"Queue {name!r}:"
     if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
@@ -134,9 +142,7 @@ def set_limits(queue: str, *, concurrency: int | None = None, rate: int | None =
         raise InvalidJob(f"{label} rate must be an integer from 1 to {RATE_LIMIT_MAX}, got {short_repr(rate)}.")
     if per is not None:
         check_seconds(f"{label} per", per)
-    rows = db.run_in_django("queuestate_set_limits", name=name, concurrency_limit=concurrency, rate_limit=rate,
-                            rate_window=float(per) if per is not None else None)
-    return str(rows[0].name)
+    return name
 
 
 BREAKER_THRESHOLD_MAX = 1_000_000
@@ -147,23 +153,29 @@ def set_breaker(queue: str, *, failures: int | None = None, within: float | None
     """Set (or, with failures=None, clear) a queue's circuit breaker: `failures` failed attempts in a row
     within `within` seconds pause the queue for `cooldown` seconds, with the reason recorded and audited;
     maintenance resumes it. A success ends the streak. Returns the queue name."""
+    name = check_breaker(queue, failures=failures, within=within, cooldown=cooldown)
+    rows = db.run_in_django("queuestate_set_breaker", name=name, threshold=failures,
+                            window=float(within) if within is not None else None,
+                            cooldown=float(cooldown) if cooldown is not None else None)
+    return str(rows[0].name)
+
+
+def check_breaker(queue: str, *, failures: Any, within: Any, cooldown: Any) -> str:
+    """The queue name if this breaker can be set, else InvalidJob (nothing written)."""
     name = check_queue_name(queue)
     label = f"Queue {name!r}:"
     if failures is None:
         if within is not None or cooldown is not None:
             raise InvalidJob(f"{label} within and cooldown need failures=N.")
-    else:
-        if isinstance(failures, bool) or not isinstance(failures, int) or not 1 <= failures <= BREAKER_THRESHOLD_MAX:
-            raise InvalidJob(f"{label} failures must be an integer from 1 to {BREAKER_THRESHOLD_MAX}, "
-                             f"got {short_repr(failures)}.")
-        if within is None or cooldown is None:
-            raise InvalidJob(f"{label} a circuit breaker needs failures, within and cooldown (seconds).")
-        check_seconds(f"{label} within", within)
-        check_seconds(f"{label} cooldown", cooldown)
-    rows = db.run_in_django("queuestate_set_breaker", name=name, threshold=failures,
-                            window=float(within) if within is not None else None,
-                            cooldown=float(cooldown) if cooldown is not None else None)
-    return str(rows[0].name)
+        return name
+    if isinstance(failures, bool) or not isinstance(failures, int) or not 1 <= failures <= BREAKER_THRESHOLD_MAX:
+        raise InvalidJob(f"{label} failures must be an integer from 1 to {BREAKER_THRESHOLD_MAX}, "
+                         f"got {short_repr(failures)}.")
+    if within is None or cooldown is None:
+        raise InvalidJob(f"{label} a circuit breaker needs failures, within and cooldown (seconds).")
+    check_seconds(f"{label} within", within)
+    check_seconds(f"{label} cooldown", cooldown)
+    return name
 
 
 def release_locks(lock_ids: int | Iterable[int]) -> list[int]:

@@ -1,4 +1,5 @@
-"""Queues in the admin: pause, resume, drain-and-pause (audited, permission pgqueue.pause_queue).
+"""Queues in the admin: pause, resume, drain-and-pause (audited, permission pgqueue.pause_queue), and each
+queue's page to set its limits and circuit breaker (audited, permission pgqueue.change_queuestate).
 
 A queue gets its pgqueue_queuestate row the first time it is paused, resumed or drained (those statements
 upsert). Until then the list shows it from its jobs: opening the page writes nothing.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import SEARCH_VAR, ChangeList
@@ -19,7 +21,8 @@ from django.urls import reverse
 from pgqueue import operations
 from pgqueue.admin.actions import confirmed_action, selects_across
 from pgqueue.admin.base import PgQueueAdmin, alias
-from pgqueue.models import Job, QueueState
+from pgqueue.exceptions import InvalidJob
+from pgqueue.models import AuditEntry, Job, QueueState
 
 WAITING_OR_RUNNING = ["ready", "running", "scheduled"]
 UNLISTED_MAX = 1000  # queues without a row shown at most (bounded query)
@@ -43,6 +46,28 @@ def _selected_queues(request: HttpRequest, queryset: QuerySet[Any]) -> list[str]
     if not selects_across(request):
         unlisted &= set(request.POST.getlist(helpers.ACTION_CHECKBOX_NAME))
     return sorted(names | unlisted)
+
+
+class QueueLimitsForm(forms.ModelForm):
+    """A queue's limits and breaker, checked by the same rules as pgqueue.operations (nothing is saved
+    here: QueueStateAdmin.save_model calls the operations)."""
+
+    class Meta:
+        model = QueueState
+        fields = ["concurrency_limit", "rate_limit", "rate_window", "breaker_threshold", "breaker_window",
+                  "breaker_cooldown"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        name = self.instance.name
+        try:
+            operations.check_limits(name, concurrency=data.get("concurrency_limit"), rate=data.get("rate_limit"),
+                                    per=data.get("rate_window"))
+            operations.check_breaker(name, failures=data.get("breaker_threshold"), within=data.get("breaker_window"),
+                                     cooldown=data.get("breaker_cooldown"))
+        except InvalidJob as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
 
 
 class QueueChangeList(ChangeList):
@@ -93,6 +118,47 @@ class QueueStateAdmin(PgQueueAdmin):
                          explain="Workers keep going until nothing in the queue is ready or running; then the "
                                  "maintenance process pauses it."),
     ]
+
+    # A queue's page edits its limits and circuit breaker (permission pgqueue.change_queuestate); saving
+    # goes through pgqueue.operations (named statements, checked) and the audit log, never model.save().
+    form = QueueLimitsForm
+    fieldsets = [
+        (None, {"fields": ("name", "status")}),
+        ("Limits", {"fields": ("concurrency_limit", "rate_limit", "rate_window"),
+                    "description": "Running jobs at most (cluster-wide), and jobs started at most per window of "
+                                   "seconds. Empty: no limit. Workers apply them from their next heartbeat."}),
+        ("Circuit breaker", {"fields": ("breaker_threshold", "breaker_window", "breaker_cooldown", "breaker_state"),
+                             "description": "That many failed attempts in a row within the window pause the "
+                                            "queue for the cool-down. Empty: no breaker."}),
+    ]
+    readonly_fields = ("name", "status", "breaker_state")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.has_perm("pgqueue.change_queuestate"))  # type: ignore[union-attr]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        operations.set_limits(obj.name, concurrency=data["concurrency_limit"], rate=data["rate_limit"],
+                              per=data["rate_window"])
+        operations.set_breaker(obj.name, failures=data["breaker_threshold"], within=data["breaker_window"],
+                               cooldown=data["breaker_cooldown"])
+        AuditEntry.objects.using(alias()).create(
+            user_id=request.user.pk, username=request.user.get_username(), action="set_queue_limits",
+            target="queue", count=1, selected=1, object_ids=[obj.name],
+            scope=", ".join(f"{k}={data[k]}" for k in QueueLimitsForm.Meta.fields if data[k] is not None),
+        )
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        return None  # the audit entry above records it (django_admin_log may live on another database)
+
+    @admin.display(description="breaker")
+    def breaker_state(self, queue: QueueState) -> str:
+        if queue.breaker_threshold is None:
+            return "-"
+        text = f"{queue.breaker_failures} failure(s) in a row now; tripped {queue.breaker_trips} time(s)"
+        if queue.resume_at:
+            text += f"; paused until {queue.resume_at:%Y-%m-%d %H:%M:%S} (resume the queue to end it now)"
+        return text
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return QueueChangeList

@@ -52,8 +52,13 @@ class QueueState(models.Model):
         if self.concurrency_limit is not None:
             parts.append(f"at most {self.concurrency_limit} running")
         if self.rate_limit is not None:
-            parts.append(f"at most {self.rate_limit} starts per {self.rate_window:g} s")
+            parts.append(f"at most {self.rate_limit} starts per {_seconds(self.rate_window)} s")
         if self.breaker_threshold is not None:
-            parts.append(f"breaker: {self.breaker_threshold} failures in {self.breaker_window:g} s pause it for "
-                         f"{self.breaker_cooldown:g} s ({self.breaker_failures} in a row now, {self.breaker_trips} trips)")
+            parts.append(f"breaker: {self.breaker_threshold} failures in {_seconds(self.breaker_window)} s pause it "
+                         f"for {_seconds(self.breaker_cooldown)} s ({self.breaker_failures} in a row now, "
+                         f"{self.breaker_trips} trips)")
         return "; ".join(parts)
+
+
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"

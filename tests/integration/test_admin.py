@@ -196,3 +196,27 @@ def test_releasing_a_lock_is_confirmed_permitted_and_audited(root: Client) -> No
     assert Lock.objects.get().released
     assert AuditEntry.objects.filter(action="release_locks", target="lock", count=1).exists()
     assert jobs.unique_note.enqueue("rel").created  # the key is free
+
+
+def test_a_queue_page_sets_limits_and_a_breaker_through_the_operations(root: Client) -> None:
+    from pgqueue import operations
+    from pgqueue.models import SemaphoreSlot
+
+    operations.pause("emails")
+    url = "/admin/pgqueue/queuestate/emails/change/"
+    form = {"concurrency_limit": "3", "rate_limit": "10", "rate_window": "1", "breaker_threshold": "5",
+            "breaker_window": "60", "breaker_cooldown": "30"}
+    assert staff().post(url, form).status_code == 403  # viewing is not changing
+    bad = root.post(url, {**form, "rate_window": ""})
+    assert bad.status_code == 200 and "give rate and per together" in bad.content.decode()
+    assert QueueState.objects.get(name="emails").concurrency_limit is None  # nothing saved
+    assert root.post(url, form).status_code == 302
+    queue = QueueState.objects.get(name="emails")
+    assert (queue.concurrency_limit, queue.rate_limit, queue.rate_window) == (3, 10, 1.0)
+    assert (queue.breaker_threshold, queue.breaker_window, queue.breaker_cooldown) == (5, 60.0, 30.0)
+    assert queue.paused  # the form does not touch pausing
+    assert SemaphoreSlot.objects.filter(semaphore_id="pgqueue:queue:emails").count() == 3
+    entry = AuditEntry.objects.get(action="set_queue_limits")
+    assert (entry.username, entry.object_ids) == ("root", ["emails"])
+    listing = root.get("/admin/pgqueue/queuestate/").content.decode()
+    assert "at most 3 running; at most 10 starts per 1 s; breaker: 5 failures in 60 s" in listing

@@ -74,6 +74,18 @@ class Key:
 
 
 @dataclass(frozen=True, slots=True)
+class Resumed:
+    name: str
+    woken: int
+
+
+@dataclass(frozen=True, slots=True)
+class PausedOrResumed:
+    name: str
+    quiet: bool  # True: paused (no NOTIFY); a resumed queue wakes its workers
+
+
+@dataclass(frozen=True, slots=True)
 class Limited:
     limited: bool
 
@@ -163,7 +175,7 @@ RETURNS: dict[str, type] = {
     "queuestate_limited": Limited,
     "queuestate_set_limits": Name,
     "queuestate_set_breaker": Name,
-    "queuestate_resume_due": Name,
+    "queuestate_resume_due": Resumed,
     "job_set_state_if_running_many": Moved,
     "job_get_held_by_worker": HeldJob,
     "job_get_expired": HeldJob,
@@ -174,7 +186,7 @@ RETURNS: dict[str, type] = {
     "job_delete_finished_many": JobId,
     "job_replay_many": Replayed,
     "job_prune": Count,
-    "queuestate_set_paused": Name,
+    "queuestate_set_paused": PausedOrResumed,
     "queuestate_pause_drained": Name,
     "queuestate_drain": Name,
     "workerprocess_reap": WorkerId,

@@ -140,11 +140,13 @@ class FlowPolicy:
         limit = self.concurrency_limit
         hold = False
         if self.ordering_key is not None:
-            concurrency_key = derive_key(f"Job {name}: ordering key", self.ordering_key, job, args, kwargs)
+            concurrency_key = own_key(f"Job {name}: ordering key",
+                                      derive_key(f"Job {name}: ordering key", self.ordering_key, job, args, kwargs))
             limit, hold = 1, self.ordering_retry is RetryOrder.BLOCK
         elif self.concurrency_key is not None or limit is not None:
             spec = self.concurrency_key if self.concurrency_key is not None else name
-            concurrency_key = derive_key(f"Job {name}: concurrency key", spec, job, args, kwargs)
+            concurrency_key = own_key(f"Job {name}: concurrency key",
+                                      derive_key(f"Job {name}: concurrency key", spec, job, args, kwargs))
         if unique is not None and unique.until is Until.RUNNING and lock_key is not None:  # a semaphore of one
             concurrency_key, limit, lock_key = internal_key("unique", lock_key), 1, None
         return Flow(
@@ -308,6 +310,14 @@ def default_unique_key(job: JobFunction, args: tuple[Any, ...], kwargs: dict[str
         return key
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{job.name[:KEY_MAX - 72]}:sha256:{digest}"
+
+
+def own_key(label: str, key: str) -> str:
+    """A semaphore key a job gives: not one of pgqueue's own ("pgqueue:queue:...", "pgqueue:unique:...")."""
+    if key.startswith("pgqueue:"):
+        raise InvalidJob(f"{label} {short_repr(key)} starts with 'pgqueue:', which pgqueue keeps for its own "
+                         "semaphores (queue limits, unique until='running').")
+    return key
 
 
 def internal_key(kind: str, key: str) -> str:

@@ -105,7 +105,9 @@ def resume(queues: str | Iterable[str]) -> list[str]:
 
 def _set_paused(queues: str | Iterable[str], paused: bool) -> list[str]:
     names = _queue_names(queues)
-    return [row.name for row in db.run_in_django("queuestate_set_paused", names=names, paused=paused)]
+    rows = db.run_in_django("queuestate_set_paused", names=names, paused=paused,
+                            channel=get_settings().NOTIFY_CHANNEL)
+    return [row.name for row in rows]
 
 
 def drain_and_pause(queues: str | Iterable[str]) -> list[str]:

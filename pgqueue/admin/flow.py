@@ -4,6 +4,7 @@ semaphores (limit, holders, blocked jobs, the oldest of them)."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.db.models import Min
@@ -111,5 +112,5 @@ class SemaphoreAdmin(PgQueueAdmin):
     @admin.display(description="blocked jobs")
     def blocked_link(self, semaphore: Semaphore) -> str:
         url = reverse("admin:pgqueue_job_changelist")
-        return format_html('<a href="{}?state__exact=blocked&q={}">{} blocked</a>', url, semaphore.key,
-                           self.blocked(semaphore))
+        query = urlencode({"state__exact": "blocked", "q": semaphore.key})
+        return format_html('<a href="{}?{}">{} blocked</a>', url, query, self.blocked(semaphore))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.core.paginator import Paginator
@@ -236,8 +237,9 @@ class JobAdmin(PgQueueAdmin):
                 held = format_html("held (until {})", lock.until)
             elif lock is not None and ours and lock.expires_at:
                 held = format_html("released; counts until {}", lock.expires_at)
-            lines.append(format_html('Uniqueness key <a href="{}?q={}"><code>{}</code></a>: {}.',
-                                     reverse("admin:pgqueue_lock_changelist"), job.lock_key, job.lock_key, held))
+            lines.append(format_html('Uniqueness key <a href="{}?{}"><code>{}</code></a>: {}.',
+                                     reverse("admin:pgqueue_lock_changelist"), urlencode({"q": job.lock_key}),
+                                     job.lock_key, held))
         if job.concurrency_key:
             lines.append(self._semaphore_line(job))
         if job.queue_slot is not None:
@@ -251,8 +253,8 @@ class JobAdmin(PgQueueAdmin):
         key = job.concurrency_key
         semaphore = Semaphore.objects.using(alias()).filter(key=key).first()
         limit = semaphore.limit if semaphore is not None else "?"
-        link = format_html('<a href="{}?q={}"><code>{}</code></a>', reverse("admin:pgqueue_semaphore_changelist"),
-                           key, key)
+        link = format_html('<a href="{}?{}"><code>{}</code></a>', reverse("admin:pgqueue_semaphore_changelist"),
+                           urlencode({"q": key}), key)
         if job.slot is not None:
             return format_html("Holds slot {} of semaphore {} (limit {}).", job.slot, link, limit)
         if job.state != "blocked":

@@ -138,10 +138,13 @@ class QueueStateAdmin(PgQueueAdmin):
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         data = form.cleaned_data
-        operations.set_limits(obj.name, concurrency=data["concurrency_limit"], rate=data["rate_limit"],
-                              per=data["rate_window"])
-        operations.set_breaker(obj.name, failures=data["breaker_threshold"], within=data["breaker_window"],
-                               cooldown=data["breaker_cooldown"])
+        changed = set(form.changed_data)
+        if changed & {"concurrency_limit", "rate_limit", "rate_window"}:  # else the bucket is not refilled
+            operations.set_limits(obj.name, concurrency=data["concurrency_limit"], rate=data["rate_limit"],
+                                  per=data["rate_window"])
+        if changed & {"breaker_threshold", "breaker_window", "breaker_cooldown"}:  # else the streak is kept
+            operations.set_breaker(obj.name, failures=data["breaker_threshold"], within=data["breaker_window"],
+                                   cooldown=data["breaker_cooldown"])
         AuditEntry.objects.using(alias()).create(
             user_id=request.user.pk, username=request.user.get_username(), action="set_queue_limits",
             target="queue", count=1, selected=1, object_ids=[obj.name],

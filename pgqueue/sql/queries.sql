@@ -328,6 +328,11 @@ WITH state AS (
     INSERT INTO pgqueue_semaphore_slot (key, number)
     SELECT 'pgqueue:queue:' || %(name)s, g.n FROM generate_series(0, COALESCE(%(concurrency_limit)s::int, 0) - 1) AS g(n)
     ON CONFLICT (key, number) DO NOTHING
+), cleared AS (  -- no concurrency limit: its semaphore goes (slots still held go free as their jobs stop)
+    DELETE FROM pgqueue_semaphore WHERE key = 'pgqueue:queue:' || %(name)s AND %(concurrency_limit)s::int IS NULL
+), cleared_slots AS (
+    DELETE FROM pgqueue_semaphore_slot
+    WHERE key = 'pgqueue:queue:' || %(name)s AND job_id IS NULL AND %(concurrency_limit)s::int IS NULL
 )
 SELECT name FROM state;
 
@@ -728,7 +733,7 @@ SELECT name, %(paused)s, now() FROM unnest(%(names)s::text[]) AS q(name)
 ON CONFLICT (name) DO UPDATE
 SET paused = EXCLUDED.paused, pause_when_empty = false, paused_reason = '', resume_at = NULL, breaker_failures = 0,
     breaker_first_failure_at = NULL, updated_at = now()
-RETURNING name;
+RETURNING name, (CASE WHEN NOT paused THEN pg_notify(%(channel)s, name) END IS NULL) AS quiet;
 
 -- name: queuestate_resume_due
 -- Resume queues whose circuit breaker's cool-down is over, and record it in the audit log.
@@ -742,8 +747,10 @@ WITH resumed AS (
     SELECT now(), 'pgqueue circuit breaker', 'breaker_resumed', 'queue', 1, 1, jsonb_build_array(name),
         'cool-down over'
     FROM resumed
+), wake AS (
+    SELECT pg_notify(%(channel)s, name) FROM resumed
 )
-SELECT name FROM resumed;
+SELECT name, (SELECT count(*) FROM wake) AS woken FROM resumed;
 
 -- name: queuestate_set_breaker
 -- Set or clear a queue's circuit breaker (creating its row as needed); its streak starts over.
@@ -767,7 +774,8 @@ RETURNING s.name;
 -- Mark queues "drain and pause": keep working until none of their jobs is ready or running, then pause.
 INSERT INTO pgqueue_queuestate (name, pause_when_empty, updated_at)
 SELECT name, true, now() FROM unnest(%(names)s::text[]) AS q(name)
-ON CONFLICT (name) DO UPDATE SET pause_when_empty = true, paused = false, updated_at = now()
+ON CONFLICT (name) DO UPDATE
+SET pause_when_empty = true, paused = false, paused_reason = '', resume_at = NULL, updated_at = now()
 RETURNING name;
 
 -- name: job_replay_many

@@ -78,7 +78,7 @@ class Maintenance:
         self.db.run("workerprocess_reap", dead_after=s.WORKER_DEAD_AFTER)
         for row in self.db.run("queuestate_pause_drained"):
             events.emit("queue_paused", queue=row.name, reason="drained")
-        for row in self.db.run("queuestate_resume_due"):
+        for row in self.db.run("queuestate_resume_due", channel=s.NOTIFY_CHANNEL):
             events.emit("queue_resumed", queue=row.name, reason="circuit breaker cool-down over")
         rescued = rescue.expired(self.db, s, BATCH, by=self.id)
         if rescued:

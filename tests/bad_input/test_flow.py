@@ -142,3 +142,10 @@ def test_a_key_inside_a_transaction_on_another_database_only_is_refused() -> Non
                                       "'other' only.")
     nothing_written()
     connections["other"].close()
+
+
+def test_pgqueues_own_semaphore_keys_are_refused(refused: Refused) -> None:
+    refused(InvalidJob, "Job tests.testapp.jobs.limited: concurrency key 'pgqueue:queue:emails' starts with "
+            "'pgqueue:', which pgqueue keeps for its own semaphores",
+            lambda: jobs.limited.options(concurrency_key="pgqueue:queue:emails").enqueue("g", "x"))
+    nothing_written()

@@ -447,7 +447,7 @@ def test_failures_in_a_row_trip_the_breaker_and_maintenance_resumes_it() -> None
     assert (audit.username, audit.object_ids, audit.scope) == ("pgqueue circuit breaker", ["breaker"],
                                                                state.paused_reason)
     QueueState.objects.filter(name="breaker").update(resume_at=dt.datetime.now(dt.UTC))
-    assert [r.name for r in db.run_in_django("queuestate_resume_due")] == ["breaker"]
+    assert [r.name for r in db.run_in_django("queuestate_resume_due", channel="pgqueue")] == ["breaker"]
     state = QueueState.objects.get(name="breaker")
     assert (state.paused, state.paused_reason, state.resume_at) == (False, "", None)
     assert AuditEntry.objects.filter(action="breaker_resumed", object_ids=["breaker"]).exists()
@@ -503,3 +503,22 @@ def test_the_queue_command_refuses_bad_input_and_writes_nothing(argv: list[str],
         call_command("pgqueue_queue", *argv, stdout=io.StringIO())
     assert str(info.value).startswith(message), str(info.value)
     assert not QueueState.objects.exists() and not AuditEntry.objects.exists()
+
+
+def test_the_queue_command_checks_every_name_before_writing_any() -> None:
+    with pytest.raises(CommandError, match="Invalid queue name 'bad,name'"):
+        call_command("pgqueue_queue", "limit", "ok", "bad,name", "--concurrency", "2", stdout=io.StringIO())
+    assert not QueueState.objects.exists() and not AuditEntry.objects.exists() and not Semaphore.objects.exists()
+
+
+def test_clearing_a_concurrency_limit_removes_its_semaphore_and_resume_wakes_workers() -> None:
+    operations.set_limits("gone", concurrency=2)
+    operations.set_limits("gone")
+    assert not Semaphore.objects.filter(key="pgqueue:queue:gone").exists()
+    assert not SemaphoreSlot.objects.filter(semaphore_id="pgqueue:queue:gone").exists()
+    with connect() as listener:
+        listener.execute("LISTEN pgqueue")
+        operations.pause("gone")
+        operations.resume("gone")
+        payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=1)]
+    assert payloads == ["gone"]  # the pause sent nothing; the resume woke the queue's workers

@@ -7,6 +7,7 @@ import getpass
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from pgqueue import operations
 from pgqueue.conf import get_settings
@@ -42,26 +43,37 @@ class Command(BaseCommand):
             return
         if not queues:
             raise CommandError(f"pgqueue_queue {verb} needs at least one queue name.")
+        scope = ""
+        alias = get_settings().DATABASE
         try:
-            if verb in VERBS:
-                run, action, said = VERBS[verb]
-                names = run(queues)
-            elif verb == "limit":
-                action, said = "set_queue_limits", "limits set:"
-                names = [operations.set_limits(q, concurrency=options["concurrency"], rate=options["rate"],
-                                               per=options["per"]) for q in queues]
-            else:
-                if options["off"] == (options["failures"] is not None):
-                    raise CommandError("pgqueue_queue breaker needs --failures, --within and --cooldown, or --off.")
-                action, said = "set_queue_breaker", "circuit breaker set:"
-                names = [operations.set_breaker(q, failures=options["failures"], within=options["within"],
-                                                cooldown=options["cooldown"]) for q in queues]
+            with transaction.atomic(using=alias):  # every name is checked before anything is written
+                if verb in VERBS:
+                    run, action, said = VERBS[verb]
+                    names = run(queues)
+                elif verb == "limit":
+                    action, said = "set_queue_limits", "limits set:"
+                    scope = _options_text(options, ("concurrency", "rate", "per"))
+                    limits = {"concurrency": options["concurrency"], "rate": options["rate"], "per": options["per"]}
+                    for queue in queues:
+                        operations.check_limits(queue, **limits)
+                    names = [operations.set_limits(q, **limits) for q in queues]
+                else:
+                    if options["off"] == (options["failures"] is not None):
+                        raise CommandError("pgqueue_queue breaker needs --failures, --within and --cooldown, or --off.")
+                    action = "set_queue_breaker"
+                    said = "circuit breaker removed:" if options["off"] else "circuit breaker set:"
+                    scope = _options_text(options, ("failures", "within", "cooldown", "off"))
+                    breaker = {"failures": options["failures"], "within": options["within"],
+                               "cooldown": options["cooldown"]}
+                    for queue in queues:
+                        operations.check_breaker(queue, **breaker)
+                    names = [operations.set_breaker(q, **breaker) for q in queues]
+                AuditEntry.objects.using(alias).create(
+                    username=f"manage.py ({_os_user()})"[:150], action=action, target="queue", count=len(names),
+                    selected=len(queues), object_ids=names, scope=scope,
+                )
         except InvalidJob as exc:
             raise CommandError(str(exc)) from None
-        AuditEntry.objects.using(get_settings().DATABASE).create(
-            username=f"manage.py ({_os_user()})"[:150], action=action, target="queue", count=len(names),
-            selected=len(queues), object_ids=names, scope=_options_text(options) if verb in ("limit", "breaker") else "",
-        )
         self.stdout.write(f"{said} {', '.join(names)}")
 
     def _list(self, names: list[str]) -> None:
@@ -72,8 +84,7 @@ class Command(BaseCommand):
             self.stdout.write("\t".join([row.name, row.describe()]))
 
 
-def _options_text(options: dict[str, Any]) -> str:
-    keys = ("concurrency", "rate", "per", "failures", "within", "cooldown", "off")
+def _options_text(options: dict[str, Any], keys: tuple[str, ...]) -> str:
     return " ".join(f"--{k}={options[k]}" for k in keys if options.get(k) not in (None, False))
 
 

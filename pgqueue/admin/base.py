@@ -11,6 +11,8 @@ from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect, QueryDict
+from django.urls import reverse
+from django.utils.html import format_html
 
 from pgqueue.conf import get_settings
 
@@ -31,6 +33,26 @@ def parse_id(text: str) -> int | None:
     if text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= BIGINT_MAX:
         return int(text)
     return None
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds as a short duration: "850 ms", "4.2 s", "3 min", "5 h", "2 d"."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+def job_link(job_id: int | None) -> str:
+    """A link to a job's page: "#42"."""
+    if job_id is None:
+        return "-"
+    return format_html('<a href="{}">#{}</a>', reverse("admin:pgqueue_job_change", args=[job_id]), job_id)
 
 
 def has_nul(query: QueryDict) -> bool:

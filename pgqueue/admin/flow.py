@@ -15,25 +15,12 @@ from django.utils.html import format_html, format_html_join
 
 from pgqueue import operations
 from pgqueue.admin.actions import confirmed_action
-from pgqueue.admin.base import PgQueueAdmin, alias
+from pgqueue.admin.base import PgQueueAdmin, alias, duration_text, job_link
 from pgqueue.models import Job, Lock, Semaphore, SemaphoreSlot
 
 
-def _job_link(job_id: int | None) -> str:
-    if job_id is None:
-        return "-"
-    return format_html('<a href="{}">#{}</a>', reverse("admin:pgqueue_job_change", args=[job_id]), job_id)
-
-
 def _age(when: Any) -> str:
-    if when is None:
-        return "-"
-    seconds = (timezone.now() - when).total_seconds()
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    return "-" if when is None else duration_text((timezone.now() - when).total_seconds())
 
 
 @admin.register(Lock)
@@ -58,7 +45,7 @@ class LockAdmin(PgQueueAdmin):
 
     @admin.display(description="job")
     def holder(self, lock: Lock) -> str:
-        return _job_link(lock.__dict__["job_id"])
+        return job_link(lock.__dict__["job_id"])
 
     @admin.display(description="job state")
     def holder_state(self, lock: Lock) -> str:
@@ -107,7 +94,7 @@ class SemaphoreAdmin(PgQueueAdmin):
                  .order_by("number").values_list("number", "job_id"))
         if not slots:
             return "-"
-        return format_html_join(", ", "slot {}: {}", ((n, _job_link(j)) for n, j in slots))
+        return format_html_join(", ", "slot {}: {}", ((n, job_link(j)) for n, j in slots))
 
     @admin.display(description="blocked jobs")
     def blocked_link(self, semaphore: Semaphore) -> str:

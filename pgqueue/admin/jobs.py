@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 
 from pgqueue import db, operations
 from pgqueue.admin.actions import confirmed_action
-from pgqueue.admin.base import PgQueueAdmin, alias, parse_id
+from pgqueue.admin.base import PgQueueAdmin, alias, duration_text, job_link, parse_id
 from pgqueue.conf import get_settings
 from pgqueue.models import Attempt, Job, Lock, Semaphore, SemaphoreSlot
 
@@ -190,12 +190,12 @@ class JobAdmin(PgQueueAdmin):
 
     @admin.display(description="age", ordering="created_at")
     def age(self, job: Job) -> str:
-        return _duration((timezone.now() - job.created_at).total_seconds())
+        return duration_text((timezone.now() - job.created_at).total_seconds())
 
     @admin.display(description="duration")
     def took(self, job: Job) -> str:
         if job.started_at and job.finished_at:
-            return _duration((job.finished_at - job.started_at).total_seconds())
+            return duration_text((job.finished_at - job.started_at).total_seconds())
         return "-"
 
     @admin.display(description="last error")
@@ -262,8 +262,7 @@ class JobAdmin(PgQueueAdmin):
         holders = list(SemaphoreSlot.objects.using(alias()).filter(semaphore_id=key, job_id__isnull=False)
                        .order_by("number").values_list("job_id", flat=True)[:20])
         ahead = Job.objects.using(alias()).filter(state="blocked", concurrency_key=key, id__lt=job.id).count()
-        held_by = format_html_join(", ", '<a href="{}">#{}</a>',
-                                   ((reverse("admin:pgqueue_job_change", args=[i]), i) for i in holders)) or "nobody"
+        held_by = format_html_join(", ", "{}", ((job_link(i),) for i in holders)) or "nobody"
         when = "" if job.run_at <= timezone.now() else format_html(" (its retry delay ends at {})", job.run_at)
         return format_html("Blocked: waits for a slot of semaphore {} (limit {}), held by {}; {} blocked job(s) of "
                            "the key are ahead of it{}.", link, limit, held_by, ahead, when)
@@ -273,15 +272,14 @@ class JobAdmin(PgQueueAdmin):
         source = job.__dict__.get("replay_of_id")  # the raw column: no query for the row itself
         if source is None:
             return "-"
-        return format_html('<a href="{}">#{}</a>', reverse("admin:pgqueue_job_change", args=[source]), source)
+        return job_link(source)
 
     @admin.display(description="replays")
     def replays_links(self, job: Job) -> str:
         ids = list(Job.objects.using(alias()).filter(replay_of_id=job.id).values_list("id", flat=True)[:50])
         if not ids:
             return "-"
-        return format_html_join(", ", '<a href="{}">#{}</a>',
-                                ((reverse("admin:pgqueue_job_change", args=[i]), i) for i in ids))
+        return format_html_join(", ", "{}", ((job_link(i),) for i in ids))
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> Any:
@@ -289,18 +287,6 @@ class JobAdmin(PgQueueAdmin):
         attempts = (Attempt.objects.using(alias()).filter(job_id=job_id).order_by("id")
                     if job_id is not None else Attempt.objects.none())
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "attempts": attempts})
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 86400:.0f} d"
 
 
 @admin.register(Attempt)
@@ -316,7 +302,7 @@ class AttemptAdmin(PgQueueAdmin):
     @admin.display(description="job")
     def job_link(self, attempt: Attempt) -> str:
         job_id = attempt.__dict__["job_id"]
-        return format_html('<a href="{}">#{}</a>', reverse("admin:pgqueue_job_change", args=[job_id]), job_id)
+        return job_link(job_id)
 
 
 

@@ -63,9 +63,9 @@ class Retried:
 class LockTaken:
     call: int  # index of the call in the batch
     id: int  # the job id the call gets if it holds all its keys
-    holder: int  # the job holding this key (== id: the call took it)
-    kind: str
-    key: str
+    holder: int | None  # the job holding this key (== id: the call took it); None: the call has no key
+    kind: str | None
+    key: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -344,11 +344,11 @@ def _enqueue_with_locks(rows: list[_Row], alias: str, settings: Settings) -> lis
     ids: list[int | None] = [None] * len(rows)
     with transaction.atomic(using=alias):
         held: dict[int, tuple[int, str, str]] = {}  # index -> (holder id, kind, key) of a key it did not get
-        taken = db.run_in_django("lock_take_many", using=alias, **lock_input)
+        taken = db.run_in_django("lock_take_many", using=alias, count=len(rows), **lock_input)
         for row in taken:  # ordered by call, idempotency key first: it decides before the uniqueness key
-            ids[row.call] = row.id
-            if row.holder != row.id and row.call not in held:
-                held[row.call] = (row.holder, row.kind, row.key)
+            ids[row.call] = row.id  # every call: ids in call order, whether it has keys or not
+            if row.holder is not None and row.holder != row.id and row.call not in held:
+                held[row.call] = (row.holder, str(row.kind), str(row.key))
         unused = [row for row in taken if row.call in held and row.holder == row.id]
         if unused:  # a call that is not inserted keeps none of its keys
             db.run_in_django("lock_drop_many", using=alias, kinds=[r.kind for r in unused],
@@ -361,8 +361,11 @@ def _enqueue_with_locks(rows: list[_Row], alias: str, settings: Settings) -> lis
         replacing = [i for i, h in held.items() if h[1] == "unique" and rows[i].flow.on_conflict is OnConflict.REPLACE]
         replaced = _replace_waiting(rows, replacing, [held[i][0] for i in replacing], alias, settings)
         new = [i for i in range(len(rows)) if i not in held and i not in duplicates]
-        inserted = _insert([rows[i] for i in new], [ids[i] for i in new], alias, settings) if new else []
-    for index, job_id in zip(new, inserted, strict=True):
+        if new:
+            _insert([rows[i] for i in new], [ids[i] for i in new], alias, settings)
+    for index in new:
+        job_id = ids[index]
+        assert job_id is not None  # lock_take_many gave every call an id
         handles[index] = JobHandle(id=job_id, task=rows[index].task, queue=rows[index].queue)
     for index, (holder, _kind, _key) in held.items():
         handles[index] = JobHandle(id=holder, task=rows[index].task, queue=rows[index].queue, created=False,

@@ -117,16 +117,17 @@ WITH replaced AS (
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM replaced;
 
 -- name: lock_take_many
--- Take uniqueness locks and idempotency keys for calls about to be inserted, each call with a new job
--- id; or say which job holds a key. The unique index on (kind, key) decides between concurrent
--- enqueuers (the later one waits for the earlier one's commit). A key is taken over when its job
--- released it and its window is over.
+-- Give each of %(count)s calls about to be inserted a new job id, in call order (enqueue order), and
+-- take their uniqueness locks and idempotency keys; or say which job holds a key. The unique index on
+-- (kind, key) decides between concurrent enqueuers (the later one waits for the earlier one's commit).
+-- A key is taken over when its job released it and its window is over.
 WITH input AS (
     SELECT *
     FROM unnest(%(calls)s::int[], %(kinds)s::text[], %(keys)s::text[], %(untils)s::text[], %(windows)s::float8[])
         AS i(call, kind, key, until, window_seconds)
 ), ids AS MATERIALIZED (
-    SELECT call, nextval(pg_get_serial_sequence('pgqueue_job', 'id')) AS id FROM (SELECT DISTINCT call FROM input) c
+    SELECT c.call, nextval(pg_get_serial_sequence('pgqueue_job', 'id')) AS id
+    FROM generate_series(0, %(count)s - 1) AS c(call)
 ), taken AS (
     INSERT INTO pgqueue_lock AS l (kind, key, job_id, until, released, expires_at, created_at)
     SELECT i.kind, i.key, ids.id, i.until, i.kind = 'idempotency', now() + make_interval(secs => i.window_seconds),
@@ -146,9 +147,11 @@ WITH input AS (
                         ELSE l.released END
     RETURNING l.kind, l.key, l.job_id
 )
-SELECT i.call, ids.id, t.job_id AS holder, i.kind, i.key
-FROM input i JOIN ids USING (call) JOIN taken t ON t.kind = i.kind AND t.key = i.key
-ORDER BY i.call, i.kind;
+SELECT ids.call, ids.id, t.job_id AS holder, i.kind, i.key
+FROM ids
+LEFT JOIN input i ON i.call = ids.call
+LEFT JOIN taken t ON t.kind = i.kind AND t.key = i.key
+ORDER BY ids.call, i.kind;
 
 -- name: job_insert
 -- Insert one job with a reserved id or a run_at, and wake its queue if it is ready; a reserved id that

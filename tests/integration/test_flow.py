@@ -522,3 +522,13 @@ def test_clearing_a_concurrency_limit_removes_its_semaphore_and_resume_wakes_wor
         operations.resume("gone")
         payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=1)]
     assert payloads == ["gone"]  # the pause sent nothing; the resume woke the queue's workers
+
+
+def test_a_batch_mixing_keyed_and_plain_calls_gets_each_handle_its_own_job_in_call_order() -> None:
+    calls = [jobs.add.call(0, 0), jobs.unique_note.call("k1"), jobs.add.options(idempotency_key="i2").call(2, 2),
+             jobs.add.call(3, 3), jobs.unique_note.call("k4")]
+    handles = pgqueue.enqueue_many(calls)
+    rows = {j.id: (j.task.rsplit(".", 1)[1], j.args) for j in Job.objects.all()}
+    assert [rows[h.id] for h in handles] == [("add", [0, 0]), ("unique_note", ["k1"]), ("add", [2, 2]),
+                                             ("add", [3, 3]), ("unique_note", ["k4"])]
+    assert [h.id for h in handles] == sorted(h.id for h in handles)  # ids follow the calls: enqueue order

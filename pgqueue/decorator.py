@@ -51,6 +51,9 @@ class JobFunction:
         concurrency_limit: int | None = None,
         ordering_key: KeySpec | None = None,
         ordering_retry: RetryOrder = RetryOrder.BLOCK,
+        rate_key: KeySpec | None = None,
+        rate_limit: int | None = None,
+        rate_window: float | None = None,
     ) -> None:
         self.func = func
         self.name = name
@@ -68,6 +71,9 @@ class JobFunction:
         self.concurrency_limit = concurrency_limit
         self.ordering_key = ordering_key
         self.ordering_retry = ordering_retry
+        self.rate_key = rate_key
+        self.rate_limit = rate_limit
+        self.rate_window = rate_window
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = _signature(func)
         self._arity = _plain_arity(self.signature, pass_context)
@@ -89,7 +95,8 @@ class JobFunction:
 
     def options(self, **options: Any) -> BoundJob:
         """Per-call options: queue, priority, run_at, delay (seconds or timedelta), max_attempts, timeout,
-        and flow control: unique, unique_key, idempotency_key, concurrency_key, concurrency_limit, ordering_key."""
+        and flow control: unique, unique_key, idempotency_key, concurrency_key, concurrency_limit, ordering_key,
+        rate_key, rate_limit, rate_window."""
         unknown = set(options) - set(OPTION_NAMES)
         if unknown:
             raise InvalidJob(
@@ -102,6 +109,8 @@ class JobFunction:
             flow.check_template(f"Job {self.name}: concurrency_key", opts.concurrency_key, self)
         if isinstance(opts.ordering_key, str):
             flow.check_template(f"Job {self.name}: ordering_key", opts.ordering_key, self)
+        if isinstance(opts.rate_key, str):
+            flow.check_template(f"Job {self.name}: rate_key", opts.rate_key, self)
         flow.check_unique_args(f"Job {self.name}:", flow.as_unique(f"Job {self.name}:", opts.unique), self)
         return BoundJob(self, opts)
 
@@ -110,7 +119,8 @@ class JobFunction:
         return flow.policy(
             self, unique=options.unique, unique_key=options.unique_key, idempotency_key=options.idempotency_key,
             concurrency_key=options.concurrency_key, concurrency_limit=options.concurrency_limit,
-            ordering_key=options.ordering_key,
+            ordering_key=options.ordering_key, rate_key=options.rate_key, rate_limit=options.rate_limit,
+            rate_window=options.rate_window,
         )
 
     def enqueue(self, /, *args: Any, **kwargs: Any) -> JobHandle:
@@ -219,11 +229,15 @@ def job(
     concurrency_limit: int | None = None,
     ordering_key: KeySpec | None = None,
     ordering_retry: RetryOrder | str = RetryOrder.BLOCK,
+    rate_limit: int | None = None,
+    rate_window: float | None = None,
+    rate_key: KeySpec | None = None,
 ) -> Any:
     """Register a function (sync or async) as a job. Use as @job or @job(queue=..., ...).
 
     Flow control (docs/concurrency.md): unique=True or Unique(...); concurrency_limit=N, with
-    concurrency_key=... (default: the job's name); ordering_key=... with ordering_retry "block" or "skip"."""
+    concurrency_key=... (default: the job's name); ordering_key=... with ordering_retry "block" or "skip";
+    rate_limit=N starts per rate_window seconds (default 1), per rate_key=... (default: the job's name)."""
 
     def register(fn: Callable[..., Any]) -> JobFunction:
         path = _job_name(fn, name)
@@ -246,15 +260,17 @@ def job(
         uniqueness = flow.as_unique(label, unique)
         flow.check_semaphore(label, concurrency_key, concurrency_limit, ordering_key, uniqueness)
         retry_order = flow.RetryOrder(flow.choice(f"{label} ordering_retry", ordering_retry, flow.RetryOrder))
+        flow.check_rate(label, rate_key, rate_limit, rate_window)
         wrapped = JobFunction(
             fn, name=path, queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
             retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
             non_retryable=_exception_classes(label, non_retryable), pass_context=pass_context,
             unique=uniqueness, concurrency_key=concurrency_key, concurrency_limit=concurrency_limit,
-            ordering_key=ordering_key, ordering_retry=retry_order,
+            ordering_key=ordering_key, ordering_retry=retry_order, rate_key=rate_key, rate_limit=rate_limit,
+            rate_window=rate_window,
         )
         flow.check_unique_args(label, uniqueness, wrapped)
-        for what, spec in (("concurrency_key", concurrency_key), ("ordering_key", ordering_key)):
+        for what, spec in (("concurrency_key", concurrency_key), ("ordering_key", ordering_key), ("rate_key", rate_key)):
             if spec is not None:
                 flow.check_template(f"{label} {what}", spec, wrapped)
         if pass_context and wrapped.signature is not None:

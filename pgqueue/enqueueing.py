@@ -410,6 +410,8 @@ def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: S
             concurrency_keys=[f.concurrency_key for f in flows],
             concurrency_limits=[f.concurrency_limit for f in flows],
             concurrency_holds=[f.concurrency_hold for f in flows],
+            rate_keys=[f.rate_key for f in flows], rate_limits=[f.rate_limit for f in flows],
+            rate_windows=[f.rate_window for f in flows],
         )
     elif len(rows) == 1 and ids[0] is None and rows[0].run_at is None:
         r = rows[0]  # ready now: the web view's enqueue
@@ -429,6 +431,7 @@ def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: S
         result = db.run_in_django(
             "job_insert_many", using=alias, **_insert_params(rows, ids, settings), lock_keys=none,
             idempotency_keys=none, concurrency_keys=none, concurrency_limits=none, concurrency_holds=none,
+            rate_keys=none, rate_limits=none, rate_windows=none,
         )
     inserted = [row.id for row in result]
     if events.has_subscribers("job_enqueued"):

@@ -1,5 +1,6 @@
-"""Flow control a job asks for: its uniqueness policy (Unique), and the keys of its lock, semaphore or
-ordering, derived from a call's arguments and checked before anything is written (docs/concurrency.md)."""
+"""Flow control a job asks for: its uniqueness policy (Unique), and the keys of its lock, semaphore,
+ordering or rate limit, derived from a call's arguments and checked before anything is written
+(docs/concurrency.md)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 KEY_MAX = 255  # the key columns' length
 CONCURRENCY_LIMIT_MAX = 10_000  # slots are rows: a semaphore of more is not a limit worth a row each
+RATE_LIMIT_MAX = 1_000_000  # starts per window (an int column)
+RATE_WINDOW_DEFAULT = 1.0  # seconds: rate_limit=10 alone means 10 starts per second
 
 # A key: literal text, a template of the job's parameters ("account:{account_id}"), or a function
 # called with the job's arguments that returns the key.
@@ -100,6 +103,9 @@ class Flow:
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
     concurrency_hold: bool = False  # keeps its slot while waiting to retry
+    rate_key: str | None = None
+    rate_limit: int | None = None
+    rate_window: float | None = None
 
 
 NO_FLOW = Flow()
@@ -116,11 +122,14 @@ class FlowPolicy:
     concurrency_limit: int | None = None
     ordering_key: KeySpec | None = None
     ordering_retry: RetryOrder = RetryOrder.BLOCK
+    rate_key: KeySpec | None = None
+    rate_limit: int | None = None
+    rate_window: float = RATE_WINDOW_DEFAULT
 
     @property
     def empty(self) -> bool:
         return (self.unique is None and self.idempotency_key is None and self.concurrency_key is None
-                and self.concurrency_limit is None and self.ordering_key is None)
+                and self.concurrency_limit is None and self.ordering_key is None and self.rate_limit is None)
 
     def flow(self, job: JobFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Flow:
         """The keys of this call (InvalidJob if a key function fails or returns something unusable)."""
@@ -149,6 +158,10 @@ class FlowPolicy:
                                       derive_key(f"Job {name}: concurrency key", spec, job, args, kwargs))
         if unique is not None and unique.until is Until.RUNNING and lock_key is not None:  # a semaphore of one
             concurrency_key, limit, lock_key = internal_key("unique", lock_key), 1, None
+        rate_key: str | None = None
+        if self.rate_limit is not None:
+            spec = self.rate_key if self.rate_key is not None else name
+            rate_key = derive_key(f"Job {name}: rate key", spec, job, args, kwargs)
         return Flow(
             lock_key=lock_key,
             until=Until(unique.until) if unique is not None else Until.FINISHED,
@@ -158,12 +171,16 @@ class FlowPolicy:
             concurrency_key=concurrency_key,
             concurrency_limit=limit if concurrency_key is not None else None,
             concurrency_hold=hold,
+            rate_key=rate_key,
+            rate_limit=self.rate_limit if rate_key is not None else None,
+            rate_window=self.rate_window if rate_key is not None else None,
         )
 
 
 def policy(job: JobFunction, *, unique: Unique | bool | None, unique_key: str | None,
            idempotency_key: str | None, concurrency_key: KeySpec | None, concurrency_limit: int | None,
-           ordering_key: KeySpec | None) -> FlowPolicy:
+           ordering_key: KeySpec | None, rate_key: KeySpec | None = None, rate_limit: int | None = None,
+           rate_window: float | None = None) -> FlowPolicy:
     """A call's flow options over its job's (None: the job's), checked together."""
     label = f"Job {job.name}:"
     if unique is False and unique_key is not None:
@@ -186,9 +203,14 @@ def policy(job: JobFunction, *, unique: Unique | bool | None, unique_key: str | 
         else:
             ordering = None
     check_semaphore(label, concurrency, limit, ordering, unique)
+    rate_key = rate_key if rate_key is not None else job.rate_key
+    rate_limit = rate_limit if rate_limit is not None else job.rate_limit
+    rate_window = rate_window if rate_window is not None else job.rate_window
+    check_rate(label, rate_key, rate_limit, rate_window)
     return FlowPolicy(unique=unique, unique_key=unique_key, idempotency_key=idempotency_key,
                       concurrency_key=concurrency, concurrency_limit=limit, ordering_key=ordering,
-                      ordering_retry=job.ordering_retry)
+                      ordering_retry=job.ordering_retry, rate_key=rate_key, rate_limit=rate_limit,
+                      rate_window=float(rate_window) if rate_window is not None else RATE_WINDOW_DEFAULT)
 
 
 def check_semaphore(label: str, concurrency_key: Any, limit: Any, ordering_key: Any, unique: Unique | None) -> None:
@@ -210,6 +232,23 @@ def check_semaphore(label: str, concurrency_key: Any, limit: Any, ordering_key: 
         ("unique until='running'", unique is not None and unique.until is Until.RUNNING)) if given]
     if len(semaphores) > 1:
         raise InvalidJob(f"{label} {' and '.join(semaphores)} each make a semaphore; a job takes one.")
+
+
+def check_rate(label: str, rate_key: Any, rate_limit: Any, rate_window: Any) -> None:
+    """A rate limit: rate_limit=N starts per rate_window seconds (default 1), per rate_key (default: the
+    job's name)."""
+    if rate_limit is None:
+        for name, given in (("rate_key", rate_key), ("rate_window", rate_window)):
+            if given is not None:
+                raise InvalidJob(f"{label} {name} needs rate_limit=N (starts allowed per rate_window seconds).")
+        return
+    if isinstance(rate_limit, bool) or not isinstance(rate_limit, int) or not 1 <= rate_limit <= RATE_LIMIT_MAX:
+        raise InvalidJob(f"{label} rate_limit must be an integer from 1 to {RATE_LIMIT_MAX}, got "
+                         f"{short_repr(rate_limit)}.")
+    if rate_window is not None:
+        _check_window(f"{label} rate_window", rate_window)
+    if rate_key is not None:
+        check_key_spec(f"{label} rate_key", rate_key)
 
 
 def as_unique(label: str, value: Any) -> Unique | None:

@@ -41,6 +41,9 @@ class JobOptions:
     concurrency_key: Any = None  # with concurrency_limit
     concurrency_limit: int | None = None
     ordering_key: Any = None
+    rate_key: Any = None  # with the job's rate_limit, or this call's
+    rate_limit: int | None = None
+    rate_window: float | None = None
 
 
 OPTION_NAMES = tuple(f.name for f in fields(JobOptions))

@@ -5,10 +5,10 @@ from pgqueue.models.audit import AuditEntry
 from pgqueue.models.jobs import Job
 from pgqueue.models.locks import Lock
 from pgqueue.models.queues import QueueState
-from pgqueue.models.semaphores import Semaphore, SemaphoreSlot
+from pgqueue.models.semaphores import RateLimit, Semaphore, SemaphoreSlot
 from pgqueue.models.stats import QueueStat
 from pgqueue.models.workers import WorkerProcess
 
 __all__ = [
-    "Attempt", "AuditEntry", "Job", "Lock", "QueueStat", "QueueState", "Semaphore", "SemaphoreSlot", "WorkerProcess",
+    "Attempt", "AuditEntry", "Job", "Lock", "QueueStat", "QueueState", "RateLimit", "Semaphore", "SemaphoreSlot", "WorkerProcess",
 ]

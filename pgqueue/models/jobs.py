@@ -57,6 +57,9 @@ class Job(models.Model):
     concurrency_hold = models.BooleanField(
         db_default=False, help_text="Keeps its slot while it waits to retry (an ordering key holding the line)."
     )
+    rate_key = models.CharField(
+        max_length=255, null=True, blank=True, help_text="Its rate limit: each start takes a token of this key's bucket."
+    )
     created_at = models.DateTimeField(db_default=Now())
     started_at = models.DateTimeField(null=True, blank=True, help_text="Start of the latest attempt.")
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -65,9 +68,21 @@ class Job(models.Model):
         db_table = "pgqueue_job"
         ordering = ["-id"]
         indexes = [
-            # Serves job_lease: per queue, in lease order, ready rows only (finished rows are not in it).
+            # Serves job_lease: per queue, in lease order, ready rows without a rate limit only (finished rows
+            # are not in it).
             models.Index(
-                fields=["queue", "-priority", "run_at", "id"], name="pgqueue_job_ready", condition=Q(state="ready")
+                fields=["queue", "-priority", "run_at", "id"], name="pgqueue_job_ready",
+                condition=Q(state="ready", rate_key__isnull=True),
+            ),
+            # Serves job_lease_limited: ready rows with a rate limit, per queue, in lease order.
+            models.Index(
+                fields=["queue", "-priority", "run_at", "id"], name="pgqueue_job_rated",
+                condition=Q(state="ready", rate_key__isnull=False),
+            ),
+            # Serves the deferral of a rate key's waiting jobs, in lease order.
+            models.Index(
+                fields=["rate_key", "-priority", "run_at", "id"], name="pgqueue_job_rate_key",
+                condition=Q(state="ready", rate_key__isnull=False),
             ),
             # Serves job_lease_suspect: jobs that must run alone (crash suspects); almost always empty.
             models.Index(fields=["queue"], name="pgqueue_job_suspect", condition=Q(state="ready", crashes__gt=0)),

@@ -1,4 +1,5 @@
-"""Semaphores: at most `limit` jobs with the same concurrency key hold a slot (ready or running) at once.
+"""Semaphores (at most `limit` jobs with the same concurrency key hold a slot, ready or running, at once)
+and rate limits (token buckets per rate key).
 
 A semaphore is one row per key and one row per slot; a job holds a slot by number. Enqueuers take free
 slots with SKIP LOCKED; a job's slot row is written only by that job's own transitions, so releasing a
@@ -45,3 +46,33 @@ class SemaphoreSlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.semaphore_id}#{self.number}"
+
+
+class RateLimit(models.Model):
+    """A rate key's token bucket: `limit` starts per `window` seconds, `tokens` left at `updated_at`.
+
+    Created by the first enqueue of a job with the key (never locked by an enqueue); locked only by the
+    lease that spends its tokens. Jobs of the key that find no token are deferred ('scheduled') to when
+    theirs comes; `deferred_until` is the latest time given so far, so later ones queue up behind it."""
+
+    key = models.CharField(max_length=255, primary_key=True)
+    limit = models.IntegerField(help_text="Starts allowed per window (the bucket's size).")
+    window = models.FloatField(help_text="Seconds.")
+    tokens = models.FloatField(help_text="Starts left at updated_at (it refills at limit per window).")
+    updated_at = models.DateTimeField(db_default=Now())
+    deferred_until = models.DateTimeField(
+        null=True, blank=True, help_text="The latest start time given to a job deferred for want of a token."
+    )
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "pgqueue_ratelimit"
+        ordering = ["key"]
+        verbose_name = "rate limit"
+        constraints = [
+            models.CheckConstraint(condition=Q(limit__gte=1), name="pgqueue_ratelimit_limit_positive"),
+            models.CheckConstraint(condition=Q(window__gt=0), name="pgqueue_ratelimit_window_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.limit} per {self.window:g} s)"

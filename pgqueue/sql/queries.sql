@@ -6,8 +6,10 @@
 -- Insert jobs from parallel arrays (one row or many); a NULL id takes the next one from the sequence.
 -- A job with a concurrency key that may run now takes a free slot of its semaphore (creating the
 -- semaphore on first use) and is 'ready', or is 'blocked' until a slot is handed to it; free slots are
--- taken with SKIP LOCKED and never ahead of blocked jobs of the key that may run now. Wakes listening
--- workers once per queue that got a ready job (NOTIFY is coalesced per statement).
+-- taken with SKIP LOCKED and never ahead of blocked jobs of the key that may run now. A job with a rate
+-- key creates its token bucket on first use (a new limit or window replaces the old; an existing bucket is
+-- not locked otherwise). Wakes listening workers once per queue that got a ready job (NOTIFY is coalesced
+-- per statement), with ',rated:' before the queue's name for jobs with a rate key.
 WITH input AS MATERIALIZED (
     SELECT i.*, COALESCE(i.id, nextval(pg_get_serial_sequence('pgqueue_job', 'id'))) AS job_id,
         COALESCE(i.run_at > now(), false) AS later
@@ -15,9 +17,21 @@ WITH input AS MATERIALIZED (
         %(ids)s::bigint[], %(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(kwargs)s::text[],
         %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(max_attempts)s::int[],
         %(timeouts)s::float8[], %(replay_ofs)s::bigint[], %(lock_keys)s::text[], %(idempotency_keys)s::text[],
-        %(concurrency_keys)s::text[], %(concurrency_limits)s::int[], %(concurrency_holds)s::boolean[]
+        %(concurrency_keys)s::text[], %(concurrency_limits)s::int[], %(concurrency_holds)s::boolean[],
+        %(rate_keys)s::text[], %(rate_limits)s::int[], %(rate_windows)s::float8[]
     ) WITH ORDINALITY AS i(id, queue, task, args, kwargs, priority, run_at, max_attempts, timeout, replay_of,
-                           lock_key, idempotency_key, concurrency_key, concurrency_limit, concurrency_hold, ord)
+                           lock_key, idempotency_key, concurrency_key, concurrency_limit, concurrency_hold,
+                           rate_key, rate_limit, rate_window, ord)
+), rates AS (
+    SELECT rate_key AS key, max(rate_limit) AS lim, max(rate_window) AS win
+    FROM input WHERE rate_key IS NOT NULL GROUP BY rate_key
+), rate_created AS (
+    INSERT INTO pgqueue_ratelimit (key, "limit", "window", tokens, updated_at, created_at)
+    SELECT key, lim, win, lim, now(), now() FROM rates
+    ON CONFLICT (key) DO NOTHING
+), rate_changed AS (
+    UPDATE pgqueue_ratelimit r SET "limit" = x.lim, "window" = x.win, tokens = LEAST(r.tokens, x.lim::float8)
+    FROM rates x WHERE r.key = x.key AND (r."limit" <> x.lim OR r."window" <> x.win)
 ), wanting AS (
     SELECT job_id, concurrency_key AS key, row_number() OVER (PARTITION BY concurrency_key ORDER BY ord) AS rank
     FROM input WHERE concurrency_key IS NOT NULL AND NOT later
@@ -67,7 +81,7 @@ WITH input AS MATERIALIZED (
 ), inserted AS (
     INSERT INTO pgqueue_job (
         id, queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id,
-        lock_key, idempotency_key, concurrency_key, slot, concurrency_hold
+        lock_key, idempotency_key, concurrency_key, slot, concurrency_hold, rate_key
     )
     SELECT
         i.job_id, i.queue, i.task, i.args::jsonb, i.kwargs::jsonb, i.priority,
@@ -75,13 +89,15 @@ WITH input AS MATERIALIZED (
              WHEN i.concurrency_key IS NOT NULL AND a.number IS NULL THEN 'blocked'
              ELSE 'ready' END,
         COALESCE(i.run_at, now()), i.max_attempts, i.timeout, i.replay_of,
-        i.lock_key, i.idempotency_key, i.concurrency_key, a.number, COALESCE(i.concurrency_hold, false)
+        i.lock_key, i.idempotency_key, i.concurrency_key, a.number, COALESCE(i.concurrency_hold, false), i.rate_key
     FROM input i LEFT JOIN assigned a ON a.job_id = i.job_id
     ORDER BY i.ord
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, queue, state
+    RETURNING id, queue, state, rate_key
 ), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'ready') q
+    SELECT pg_notify(%(channel)s, q.payload)
+    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+          FROM inserted WHERE state = 'ready') q
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM inserted ORDER BY id;
 
@@ -99,7 +115,8 @@ WHERE l.kind = d.kind AND l.key = d.key AND l.job_id = d.job_id;
 
 -- name: job_replace_waiting_many
 -- Give jobs that still wait new arguments and run_at (a uniqueness conflict with on_conflict='replace');
--- one without a semaphore slot that may run now waits for one ('blocked'). Wakes their queues.
+-- one without a semaphore slot that may run now waits for one ('blocked'). Wakes their queues
+-- (',rated:<queue>' for jobs with a rate key).
 WITH replaced AS (
     UPDATE pgqueue_job j
     SET args = r.args::jsonb, kwargs = r.kwargs::jsonb, run_at = COALESCE(r.run_at, now()),
@@ -110,9 +127,11 @@ WITH replaced AS (
     FROM unnest(%(ids)s::bigint[], %(args)s::text[], %(kwargs)s::text[], %(run_ats)s::timestamptz[])
         AS r(id, args, kwargs, run_at)
     WHERE j.id = r.id AND j.state IN ('scheduled', 'ready', 'blocked')
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state, j.rate_key
 ), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM replaced WHERE state = 'ready') q
+    SELECT pg_notify(%(channel)s, q.payload)
+    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+          FROM replaced WHERE state = 'ready') q
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM replaced;
 
@@ -185,9 +204,9 @@ SELECT nextval(pg_get_serial_sequence('pgqueue_job', 'id')) AS id FROM generate_
 -- name: job_lease
 -- Lease up to %(limit)s ready jobs of unpaused queues for one worker, skipping locked rows. The queues
 -- take turns (each queue's best job, then each queue's second best, ...; best = priority, then run_at),
--- so a busy queue cannot starve another. Crash suspects (crashes > 0) are left to job_lease_suspect. A
--- uniqueness key held until started is released here (a key row a duplicate enqueue holds is skipped,
--- and reaped by maintenance).
+-- so a busy queue cannot starve another. Crash suspects (crashes > 0) are left to job_lease_suspect, jobs
+-- with a rate key to job_lease_limited. A uniqueness key held until started is released here (a key row a
+-- duplicate enqueue holds is skipped, and reaped by maintenance).
 WITH candidates AS (
     SELECT c.id, c.priority, c.run_at,
         row_number() OVER (PARTITION BY q.name ORDER BY c.priority DESC, c.run_at, c.id) AS turn
@@ -195,7 +214,7 @@ WITH candidates AS (
     CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at
         FROM pgqueue_job j
-        WHERE j.queue = q.name AND j.state = 'ready' AND j.crashes = 0
+        WHERE j.queue = q.name AND j.state = 'ready' AND j.rate_key IS NULL AND j.crashes = 0
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -223,11 +242,16 @@ WITH candidates AS (
 SELECT * FROM leased;
 
 -- name: job_lease_limited
--- job_lease for a worker whose queues have limits (queuestate_limited said so). A queue with a
--- concurrency limit leases only as many jobs as its running-slot semaphore ('pgqueue:queue:<name>') has
--- free slots, each leased job holding one until it stops running; a queue with a rate limit only as many
--- as its token bucket holds (refilled at rate_limit per rate_window seconds; its row is locked while this
--- statement runs). Queues take turns, and keys held until started are released, as in job_lease.
+-- job_lease for a worker whose queues have limits or jobs with a rate key (queuestate_limited said so). A
+-- queue with a concurrency limit leases only as many jobs as its running-slot semaphore
+-- ('pgqueue:queue:<name>') has free slots, each leased job holding one until it stops running; a queue
+-- with a rate limit only as many as its token bucket holds (refilled at rate_limit per rate_window
+-- seconds; its row is locked while this statement runs). A job with a rate key starts only with a token
+-- of its key's bucket (pgqueue_ratelimit, locked with SKIP LOCKED: a key another lease is spending is left
+-- for the next lease). When a key's bucket runs dry, all its ready jobs are deferred ('scheduled'), in
+-- lease order, to when their tokens will have come, one every window/limit seconds after the latest
+-- deferral (deferred_until): they wait without being scanned and without blocking other keys. Queues take
+-- turns, and keys held until started are released, as in job_lease.
 WITH queues AS (
     SELECT q.name, s.concurrency_limit AS lim
     FROM unnest(%(queues)s::text[]) AS q(name)
@@ -258,21 +282,76 @@ WITH queues AS (
              ELSE (SELECT count(*) FROM room r WHERE r.key = 'pgqueue:queue:' || q.name)::int END,
         COALESCE((SELECT floor(b.tokens)::int FROM buckets b WHERE b.name = q.name), %(limit)s::int)) AS n
     FROM queues q
-), candidates AS (
-    SELECT c.id, c.queue, c.priority, c.run_at,
-        row_number() OVER (PARTITION BY c.queue ORDER BY c.priority DESC, c.run_at, c.id) AS turn
+), plain AS (
+    SELECT c.id, c.queue, c.priority, c.run_at
     FROM allowed a
     CROSS JOIN LATERAL (
         SELECT j.id, j.queue, j.priority, j.run_at
         FROM pgqueue_job j
-        WHERE j.queue = a.name AND j.state = 'ready' AND j.crashes = 0
+        WHERE j.queue = a.name AND j.state = 'ready' AND j.rate_key IS NULL AND j.crashes = 0
         ORDER BY j.priority DESC, j.run_at, j.id
         LIMIT GREATEST(a.n, 0)
         FOR UPDATE SKIP LOCKED
     ) c
+), rated AS (
+    SELECT c.id, c.queue, c.priority, c.run_at, c.rate_key,
+        row_number() OVER (PARTITION BY c.rate_key ORDER BY c.priority DESC, c.run_at, c.id) AS rank
+    FROM allowed a
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.queue, j.priority, j.run_at, j.rate_key
+        FROM pgqueue_job j
+        WHERE j.queue = a.name AND j.state = 'ready' AND j.rate_key IS NOT NULL AND j.crashes = 0
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT GREATEST(a.n, 0)
+        FOR UPDATE SKIP LOCKED
+    ) c
+), rate_buckets AS (
+    SELECT r.key, r."limit", r."window", r.deferred_until,
+        LEAST(r."limit"::float8,
+              r.tokens + EXTRACT(EPOCH FROM now() - r.updated_at) * r."limit" / r."window") AS tokens
+    FROM pgqueue_ratelimit r
+    WHERE r.key IN (SELECT rate_key FROM rated)
+    FOR UPDATE SKIP LOCKED
+), candidates AS (
+    SELECT u.id, u.queue, u.priority, u.run_at,
+        row_number() OVER (PARTITION BY u.queue ORDER BY u.priority DESC, u.run_at, u.id) AS turn
+    FROM (SELECT id, queue, priority, run_at FROM plain
+          UNION ALL
+          SELECT x.id, x.queue, x.priority, x.run_at
+          FROM rated x JOIN rate_buckets b ON b.key = x.rate_key
+          WHERE x.rank <= floor(b.tokens)) u
 ), picked AS (
     SELECT id, queue, row_number() OVER (PARTITION BY queue ORDER BY turn) AS rank
-    FROM (SELECT * FROM candidates ORDER BY turn, priority DESC, run_at, id LIMIT %(limit)s) x
+    FROM (SELECT c.* FROM candidates c JOIN allowed a ON a.name = c.queue
+          WHERE c.turn <= a.n
+          ORDER BY c.turn, c.priority DESC, c.run_at, c.id LIMIT %(limit)s) x
+), rate_spent AS (
+    SELECT b.key, b.tokens - count(p.id) AS tokens, b."window" / b."limit" AS gap, b.deferred_until
+    FROM rate_buckets b
+    LEFT JOIN rated x ON x.rate_key = b.key
+    LEFT JOIN picked p ON p.id = x.id
+    GROUP BY b.key, b.tokens, b."window", b."limit", b.deferred_until
+), behind AS (
+    SELECT d.id, d.rate_key, row_number() OVER (PARTITION BY d.rate_key ORDER BY d.priority DESC, d.run_at, d.id) AS k
+    FROM (SELECT j.id, j.rate_key, j.priority, j.run_at
+          FROM pgqueue_job j
+          WHERE j.state = 'ready' AND j.rate_key IN (SELECT key FROM rate_spent WHERE tokens < 1)
+            AND j.id NOT IN (SELECT id FROM picked)
+          FOR UPDATE SKIP LOCKED) d
+), deferred AS (
+    UPDATE pgqueue_job j
+    SET state = 'scheduled',
+        run_at = GREATEST(now() + make_interval(secs => (d.k - s.tokens) * s.gap),
+                          COALESCE(s.deferred_until, now()) + make_interval(secs => d.k * s.gap))
+    FROM behind d JOIN rate_spent s ON s.key = d.rate_key
+    WHERE j.id = d.id
+    RETURNING j.rate_key, j.run_at
+), rate_written AS (
+    UPDATE pgqueue_ratelimit r
+    SET tokens = s.tokens, updated_at = now(),
+        deferred_until = GREATEST(r.deferred_until, (SELECT max(d.run_at) FROM deferred d WHERE d.rate_key = r.key))
+    FROM rate_spent s
+    WHERE r.key = s.key
 ), slotted AS (
     SELECT p.id, r.key, r.number FROM picked p JOIN room r ON r.key = 'pgqueue:queue:' || p.queue AND r.rank = p.rank
 ), slots AS (
@@ -303,11 +382,17 @@ WITH queues AS (
 SELECT * FROM leased;
 
 -- name: queuestate_limited
--- Whether any of these queues has a concurrency or rate limit: its workers then lease with
--- job_lease_limited (they ask at every heartbeat).
+-- Whether any of these queues has a concurrency or rate limit or a ready job with a rate key, or jobs
+-- deferred by a rate key are still to come due: its workers then lease with job_lease_limited (they ask at
+-- every heartbeat, and a NOTIFY ',rated:<queue>' tells them at once).
 SELECT EXISTS (
     SELECT 1 FROM pgqueue_queuestate
     WHERE name = ANY(%(queues)s::text[]) AND (concurrency_limit IS NOT NULL OR rate_limit IS NOT NULL)
+) OR EXISTS (
+    SELECT 1 FROM unnest(%(queues)s::text[]) AS q(name)
+    WHERE EXISTS (SELECT 1 FROM pgqueue_job j WHERE j.queue = q.name AND j.state = 'ready' AND j.rate_key IS NOT NULL)
+) OR EXISTS (
+    SELECT 1 FROM pgqueue_ratelimit WHERE deferred_until > now() - interval '1 second'
 ) AS limited;
 
 -- name: queuestate_set_limits
@@ -341,7 +426,9 @@ SELECT name FROM state;
 
 -- name: job_lease_suspect
 -- Lease one ready crash suspect (a job whose process crashed before) of unpaused queues, to run alone in
--- a worker that runs nothing else (releasing a uniqueness key held until started, as job_lease does).
+-- a worker that runs nothing else (releasing a uniqueness key held until started, as job_lease does). Its
+-- start is counted in its rate key's bucket, if it has one (the bucket may go below zero: later jobs of
+-- the key wait the longer).
 WITH leased AS (
     UPDATE pgqueue_job j
     SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
@@ -363,6 +450,13 @@ WITH leased AS (
                        ON k.kind = 'unique' AND k.key = x.lock_key AND k.job_id = x.id
                    WHERE k.until = 'started' AND NOT k.released
                    FOR UPDATE OF k SKIP LOCKED)
+), rate_spent AS (
+    UPDATE pgqueue_ratelimit r
+    SET tokens = LEAST(r."limit"::float8,
+                       r.tokens + EXTRACT(EPOCH FROM now() - r.updated_at) * r."limit" / r."window") - 1,
+        updated_at = now()
+    FROM leased x JOIN pgqueue_job o ON o.id = x.id
+    WHERE r.key = o.rate_key
 )
 SELECT * FROM leased;
 
@@ -496,7 +590,8 @@ SELECT d.id, d.state, (SELECT count(*) FROM wake) AS woken, d.slot_key, d.slot F
 -- name: semaphore_hand_off
 -- Free the semaphore slots these jobs gave up, then give the free slots of their keys (and of
 -- %(keys)s) to the oldest blocked jobs of each key that may run now, in enqueue order: they become
--- 'ready' holding the slot. Run in the transaction that gave the slots up. Wakes their queues.
+-- 'ready' holding the slot. Run in the transaction that gave the slots up. Wakes their queues
+-- (',rated:<queue>' for jobs with a rate key).
 WITH given_up AS (
     SELECT s.key, s.number
     FROM pgqueue_semaphore_slot s
@@ -537,9 +632,11 @@ WITH given_up AS (
 ), unblocked AS (
     UPDATE pgqueue_job j SET state = 'ready', slot = h.number
     FROM handed h WHERE j.id = h.id
-    RETURNING j.id, j.queue
+    RETURNING j.id, j.queue, j.rate_key
 ), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM unblocked) q
+    SELECT pg_notify(%(channel)s, q.payload)
+    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+          FROM unblocked) q
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM unblocked;
 
@@ -616,7 +713,8 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: job_stage_due
 -- Make scheduled jobs whose run_at has come ready (or 'blocked', if they need a semaphore slot they do not
--- hold: semaphore_hand_off gives them one), and wake workers of their queues.
+-- hold: semaphore_hand_off gives them one), and wake workers of their queues (',rated:<queue>' for jobs
+-- with a rate key).
 WITH due AS (
     UPDATE pgqueue_job j
     SET state = CASE WHEN j.concurrency_key IS NOT NULL AND j.slot IS NULL THEN 'blocked' ELSE 'ready' END
@@ -626,9 +724,11 @@ WITH due AS (
         ORDER BY run_at
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED)
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state, j.rate_key
 ), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM due WHERE state = 'ready') q
+    SELECT pg_notify(%(channel)s, q.payload)
+    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+          FROM due WHERE state = 'ready') q
 )
 SELECT count(*) AS staged, (SELECT count(*) FROM wake) AS woken FROM due;
 
@@ -701,7 +801,8 @@ SELECT id, state, NULL, NULL FROM running;
 -- name: job_retry_many
 -- Run waiting jobs now; give dead or cancelled jobs one more attempt (same job, history kept). A job
 -- that needs a semaphore slot it does not hold waits for one ('blocked': semaphore_hand_off follows).
--- A uniqueness key it released is not taken again: the operator asked for this run.
+-- A uniqueness key it released is not taken again: the operator asked for this run. A job with a rate key
+-- still waits for its token (job_lease_limited).
 WITH moved AS (
     UPDATE pgqueue_job
     SET state = CASE WHEN concurrency_key IS NOT NULL AND slot IS NULL THEN 'blocked' ELSE 'ready' END,
@@ -710,9 +811,11 @@ WITH moved AS (
                             THEN GREATEST(max_attempts, attempts - lost_attempts + 1) ELSE max_attempts END,
         lost_attempts = 0, crashes = 0
     WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked', 'dead', 'cancelled')
-    RETURNING id, queue, state, concurrency_key
+    RETURNING id, queue, state, concurrency_key, rate_key
 ), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM moved WHERE state = 'ready') q
+    SELECT pg_notify(%(channel)s, q.payload)
+    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+          FROM moved WHERE state = 'ready') q
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken, CASE WHEN state = 'blocked' THEN concurrency_key END AS key
 FROM moved;
@@ -783,20 +886,23 @@ RETURNING name;
 
 -- name: job_replay_many
 -- Copy dead or cancelled jobs into new ready jobs that point back at them (a copy with a semaphore waits
--- for a slot, 'blocked': semaphore_hand_off follows; uniqueness and idempotency keys are not copied).
+-- for a slot, 'blocked': semaphore_hand_off follows; a rate key is kept; uniqueness and idempotency keys
+-- are not copied).
 WITH source AS (
-    SELECT id, queue, task, args, kwargs, priority, max_attempts, timeout, concurrency_key, concurrency_hold
+    SELECT id, queue, task, args, kwargs, priority, max_attempts, timeout, concurrency_key, concurrency_hold, rate_key
     FROM pgqueue_job
     WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('dead', 'cancelled')
 ), inserted AS (
     INSERT INTO pgqueue_job (queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id,
-                             concurrency_key, concurrency_hold)
+                             concurrency_key, concurrency_hold, rate_key)
     SELECT queue, task, args, kwargs, priority, CASE WHEN concurrency_key IS NULL THEN 'ready' ELSE 'blocked' END,
-        now(), max_attempts, timeout, id, concurrency_key, concurrency_hold
+        now(), max_attempts, timeout, id, concurrency_key, concurrency_hold, rate_key
     FROM source
-    RETURNING id, queue, replay_of_id, state, concurrency_key
+    RETURNING id, queue, replay_of_id, state, concurrency_key, rate_key
 ), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'ready') q
+    SELECT pg_notify(%(channel)s, q.payload)
+    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+          FROM inserted WHERE state = 'ready') q
 )
 SELECT replay_of_id, id, (SELECT count(*) FROM wake) AS woken, concurrency_key AS key
 FROM inserted ORDER BY replay_of_id;

@@ -1,5 +1,6 @@
 """A worker's LISTEN connection: registered in the loop's selector, says when one of its queues got work
-(payload: the queue's name) or got a crash suspect to run alone (payload: SUSPECTS + the queue's name)."""
+(payload: the queue's name; RATED + the queue's name for jobs with a rate key, which only
+job_lease_limited leases) or got a crash suspect to run alone (payload: SUSPECTS + the queue's name)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ import psycopg
 from pgqueue import db
 
 SUSPECTS = ",suspects:"  # a queue name has no comma, so no queue's payload starts like this
+RATED = ",rated:"  # the statements that make jobs with a rate key ready write this before the queue's name
 
 
 class Wake:
-    """What the NOTIFYs read at once said: work in our queues, crash suspects in our queues."""
+    """What the NOTIFYs read at once said: work in our queues (some with a rate key), crash suspects in
+    our queues."""
 
-    __slots__ = ("suspects", "work")
+    __slots__ = ("rated", "suspects", "work")
 
-    def __init__(self, work: bool = False, suspects: bool = False) -> None:
+    def __init__(self, work: bool = False, suspects: bool = False, rated: bool = False) -> None:
         self.work = work
         self.suspects = suspects
+        self.rated = rated
 
 
 class Listener:
@@ -33,6 +37,7 @@ class Listener:
         self.channel = channel
         self.queues = frozenset(queues)
         self.suspect_payloads = frozenset(SUSPECTS + q for q in queues)
+        self.rated_payloads = frozenset(RATED + q for q in queues)
         self.fd = -1  # the registered socket while listening, -1 otherwise
 
     @property
@@ -54,22 +59,24 @@ class Listener:
             return False  # Database.run already closed it; try again at the next wait
 
     def read(self) -> Wake:
-        """Consume pending NOTIFYs. A broken connection wakes for both (anything may have been missed)."""
+        """Consume pending NOTIFYs. A broken connection wakes for all (anything may have been missed)."""
         conn = self.database.conn
         if conn is None:
             self.stop()
-            return Wake(work=True, suspects=True)
+            return Wake(work=True, suspects=True, rated=True)
         wake = Wake()
         try:
             for note in conn.notifies(timeout=0):
                 if note.payload in self.queues:
                     wake.work = True
+                elif note.payload in self.rated_payloads:
+                    wake.work = wake.rated = True
                 elif note.payload in self.suspect_payloads:
                     wake.suspects = True
         except psycopg.Error as exc:
             self.stop()
             self.database.broken(exc)
-            return Wake(work=True, suspects=True)
+            return Wake(work=True, suspects=True, rated=True)
         return wake
 
     def stop(self) -> None:

@@ -93,7 +93,9 @@ class Worker:
         self.next_heartbeat = 0.0
         self.sleeping = False  # the loop is in select(): a job thread posting an ending wakes it
         self.policies: dict[str, RetryPolicy] = {}  # task -> its retry policy
-        self.limited = False  # one of our queues has a concurrency or rate limit (asked at every heartbeat)
+        # one of our queues has a concurrency or rate limit, or jobs with a rate key (asked at every heartbeat,
+        # and told by a NOTIFY when jobs with a rate key become ready)
+        self.limited = False
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -159,6 +161,8 @@ class Worker:
                     self.suspects_possible = True
                     if self.isolation is Isolation.NONE and (self.running or self.stuck):
                         self.isolation = Isolation.MAKING_ROOM
+                if wake.rated:
+                    self.limited = True
                 if wake.work or wake.suspects:
                     self.more_ready = True
             # the pipe is drained in _handle_signals

@@ -1,4 +1,4 @@
-"""Bad flow-control input (uniqueness, idempotency, semaphores, ordering): refused with InvalidJob and a
+"""Bad flow-control input (uniqueness, idempotency, semaphores, ordering, rate limits): refused with InvalidJob and a
 precise message when @job is applied or at enqueue, and nothing written (no job, no key, no semaphore)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.db import connections, transaction
 
 from pgqueue import Unique, job
 from pgqueue.exceptions import InvalidJob
-from pgqueue.models import Lock, Semaphore, SemaphoreSlot
+from pgqueue.models import Job, Lock, RateLimit, Semaphore, SemaphoreSlot
 from tests.bad_input.conftest import Refused
 from tests.testapp import jobs
 
@@ -64,6 +64,28 @@ DECLARATIONS: list[tuple[str, str, Callable[[], Any]]] = [
      "end of string.", declare(ordering_key="acct:{account_id")),
     ("ordering_retry unknown", f"{TARGET} ordering_retry must be one of 'block', 'skip', got 'wait'.",
      declare(ordering_key="a", ordering_retry="wait")),
+    ("rate_key without a limit", f"{TARGET} rate_key needs rate_limit=N (starts allowed per rate_window seconds).",
+     declare(rate_key="acct:{account_id}")),
+    ("rate_window without a limit", f"{TARGET} rate_window needs rate_limit=N (starts allowed per rate_window "
+     "seconds).", declare(rate_window=60)),
+    ("rate_limit 0", f"{TARGET} rate_limit must be an integer from 1 to 1000000, got 0.", declare(rate_limit=0)),
+    ("rate_limit a float", f"{TARGET} rate_limit must be an integer from 1 to 1000000, got 2.5.",
+     declare(rate_limit=2.5)),
+    ("rate_limit True", f"{TARGET} rate_limit must be an integer from 1 to 1000000, got True.",
+     declare(rate_limit=True)),
+    ("rate_window nan", f"{TARGET} rate_window must be a number of seconds from 0 (excluded) to 31536000, got nan.",
+     declare(rate_limit=5, rate_window=math.nan)),
+    ("rate_window inf", f"{TARGET} rate_window must be a number of seconds from 0 (excluded) to 31536000, got inf.",
+     declare(rate_limit=5, rate_window=math.inf)),
+    ("rate_window 0", f"{TARGET} rate_window must be a number of seconds from 0 (excluded) to 31536000, got 0.",
+     declare(rate_limit=5, rate_window=0)),
+    ("rate_window text", f"{TARGET} rate_window must be a number of seconds from 0 (excluded) to 31536000, got '1s'.",
+     declare(rate_limit=5, rate_window="1s")),
+    ("rate key template names a non-parameter", f"{TARGET} rate_key 'acct:{{account}}' names {{account}}, which is "
+     "not a parameter of target(account_id: 'int', day: 'str' = '').",
+     declare(rate_limit=5, rate_key="acct:{account}")),
+    ("rate key a number", f"{TARGET} rate_key must be a string, a template like 'account:{{account_id}}' or a "
+     "function, got 7.", declare(rate_limit=5, rate_key=7)),
 ]
 
 POLICIES: list[tuple[str, str, Callable[[], Any]]] = [
@@ -107,6 +129,19 @@ ENQUEUES: list[tuple[str, str, Callable[[], Any]]] = [
      "unique_key.", lambda: jobs.unique_note.options(unique=False, unique_key="k").enqueue("x")),
     ("per-call limit 0", f"{LIMITED} concurrency_limit must be an integer from 1 to 10000, got 0.",
      lambda: jobs.limited.options(concurrency_limit=0).enqueue("g", "x")),
+    ("per-call rate key without a limit", "Job tests.testapp.jobs.add: rate_key needs rate_limit=N (starts allowed "
+     "per rate_window seconds).", lambda: jobs.add.options(rate_key="k").enqueue(1, 2)),
+    ("per-call rate_limit negative", "Job tests.testapp.jobs.partner_call: rate_limit must be an integer from 1 to "
+     "1000000, got -1.", lambda: jobs.partner_call.options(rate_limit=-1).enqueue("a", "x")),
+    ("per-call rate_window negative", "Job tests.testapp.jobs.partner_call: rate_window must be a number of seconds "
+     "from 0 (excluded) to 31536000, got -5.", lambda: jobs.partner_call.options(rate_window=-5).enqueue("a", "x")),
+    ("rate key value too long", "Job tests.testapp.jobs.partner_call: rate key (from 'partner:{account}') is 308 "
+     "characters long, over 255:", lambda: jobs.partner_call.enqueue("a" * 300, "x")),
+    ("rate key from a failing function", "Job tests.testapp.jobs.add: rate key function failing_key failed: "
+     "KeyError: 'no such account'", lambda: jobs.add.options(rate_limit=2, rate_key=failing_key).enqueue(1, 2)),
+    ("one bad call of a batch", "Job tests.testapp.jobs.partner_call: rate key (from 'partner:{account}') "
+     "'partner:a\\n' contains the control character U+000A.",
+     lambda: jobs.partner_call.enqueue_many([("a", "x"), ("a\n", "y")])),
     ("per-call two semaphores", "Job tests.testapp.jobs.add: concurrency_limit and unique until='running' each make "
      "a semaphore; a job takes one.",
      lambda: jobs.add.options(unique=Unique(until="running"), concurrency_limit=3).enqueue(1, 2)),
@@ -115,6 +150,7 @@ ENQUEUES: list[tuple[str, str, Callable[[], Any]]] = [
 
 def nothing_written() -> None:
     assert not Lock.objects.exists() and not Semaphore.objects.exists() and not SemaphoreSlot.objects.exists()
+    assert not RateLimit.objects.exists() and not Job.objects.exists()
 
 
 @pytest.mark.parametrize(("message", "action"), [c[1:] for c in DECLARATIONS], ids=[c[0] for c in DECLARATIONS])

@@ -19,7 +19,7 @@ from pgqueue import db, operations
 from pgqueue.db import connection_kwargs
 from pgqueue.exceptions import JobNotUnique
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
-from pgqueue.models import AuditEntry, Job, Lock, QueueState, Semaphore, SemaphoreSlot
+from pgqueue.models import AuditEntry, Job, Lock, QueueState, RateLimit, Semaphore, SemaphoreSlot
 from pgqueue.types import LeasedJob
 from pgqueue.worker import rescue
 from pgqueue.worker.maintenance import Maintenance
@@ -532,3 +532,108 @@ def test_a_batch_mixing_keyed_and_plain_calls_gets_each_handle_its_own_job_in_ca
     assert [rows[h.id] for h in handles] == [("add", [0, 0]), ("unique_note", ["k1"]), ("add", [2, 2]),
                                              ("add", [3, 3]), ("unique_note", ["k4"])]
     assert [h.id for h in handles] == sorted(h.id for h in handles)  # ids follow the calls: enqueue order
+
+
+# -- rate limits per key --------------------------------------------------------------------------------
+
+
+def seconds_from_now(when: dt.datetime) -> float:
+    return (when - dt.datetime.now(dt.UTC)).total_seconds()
+
+
+def lease_suspect(conn: psycopg.Connection, queues: list[str]) -> list[LeasedJob]:
+    with conn.cursor() as cur:
+        return db.run(cur, "job_lease_suspect", queues=queues, worker="w1", lease_seconds=30)
+
+
+def test_a_rate_key_starts_jobs_only_with_tokens_and_defers_the_rest_in_order() -> None:
+    ids = [jobs.partner_call.enqueue("a", f"a{i}").id for i in range(5)]  # 3 per 60 s for account a
+    bucket = RateLimit.objects.get(key="partner:a")
+    assert (bucket.limit, bucket.window, bucket.tokens) == (3, 60.0, 3.0)
+    assert db.run_in_django("queuestate_limited", queues=["rated"])[0].limited
+    assert not db.run_in_django("queuestate_limited", queues=["default"])[0].limited
+    with connect() as conn:
+        with conn.cursor() as cur:  # the plain lease never starts a job with a rate key
+            assert db.run(cur, "job_lease", queues=["rated"], limit=10, worker="w1", lease_seconds=30) == []
+        assert sorted(r.id for r in lease_limited(conn, ["rated"])) == ids[:3]
+    deferred = {j.id: j for j in Job.objects.filter(id__in=ids[3:])}
+    assert {j.state for j in deferred.values()} == {"scheduled"}
+    # the bucket is dry: the 4th job's token comes in 20 s (60 s / 3), the 5th's 20 s later
+    assert 18 < seconds_from_now(deferred[ids[3]].run_at) <= 20.5
+    assert 38 < seconds_from_now(deferred[ids[4]].run_at) <= 40.5
+    bucket.refresh_from_db()
+    assert bucket.tokens < 0.01 and bucket.deferred_until == deferred[ids[4]].run_at
+    late = jobs.partner_call.enqueue("a", "late").id  # a later job queues up behind the deferred ones
+    with connect() as conn:
+        assert lease_limited(conn, ["rated"]) == []
+    assert 58 < seconds_from_now(Job.objects.get(id=late).run_at) <= 60.5
+
+
+def test_a_dry_key_does_not_hold_back_another_key() -> None:
+    backlog = [jobs.partner_call.enqueue("a", f"a{i}").id for i in range(30)]
+    others = [jobs.partner_call.enqueue("b", f"b{i}").id for i in range(3)]
+    with connect() as conn:
+        first = lease_limited(conn, ["rated"], limit=4)  # scans a's first 4 jobs: 3 have tokens
+        assert sorted(r.id for r in first) == backlog[:3]
+        assert Job.objects.filter(id__in=backlog[3:], state="scheduled").count() == 27  # all of a's others wait
+        assert sorted(r.id for r in lease_limited(conn, ["rated"], limit=4)) == others  # b is next, at once
+    runs = list(Job.objects.filter(id__in=backlog[3:]).order_by("id").values_list("run_at", flat=True))
+    assert runs == sorted(runs) and len(set(runs)) == 27  # in enqueue order, one token apart
+
+
+def test_deferred_jobs_start_when_their_tokens_have_come() -> None:
+    ids = [jobs.partner_call.enqueue("a", f"a{i}").id for i in range(5)]
+    with connect() as conn:
+        assert len(lease_limited(conn, ["rated"])) == 3
+        # 40 s later: the bucket has refilled 2 tokens and both deferred jobs are due
+        earlier = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=40)
+        RateLimit.objects.filter(key="partner:a").update(updated_at=earlier, deferred_until=earlier)
+        Job.objects.filter(id__in=ids[3:]).update(run_at=earlier)
+        assert db.run_in_django("job_stage_due", limit=100, channel="pgqueue")[0].staged == 2
+        assert sorted(r.id for r in lease_limited(conn, ["rated"])) == ids[3:]
+    assert RateLimit.objects.get(key="partner:a").tokens < 0.01
+
+
+def test_a_rate_key_and_a_queue_concurrency_limit_both_hold() -> None:
+    operations.set_limits("rated", concurrency=2)
+    ids = [jobs.partner_call.enqueue(acct, f"{acct}{i}").id for acct in "ab" for i in range(2)]
+    with connect() as conn:
+        first = lease_limited(conn, ["rated"])
+        assert len(first) == 2  # the queue's 2 running slots, though both keys have tokens
+        end(conn, first)
+        assert len(lease_limited(conn, ["rated"])) == 2
+    assert set(states(ids)) == {"succeeded", "running"}
+
+
+def test_a_crash_suspect_spends_a_token_of_its_key() -> None:
+    handle = jobs.partner_call.enqueue("a", "suspect")
+    Job.objects.filter(id=handle.id).update(crashes=1)
+    with connect() as conn:
+        assert [r.id for r in lease_suspect(conn, ["rated"])] == [handle.id]
+    assert 1.99 < RateLimit.objects.get(key="partner:a").tokens < 2.01
+
+
+def test_enqueueing_a_job_with_a_rate_key_tells_workers_to_lease_with_limits() -> None:
+    with connect() as listener:
+        listener.execute("LISTEN pgqueue")
+        jobs.partner_call.enqueue("a", "x")
+        jobs.add.options(queue="rated").enqueue(1, 1)
+        payloads = sorted(n.payload for n in listener.notifies(timeout=2, stop_after=2))
+    assert payloads == [",rated:rated", "rated"]
+
+
+def test_a_rate_limit_change_in_the_code_applies_to_its_bucket() -> None:
+    jobs.partner_call.enqueue("a", "x")
+    jobs.partner_call.options(rate_limit=2, rate_window=10.0).enqueue("a", "y")
+    bucket = RateLimit.objects.get(key="partner:a")
+    assert (bucket.limit, bucket.window, bucket.tokens) == (2, 10.0, 2.0)
+    jobs.add.options(rate_limit=7).enqueue(1, 2)  # a per-call limit; the key defaults to the job's name
+    assert RateLimit.objects.get(key="tests.testapp.jobs.add").limit == 7
+
+
+def test_replay_and_retry_keep_the_rate_key() -> None:
+    handle = jobs.partner_call.enqueue("a", "x")
+    Job.objects.filter(id=handle.id).update(state="dead")
+    replay = operations.replay([handle.id])
+    copy = Job.objects.get(replay_of_id=handle.id)
+    assert replay and copy.rate_key == "partner:a" and copy.state == "ready"

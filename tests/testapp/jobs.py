@@ -338,3 +338,14 @@ def breaker_fails(label: str) -> None:
 @job(queue="breaker")
 def breaker_ok(label: str) -> None:
     Mark.objects.create(label=label)
+
+
+@job(queue="rated", rate_limit=3, rate_window=60.0, rate_key="partner:{account}")
+def partner_call(account: str, label: str) -> None:
+    """A call to a partner's API that allows 3 calls a minute per account."""
+    Mark.objects.create(label=label, pid=os.getpid())
+
+
+@job(queue="rated", rate_limit=5, rate_window=1.0, rate_key="paced:{account}")
+def paced(account: str, label: str) -> None:
+    Mark.objects.create(label=label, pid=os.getpid())

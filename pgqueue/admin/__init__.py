@@ -2,11 +2,11 @@
 log, overview."""
 
 from pgqueue.admin.audit import AuditEntryAdmin
-from pgqueue.admin.flow import LockAdmin, SemaphoreAdmin
+from pgqueue.admin.flow import LockAdmin, RateLimitAdmin, SemaphoreAdmin
 from pgqueue.admin.jobs import AttemptAdmin, JobAdmin
 from pgqueue.admin.queues import QueueStateAdmin
 from pgqueue.admin.workers import WorkerProcessAdmin
 
 __all__ = [
-    "AttemptAdmin", "AuditEntryAdmin", "JobAdmin", "LockAdmin", "QueueStateAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
+    "AttemptAdmin", "AuditEntryAdmin", "JobAdmin", "LockAdmin", "QueueStateAdmin", "RateLimitAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
 ]

@@ -1,5 +1,6 @@
-"""Flow control in the admin: uniqueness and idempotency keys (who holds what, since when, release), and
-semaphores (limit, holders, blocked jobs, the oldest of them)."""
+"""Flow control in the admin: uniqueness and idempotency keys (who holds what, since when, release),
+semaphores (limit, holders, blocked jobs, the oldest of them) and rate limits per key (tokens left, jobs
+deferred, when the last of them is due)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from pgqueue import operations
 from pgqueue.admin.actions import confirmed_action
 from pgqueue.admin.base import PgQueueAdmin, alias, duration_text, job_link
-from pgqueue.models import Job, Lock, Semaphore, SemaphoreSlot
+from pgqueue.models import Job, Lock, RateLimit, Semaphore, SemaphoreSlot
 
 
 def _age(when: Any) -> str:
@@ -101,3 +102,43 @@ class SemaphoreAdmin(PgQueueAdmin):
         url = reverse("admin:pgqueue_job_changelist")
         query = urlencode({"state__exact": "blocked", "q": semaphore.key})
         return format_html('<a href="{}?{}">{} blocked</a>', url, query, self.blocked(semaphore))
+
+
+def tokens_now(bucket: RateLimit) -> float:
+    """The tokens the bucket holds now: what it held at updated_at, refilled since (as the lease counts)."""
+    elapsed = max(0.0, (timezone.now() - bucket.updated_at).total_seconds())
+    return min(float(bucket.limit), bucket.tokens + elapsed * bucket.limit / bucket.window)
+
+
+@admin.register(RateLimit)
+class RateLimitAdmin(PgQueueAdmin):
+    list_display = ("key", "rate", "tokens_left", "waiting", "last_due")
+    search_fields = ("key",)
+    search_help_text = "Text in the key."
+    ordering = ("key",)
+    readonly_fields = ("key", "rate", "tokens_left", "updated_at", "deferred_until", "created_at", "waiting_link")
+    fields = readonly_fields
+
+    @admin.display(description="rate")
+    def rate(self, bucket: RateLimit) -> str:
+        return f"{bucket.limit} per {duration_text(bucket.window)}"
+
+    @admin.display(description="tokens now")
+    def tokens_left(self, bucket: RateLimit) -> str:
+        return f"{max(0.0, tokens_now(bucket)):.1f}"
+
+    @admin.display(description="waiting")
+    def waiting(self, bucket: RateLimit) -> int:
+        return Job.objects.using(alias()).filter(state__in=["ready", "scheduled"], rate_key=bucket.key).count()
+
+    @admin.display(description="last deferred job due", ordering="deferred_until")
+    def last_due(self, bucket: RateLimit) -> str:
+        when = bucket.deferred_until
+        if when is None or when <= timezone.now():
+            return "-"
+        return f"in {duration_text((when - timezone.now()).total_seconds())}"
+
+    @admin.display(description="waiting jobs")
+    def waiting_link(self, bucket: RateLimit) -> str:
+        url = reverse("admin:pgqueue_job_changelist")
+        return format_html('<a href="{}?{}">{} waiting</a>', url, urlencode({"q": bucket.key}), self.waiting(bucket))

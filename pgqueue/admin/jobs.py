@@ -19,8 +19,9 @@ from django.utils.html import format_html, format_html_join
 from pgqueue import db, operations
 from pgqueue.admin.actions import confirmed_action
 from pgqueue.admin.base import PgQueueAdmin, alias, duration_text, job_link, parse_id
+from pgqueue.admin.flow import tokens_now
 from pgqueue.conf import get_settings
-from pgqueue.models import Attempt, Job, Lock, Semaphore, SemaphoreSlot
+from pgqueue.models import Attempt, Job, Lock, RateLimit, Semaphore, SemaphoreSlot
 
 RECENT = 5_000  # filters offer the queues and tasks seen among the newest jobs (bounded query)
 COUNT_CAP = 10_000  # filtered changelists count at most this many rows
@@ -166,7 +167,7 @@ class JobAdmin(PgQueueAdmin):
         )
         return matches.filter(Q(task__icontains=term) | Q(error_class__icontains=term) | Q(_args__icontains=term)
                               | Q(_kwargs__icontains=term) | Q(idempotency_key=term) | Q(lock_key=term)
-                              | Q(concurrency_key=term)), False
+                              | Q(concurrency_key=term) | Q(rate_key=term)), False
 
     # -- columns --------------------------------------------------------------------------------------
 
@@ -245,6 +246,8 @@ class JobAdmin(PgQueueAdmin):
         if job.queue_slot is not None:
             lines.append(format_html("Holds running slot {} of queue {}'s concurrency limit.", job.queue_slot,
                                      job.queue))
+        if job.rate_key:
+            lines.append(self._rate_line(job))
         if not lines:
             return "-"
         return format_html_join("", "<p>{}</p>", ((line,) for line in lines))
@@ -266,6 +269,19 @@ class JobAdmin(PgQueueAdmin):
         when = "" if job.run_at <= timezone.now() else format_html(" (its retry delay ends at {})", job.run_at)
         return format_html("Blocked: waits for a slot of semaphore {} (limit {}), held by {}; {} blocked job(s) of "
                            "the key are ahead of it{}.", link, limit, held_by, ahead, when)
+
+    def _rate_line(self, job: Job) -> str:
+        bucket = RateLimit.objects.using(alias()).filter(key=job.rate_key).first()
+        link = format_html('<a href="{}?{}"><code>{}</code></a>', reverse("admin:pgqueue_ratelimit_changelist"),
+                           urlencode({"q": job.rate_key}), job.rate_key)
+        if bucket is None:
+            return format_html("Rate key {}.", link)
+        rate = format_html("{} per {}", bucket.limit, duration_text(bucket.window))
+        tokens = f"{max(0.0, tokens_now(bucket)):.1f}"
+        if job.state == "scheduled" and job.run_at > timezone.now():
+            return format_html("Rate key {} ({}): waits for its token, due at {} ({} tokens now).", link, rate,
+                               job.run_at, tokens)
+        return format_html("Rate key {} ({}): each start takes a token ({} now).", link, rate, tokens)
 
     @admin.display(description="replay of")
     def replay_of_link(self, job: Job) -> str:

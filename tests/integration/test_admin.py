@@ -3,11 +3,14 @@ through the named statements, per-action permissions, the overview."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
 
+from pgqueue import db
+from pgqueue.db import connection_kwargs
 from pgqueue.models import Attempt, AuditEntry, Job, QueueState
 from tests.testapp import jobs
 
@@ -181,6 +184,19 @@ def test_lock_and_semaphore_pages_and_what_blocks_a_job(root: Client) -> None:
     assert "0 blocked job(s) of the key are ahead of it" in page
     page = root.get(f"{JOBS}{note.id}/change/").content.decode()
     assert "held (until finished)" in page
+
+
+def test_the_rate_limit_page_and_a_deferred_jobs_page(root: Client) -> None:
+    ids = [jobs.partner_call.enqueue("acme", f"c{i}").id for i in range(5)]
+    with psycopg.connect(**connection_kwargs(), autocommit=True) as conn, conn.cursor() as cur:
+        assert len(db.run(cur, "job_lease_limited", queues=["rated"], limit=10, worker="w1", lease_seconds=30)) == 3
+    listing = root.get("/admin/pgqueue/ratelimit/").content.decode()
+    assert "partner:acme" in listing and "3 per 60.0 s" in listing and "0.0" in listing
+    detail = root.get("/admin/pgqueue/ratelimit/partner:acme/change/").content.decode()
+    assert "2 waiting" in detail
+    page = root.get(f"{JOBS}{ids[4]}/change/").content.decode()
+    assert "Rate key" in page and "waits for its token, due at" in page
+    assert f"/admin/pgqueue/job/{ids[4]}/change/" in root.get(JOBS, {"q": "partner:acme"}).content.decode()
 
 
 def test_releasing_a_lock_is_confirmed_permitted_and_audited(root: Client) -> None:

@@ -149,6 +149,25 @@ def test_a_queue_rate_limit_is_kept_within_one_start(start_worker) -> None:
     assert (n - rate) * per / rate - 0.5 <= span <= (n - rate) * per / rate + 3.0, span  # ~3 s: not much slower
 
 
+def test_a_rate_limit_per_key_is_kept_within_one_start_and_keys_do_not_wait_for_each_other(start_worker) -> None:
+    rate, per, n = 5, 1.0, 20  # jobs.paced: 5 starts per second per account
+    handles = {acct: jobs.paced.enqueue_many([(acct, f"{acct}{i}") for i in range(n)]) for acct in "ab"}
+    start_worker("--queues", "rated", "--processes", "2", "--concurrency", "4")
+    wait_for(done(2 * n), timeout=60, what="40 jobs paced per key")
+    firsts = []
+    for acct, hs in handles.items():
+        starts = sorted(a.started_at.timestamp() for a in Attempt.objects.filter(job_id__in=[h.id for h in hs]))
+        assert len(starts) == n  # each ran once
+        # a bucket of `rate` tokens refilled at rate/per a second: by time t after the key's first start,
+        # at most rate + t * rate / per starts (plus one for the rounding of the refill)
+        for i, t in enumerate(starts):
+            assert i + 1 <= rate + (t - starts[0]) * rate / per + 1, (acct, i, t - starts[0])
+        span = starts[-1] - starts[0]
+        assert (n - rate) * per / rate - 0.5 <= span <= (n - rate) * per / rate + 3.0, (acct, span)  # ~3 s
+        firsts.append(starts[0])
+    assert abs(firsts[0] - firsts[1]) < 1.0  # the keys ran side by side
+
+
 def test_the_breaker_trips_pauses_and_resumes_after_its_cool_down(start_worker) -> None:
     operations.set_breaker("breaker", failures=3, within=60, cooldown=2)
     jobs.breaker_fails.enqueue_many([(f"f{i}",) for i in range(3)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -22,6 +23,12 @@ logger = logging.getLogger("pgqueue.db")
 
 # Errors that mean "the connection or server is gone", not "this statement is wrong".
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+
+# A worker role's connection keeps one plan per prepared statement (session_generic_plans), made from the
+# table's size when it is first run. A plan made while the job table was empty or small (a worker started
+# on an idle queue) would outlive the table's growth until autovacuum's next ANALYZE, scanning what it
+# took for a few rows: so the plans are made again this often (session_discard_plans).
+REPLAN_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,15 +341,17 @@ class Database:
         self.owner = owner
         self.conn: psycopg.Connection[Any] | None = None
         self.failures = 0
+        self.replan_at: float | None = None  # when its kept plans are made again (None: it keeps none)
 
     def connect(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
             self.conn = psycopg.connect(**self.params, autocommit=True, connect_timeout=5)
             if not get_settings().PREPARE_STATEMENTS:
                 self.conn.prepare_threshold = None
-            else:  # plan each prepared statement once (see session_generic_plans)
+            else:  # plan each prepared statement once in a while (see session_generic_plans)
                 with self.conn.cursor() as cursor:
                     run(cursor, "session_generic_plans")
+                self.replan_at = time.monotonic() + REPLAN_SECONDS
             if self.failures:
                 logger.info("%s reconnected to the database", self.owner)
             self.failures = 0
@@ -353,6 +362,9 @@ class Database:
         conn = self.connect()
         try:
             with conn.cursor() as cursor:
+                if self.replan_at is not None and time.monotonic() >= self.replan_at:
+                    cursor.execute(QUERIES["session_discard_plans"], prepare=False)  # a command: never prepared
+                    self.replan_at = time.monotonic() + REPLAN_SECONDS
                 return run(cursor, name, **params)
         except CONNECTION_ERRORS as exc:
             self.broken(exc)

@@ -127,7 +127,7 @@ class RateLimitAdmin(PgQueueAdmin):
     def tokens_left(self, bucket: RateLimit) -> str:
         return f"{max(0.0, tokens_now(bucket)):.1f}"
 
-    @admin.display(description="waiting")
+    @admin.display(description="waiting (ready or scheduled)")
     def waiting(self, bucket: RateLimit) -> int:
         return Job.objects.using(alias()).filter(state__in=["ready", "scheduled"], rate_key=bucket.key).count()
 

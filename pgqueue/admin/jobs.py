@@ -88,7 +88,7 @@ class JobAdmin(PgQueueAdmin):
     list_filter = ("state", QueueFilter, TaskFilter, "reason_code", ("created_at", admin.DateFieldListFilter))
     search_fields = ("task",)
     search_help_text = ("A job id, text in the task path, the error class or the arguments, or a whole idempotency, "
-                        "uniqueness or concurrency key.")
+                        "uniqueness, concurrency or rate key.")
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     list_per_page = 50
@@ -278,9 +278,10 @@ class JobAdmin(PgQueueAdmin):
             return format_html("Rate key {}.", link)
         rate = format_html("{} per {}", bucket.limit, duration_text(bucket.window))
         tokens = f"{max(0.0, tokens_now(bucket)):.1f}"
-        if job.state == "scheduled" and job.run_at > timezone.now():
-            return format_html("Rate key {} ({}): waits for its token, due at {} ({} tokens now).", link, rate,
-                               job.run_at, tokens)
+        deferred = bucket.deferred_until is not None and job.run_at <= bucket.deferred_until
+        if job.state == "scheduled" and deferred and job.run_at > timezone.now():
+            return format_html("Rate key {} ({}): deferred until its token comes, at {} ({} tokens now).", link,
+                               rate, job.run_at, tokens)
         return format_html("Rate key {} ({}): each start takes a token ({} now).", link, rate, tokens)
 
     @admin.display(description="replay of")

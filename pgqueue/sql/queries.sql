@@ -969,6 +969,11 @@ SELECT count(pg_notify(%(channel)s, p)) AS sent FROM unnest(%(payloads)s::text[]
 -- completion statements are CTEs over parameter arrays, whose custom plans cost more to make than to run.
 SET plan_cache_mode = force_generic_plan;
 
+-- name: session_discard_plans
+-- Make a worker role connection's kept plans again at their next use (pgqueue.db.REPLAN_SECONDS), from the
+-- tables as they are now: a plan made while the job table was empty must not outlive its growth.
+DISCARD PLANS;
+
 -- name: channel_listen
 -- Wake this connection on every NOTIFY of the channel (its name is quoted in by the database layer).
 LISTEN {channel};

@@ -195,7 +195,7 @@ def test_the_rate_limit_page_and_a_deferred_jobs_page(root: Client) -> None:
     detail = root.get("/admin/pgqueue/ratelimit/partner:acme/change/").content.decode()
     assert "2 waiting" in detail
     page = root.get(f"{JOBS}{ids[4]}/change/").content.decode()
-    assert "Rate key" in page and "waits for its token, due at" in page
+    assert "Rate key" in page and "deferred until its token comes, at" in page
     assert f"/admin/pgqueue/job/{ids[4]}/change/" in root.get(JOBS, {"q": "partner:acme"}).content.decode()
 
 

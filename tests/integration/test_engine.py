@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import time
 import uuid
 
 import psycopg
@@ -110,24 +111,59 @@ def test_queues_take_turns_so_a_backlog_cannot_starve_a_queue() -> None:
     assert urgent in by_queue["busy"]  # within a queue, priority first
 
 
-def test_lease_uses_the_partial_ready_index() -> None:
+@pytest.mark.parametrize(("statement", "indexes"), [
+    ("job_lease", ["pgqueue_job_ready"]),
+    ("job_lease_limited", ["pgqueue_job_ready", "pgqueue_job_rated", "pgqueue_job_rate_key"]),
+])
+def test_leases_use_the_partial_ready_indexes(statement: str, indexes: list[str]) -> None:
     with connection.cursor() as cur:
         cur.execute("""
             INSERT INTO pgqueue_job (queue, task, state, finished_at, attempts)
             SELECT 'default', 'x.y', 'succeeded', now(), 1 FROM generate_series(1, 50000)""")
         cur.execute("INSERT INTO pgqueue_job (queue, task) SELECT 'default', 'x.y' FROM generate_series(1, 2000)")
+        cur.execute("INSERT INTO pgqueue_job (queue, task, rate_key) SELECT 'default', 'x.y', 'k' || (g % 7) "
+                    "FROM generate_series(1, 2000) AS g")
         cur.execute("ANALYZE pgqueue_job")
-        cur.execute("EXPLAIN " + db.QUERIES["job_lease"],
+        cur.execute("EXPLAIN " + db.QUERIES[statement],
                     {"queues": ["default"], "limit": 10, "worker": "w", "lease_seconds": 30})
         plan = "\n".join(r[0] for r in cur.fetchall())
-    assert "pgqueue_job_ready" in plan, plan
+    assert all(index in plan for index in indexes), plan
     assert "Seq Scan on pgqueue_job" not in plan, plan
-    # Workers keep one generic plan per prepared statement (session_generic_plans): it must use the index too.
+    # Workers keep one generic plan per prepared statement (session_generic_plans): it must use the indexes too.
     if connection.pg_version >= 160000:  # EXPLAIN (GENERIC_PLAN) is new in PostgreSQL 16
         with connection.cursor() as cur:
-            cur.execute("EXPLAIN (GENERIC_PLAN) " + numbered(db.QUERIES["job_lease"]))
+            cur.execute("EXPLAIN (GENERIC_PLAN) " + numbered(db.QUERIES[statement]))
             generic = "\n".join(r[0] for r in cur.fetchall())
-        assert "pgqueue_job_ready" in generic and "Seq Scan on pgqueue_job" not in generic, generic
+        assert all(index in generic for index in indexes) and "Seq Scan on pgqueue_job" not in generic, generic
+
+
+def test_a_worker_connection_makes_its_kept_plans_again_as_the_table_grows() -> None:
+    """A plan kept from when the job table was empty would scan it whole once it has grown; the plans
+    are made again every REPLAN_SECONDS."""
+    database = db.Database(connection_kwargs(), owner="w", role="test")
+    database.connect().prepare_threshold = 0  # prepared at once (a worker's are after a few runs)
+    params = {"worker": "w", "tokens": [], "lease_seconds": 30}
+
+    def kept_plan() -> str:
+        conn = database.connect()
+        name = conn.execute("SELECT name FROM pg_prepared_statements WHERE statement LIKE %s",
+                            ["%WITH beat AS%"]).fetchone()[0]
+        return "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {name}('w', '{{}}', 30)").fetchall())
+
+    try:
+        database.connect().execute("VACUUM ANALYZE pgqueue_job")  # counted empty, as after a TRUNCATE
+        assert database.run("job_heartbeat", **params) == []  # planned with an empty table
+        with connection.cursor() as cur:  # it grows; no ANALYZE (which would make the plans again)
+            cur.execute("INSERT INTO pgqueue_job (queue, task, state, leased_by, attempts) "
+                        "SELECT 'default', 'x.y', 'running', 'w' || (g % 50), 1 FROM generate_series(1, 20000) g")
+        assert "Seq Scan on pgqueue_job" in kept_plan()
+        database.replan_at = time.monotonic()  # REPLAN_SECONDS later
+        assert database.run("job_heartbeat", **params) == []
+        plan = kept_plan()
+        assert "Seq Scan on pgqueue_job" not in plan and "pgqueue_job_running" in plan, plan
+        assert database.replan_at > time.monotonic() + db.REPLAN_SECONDS - 1
+    finally:
+        database.close()
 
 
 def numbered(text: str) -> str:

@@ -478,11 +478,16 @@ WITH input AS (
     ) AS i(id, token, state, yields, run_at, reason, result, attempts, lost, crashes, job_error_class,
            job_error, number, outcome, worker, started_at, finished_at, error_class, message, traceback,
            exit_code, release_lock, release_slot, slot)
-), locked AS (  -- in id order, as every statement that waits for running rows locks them: no deadlock
-    SELECT j.id, j.queue_slot FROM pgqueue_job j JOIN input i ON i.id = j.id
+), locked AS (
+    -- Each row by its id (primary key), locked in id order as every statement that waits for running rows
+    -- locks them (no deadlock); then guarded on its latest version. The guard is outside the row's lookup
+    -- so the plan cannot walk the whole partial index of running rows instead (cheap only while the
+    -- statistics say it is empty: it holds every row that ran since the last vacuum).
+    SELECT j.id, j.queue_slot
+    FROM (SELECT id, token FROM input ORDER BY id) i
+    CROSS JOIN LATERAL (SELECT r.id, r.queue_slot, r.state, r.lease_token FROM pgqueue_job r WHERE r.id = i.id
+                        OFFSET 0 FOR UPDATE) j  -- OFFSET 0: the guard is not pushed into the lookup
     WHERE j.state = 'running' AND j.lease_token = i.token
-    ORDER BY j.id
-    FOR UPDATE OF j
 ), done AS (
     UPDATE pgqueue_job j
     SET state = CASE WHEN j.cancel_requested AND i.yields THEN 'cancelled' ELSE i.state END,
@@ -497,7 +502,7 @@ WITH input AS (
         slot = CASE WHEN i.release_slot OR (j.cancel_requested AND i.yields) THEN NULL ELSE j.slot END,
         queue_slot = NULL, leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
     FROM input i JOIN locked USING (id)
-    WHERE j.id = i.id AND j.state = 'running' AND j.lease_token = i.token
+    WHERE j.id = i.id  -- locked above, running under this token: nothing else can move it meanwhile
     RETURNING j.id, j.queue, j.state, j.lock_key,
         i.release_lock OR (j.cancel_requested AND i.yields) AS unlock,
         CASE WHEN (i.release_slot OR (j.cancel_requested AND i.yields)) AND i.slot IS NOT NULL

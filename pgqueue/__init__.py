@@ -7,27 +7,35 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
     "JobContext",
     "JobHandle",
     "JobNotUnique",
     "Unique",
+    "batch",
     "cancel",
     "current_job",
     "enqueue",
     "enqueue_many",
+    "enqueue_workflow",
     "job",
     "replay",
 ]
 
 if TYPE_CHECKING:
+    from pgqueue.batches import Batch, batch
     from pgqueue.context import JobContext, current_job
     from pgqueue.decorator import job
     from pgqueue.enqueueing import JobHandle, enqueue, enqueue_many
     from pgqueue.exceptions import JobNotUnique
     from pgqueue.flow import Unique
     from pgqueue.operations import cancel, replay
+    from pgqueue.workflows import enqueue_workflow
 
 _LAZY = {
+    "Batch": "pgqueue.batches",
+    "batch": "pgqueue.batches",
+    "enqueue_workflow": "pgqueue.workflows",
     "job": "pgqueue.decorator",
     "enqueue": "pgqueue.enqueueing",
     "enqueue_many": "pgqueue.enqueueing",

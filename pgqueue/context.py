@@ -25,6 +25,8 @@ class JobContext:
     queue: str
     task: str
     lease_token: uuid.UUID
+    batch_id: int | None = None  # the batch it belongs to (pgqueue.Batch(batch_id).progress())
+    callback_of: int | None = None  # the batch whose callback it is
     _report: Callable[[Progress], None] = field(repr=False)
     _cancelled: bool = field(default=False, repr=False)
     _task: Any = field(default=None, repr=False)  # the asyncio task of an async job

@@ -17,7 +17,7 @@ from psycopg import sql
 from pgqueue import events
 from pgqueue.conf import get_settings
 from pgqueue.sql import QUERIES
-from pgqueue.types import HeldJob, LeasedJob, Transition
+from pgqueue.types import HeldJob, LeasedJob, SettledDependency, Transition
 
 logger = logging.getLogger("pgqueue.db")
 
@@ -49,6 +49,8 @@ class Moved:
     woken: int
     slot_key: str | None  # the semaphore whose slot it gave up (then slot is the slot's number)
     slot: int | None
+    batch_id: int | None  # its batch (pgqueue.settle looks at it once this has committed)
+    has_dependents: bool  # jobs depend on it (pgqueue.settle releases or cancels them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,44 @@ class Cancelled:
     state: str  # 'cancelled', or 'cancelling' for a running job asked to stop
     slot_key: str | None
     slot: int | None
+    batch_id: int | None
+    has_dependents: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Parent:
+    id: int
+    state: str
+    task: str
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """A waiting job that job_release_waiting_many moved (or that still waits for others)."""
+
+    id: int
+    state: str
+    batch_id: int | None
+    has_dependents: bool
+    key: str | None  # the semaphore it now waits for ('blocked')
+    woken: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLocked:
+    id: int
+    closed: bool
+    cancelled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettled:
+    id: int
+    failed: bool  # its failure callback's moment came now
+    finished: bool
+    succeeded: bool
+    callbacks: int  # callback jobs inserted by the statement (all batches)
+    woken: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +209,17 @@ RETURNS: dict[str, type] = {
     "job_insert": Woken,
     "job_insert_ready": Woken,
     "job_replace_waiting_many": Woken,
+    "job_lock_parents": Parent,
+    "dependency_settle": SettledDependency,
+    "dependency_unsettled": JobId,
+    "job_release_waiting_many": Released,
+    "batch_create": JobId,
+    "batch_lock": BatchLocked,
+    "batch_lock_for_update": BatchLocked,
+    "batch_close": JobId,
+    "batch_cancel": JobId,
+    "batch_settle": BatchSettled,
+    "batch_unsettled": JobId,
     "lock_take_many": LockTaken,
     "lock_reap": LocksReaped,
     "lock_release_many": JobId,

@@ -23,6 +23,7 @@ from pgqueue.options import (
     check_fraction,
     check_int,
     check_job_name,
+    check_on_dependency_failure,
     check_options,
     check_queue,
     check_seconds,
@@ -54,6 +55,7 @@ class JobFunction:
         rate_key: KeySpec | None = None,
         rate_limit: int | None = None,
         rate_window: float | None = None,
+        on_dependency_failure: str = "cancel",
     ) -> None:
         self.func = func
         self.name = name
@@ -74,6 +76,7 @@ class JobFunction:
         self.rate_key = rate_key
         self.rate_limit = rate_limit
         self.rate_window = rate_window
+        self.on_dependency_failure = on_dependency_failure
         self.is_async = inspect.iscoroutinefunction(func)
         self.signature = _signature(func)
         self._arity = _plain_arity(self.signature, pass_context)
@@ -95,8 +98,8 @@ class JobFunction:
 
     def options(self, **options: Any) -> BoundJob:
         """Per-call options: queue, priority, run_at, delay (seconds or timedelta), max_attempts, timeout,
-        and flow control: unique, unique_key, idempotency_key, concurrency_key, concurrency_limit, ordering_key,
-        rate_key, rate_limit, rate_window."""
+        flow control: unique, unique_key, idempotency_key, concurrency_key, concurrency_limit, ordering_key,
+        rate_key, rate_limit, rate_window; and dependencies: depends_on, on_dependency_failure."""
         unknown = set(options) - set(OPTION_NAMES)
         if unknown:
             raise InvalidJob(
@@ -232,12 +235,15 @@ def job(
     rate_limit: int | None = None,
     rate_window: float | None = None,
     rate_key: KeySpec | None = None,
+    on_dependency_failure: str = "cancel",
 ) -> Any:
     """Register a function (sync or async) as a job. Use as @job or @job(queue=..., ...).
 
     Flow control (docs/concurrency.md): unique=True or Unique(...); concurrency_limit=N, with
     concurrency_key=... (default: the job's name); ordering_key=... with ordering_retry "block" or "skip";
-    rate_limit=N starts per rate_window seconds (default 1), per rate_key=... (default: the job's name)."""
+    rate_limit=N starts per rate_window seconds (default 1), per rate_key=... (default: the job's name).
+    on_dependency_failure: what a call enqueued with depends_on=[...] does when one of them is dead or
+    cancelled, "cancel" (default) or "run" (docs/workflows.md)."""
 
     def register(fn: Callable[..., Any]) -> JobFunction:
         path = _job_name(fn, name)
@@ -261,13 +267,14 @@ def job(
         flow.check_semaphore(label, concurrency_key, concurrency_limit, ordering_key, uniqueness)
         retry_order = flow.RetryOrder(flow.choice(f"{label} ordering_retry", ordering_retry, flow.RetryOrder))
         flow.check_rate(label, rate_key, rate_limit, rate_window)
+        check_on_dependency_failure(label, on_dependency_failure)
         wrapped = JobFunction(
             fn, name=path, queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
             retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
             non_retryable=_exception_classes(label, non_retryable), pass_context=pass_context,
             unique=uniqueness, concurrency_key=concurrency_key, concurrency_limit=concurrency_limit,
             ordering_key=ordering_key, ordering_retry=retry_order, rate_key=rate_key, rate_limit=rate_limit,
-            rate_window=rate_window,
+            rate_window=rate_window, on_dependency_failure=on_dependency_failure,
         )
         flow.check_unique_args(label, uniqueness, wrapped)
         for what, spec in (("concurrency_key", concurrency_key), ("ordering_key", ordering_key), ("rate_key", rate_key)):

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError, connections, transaction
 
-from pgqueue import db, events, registry
+from pgqueue import batches, db, events, registry, settle
 from pgqueue.conf import MAX_ATTEMPTS_MAX, Settings, get_settings
 from pgqueue.exceptions import (
     InvalidJob,
@@ -23,17 +23,21 @@ from pgqueue.exceptions import (
     UnknownQueue,
 )
 from pgqueue.flow import NO_FLOW, Flow, FlowPolicy, OnConflict
+from pgqueue.lifecycle import dependency_failed
 from pgqueue.options import (
     NO_OPTIONS,
     PRIORITY_MAX,
     PRIORITY_MIN,
     JobCall,
+    check_depends_on,
     check_int,
+    check_on_dependency_failure,
     check_queue,
     check_seconds,
     run_at,
 )
 from pgqueue.payload import Unstorable, dumps
+from pgqueue.types import SettledDependency
 
 logger = logging.getLogger("pgqueue.enqueue")
 
@@ -79,6 +83,9 @@ class _Row:
     max_attempts: int
     timeout: float | None
     flow: Flow = NO_FLOW
+    batch_id: int | None = None
+    depends_on: tuple[int | str, ...] = ()  # job ids (and workflow step names, until resolved to ids)
+    on_dependency_failure: str = "cancel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,8 @@ class _Resolved:
     max_attempts: int
     timeout: float | None
     flow: FlowPolicy
+    depends_on: tuple[int | str, ...] = ()
+    on_dependency_failure: str = "cancel"
 
 
 def enqueue(task: str, /, *args: Any, **kwargs: Any) -> JobHandle:
@@ -128,8 +137,10 @@ def a_type(value: Any) -> str:
 _defaults: dict[int, tuple[Any, Settings, _Resolved]] = {}
 
 
-def enqueue_calls(calls: Sequence[JobCall]) -> list[JobHandle]:
-    """Validate every call first (nothing is written if one is bad), then insert them all."""
+def enqueue_calls(calls: Sequence[JobCall], *, steps: Sequence[str] | None = None) -> list[JobHandle]:
+    """Validate every call first (nothing is written if one is bad), then insert them all. `steps`: the
+    calls are the steps of a workflow with these names (pgqueue.workflows checked the graph), which
+    depends_on may name."""
     if not calls:
         return []
     settings = get_settings()
@@ -146,17 +157,24 @@ def enqueue_calls(calls: Sequence[JobCall]) -> list[JobHandle]:
                 options = resolved[key] = _resolve(call, settings, now)
         rows.append(_prepare(call, options, settings))
     alias = settings.DATABASE
+    batch_id = batches.current()
+    if batch_id is not None:
+        rows = [replace(row, batch_id=batch_id) for row in rows]
     locks = any(r.flow.lock_key is not None or r.flow.idempotency_key is not None for r in rows)
+    linked = batch_id is not None or steps is not None or any(r.depends_on for r in rows)
     if len(connections.settings) > 1 and not connections[alias].in_atomic_block:
         caller = _caller_transaction(alias)
         if caller is not None:
-            if locks:
+            if locks or linked:
+                what = "Uniqueness and idempotency keys are checked" if locks else "Batches and dependencies are written"
                 raise InvalidJob(
-                    f"Uniqueness and idempotency keys are checked in the transaction that enqueues, on database "
-                    f"{alias!r}; this call is inside a transaction on {caller!r} only. Open "
-                    f"transaction.atomic(using={alias!r}) around the enqueue too."
+                    f"{what} in the transaction that enqueues, on database {alias!r}; this call is inside a "
+                    f"transaction on {caller!r} only. Open transaction.atomic(using={alias!r}) around the "
+                    "enqueue too."
                 )
             return _defer_to_commit(rows, alias, caller, settings)
+    if steps is not None:
+        return _enqueue_steps(rows, list(steps), alias, settings)
     if locks:
         return _enqueue_with_locks(rows, alias, settings)
     ids = _insert(rows, [None] * len(rows), alias, settings)
@@ -195,8 +213,11 @@ def _resolve(call: JobCall, settings: Settings, now: dt.datetime) -> _Resolved:
     timeout = _first(opts.timeout, job.timeout, settings.DEFAULT_TIMEOUT)
     if timeout is not None:
         timeout = float(check_seconds(f"{label} timeout", timeout))
+    depends_on = check_depends_on(label, opts.depends_on) if opts.depends_on is not None else ()
+    on_failure = check_on_dependency_failure(label, _first(opts.on_dependency_failure, job.on_dependency_failure))
     return _Resolved(queue=queue, priority=priority, run_at=run_at(opts, job.name, now),
-                     max_attempts=max_attempts, timeout=timeout, flow=job.flow_policy(opts))
+                     max_attempts=max_attempts, timeout=timeout, flow=job.flow_policy(opts),
+                     depends_on=depends_on, on_dependency_failure=on_failure)
 
 
 def _prepare(call: JobCall, options: _Resolved, settings: Settings) -> _Row:
@@ -216,6 +237,7 @@ def _prepare(call: JobCall, options: _Resolved, settings: Settings) -> _Row:
         queue=options.queue, task=job.name, args=args, kwargs=kwargs, priority=options.priority,
         run_at=options.run_at, max_attempts=options.max_attempts, timeout=options.timeout,
         flow=NO_FLOW if options.flow.empty else options.flow.flow(job, call.args, call.kwargs),
+        depends_on=options.depends_on, on_dependency_failure=options.on_dependency_failure,
     )
 
 
@@ -401,9 +423,106 @@ def _replace_waiting(rows: list[_Row], indexes: list[int], holders: list[int], a
     return {row.id for row in result}
 
 
-def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings) -> list[int]:
+def callback_spec(call: Any, what: str) -> str:
+    """A batch's callback (on_success=fn.call(...)), checked as an enqueue of it would be, as the JSON row
+    batch_settle inserts when its moment comes."""
+    if not isinstance(call, JobCall):
+        raise InvalidJob(f"Batch {what} must be a call built with fn.call(...), got {a_type(call)}.")
+    settings = get_settings()
+    options = _cached_defaults(call, settings) or _resolve(call, settings, dt.datetime.now(dt.UTC))
+    row = _prepare(call, options, settings)
+    if row.flow is not NO_FLOW or row.depends_on or row.run_at is not None:
+        raise InvalidJob(
+            f"Batch {what} ({row.task}): a callback is enqueued when its moment comes; it takes no run_at or "
+            "delay, uniqueness, idempotency, concurrency or rate keys, or dependencies."
+        )
+    return (f'{{"queue": {dumps(row.queue)}, "task": {dumps(row.task)}, "args": {row.args}, '
+            f'"kwargs": {row.kwargs}, "priority": {row.priority}, "max_attempts": {row.max_attempts}, '
+            f'"timeout": {dumps(row.timeout)}}}')
+
+
+def _enqueue_steps(rows: list[_Row], steps: list[str], alias: str, settings: Settings) -> list[JobHandle]:
+    """A workflow's steps: ids for all of them first, so that a step's depends_on can name another step."""
+    if any(r.flow.lock_key is not None or r.flow.idempotency_key is not None for r in rows):
+        raise InvalidJob("A workflow step cannot take a uniqueness or idempotency key: enqueue the workflow from "
+                         "a job that holds the key instead.")
+    with transaction.atomic(using=alias):
+        ids = [row.id for row in db.run_in_django("job_reserve_ids", using=alias, count=len(rows))]
+        by_step = dict(zip(steps, ids, strict=True))
+        rows = [replace(r, depends_on=tuple(by_step[d] if isinstance(d, str) else d for d in r.depends_on))
+                for r in rows]
+        _insert(rows, ids, alias, settings)
+    return _handles(rows, ids)
+
+
+def _insert_linked(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings) -> list[int]:
+    """Insert jobs of which some join a batch or depend on other jobs, all or nothing: the batches must be
+    open (they are held until this transaction ends), the jobs depended on must exist (they are locked,
+    so none of them finishes unseen meanwhile). A job waits for those not finished yet ('waiting'), and
+    is cancelled at once if one already failed (unless it runs anyway)."""
+    for row in rows:
+        named = next((d for d in row.depends_on if isinstance(d, str)), None)
+        if named is not None:
+            raise InvalidJob(f"Job {row.task}: depends_on names {named!r}, a workflow step, outside "
+                             "pgqueue.enqueue_workflow(); give job handles or ids.")
+    with transaction.atomic(using=alias):
+        for batch_id in sorted({r.batch_id for r in rows if r.batch_id is not None}):
+            batches.hold_open(batch_id, alias)
+        fresh = iter(row.id for row in db.run_in_django(
+            "job_reserve_ids", using=alias, count=sum(1 for i in ids if i is None))) if None in ids else iter(())
+        job_ids: list[int] = [next(fresh) if i is None else i for i in ids]
+        own = set(job_ids)
+        external = sorted({d for r in rows for d in r.depends_on if d not in own})
+        parents = {p.id: p for p in db.run_in_django("job_lock_parents", using=alias, ids=external)} if external else {}
+        edges: dict[str, list[Any]] = {"job_ids": [], "depends_on_ids": [], "on_failures": [], "settled": []}
+        waits: list[int] = []
+        reasons: list[str | None] = []
+        for row, job_id in zip(rows, job_ids, strict=True):
+            pending, reason = 0, None
+            for parent_id in row.depends_on:
+                assert isinstance(parent_id, int)  # step names were resolved to ids
+                if parent_id == job_id:
+                    raise InvalidJob(f"Job {row.task}: it cannot depend on itself (job {job_id}).")
+                parent = parents.get(parent_id)
+                if parent_id not in own and parent is None:
+                    raise InvalidJob(
+                        f"Job {row.task}: depends on job {parent_id}, which does not exist (not committed yet, "
+                        "rolled back, or pruned)."
+                    )
+                done = parent is not None and parent.state in settle.FINISHED
+                if parent is None or not done:
+                    pending += 1
+                elif parent.state != "succeeded" and row.on_dependency_failure == "cancel" and reason is None:
+                    reason = dependency_failed(SettledDependency(
+                        job_id=job_id, parent_id=parent.id, parent_state=parent.state, parent_task=parent.task,
+                        on_failure=row.on_dependency_failure))
+                edges["job_ids"].append(job_id)
+                edges["depends_on_ids"].append(parent_id)
+                edges["on_failures"].append(row.on_dependency_failure)
+                edges["settled"].append(done)
+            waits.append(pending)
+            reasons.append(reason)
+        in_insert = {d for r in rows for d in r.depends_on if d in own}
+        links: dict[str, list[Any]] = {"batch_ids": [r.batch_id for r in rows], "waits": waits,
+                                       "has_dependents": [i in in_insert for i in job_ids], "cancel_reasons": reasons}
+        inserted = _insert(rows, job_ids, alias, settings, links=links)
+        if edges["job_ids"]:
+            db.run_in_django("dependency_insert_many", using=alias, **edges)
+        # A job cancelled at once whose own dependents were inserted with it: they are cancelled in turn.
+        doomed = [i for i, reason in zip(job_ids, reasons, strict=True) if reason is not None and i in in_insert]
+        if doomed:
+            settle.on_commit(alias, parents=doomed, channel=settings.NOTIFY_CHANNEL)
+    if len(inserted) != len(job_ids):  # reserved ids are new: a conflict would mean a bug, not a retry
+        raise RuntimeError(f"pgqueue inserted {len(inserted)} of {len(job_ids)} linked jobs")
+    return [int(i) for i in job_ids]
+
+
+def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings,
+            links: dict[str, list[Any]] | None = None) -> list[int]:
+    if links is None and any(r.depends_on or r.batch_id is not None for r in rows):
+        return _insert_linked(rows, ids, alias, settings)
     flows = [r.flow for r in rows]
-    if any(f is not NO_FLOW for f in flows):
+    if links is not None or any(f is not NO_FLOW for f in flows):
         result = db.run_in_django(
             "job_insert_many", using=alias, **_insert_params(rows, ids, settings),
             lock_keys=[f.lock_key for f in flows], idempotency_keys=[f.idempotency_key for f in flows],
@@ -411,7 +530,7 @@ def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: S
             concurrency_limits=[f.concurrency_limit for f in flows],
             concurrency_holds=[f.concurrency_hold for f in flows],
             rate_keys=[f.rate_key for f in flows], rate_limits=[f.rate_limit for f in flows],
-            rate_windows=[f.rate_window for f in flows],
+            rate_windows=[f.rate_window for f in flows], **(links or _no_links(len(rows))),
         )
     elif len(rows) == 1 and ids[0] is None and rows[0].run_at is None:
         r = rows[0]  # ready now: the web view's enqueue
@@ -431,12 +550,18 @@ def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: S
         result = db.run_in_django(
             "job_insert_many", using=alias, **_insert_params(rows, ids, settings), lock_keys=none,
             idempotency_keys=none, concurrency_keys=none, concurrency_limits=none, concurrency_holds=none,
-            rate_keys=none, rate_limits=none, rate_windows=none,
+            rate_keys=none, rate_limits=none, rate_windows=none, batch_ids=none, waits=none, has_dependents=none,
+            cancel_reasons=none,
         )
     inserted = [row.id for row in result]
     if events.has_subscribers("job_enqueued"):
         events.emit("job_enqueued", count=len(inserted), queues=sorted({r.queue for r in rows}))
     return inserted
+
+
+def _no_links(count: int) -> dict[str, list[Any]]:
+    none: list[Any] = [None] * count
+    return {"batch_ids": none, "waits": none, "has_dependents": none, "cancel_reasons": none}
 
 
 def _insert_params(rows: list[_Row], ids: Sequence[int | None], settings: Settings) -> dict[str, Any]:

@@ -20,6 +20,8 @@ EVENTS = {
     "job_completion_refused": "worker, job_id, outcome (the lease was gone when its outcome was written)",
     "job_rescued": "count, worker, status (the exit code of the process that held them; None: lease expired)",
     "job_staged": "count",
+    "job_dependencies_settled": "released, cancelled, waiting (jobs that may start, that were cancelled for a failed dependency, that still wait)",
+    "batch_settled": "batch_id, failed, finished, succeeded (which of its callbacks' moments came now)",
     "job_unblocked": "count (blocked jobs given a semaphore slot by the maintenance sweep)",
     "flow_reaped": "locks, slots (uniqueness keys and semaphore slots no job held any more)",
     "job_isolated": "worker, job_id, crashes (a crash suspect runs alone in this worker)",

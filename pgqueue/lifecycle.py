@@ -4,6 +4,10 @@ The one place that decides a job's next state when an attempt ends. Workers (fin
 (a child died holding jobs) and maintenance (expired leases) describe what happened as an AttemptEnd and
 apply what `decide` returns with one guarded statement (job_set_state_if_running_many). No I/O here.
 
+Dependencies are decided here too: when the jobs a waiting job depends on reach a final state, `release`
+says whether it may start (none holds it back), keeps waiting, or is cancelled; job_release_waiting_many
+applies that to jobs still 'waiting'.
+
 Flow control is part of the decision: a job that is done releases its uniqueness key and its semaphore
 slot; a job that will retry after a delay gives its slot up and waits as 'blocked' (the next job of its
 key runs meanwhile), unless it holds the line (an ordering key with ordering_retry="block"); a job that
@@ -20,7 +24,15 @@ from enum import StrEnum
 from typing import Protocol
 
 from pgqueue.payload import fit
-from pgqueue.types import FINISHED_STATES, JobState, Outcome, ReasonCode, Transition
+from pgqueue.types import (
+    FINISHED_STATES,
+    JobState,
+    Outcome,
+    ReasonCode,
+    Release,
+    SettledDependency,
+    Transition,
+)
 
 # Column sizes the transition's text is fitted to (tests compare them with the models).
 ERROR_CLASS_MAX = 255
@@ -224,6 +236,38 @@ def _move(
         release_slot=release_slot,
         slot=job.slot,
     )
+
+
+class OnDependencyFailure(StrEnum):
+    """What a job does when a job it depends on is dead or cancelled."""
+
+    CANCEL = "cancel"  # it is cancelled too (reason 'dependency', its last error naming the job)
+    RUN = "run"  # it runs anyway, once all its dependencies have finished
+
+
+def release(settled: list[SettledDependency]) -> list[Release]:
+    """What each waiting job does about its dependencies settled just now: a succeeded dependency, or a
+    failed one under on_failure='run', no longer holds it back; a failed one under 'cancel' cancels it
+    (the first such dependency by id is named). One Release per waiting job, in job id order (the order
+    job_release_waiting_many locks them in)."""
+    satisfied: dict[int, int] = {}
+    failed: dict[int, SettledDependency] = {}
+    for edge in sorted(settled, key=lambda e: (e.job_id, e.parent_id)):
+        satisfied.setdefault(edge.job_id, 0)
+        if edge.parent_state == JobState.SUCCEEDED or edge.on_failure == OnDependencyFailure.RUN:
+            satisfied[edge.job_id] += 1
+        elif edge.job_id not in failed:
+            failed[edge.job_id] = edge
+    return [
+        Release(job_id=job_id, satisfied=count,
+                cancel_reason=dependency_failed(failed[job_id]) if job_id in failed else None)
+        for job_id, count in satisfied.items()
+    ]
+
+
+def dependency_failed(edge: SettledDependency) -> str:
+    """The reason a job is cancelled for its dependency: "job 12 (app.jobs.fetch), which it depends on, is dead"."""
+    return fit(f"job {edge.parent_id} ({edge.parent_task}), which it depends on, is {edge.parent_state}", MESSAGE_MAX)
 
 
 def stripped(transition: Transition, problem: str) -> Transition:

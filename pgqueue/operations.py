@@ -7,13 +7,11 @@ from typing import Any
 
 from django.db import transaction
 
-from pgqueue import db
+from pgqueue import db, settle
 from pgqueue.conf import check_queue_name, get_settings, short_repr
 from pgqueue.exceptions import InvalidJob, InvalidJobId
 from pgqueue.flow import CONCURRENCY_LIMIT_MAX
-from pgqueue.options import check_seconds
-
-JOB_ID_MAX = 2**63 - 1  # job ids are a bigint sequence starting at 1
+from pgqueue.options import JOB_ID_MAX, check_seconds
 
 
 def _ids(job_ids: int | Iterable[int]) -> list[int]:
@@ -48,7 +46,8 @@ def cancel(job_ids: int | Iterable[int]) -> dict[int, str]:
     """Cancel waiting jobs at once; ask running ones to stop. Returns {job id: "cancelled" | "cancelling"}.
 
     Jobs already finished (or unknown) are left alone and absent from the result. A cancelled job's
-    uniqueness key is released and its semaphore slot goes to the next blocked job, in one transaction.
+    uniqueness key is released and its semaphore slot goes to the next blocked job, in one transaction;
+    once that commits, jobs depending on it are cancelled and its batch's callbacks may fire.
     """
     ids = _ids(job_ids)
     settings = get_settings()
@@ -56,6 +55,7 @@ def cancel(job_ids: int | Iterable[int]) -> dict[int, str]:
         rows = db.run_in_django("job_cancel_many", ids=ids)
         if any(row.slot_key is not None for row in rows):
             db.run_in_django("semaphore_hand_off", **db.hand_off_params(rows, channel=settings.NOTIFY_CHANNEL))
+        settle.after_commit(settings.DATABASE, rows, channel=settings.NOTIFY_CHANNEL)
     return {row.id: row.state for row in rows}
 
 

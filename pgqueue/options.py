@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 PRIORITY_MIN, PRIORITY_MAX = -100, 100  # the priority column is a smallint with this check
 JOB_NAME_MAX = 255  # the task column's length
+DEPENDENCIES_MAX = 1_000  # jobs one job may depend on
+JOB_ID_MAX = 2**63 - 1  # job ids are a bigint sequence starting at 1
+ON_DEPENDENCY_FAILURE = ("cancel", "run")
 # A job starts no earlier and no later than this (UTC), so its run_at can be shown in any time zone.
 RUN_AT_MIN = dt.datetime(2, 1, 1, tzinfo=dt.UTC)
 RUN_AT_MAX = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
@@ -44,6 +47,9 @@ class JobOptions:
     rate_key: Any = None  # with the job's rate_limit, or this call's
     rate_limit: int | None = None
     rate_window: float | None = None
+    # dependencies (docs/workflows.md): job handles or ids, or step names inside enqueue_workflow()
+    depends_on: Any = None
+    on_dependency_failure: str | None = None  # "cancel" (default) or "run"
 
 
 OPTION_NAMES = tuple(f.name for f in fields(JobOptions))
@@ -135,6 +141,41 @@ def check_options(options: JobOptions, name: str) -> None:
     if options.timeout is not None:
         check_seconds(f"{label} timeout", options.timeout)
     run_at(options, name, dt.datetime.now(dt.UTC))
+    if options.depends_on is not None:
+        check_depends_on(label, options.depends_on)
+    if options.on_dependency_failure is not None:
+        check_on_dependency_failure(label, options.on_dependency_failure)
+
+
+def check_depends_on(label: str, value: Any) -> tuple[int | str, ...]:
+    """The jobs a call depends on, as job ids (from handles or ints) and workflow step names, each once."""
+    from pgqueue.enqueueing import JobHandle  # the enqueue path imports this module
+
+    if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+        raise InvalidJob(f"{label} depends_on must be a list of job handles, job ids or workflow step names, "
+                         f"got {short_repr(value)}.")
+    items: list[int | str] = []
+    for item in value:
+        if isinstance(item, JobHandle):
+            item = item.id
+        if isinstance(item, bool) or not isinstance(item, int | str):
+            raise InvalidJob(f"{label} depends_on items must be job handles, job ids or workflow step names, "
+                             f"got {short_repr(item)}.")
+        if isinstance(item, int) and not 1 <= item <= JOB_ID_MAX:
+            raise InvalidJob(f"{label} depends_on: job id {item} is out of range (1 to {JOB_ID_MAX}).")
+        if isinstance(item, str) and not item:
+            raise InvalidJob(f"{label} depends_on: a workflow step name must not be empty.")
+        if item not in items:
+            items.append(item)
+    if len(items) > DEPENDENCIES_MAX:
+        raise InvalidJob(f"{label} depends_on lists {len(items)} jobs, over the limit of {DEPENDENCIES_MAX}.")
+    return tuple(items)
+
+
+def check_on_dependency_failure(label: str, value: Any) -> str:
+    if value not in ON_DEPENDENCY_FAILURE:
+        raise InvalidJob(f"{label} on_dependency_failure must be 'cancel' or 'run', got {short_repr(value)}.")
+    return str(value)
 
 
 def run_at(options: JobOptions, name: str, now: dt.datetime) -> dt.datetime | None:

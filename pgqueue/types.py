@@ -17,6 +17,7 @@ class JobState(StrEnum):
     DEAD = "dead"  # failed for good: attempts exhausted, non-retryable, unknown task, lost too often
     CANCELLED = "cancelled"
     BLOCKED = "blocked"  # waiting for a semaphore slot (a concurrency or ordering key)
+    WAITING = "waiting"  # waiting for the jobs it depends on to finish (depends_on, a workflow step)
 
 
 FINISHED_STATES = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
@@ -34,7 +35,7 @@ class Outcome(StrEnum):
 
 
 class ReasonCode(StrEnum):
-    """Why a job is dead."""
+    """Why a job is dead (or, for DEPENDENCY, cancelled without anyone asking)."""
 
     MAX_ATTEMPTS = "max_attempts"
     NON_RETRYABLE = "non_retryable"
@@ -42,6 +43,7 @@ class ReasonCode(StrEnum):
     LOST = "lost"  # lost (its worker died or went silent) more often than it has attempts
     CRASHED = "crashed"  # its process crashed again while it ran alone: the likely cause of the crashes
     RESULT_TOO_LARGE = "result_too_large"  # it returned a result over MAX_RESULT_BYTES
+    DEPENDENCY = "dependency"  # cancelled: a job it depends on is dead or cancelled (its last_error names it)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +66,8 @@ class LeasedJob:
     concurrency_key: str | None = None  # its semaphore
     slot: int | None = None  # the semaphore slot it holds
     concurrency_hold: bool = False  # keeps its slot while it waits to retry
+    batch_id: int | None = None  # the batch it belongs to
+    callback_of: int | None = None  # the batch it is a callback of
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +121,26 @@ class Transition:
     release_lock: bool = False  # its uniqueness key goes: it is done
     release_slot: bool = False  # it gives its semaphore slot up (done, or waiting to retry without it)
     slot: int | None = None  # the slot it held
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettledDependency:
+    """A dependency settled because the job it waited for (its parent) reached a final state."""
+
+    job_id: int  # the job that waits
+    parent_id: int
+    parent_state: str  # 'succeeded', 'dead' or 'cancelled'
+    parent_task: str
+    on_failure: str  # 'cancel' or 'run': what the waiting job does if the parent did not succeed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    """What a waiting job does about its dependencies settled just now (pgqueue.lifecycle.release)."""
+
+    job_id: int
+    satisfied: int  # dependencies that no longer hold it back
+    cancel_reason: str | None  # set: it is cancelled, and this says which dependency failed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,6 +2,8 @@
 
 from pgqueue.models.attempts import Attempt
 from pgqueue.models.audit import AuditEntry
+from pgqueue.models.batches import Batch
+from pgqueue.models.dependencies import Dependency
 from pgqueue.models.jobs import Job
 from pgqueue.models.locks import Lock
 from pgqueue.models.queues import QueueState
@@ -10,5 +12,5 @@ from pgqueue.models.stats import QueueStat
 from pgqueue.models.workers import WorkerProcess
 
 __all__ = [
-    "Attempt", "AuditEntry", "Job", "Lock", "QueueStat", "QueueState", "RateLimit", "Semaphore", "SemaphoreSlot", "WorkerProcess",
+    "Attempt", "AuditEntry", "Batch", "Dependency", "Job", "Lock", "QueueStat", "QueueState", "RateLimit", "Semaphore", "SemaphoreSlot", "WorkerProcess",
 ]

@@ -60,6 +60,17 @@ class Job(models.Model):
     rate_key = models.CharField(
         max_length=255, null=True, blank=True, help_text="Its rate limit: each start takes a token of this key's bucket."
     )
+    # Batches and dependencies (docs/batches.md, docs/workflows.md).
+    batch = models.ForeignKey(
+        "pgqueue.Batch", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+        related_name="jobs", help_text="The batch it belongs to.",
+    )
+    callback_of = models.ForeignKey(
+        "pgqueue.Batch", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+        related_name="callbacks", help_text="The batch whose callback it is.",
+    )
+    waiting_on = models.IntegerField(db_default=0, help_text="Jobs it depends on that have not finished yet.")
+    has_dependents = models.BooleanField(db_default=False, help_text="Some job depends on it.")
     created_at = models.DateTimeField(db_default=Now())
     started_at = models.DateTimeField(null=True, blank=True, help_text="Start of the latest attempt.")
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -98,6 +109,11 @@ class Job(models.Model):
             # Serves the admin's search by idempotency key.
             models.Index(fields=["idempotency_key"], name="pgqueue_job_idempotency",
                          condition=Q(idempotency_key__isnull=False)),
+            # Serve a batch's progress, and batch_settle's look for members that have not finished.
+            models.Index(fields=["batch", "state"], name="pgqueue_job_batch", condition=Q(batch__isnull=False)),
+            models.Index(fields=["batch"], name="pgqueue_job_batch_open",
+                         condition=Q(batch__isnull=False) & ~Q(state__in=list(FINISHED_STATES))),
+            models.Index(fields=["callback_of"], name="pgqueue_job_callbacks", condition=Q(callback_of__isnull=False)),
             # Serves "dead jobs by reason" and the dead-letter views.
             models.Index(fields=["reason_code", "finished_at"], name="pgqueue_job_dead", condition=Q(state="dead")),
         ]

@@ -9,19 +9,24 @@
 -- taken with SKIP LOCKED and never ahead of blocked jobs of the key that may run now. A job with a rate
 -- key creates its token bucket on first use (a new limit or window replaces the old; an existing bucket is
 -- not locked otherwise). Wakes listening workers once per queue that got a ready job (NOTIFY is coalesced
--- per statement), with ',rated:' before the queue's name for jobs with a rate key.
+-- per statement), with ',rated:' before the queue's name for jobs with a rate key. A job in a batch
+-- records it; a job that depends on jobs not finished yet (waits > 0) is 'waiting' (it takes no slot
+-- until dependency_settle releases it); one whose dependency already failed is inserted 'cancelled',
+-- with the reason that names it.
 WITH input AS MATERIALIZED (
     SELECT i.*, COALESCE(i.id, nextval(pg_get_serial_sequence('pgqueue_job', 'id'))) AS job_id,
-        COALESCE(i.run_at > now(), false) AS later
+        COALESCE(i.run_at > now(), false) AS later,
+        COALESCE(i.waits, 0) > 0 OR i.cancel_reason IS NOT NULL AS held
     FROM unnest(
         %(ids)s::bigint[], %(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(kwargs)s::text[],
         %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(max_attempts)s::int[],
         %(timeouts)s::float8[], %(replay_ofs)s::bigint[], %(lock_keys)s::text[], %(idempotency_keys)s::text[],
         %(concurrency_keys)s::text[], %(concurrency_limits)s::int[], %(concurrency_holds)s::boolean[],
-        %(rate_keys)s::text[], %(rate_limits)s::int[], %(rate_windows)s::float8[]
+        %(rate_keys)s::text[], %(rate_limits)s::int[], %(rate_windows)s::float8[], %(batch_ids)s::bigint[],
+        %(waits)s::int[], %(has_dependents)s::boolean[], %(cancel_reasons)s::text[]
     ) WITH ORDINALITY AS i(id, queue, task, args, kwargs, priority, run_at, max_attempts, timeout, replay_of,
                            lock_key, idempotency_key, concurrency_key, concurrency_limit, concurrency_hold,
-                           rate_key, rate_limit, rate_window, ord)
+                           rate_key, rate_limit, rate_window, batch_id, waits, has_dependents, cancel_reason, ord)
 ), rates AS (
     SELECT rate_key AS key, max(rate_limit) AS lim, max(rate_window) AS win
     FROM input WHERE rate_key IS NOT NULL GROUP BY rate_key
@@ -34,9 +39,9 @@ WITH input AS MATERIALIZED (
     FROM rates x WHERE r.key = x.key AND (r."limit" <> x.lim OR r."window" <> x.win)
 ), wanting AS (
     SELECT job_id, concurrency_key AS key, row_number() OVER (PARTITION BY concurrency_key ORDER BY ord) AS rank
-    FROM input WHERE concurrency_key IS NOT NULL AND NOT later
+    FROM input WHERE concurrency_key IS NOT NULL AND NOT later AND NOT held
 ), limits AS (
-    SELECT concurrency_key AS key, max(concurrency_limit) AS lim, count(*) FILTER (WHERE NOT later) AS n
+    SELECT concurrency_key AS key, max(concurrency_limit) AS lim, count(*) FILTER (WHERE NOT later AND NOT held) AS n
     FROM input WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key
 ), created AS (
     INSERT INTO pgqueue_semaphore (key, "limit", created_at)
@@ -81,15 +86,21 @@ WITH input AS MATERIALIZED (
 ), inserted AS (
     INSERT INTO pgqueue_job (
         id, queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id,
-        lock_key, idempotency_key, concurrency_key, slot, concurrency_hold, rate_key
+        lock_key, idempotency_key, concurrency_key, slot, concurrency_hold, rate_key, batch_id, waiting_on,
+        has_dependents, finished_at, reason_code, last_error
     )
     SELECT
         i.job_id, i.queue, i.task, i.args::jsonb, i.kwargs::jsonb, i.priority,
-        CASE WHEN i.later THEN 'scheduled'
+        CASE WHEN i.cancel_reason IS NOT NULL THEN 'cancelled'
+             WHEN i.waits > 0 THEN 'waiting'
+             WHEN i.later THEN 'scheduled'
              WHEN i.concurrency_key IS NOT NULL AND a.number IS NULL THEN 'blocked'
              ELSE 'ready' END,
         COALESCE(i.run_at, now()), i.max_attempts, i.timeout, i.replay_of,
-        i.lock_key, i.idempotency_key, i.concurrency_key, a.number, COALESCE(i.concurrency_hold, false), i.rate_key
+        i.lock_key, i.idempotency_key, i.concurrency_key, a.number, COALESCE(i.concurrency_hold, false), i.rate_key,
+        i.batch_id, GREATEST(COALESCE(i.waits, 0), 0), COALESCE(i.has_dependents, false),
+        CASE WHEN i.cancel_reason IS NOT NULL THEN now() END,
+        CASE WHEN i.cancel_reason IS NOT NULL THEN 'dependency' ELSE '' END, COALESCE(i.cancel_reason, '')
     FROM input i LEFT JOIN assigned a ON a.job_id = i.job_id
     ORDER BY i.ord
     ON CONFLICT (id) DO NOTHING
@@ -115,18 +126,20 @@ WHERE l.kind = d.kind AND l.key = d.key AND l.job_id = d.job_id;
 
 -- name: job_replace_waiting_many
 -- Give jobs that still wait new arguments and run_at (a uniqueness conflict with on_conflict='replace');
--- one without a semaphore slot that may run now waits for one ('blocked'). Wakes their queues
+-- one without a semaphore slot that may run now waits for one ('blocked'), one waiting for its
+-- dependencies keeps waiting. Wakes their queues
 -- (',rated:<queue>' for jobs with a rate key).
 WITH replaced AS (
     UPDATE pgqueue_job j
     SET args = r.args::jsonb, kwargs = r.kwargs::jsonb, run_at = COALESCE(r.run_at, now()),
-        state = CASE WHEN COALESCE(r.run_at > now(), false) THEN
+        state = CASE WHEN j.state = 'waiting' THEN 'waiting'
+                     WHEN COALESCE(r.run_at > now(), false) THEN
                          CASE WHEN j.state = 'blocked' THEN 'blocked' ELSE 'scheduled' END
                      WHEN j.concurrency_key IS NOT NULL AND j.slot IS NULL THEN 'blocked'
                      ELSE 'ready' END
     FROM unnest(%(ids)s::bigint[], %(args)s::text[], %(kwargs)s::text[], %(run_ats)s::timestamptz[])
         AS r(id, args, kwargs, run_at)
-    WHERE j.id = r.id AND j.state IN ('scheduled', 'ready', 'blocked')
+    WHERE j.id = r.id AND j.state IN ('scheduled', 'ready', 'blocked', 'waiting')
     RETURNING j.id, j.queue, j.state, j.rate_key
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
@@ -231,7 +244,7 @@ WITH candidates AS (
     WHERE j.id = picked.id
     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
-        j.concurrency_hold
+        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true
     WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
@@ -371,7 +384,7 @@ WITH queues AS (
     WHERE j.id = p.id
     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
-        j.concurrency_hold
+        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true
     WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
@@ -443,7 +456,7 @@ WITH leased AS (
         FOR UPDATE SKIP LOCKED)
     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
-        j.concurrency_hold
+        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true
     WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
@@ -465,7 +478,8 @@ SELECT * FROM leased;
 -- and write their attempt rows; a transition that yields to cancel becomes 'cancelled' if one was asked.
 -- Releases the uniqueness keys of jobs that are done (a key row a duplicate enqueue holds is skipped and
 -- reaped by maintenance), gives back the running slot of a queue's concurrency limit, and returns the
--- semaphore slots given up, for semaphore_hand_off in the same transaction.
+-- semaphore slots given up, for semaphore_hand_off in the same transaction; and says which jobs have a
+-- batch or dependents, for pgqueue.settle once this has committed.
 WITH input AS (
     SELECT *
     FROM unnest(
@@ -507,7 +521,8 @@ WITH input AS (
         i.release_lock OR (j.cancel_requested AND i.yields) AS unlock,
         CASE WHEN (i.release_slot OR (j.cancel_requested AND i.yields)) AND i.slot IS NOT NULL
              THEN j.concurrency_key END AS slot_key,
-        CASE WHEN i.release_slot OR (j.cancel_requested AND i.yields) THEN i.slot END AS slot
+        CASE WHEN i.release_slot OR (j.cancel_requested AND i.yields) THEN i.slot END AS slot,
+        j.batch_id, j.has_dependents
 ), history AS (
     INSERT INTO pgqueue_attempt (
         job_id, number, worker, started_at, finished_at, duration, outcome, error_class, message, traceback,
@@ -590,7 +605,8 @@ WITH input AS (
     SELECT pg_notify(%(channel)s, q.queue)
     FROM (SELECT queue FROM done WHERE state = 'ready' UNION SELECT queue FROM running_slots) q
 )
-SELECT d.id, d.state, (SELECT count(*) FROM wake) AS woken, d.slot_key, d.slot FROM done d;
+SELECT d.id, d.state, (SELECT count(*) FROM wake) AS woken, d.slot_key, d.slot, d.batch_id, d.has_dependents
+FROM done d;
 
 -- name: semaphore_hand_off
 -- Free the semaphore slots these jobs gave up, then give the free slots of their keys (and of
@@ -645,6 +661,185 @@ WITH given_up AS (
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM unblocked;
 
+-- name: job_lock_parents
+-- Lock the jobs that new jobs will depend on (in id order, as completions lock them), mark them as having
+-- dependents and say each one's state. A completion of one of them waits for this transaction and then
+-- reports its dependents to pgqueue.settle; one that committed first is seen here as finished.
+UPDATE pgqueue_job j SET has_dependents = true
+FROM (SELECT id FROM pgqueue_job WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id FOR UPDATE) p
+WHERE j.id = p.id
+RETURNING j.id, j.state, j.task;
+
+-- name: dependency_insert_many
+-- Record that each job waits for another; a dependency on a job that has already finished is recorded
+-- settled.
+INSERT INTO pgqueue_dependency (job_id, depends_on_id, on_failure, settled_at, created_at)
+SELECT d.job_id, d.depends_on_id, d.on_failure, CASE WHEN d.settled THEN now() END, now()
+FROM unnest(%(job_ids)s::bigint[], %(depends_on_ids)s::bigint[], %(on_failures)s::text[], %(settled)s::boolean[])
+    AS d(job_id, depends_on_id, on_failure, settled)
+ON CONFLICT (job_id, depends_on_id) DO NOTHING;
+
+-- name: dependency_settle
+-- Settle the dependencies on these jobs that have reached a final state, each once (locked in id order; a
+-- concurrent settle of the same one waits, then skips it), and say what pgqueue.lifecycle.release needs to
+-- decide what their dependents do. Run after the jobs' own transitions committed.
+UPDATE pgqueue_dependency e SET settled_at = now()
+FROM pgqueue_job p
+WHERE e.id IN (SELECT d.id FROM pgqueue_dependency d
+               WHERE d.depends_on_id = ANY(%(ids)s::bigint[]) AND d.settled_at IS NULL
+               ORDER BY d.id FOR UPDATE)
+  AND e.settled_at IS NULL AND p.id = e.depends_on_id AND p.state IN ('succeeded', 'dead', 'cancelled')
+RETURNING e.job_id, e.depends_on_id AS parent_id, p.state AS parent_state, p.task AS parent_task, e.on_failure;
+
+-- name: dependency_unsettled
+-- Finished jobs with dependencies on them not settled yet (at most %(limit)s), for the maintenance sweep: a
+-- settle that did not run (its process died after the transition committed) or did not see them.
+SELECT DISTINCT e.depends_on_id AS id
+FROM pgqueue_dependency e JOIN pgqueue_job p ON p.id = e.depends_on_id
+WHERE e.settled_at IS NULL AND p.state IN ('succeeded', 'dead', 'cancelled')
+LIMIT %(limit)s;
+
+-- name: job_release_waiting_many
+-- Apply pgqueue.lifecycle.release's decisions to jobs still waiting for their dependencies: `satisfied`
+-- fewer of them hold each job back, and a job that none holds back any more starts ('scheduled' until its
+-- run_at, 'blocked' until it holds a semaphore slot, else 'ready'); a job with a reason is cancelled, the
+-- reason naming the dependency that failed, and its uniqueness key is released. Wakes the queues of the
+-- jobs made ready (',rated:<queue>' for jobs with a rate key).
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(satisfied)s::int[], %(reasons)s::text[]) AS i(id, satisfied, reason)
+), locked AS (  -- in id order, so two settles of the same jobs cannot deadlock
+    SELECT id FROM pgqueue_job WHERE id IN (SELECT id FROM input) AND state = 'waiting' ORDER BY id FOR UPDATE
+), moved AS (
+    UPDATE pgqueue_job j
+    SET waiting_on = GREATEST(j.waiting_on - i.satisfied, 0),
+        state = CASE WHEN i.reason IS NOT NULL THEN 'cancelled'
+                     WHEN j.waiting_on - i.satisfied > 0 THEN 'waiting'
+                     WHEN j.run_at > now() THEN 'scheduled'
+                     WHEN j.concurrency_key IS NOT NULL AND j.slot IS NULL THEN 'blocked'
+                     ELSE 'ready' END,
+        finished_at = CASE WHEN i.reason IS NOT NULL THEN now() END,
+        reason_code = CASE WHEN i.reason IS NOT NULL THEN 'dependency' ELSE j.reason_code END,
+        last_error = COALESCE(i.reason, j.last_error)
+    FROM input i JOIN locked USING (id)
+    WHERE j.id = i.id AND j.state = 'waiting'
+    RETURNING j.id, j.queue, j.state, j.rate_key, j.lock_key, j.batch_id, j.has_dependents,
+        CASE WHEN j.state = 'blocked' THEN j.concurrency_key END AS key
+), unlocked AS (
+    UPDATE pgqueue_lock l SET released = true
+    WHERE l.id IN (SELECT k.id FROM moved m JOIN pgqueue_lock k
+                       ON k.kind = 'unique' AND k.key = m.lock_key AND k.job_id = m.id
+                   WHERE m.state = 'cancelled' AND NOT k.released
+                   FOR UPDATE OF k SKIP LOCKED)
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.payload)
+    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+          FROM moved WHERE state = 'ready') q
+)
+SELECT id, state, batch_id, has_dependents, key, (SELECT count(*) FROM wake) AS woken FROM moved;
+
+-- name: batch_create
+-- Open a batch in the caller's transaction, with its callbacks as the rows they will be inserted as.
+INSERT INTO pgqueue_batch (description, created_at, on_success, on_finish, on_failure)
+VALUES (%(description)s, now(), %(on_success)s::jsonb, %(on_finish)s::jsonb, %(on_failure)s::jsonb)
+RETURNING id;
+
+-- name: batch_lock
+-- Hold a batch while jobs are added to it (share: adders do not wait for each other) or before closing or
+-- cancelling it (update: waits for the adders); says whether it is closed or cancelled. No row: no batch.
+SELECT id, closed_at IS NOT NULL AS closed, cancelled_at IS NOT NULL AS cancelled
+FROM pgqueue_batch WHERE id = %(id)s
+FOR SHARE;
+
+-- name: batch_lock_for_update
+-- batch_lock for closing or cancelling: waits for the transactions adding jobs to it.
+SELECT id, closed_at IS NOT NULL AS closed, cancelled_at IS NOT NULL AS cancelled
+FROM pgqueue_batch WHERE id = %(id)s
+FOR UPDATE;
+
+-- name: batch_close
+-- Close a batch that batch_lock_for_update locked in this transaction: no job may be added any more, and
+-- its callbacks may fire (batch_settle follows). Its total is counted now, after the adders committed.
+UPDATE pgqueue_batch b SET closed_at = now(), total = (SELECT count(*) FROM pgqueue_job j WHERE j.batch_id = b.id)
+WHERE b.id = %(id)s AND b.closed_at IS NULL
+RETURNING b.id;
+
+-- name: batch_cancel
+-- Mark a batch that batch_lock_for_update locked cancelled (and closed: its finish callback fires when its
+-- running jobs have stopped), and return its jobs that have not finished, for job_cancel_many.
+WITH marked AS (
+    UPDATE pgqueue_batch
+    SET cancelled_at = COALESCE(cancelled_at, now()), closed_at = COALESCE(closed_at, now()),
+        total = COALESCE(total, (SELECT count(*) FROM pgqueue_job j WHERE j.batch_id = %(id)s))
+    WHERE id = %(id)s
+    RETURNING id
+)
+SELECT j.id FROM pgqueue_job j JOIN marked m ON j.batch_id = m.id
+WHERE j.state NOT IN ('succeeded', 'dead', 'cancelled');
+
+-- name: batch_settle
+-- Fire the callbacks of these closed batches whose moment has come, each once: the failure callback when a
+-- job of the batch is first seen dead, the finish callback when none is left unfinished, the success
+-- callback when moreover none is dead or cancelled. Each has its guard, the batch's failed_at, finished_at
+-- or succeeded_at: set only while NULL, under the batch row's lock, by the statement that inserts the
+-- callback job. Run after the jobs' transitions committed: when a batch's last two jobs finish at once in
+-- two processes, the later of the two settles sees both finished.
+WITH status AS (
+    SELECT b.id,
+        EXISTS (SELECT 1 FROM pgqueue_job j WHERE j.batch_id = b.id
+                AND j.state NOT IN ('succeeded', 'dead', 'cancelled')) AS unfinished,
+        EXISTS (SELECT 1 FROM pgqueue_job j WHERE j.batch_id = b.id AND j.state = 'dead') AS dead,
+        EXISTS (SELECT 1 FROM pgqueue_job j WHERE j.batch_id = b.id AND j.state IN ('dead', 'cancelled')) AS failed
+    FROM pgqueue_batch b
+    WHERE b.id = ANY(%(ids)s::bigint[]) AND b.closed_at IS NOT NULL
+      AND (b.finished_at IS NULL OR b.succeeded_at IS NULL OR b.failed_at IS NULL)
+), due AS (
+    SELECT b.id,
+        b.failed_at IS NULL AND s.dead AS fail,
+        b.finished_at IS NULL AND NOT s.unfinished AS finish,
+        b.succeeded_at IS NULL AND NOT s.unfinished AND NOT s.failed AS succeed
+    FROM pgqueue_batch b JOIN status s ON s.id = b.id
+    ORDER BY b.id
+    FOR UPDATE OF b
+), fired AS (
+    UPDATE pgqueue_batch b
+    SET failed_at = CASE WHEN d.fail THEN now() ELSE b.failed_at END,
+        finished_at = CASE WHEN d.finish THEN now() ELSE b.finished_at END,
+        succeeded_at = CASE WHEN d.succeed THEN now() ELSE b.succeeded_at END,
+        failure_job_id = CASE WHEN d.fail AND b.on_failure IS NOT NULL
+                              THEN nextval(pg_get_serial_sequence('pgqueue_job', 'id')) ELSE b.failure_job_id END,
+        finish_job_id = CASE WHEN d.finish AND b.on_finish IS NOT NULL
+                             THEN nextval(pg_get_serial_sequence('pgqueue_job', 'id')) ELSE b.finish_job_id END,
+        success_job_id = CASE WHEN d.succeed AND b.on_success IS NOT NULL
+                              THEN nextval(pg_get_serial_sequence('pgqueue_job', 'id')) ELSE b.success_job_id END
+    FROM due d
+    WHERE b.id = d.id AND (d.fail OR d.finish OR d.succeed)
+    RETURNING b.id, d.fail, d.finish, d.succeed, b.failure_job_id, b.finish_job_id, b.success_job_id,
+        b.on_failure, b.on_finish, b.on_success
+), callbacks AS (
+    SELECT f.id AS batch_id, c.job_id, c.spec
+    FROM fired f
+    CROSS JOIN LATERAL (VALUES (f.fail, f.failure_job_id, f.on_failure), (f.finish, f.finish_job_id, f.on_finish),
+                               (f.succeed, f.success_job_id, f.on_success)) AS c(fire, job_id, spec)
+    WHERE c.fire AND c.spec IS NOT NULL
+), inserted AS (
+    INSERT INTO pgqueue_job (id, queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout,
+                             callback_of_id)
+    SELECT c.job_id, c.spec->>'queue', c.spec->>'task', c.spec->'args', c.spec->'kwargs',
+        (c.spec->>'priority')::smallint, 'ready', now(), (c.spec->>'max_attempts')::int,
+        (c.spec->>'timeout')::float8, c.batch_id
+    FROM callbacks c
+    RETURNING id, queue
+), wake AS (
+    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted) q
+)
+SELECT f.id, f.fail AS failed, f.finish AS finished, f.succeed AS succeeded,
+    (SELECT count(*) FROM inserted) AS callbacks, (SELECT count(*) FROM wake) AS woken
+FROM fired f;
+
+-- name: batch_unsettled
+-- Closed batches not finished yet (at most %(limit)s), for the maintenance sweep that settles them.
+SELECT id FROM pgqueue_batch WHERE closed_at IS NOT NULL AND finished_at IS NULL ORDER BY id LIMIT %(limit)s;
+
 -- name: semaphore_waiting_keys
 -- Keys with blocked jobs that may run now (at most %(limit)s), for the maintenance hand-off sweep.
 SELECT DISTINCT concurrency_key AS key
@@ -680,7 +875,8 @@ WITH orphaned AS (
         WHERE o.kind = 'unique' AND NOT o.released AND NOT EXISTS (
             SELECT 1 FROM pgqueue_job j
             WHERE j.id = o.job_id AND j.lock_key = o.key
-              AND (j.state IN ('scheduled', 'ready', 'blocked') OR (j.state = 'running' AND o.until = 'finished')))
+              AND (j.state IN ('scheduled', 'ready', 'blocked', 'waiting')
+                   OR (j.state = 'running' AND o.until = 'finished')))
         LIMIT %(limit)s
     ) x
     WHERE l.id = x.id AND l.job_id = x.job_id AND NOT l.released
@@ -772,19 +968,20 @@ WHERE j.id = p.id AND j.state = 'running' AND j.lease_token = p.token;
 
 -- name: job_cancel_many
 -- Cancel waiting jobs now, releasing their uniqueness keys and returning the semaphore slots they gave up
--- (for semaphore_hand_off in the same transaction); ask running ones to stop (their worker sees it at
--- its next heartbeat).
+-- (for semaphore_hand_off in the same transaction) and whether they have a batch or dependents (for
+-- pgqueue.settle); ask running ones to stop (their worker sees it at its next heartbeat).
 WITH old AS (
     SELECT id, slot FROM pgqueue_job
-    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked')
+    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked', 'waiting')
+    ORDER BY id
     FOR UPDATE
 ), waiting AS (
     UPDATE pgqueue_job j
     SET state = 'cancelled', finished_at = now(), reason_code = '', slot = NULL
     FROM old
-    WHERE j.id = old.id AND j.state IN ('scheduled', 'ready', 'blocked')
+    WHERE j.id = old.id AND j.state IN ('scheduled', 'ready', 'blocked', 'waiting')
     RETURNING j.id, j.state, j.lock_key, CASE WHEN old.slot IS NOT NULL THEN j.concurrency_key END AS slot_key,
-        old.slot
+        old.slot, j.batch_id, j.has_dependents
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true
     WHERE l.id IN (SELECT k.id FROM waiting w JOIN pgqueue_lock k
@@ -799,12 +996,13 @@ WITH old AS (
       AND state = 'running'
     RETURNING id, 'cancelling'::text AS state
 )
-SELECT id, state, slot_key, slot FROM waiting
+SELECT id, state, slot_key, slot, batch_id, has_dependents FROM waiting
 UNION ALL
-SELECT id, state, NULL, NULL FROM running;
+SELECT id, state, NULL, NULL, NULL, false FROM running;
 
 -- name: job_retry_many
--- Run waiting jobs now; give dead or cancelled jobs one more attempt (same job, history kept). A job
+-- Run waiting jobs now (a job waiting for its dependencies too: the operator asked); give dead or
+-- cancelled jobs one more attempt (same job, history kept). A job
 -- that needs a semaphore slot it does not hold waits for one ('blocked': semaphore_hand_off follows).
 -- A uniqueness key it released is not taken again: the operator asked for this run. A job with a rate key
 -- still waits for its token (job_lease_limited).
@@ -815,7 +1013,7 @@ WITH moved AS (
         max_attempts = CASE WHEN state IN ('dead', 'cancelled')
                             THEN GREATEST(max_attempts, attempts - lost_attempts + 1) ELSE max_attempts END,
         lost_attempts = 0, crashes = 0
-    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked', 'dead', 'cancelled')
+    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked', 'waiting', 'dead', 'cancelled')
     RETURNING id, queue, state, concurrency_key, rate_key
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any
 
-from pgqueue import db, events
+from pgqueue import db, events, settle
 from pgqueue.conf import Settings
 from pgqueue.lifecycle import stripped
 from pgqueue.types import Progress, Transition
@@ -149,6 +149,9 @@ class Completer:
         rows = db.apply_transitions(self.database, transitions, worker=self.worker_id,
                                     channel=self.settings.NOTIFY_CHANNEL)
         self._forget(transitions)
+        parents, batches = settle.needed(rows)
+        if parents or batches:  # committed: now their dependents and batches
+            settle.safely(self.database, parents=parents, batches=batches, channel=self.settings.NOTIFY_CHANNEL)
         applied = {row.id: row.state for row in rows}
         self.written += len(applied)
         listening = events.has_subscribers("job_finished")

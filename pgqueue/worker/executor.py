@@ -17,7 +17,7 @@ from typing import Any
 from django.db import close_old_connections, connections
 from psycopg.pq import TransactionStatus
 
-from pgqueue import db, registry
+from pgqueue import db, registry, settle
 from pgqueue.conf import Settings
 from pgqueue.context import JobContext, _current
 from pgqueue.exceptions import JobCancelled, UnknownJob
@@ -333,5 +333,6 @@ def complete_in_transaction(job: LeasedJob, worker_id: str, settings: Settings, 
                             worker=worker_id, channel=settings.NOTIFY_CHANNEL)
     if rows and rows[0].slot_key is not None:  # its semaphore slot goes to the next job in the same transaction
         db.run_in_django("semaphore_hand_off", using=alias, **db.hand_off_params(rows, channel=settings.NOTIFY_CHANNEL))
+    settle.after_commit(alias, rows, channel=settings.NOTIFY_CHANNEL)  # its dependents and batch, once committed
     if not rows:
         raise JobCancelled(f"job {job.id}: its lease is gone (rescued or cancelled); it cannot complete here")

@@ -1,6 +1,6 @@
 """The maintenance role: one leader per cluster (advisory lock) stages due jobs, rescues lost ones, hands
-free semaphore slots to blocked jobs, resumes queues whose circuit breaker cooled down, reaps orphaned
-locks and slots, prunes."""
+free semaphore slots to blocked jobs, settles dependents and batches a process left unsettled, resumes
+queues whose circuit breaker cooled down, reaps orphaned locks and slots, prunes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any
 
-from pgqueue import db, events
+from pgqueue import db, events, settle
 from pgqueue.conf import Settings
 from pgqueue.worker import rescue
 from pgqueue.worker.signals import SignalPipe
@@ -83,6 +83,7 @@ class Maintenance:
         rescued = rescue.expired(self.db, s, BATCH, by=self.id)
         if rescued:
             events.emit("job_rescued", count=len(rescued), worker=self.id, status=None)
+        settle.sweep(self.db, channel=s.NOTIFY_CHANNEL, limit=SWEEP_KEYS)
         if time.monotonic() >= self.next_reap:
             self.next_reap = time.monotonic() + REAP_EVERY
             self._reap()

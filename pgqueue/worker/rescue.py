@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgqueue import db
+from pgqueue import db, settle
 from pgqueue.conf import Settings
 from pgqueue.lifecycle import AttemptEnd, Ending, decide
 from pgqueue.types import HeldJob
@@ -17,10 +17,11 @@ def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_
     job that was alone in the process is the likely cause. Returns the jobs taken back."""
     with database.transaction():
         held = database.run("job_get_held_by_worker", worker=worker)
-        _apply(database, settings, held, worker, exit_code=exit_code, crash=crash)
+        moved = _apply(database, settings, held, worker, exit_code=exit_code, crash=crash)
         if crash and held:  # tell the workers of these queues that suspects wait to run alone
             payloads = sorted({SUSPECTS + job.queue for job in held})
             database.run("channel_notify", channel=settings.NOTIFY_CHANNEL, payloads=payloads)
+    _settle(database, settings, moved)
     return held
 
 
@@ -29,14 +30,22 @@ def expired(database: db.Database, settings: Settings, limit: int, *, by: str) -
     by maintenance process `by`. Returns the jobs taken back."""
     with database.transaction():
         held = database.run("job_get_expired", dead_after=settings.WORKER_DEAD_AFTER, limit=limit)
-        _apply(database, settings, held, by, exit_code=None, crash=False)
+        moved = _apply(database, settings, held, by, exit_code=None, crash=False)
+    _settle(database, settings, moved)
     return held
 
 
+def _settle(database: db.Database, settings: Settings, moved: list[db.Moved]) -> None:
+    """Dependents and batches of the jobs that ended for good (dead: lost too often), once committed."""
+    parents, batches = settle.needed(moved)
+    if parents or batches:
+        settle.safely(database, parents=parents, batches=batches, channel=settings.NOTIFY_CHANNEL)
+
+
 def _apply(database: db.Database, settings: Settings, held: list[HeldJob], worker: str, *, exit_code: int | None,
-           crash: bool) -> None:
+           crash: bool) -> list[db.Moved]:
     if not held:
-        return
+        return []
     ended = now()
     policy = retry_policy(None, settings)
     transitions = [
@@ -44,4 +53,4 @@ def _apply(database: db.Database, settings: Settings, held: list[HeldJob], worke
                                crash=crash, alone=len(held) == 1), policy)
         for job in held
     ]
-    db.apply_transitions(database, transitions, worker=worker, channel=settings.NOTIFY_CHANNEL)
+    return db.apply_transitions(database, transitions, worker=worker, channel=settings.NOTIFY_CHANNEL)

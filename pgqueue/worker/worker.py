@@ -227,7 +227,8 @@ class Worker:
     def _start(self, job: LeasedJob) -> None:
         fn = self.executor.function(job.task)
         ctx = JobContext(job_id=job.id, attempt=job.attempt, max_attempts=job.max_attempts, queue=job.queue,
-                         task=job.task, lease_token=job.lease_token, _report=self.completer.add,
+                         task=job.task, lease_token=job.lease_token, batch_id=job.batch_id,
+                         callback_of=job.callback_of, _report=self.completer.add,
                          _complete=lambda result: complete_in_transaction(job, self.id, self.settings, result))
         deadline = None
         if job.timeout:  # async jobs time out in their event loop; the loop here catches a blocked one

@@ -349,3 +349,10 @@ def partner_call(account: str, label: str) -> None:
 @job(queue="rated", rate_limit=5, rate_window=1.0, rate_key="paced:{account}")
 def paced(account: str, label: str) -> None:
     Mark.objects.create(label=label, pid=os.getpid())
+
+
+@job(queue="marks", pass_context=True)
+def batch_callback(ctx: JobContext, label: str) -> int:
+    """A batch's callback: records the batch it was called for."""
+    Mark.objects.create(label=label, job_id=ctx.callback_of, pid=os.getpid())
+    return os.getpid()

@@ -1,0 +1,128 @@
+"""What jobs reaching a final state set off, once their transitions have committed: the jobs that depend on
+them are released or cancelled (pgqueue.lifecycle.release decides, job_release_waiting_many applies), and
+their batches' callbacks fire (batch_settle's guarded update).
+
+Every step is guarded in SQL, so running it twice, or in two processes at once, does what running it once
+does. It runs after the commit that finished the jobs (in its own transactions), so it sees everything
+committed before: maintenance's sweep runs it for what a process that died in between left unsettled."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from django.db import transaction
+
+from pgqueue import db, events
+from pgqueue.lifecycle import release
+from pgqueue.types import FINISHED_STATES
+
+logger = logging.getLogger("pgqueue.settle")
+
+FINISHED = frozenset(s.value for s in FINISHED_STATES)
+
+
+class Runner(Protocol):
+    """Runs named statements: a worker role's db.Database, or Django's connection (InDjango)."""
+
+    def run(self, name: str, /, **params: Any) -> list[Any]: ...
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]: ...
+
+
+class InDjango:
+    """A Runner on Django's connection for the pgqueue alias (joining the caller's transaction, if any)."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def run(self, name: str, /, **params: Any) -> list[Any]:
+        return db.run_in_django(name, using=self.alias, **params)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with transaction.atomic(using=self.alias):
+            yield
+
+
+def needed(rows: Iterable[Any]) -> tuple[list[int], list[int]]:
+    """From rows of a statement that moved jobs (db.Moved, db.Cancelled, db.Released): the finished jobs
+    that have dependents, and the batches of finished jobs. Both empty for plain jobs."""
+    parents: list[int] = []
+    batches: list[int] = []
+    for row in rows:
+        if row.state in FINISHED:
+            if row.has_dependents:
+                parents.append(row.id)
+            if row.batch_id is not None:
+                batches.append(row.batch_id)
+    return parents, batches
+
+
+def settle(runner: Runner, *, parents: Iterable[int] = (), batches: Iterable[int] = (), channel: str) -> None:
+    """Release or cancel the jobs waiting for `parents` (and, in turn, for the jobs that cancels), then fire
+    the callbacks of `batches` (and of the batches of the jobs cancelled) whose moment came."""
+    pending = sorted(set(parents))
+    to_settle = set(batches)
+    released = cancelled = waiting = 0
+    while pending:
+        with runner.transaction():
+            decisions = release(runner.run("dependency_settle", ids=pending))
+            rows = runner.run(
+                "job_release_waiting_many", ids=[d.job_id for d in decisions],
+                satisfied=[d.satisfied for d in decisions], reasons=[d.cancel_reason for d in decisions],
+                channel=channel,
+            ) if decisions else []
+            keys = sorted({r.key for r in rows if r.key is not None})
+            if keys:  # released jobs with a semaphore take its free slots now
+                runner.run("semaphore_hand_off", **db.hand_off_params([], channel=channel, keys=keys))
+        gone = [r for r in rows if r.state == "cancelled"]
+        released += sum(1 for r in rows if r.state not in ("waiting", "cancelled"))
+        waiting += sum(1 for r in rows if r.state == "waiting")
+        cancelled += len(gone)
+        to_settle.update(r.batch_id for r in gone if r.batch_id is not None)
+        pending = sorted(r.id for r in gone if r.has_dependents)  # their dependents, in turn
+    if released or cancelled or waiting:
+        events.emit("job_dependencies_settled", released=released, cancelled=cancelled, waiting=waiting)
+    if to_settle:
+        for row in runner.run("batch_settle", ids=sorted(to_settle), channel=channel):
+            events.emit("batch_settled", batch_id=row.id, failed=row.failed, finished=row.finished,
+                        succeeded=row.succeeded)
+
+
+def after_commit(alias: str, rows: Iterable[Any], *, channel: str) -> None:
+    """Settle what these rows (jobs moved in Django's current transaction on `alias`) set off, once it commits."""
+    parents, batches = needed(rows)
+    on_commit(alias, parents=parents, batches=batches, channel=channel)
+
+
+def on_commit(alias: str, *, parents: Iterable[int] = (), batches: Iterable[int] = (), channel: str) -> None:
+    """Settle these jobs' dependents and these batches once Django's current transaction on `alias` commits
+    (at once outside a transaction). A failure is logged: maintenance's sweep settles it instead."""
+    parents, batches = list(parents), list(batches)
+    if parents or batches:
+        transaction.on_commit(lambda: safely(InDjango(alias), parents=parents, batches=batches, channel=channel),
+                              using=alias)
+
+
+def safely(runner: Runner, *, parents: Iterable[int] = (), batches: Iterable[int] = (), channel: str) -> bool:
+    """settle(), logging instead of raising: the jobs' own transitions have committed whatever happens here,
+    and maintenance's sweep settles what this could not. False if it failed."""
+    try:
+        settle(runner, parents=parents, batches=batches, channel=channel)
+    except Exception:
+        logger.warning("pgqueue could not settle dependents or batches now (maintenance will): parents %s, "
+                       "batches %s", sorted(set(parents))[:20], sorted(set(batches))[:20], exc_info=True)
+        return False
+    return True
+
+
+def sweep(runner: Runner, *, channel: str, limit: int) -> None:
+    """Settle what a settle that did not run left: finished jobs with dependencies not settled, and closed
+    batches not finished (maintenance runs this every round)."""
+    parents = [row.id for row in runner.run("dependency_unsettled", limit=limit)]
+    batches = [row.id for row in runner.run("batch_unsettled", limit=limit)]
+    if parents or batches:
+        settle(runner, parents=parents, batches=batches, channel=channel)

@@ -1,12 +1,13 @@
-"""The Django admin as pgqueue's operator console: jobs, attempts, queues, locks, semaphores, workers, audit
-log, overview."""
+"""The Django admin as pgqueue's operator console: jobs, attempts, batches, queues, locks, semaphores, workers,
+audit log, overview."""
 
 from pgqueue.admin.audit import AuditEntryAdmin
+from pgqueue.admin.batches import BatchAdmin
 from pgqueue.admin.flow import LockAdmin, RateLimitAdmin, SemaphoreAdmin
 from pgqueue.admin.jobs import AttemptAdmin, JobAdmin
 from pgqueue.admin.queues import QueueStateAdmin
 from pgqueue.admin.workers import WorkerProcessAdmin
 
 __all__ = [
-    "AttemptAdmin", "AuditEntryAdmin", "JobAdmin", "LockAdmin", "QueueStateAdmin", "RateLimitAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
+    "AttemptAdmin", "AuditEntryAdmin", "BatchAdmin", "JobAdmin", "LockAdmin", "QueueStateAdmin", "RateLimitAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
 ]

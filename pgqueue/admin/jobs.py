@@ -21,7 +21,16 @@ from pgqueue.admin.actions import confirmed_action
 from pgqueue.admin.base import PgQueueAdmin, alias, duration_text, job_link, parse_id
 from pgqueue.admin.flow import tokens_now
 from pgqueue.conf import get_settings
-from pgqueue.models import Attempt, Job, Lock, RateLimit, Semaphore, SemaphoreSlot
+from pgqueue.models import (
+    Attempt,
+    Batch,
+    Dependency,
+    Job,
+    Lock,
+    RateLimit,
+    Semaphore,
+    SemaphoreSlot,
+)
 
 RECENT = 5_000  # filters offer the queues and tasks seen among the newest jobs (bounded query)
 COUNT_CAP = 10_000  # filtered changelists count at most this many rows
@@ -70,10 +79,32 @@ class QueueFilter(_RecentValuesFilter):
         return list(get_settings().QUEUES or ()) + list(QueueState.objects.using(alias()).values_list("name", flat=True))
 
 
+class BatchFilter(admin.SimpleListFilter):
+    """?batch=N: the jobs of batch N (the batch page links here; not offered as a list of choices)."""
+
+    title = "batch"
+    parameter_name = "batch"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        value = self.value()
+        return [(value, f"batch {value}")] if value and parse_id(value) is not None else []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        batch_id = parse_id(value)
+        return queryset.filter(batch_id=batch_id) if batch_id is not None else queryset.none()
+
+
 class TaskFilter(_RecentValuesFilter):
     title = "task"
     parameter_name = "task"
     field = "task"
+
+
+def _batch_link(batch_id: int) -> str:
+    return format_html('<a href="{}">batch {}</a>', reverse("admin:pgqueue_batch_change", args=[batch_id]), batch_id)
 
 
 def _pretty(value: Any) -> str:
@@ -85,7 +116,8 @@ class JobAdmin(PgQueueAdmin):
     list_display = ("id", "task_name", "queue", "state_badge", "tries", "priority", "run_at", "age", "took",
                     "error_short")
     list_display_links = ("id", "task_name")
-    list_filter = ("state", QueueFilter, TaskFilter, "reason_code", ("created_at", admin.DateFieldListFilter))
+    list_filter = ("state", QueueFilter, TaskFilter, "reason_code", ("created_at", admin.DateFieldListFilter),
+                   BatchFilter)
     search_fields = ("task",)
     search_help_text = ("A job id, text in the task path, the error class or the arguments, or a whole idempotency, "
                         "uniqueness, concurrency or rate key.")
@@ -100,13 +132,14 @@ class JobAdmin(PgQueueAdmin):
         ("Payload and result", {"fields": ("args_pretty", "kwargs_pretty", "result_pretty", "last_error",
                                            "error_class")}),
         ("Flow control", {"fields": ("flow_display",)}),
+        ("Batch and dependencies", {"fields": ("links_display",)}),
         ("Lease", {"fields": ("leased_by", "lease_expires_at", "cancel_requested")}),
         ("Lineage", {"fields": ("replay_of_link", "replays_links")}),
         ("Times", {"fields": ("created_at", "started_at", "finished_at")}),
     ]
     readonly_fields = ("task", "queue", "state", "reason_code", "tries", "priority", "run_at", "timeout",
                        "progress_display", "args_pretty", "kwargs_pretty", "result_pretty", "last_error",
-                       "error_class", "flow_display", "leased_by", "lease_expires_at", "cancel_requested",
+                       "error_class", "flow_display", "links_display", "leased_by", "lease_expires_at", "cancel_requested",
                        "replay_of_link",
                        "replays_links", "created_at", "started_at", "finished_at")
 
@@ -283,6 +316,42 @@ class JobAdmin(PgQueueAdmin):
             return format_html("Rate key {} ({}): deferred until its token comes, at {} ({} tokens now).", link,
                                rate, job.run_at, tokens)
         return format_html("Rate key {} ({}): each start takes a token ({} now).", link, rate, tokens)
+
+    @admin.display(description="batch and dependencies")
+    def links_display(self, job: Job) -> str:
+        """Its batch (or the batch it is a callback of), what it waits for, and what waits for it."""
+        lines: list[str] = []
+        batch_id, callback_of = job.__dict__.get("batch_id"), job.__dict__.get("callback_of_id")
+        if batch_id is not None:
+            lines.append(format_html("In {}.", _batch_link(batch_id)))
+        if callback_of is not None:
+            row = Batch.objects.using(alias()).filter(pk=callback_of).first()
+            role = next((name for name, job_id in (("on_success", row.success_job_id), ("on_finish", row.finish_job_id),
+                                                   ("on_failure", row.failure_job_id)) if job_id == job.id),
+                        "a callback") if row is not None else "a callback"
+            lines.append(format_html("The {} callback of {}.", role, _batch_link(callback_of)))
+        parents = list(Dependency.objects.using(alias()).filter(job_id=job.id).order_by("depends_on_id")
+                       .values_list("depends_on_id", "on_failure")[:100])
+        if parents:
+            states = dict(Job.objects.using(alias()).filter(id__in=[p for p, _ in parents]).values_list("id", "state"))
+            listed = format_html_join(", ", "{} ({})", ((job_link(p), states.get(p, "pruned")) for p, _ in parents))
+            if job.state == "waiting":
+                lines.append(format_html("Waiting: {} of the {} job(s) it depends on have not finished: {}.",
+                                         job.waiting_on, len(parents), listed))
+            else:
+                lines.append(format_html("Depends on {}.", listed))
+            if any(on_failure == "run" for _, on_failure in parents):
+                lines.append("It runs even if one of them is dead or cancelled.")
+            elif job.state == "waiting":
+                lines.append("If one of them is dead or cancelled, it is cancelled.")
+        children = list(Dependency.objects.using(alias()).filter(depends_on_id=job.id).order_by("job_id")
+                        .values_list("job_id", flat=True)[:50])
+        if children:
+            lines.append(format_html("Jobs that depend on it: {}.",
+                                     format_html_join(", ", "{}", ((job_link(c),) for c in children))))
+        if not lines:
+            return "-"
+        return format_html_join("", "<p>{}</p>", ((line,) for line in lines))
 
     @admin.display(description="replay of")
     def replay_of_link(self, job: Job) -> str:

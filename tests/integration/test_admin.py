@@ -236,3 +236,45 @@ def test_a_queue_page_sets_limits_and_a_breaker_through_the_operations(root: Cli
     assert (entry.username, entry.object_ids) == ("root", ["emails"])
     listing = root.get("/admin/pgqueue/queuestate/").content.decode()
     assert "at most 3 running; at most 10 starts per 1 s; breaker: 5 failures in 60 s" in listing
+
+
+def test_the_batch_pages_show_progress_callbacks_and_links_and_cancel_through_the_operations(root: Client) -> None:
+    import pgqueue
+
+    with pgqueue.batch(description="nightly import", on_finish=jobs.batch_callback.call("finish"),
+                       on_success=jobs.batch_callback.call("success")) as batch:
+        ids = [jobs.mark.enqueue(f"m{i}").id for i in range(4)]
+    with psycopg.connect(**connection_kwargs(), autocommit=True) as conn, conn.cursor() as cur:
+        leased = db.run(cur, "job_lease", queues=["marks"], limit=1, worker="w1", lease_seconds=30)
+    listing = root.get("/admin/pgqueue/batch/").content.decode()
+    assert "nightly import" in listing and "0 of 4 done" in listing and "1 running, 3 waiting" in listing
+    assert '<progress class="pgqueue-batch-progress" max="4" value="0">' in listing
+    detail = root.get(f"/admin/pgqueue/batch/{batch.id}/change/").content.decode()
+    assert "on_success" in detail and "not enqueued yet" in detail and f"batch={batch.id}" in detail
+    filtered = root.get(JOBS, {"batch": batch.id}).content.decode()
+    assert all(f"/admin/pgqueue/job/{i}/change/" in filtered for i in ids)
+    assert root.get(JOBS, {"batch": "x\u00b2"}).status_code == 200  # an odd id: no rows, no error
+    job_page = root.get(f"{JOBS}{ids[0]}/change/").content.decode()
+    assert f"batch {batch.id}" in job_page
+    url = "/admin/pgqueue/batch/"
+    assert staff("view_batch").post(url, {"action": "cancel_batches", "_selected_action": [batch.id], "index": 0,
+                                          "confirm": "yes"}).status_code in (200, 302)
+    assert not Job.objects.filter(state="cancelled").exists()  # no cancel_batch permission: nothing happened
+    assert act(root, "cancel_batches", [batch.id], url=url).status_code == 302
+    assert sorted(Job.objects.filter(batch_id=batch.id).values_list("state", flat=True)) == [
+        "cancelled", "cancelled", "cancelled", "running"]
+    assert Job.objects.get(pk=leased[0].id).cancel_requested
+    assert AuditEntry.objects.filter(action="cancel_batches", target="batch", count=1).exists()
+    assert "cancelled" in root.get(url).content.decode()
+
+
+def test_a_waiting_jobs_page_says_what_it_waits_for(root: Client) -> None:
+    parent = jobs.mark.enqueue("parent")
+    other = jobs.mark.enqueue("other")
+    child = jobs.mark.options(depends_on=[parent, other]).enqueue("child")
+    page = root.get(f"{JOBS}{child.id}/change/").content.decode()
+    assert "Waiting: 2 of the 2 job(s) it depends on have not finished" in page
+    assert f"/admin/pgqueue/job/{parent.id}/change/" in page and "it is cancelled" in page
+    parent_page = root.get(f"{JOBS}{parent.id}/change/").content.decode()
+    assert "Jobs that depend on it" in parent_page and f"/admin/pgqueue/job/{child.id}/change/" in parent_page
+    assert "pgqueue-state-waiting" in root.get(JOBS, {"state": "waiting"}).content.decode()

@@ -16,9 +16,10 @@ from pgqueue.lifecycle import (
     RetryPolicy,
     decide,
     exit_status,
+    release,
     stripped,
 )
-from pgqueue.types import HeldJob, JobState, Outcome
+from pgqueue.types import HeldJob, JobState, Outcome, Release, SettledDependency
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(seconds=3)
@@ -175,3 +176,41 @@ def test_stripped_keeps_the_decision_and_drops_the_details() -> None:
     assert "could not store" in s.message
     retry = stripped(decide(held(), end(Ending.RAISED), POLICY), "x")
     assert (retry.state, retry.yields_to_cancel, retry.traceback) == (JobState.SCHEDULED, True, "")
+
+
+# -- dependencies: what a waiting job does when jobs it depends on finish -------------------------------
+
+
+def _edge(job_id: int, parent_id: int, parent_state: str, on_failure: str = "cancel") -> SettledDependency:
+    return SettledDependency(job_id=job_id, parent_id=parent_id, parent_state=parent_state,
+                             parent_task="app.jobs.step", on_failure=on_failure)
+
+
+def test_release_counts_succeeded_dependencies_per_waiting_job() -> None:
+    decisions = release([_edge(7, 2, "succeeded"), _edge(5, 1, "succeeded"), _edge(7, 1, "succeeded")])
+    assert decisions == [Release(job_id=5, satisfied=1, cancel_reason=None),
+                         Release(job_id=7, satisfied=2, cancel_reason=None)]
+
+
+def test_release_cancels_for_the_first_failed_dependency_and_names_it() -> None:
+    decisions = release([_edge(9, 4, "cancelled"), _edge(9, 3, "dead"), _edge(9, 2, "succeeded")])
+    assert decisions == [Release(job_id=9, satisfied=1,
+                                 cancel_reason="job 3 (app.jobs.step), which it depends on, is dead")]
+
+
+def test_release_lets_a_job_that_runs_anyway_count_a_failed_dependency_as_done() -> None:
+    assert release([_edge(9, 3, "dead", "run"), _edge(9, 4, "cancelled", "run")]) == [
+        Release(job_id=9, satisfied=2, cancel_reason=None)]
+    assert release([]) == []
+
+
+def test_find_cycle_names_the_steps_of_a_cycle_or_nothing() -> None:
+    from pgqueue.workflows import find_cycle
+
+    assert find_cycle({"a": [], "b": ["a"], "c": ["a", "b"]}) == []
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
+    assert find_cycle({"x": [], "a": ["x", "a"]}) == ["a", "a"]
+    assert find_cycle({"a": ["b"], "b": [], "c": ["d"], "d": ["e"], "e": ["c"]}) == ["c", "d", "e", "c"]
+    deep = {f"s{i}": [f"s{i + 1}"] for i in range(5000)} | {"s5000": []}
+    assert find_cycle(deep) == []  # no recursion limit
+    assert find_cycle(deep | {"s5000": ["s0"]})[:2] == ["s0", "s1"]

@@ -47,7 +47,7 @@ PROCESSES, CONCURRENCY = 2, 10
 def reset() -> None:
     with connection.cursor() as cur:
         cur.execute("TRUNCATE pgqueue_attempt, pgqueue_job, pgqueue_workerprocess, pgqueue_lock, pgqueue_semaphore, "
-                    "pgqueue_semaphore_slot RESTART IDENTITY")
+                    "pgqueue_semaphore_slot, pgqueue_batch, pgqueue_dependency RESTART IDENTITY")
         cur.execute("VACUUM ANALYZE pgqueue_job")
 
 
@@ -116,6 +116,33 @@ def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
     if not variant:
         result |= {"w1_wall_jobs_per_s": n / wall, "worker_rss_mib": rss}
     return result
+
+
+def batch_10k(n: int = 10_000) -> dict[str, float]:
+    """A batch of n no-op jobs enqueued (one enqueue_many in pgqueue.batch()) to running, idle workers, timed
+    from the enqueue to the end of its success callback; and the same n jobs without a batch, timed from
+    the enqueue to the last job's end (the same-run reference)."""
+    timings = {}
+    for name in ("plain", "batch"):
+        reset()
+        worker = Worker()
+        worker.wait_ready()
+        started = time.monotonic()
+        if name == "batch":
+            with pgqueue.batch(on_success=jobs.noop.call()) as batch:
+                pgqueue.enqueue_many([jobs.noop.call() for _ in range(n)])
+            done = Job.objects.filter(callback_of_id=batch.id, state="succeeded")
+        else:
+            pgqueue.enqueue_many([jobs.noop.call() for _ in range(n)])
+            done = Job.objects.filter(state="succeeded")
+        target = 1 if name == "batch" else n
+        while done.count() < target:
+            time.sleep(0.01)
+        timings[name] = time.monotonic() - started
+        worker.stop()
+    assert Job.objects.filter(state="succeeded").count() == n + 1, "every job and the callback succeeded, once"
+    return {"batch_10k_s": timings["batch"], "plain_10k_s": timings["plain"],
+            "batch_10k_vs_plain_ratio": timings["batch"] / timings["plain"]}
 
 
 def w2_enqueue(n: int = 2000, block: int = 100) -> dict[str, float]:
@@ -271,14 +298,14 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--only", default="", help="comma-separated subset of w1,w1_semaphore,w1_unique,raw,w2,"
-                        "w3,raw_w3; prints the medians and writes nothing")
+                        "w3,raw_w3,batch; prints the medians and writes nothing")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     workloads = {"w1": lambda: w1_throughput(args.jobs),
                  "w1_semaphore": lambda: w1_throughput(args.jobs, "semaphore"),
                  "w1_unique": lambda: w1_throughput(args.jobs, "unique"),
                  "raw": lambda: raw_reference(args.jobs),
-                 "w2": w2_enqueue, "w3": w3_latency, "raw_w3": raw_w3_latency}
+                 "w2": w2_enqueue, "w3": w3_latency, "raw_w3": raw_w3_latency, "batch": batch_10k}
     chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(workloads)
     unknown = set(chosen) - set(workloads)
     if unknown:
@@ -320,6 +347,9 @@ def main() -> int:
                   "w2_atomic_enqueues_per_s wraps each in transaction.atomic(); raw_w2_inserts_per_s is a bare "
                   "psycopg INSERT per transaction into the same table (this machine's commit ceiling); the "
                   "*_ratio keys are medians of each run's ratio to its own reference",
+            "batch": "a batch of 10,000 no-op jobs (one enqueue_many inside pgqueue.batch(on_success=...)) to "
+                     "running idle workers: batch_10k_s from the enqueue to the end of the success callback; "
+                     "plain_10k_s the same 10,000 jobs without a batch, to the last job's end (same run)",
             "w3": "200 jobs enqueued ~20 ms apart to idle workers; job start time minus commit time",
             "raw_w3": "the same enqueues picked up by a psycopg loop that LISTENs and runs job_lease (one "
                       "durable commit per pickup): the least a pickup costs on this machine",

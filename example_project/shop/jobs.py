@@ -37,3 +37,23 @@ def build_report(ctx: JobContext, steps: int = 20) -> dict[str, int]:
 def nightly_cleanup() -> int:
     """Enqueued with a delay from the page: it waits as 'scheduled', then runs."""
     return Order.objects.filter(confirmation_sent_at__isnull=True).count()
+
+
+@job(queue="default")
+def resize_image(order_id: int, size: int) -> str:
+    """One job of the "thumbnails" batch: takes a moment, so the batch's progress bar moves."""
+    time.sleep(0.3)
+    return f"order {order_id}: {size}px"
+
+
+@job(queue="default", pass_context=True)
+def thumbnails_done(ctx: JobContext, order_id: int) -> str:
+    """The batch's on_success callback: runs once, after every resize_image job of the batch succeeded."""
+    return f"all thumbnails of order {order_id} are ready (batch {ctx.callback_of})"
+
+
+@job(queue="default")
+def workflow_step(name: str) -> str:
+    """A step of the small workflow: fetch, then clean and enrich side by side, then report."""
+    time.sleep(1.0)
+    return f"{name} done"

@@ -3,8 +3,11 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+import pgqueue
 from example_project.shop import jobs
 from example_project.shop.models import Order
+from pgqueue.batches import Batch
+from pgqueue.models import Batch as BatchRow
 from pgqueue.models import Job
 
 
@@ -23,6 +26,19 @@ def index(request: HttpRequest) -> HttpResponse:
         elif action == "long":
             handle = jobs.build_report.enqueue(steps=20)
             messages.info(request, f"Job #{handle.id} reports progress for ~10 s.")
+        elif action == "batch":
+            with pgqueue.batch(on_success=jobs.thumbnails_done.call(7), description="thumbnails of order 7") as b:
+                jobs.resize_image.enqueue_many([(7, size) for size in (64, 128, 256, 512, 1024, 2048) * 3])
+            messages.info(request, f"Batch {b.id}: 18 jobs; its on_success callback runs once they all succeeded.")
+        elif action == "workflow":
+            steps = pgqueue.enqueue_workflow({
+                "fetch": jobs.workflow_step.call("fetch"),
+                "clean": jobs.workflow_step.options(depends_on=["fetch"]).call("clean"),
+                "enrich": jobs.workflow_step.options(depends_on=["fetch"]).call("enrich"),
+                "report": jobs.workflow_step.options(depends_on=["clean", "enrich"]).call("report"),
+            })
+            messages.info(request, "Workflow: fetch, then clean and enrich, then report (jobs "
+                                   + ", ".join(f"#{h.id}" for h in steps.values()) + ").")
         elif action == "scheduled":
             handle = jobs.nightly_cleanup.options(delay=30).enqueue()
             messages.info(request, f"Job #{handle.id} is scheduled to run in 30 s.")
@@ -30,4 +46,5 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "shop/index.html", {
         "orders": Order.objects.order_by("-id")[:10],
         "jobs": Job.objects.order_by("-id")[:15],
+        "batches": [(row, Batch(row.id).progress()) for row in BatchRow.objects.order_by("-id")[:3]],
     })

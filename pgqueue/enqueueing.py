@@ -479,7 +479,7 @@ def _insert_linked(rows: list[_Row], ids: Sequence[int | None], alias: str, sett
         reasons: list[str | None] = []
         for row, job_id in zip(rows, job_ids, strict=True):
             pending, reason = 0, None
-            for parent_id in row.depends_on:
+            for parent_id in sorted(row.depends_on):  # by id, as lifecycle.release names a failed one
                 assert isinstance(parent_id, int)  # step names were resolved to ids
                 if parent_id == job_id:
                     raise InvalidJob(f"Job {row.task}: it cannot depend on itself (job {job_id}).")

@@ -119,10 +119,12 @@ def safely(runner: Runner, *, parents: Iterable[int] = (), batches: Iterable[int
     return True
 
 
-def sweep(runner: Runner, *, channel: str, limit: int) -> None:
+def sweep(runner: Runner, *, channel: str, limit: int, after: int = 0) -> int:
     """Settle what a settle that did not run left: finished jobs with dependencies not settled, and closed
-    batches not finished (maintenance runs this every round)."""
+    batches not settled, `limit` batches after id `after` (maintenance runs this every round, going round
+    all batches). Returns the `after` for the next round."""
     parents = [row.id for row in runner.run("dependency_unsettled", limit=limit)]
-    batches = [row.id for row in runner.run("batch_unsettled", limit=limit)]
+    batches = [row.id for row in runner.run("batch_unsettled", limit=limit, after=after)]
     if parents or batches:
         settle(runner, parents=parents, batches=batches, channel=channel)
+    return batches[-1] if len(batches) == limit else 0

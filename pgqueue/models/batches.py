@@ -1,8 +1,9 @@
 """Batches: a group of jobs enqueued together, with callbacks (jobs themselves) run once when the group
 succeeds, finishes or first fails (docs/batches.md).
 
-Progress is counted from the member jobs (Job.batch_id), never kept in counters here, so a retry, a cancel
-or a prune cannot make it wrong. The timestamps below are the guards that make each callback fire once:
+Progress is counted from the member jobs (Job.batch_id) as they are now, never kept in counters here, so
+a retry or a cancel cannot make it wrong (jobs pruned after their retention are no longer counted; `total`
+keeps the count at close). The timestamps below are the guards that make each callback fire once:
 batch_settle sets one only while it is NULL, under the row's lock, and inserts the callback in the same
 statement."""
 

@@ -104,7 +104,12 @@ WITH input AS MATERIALIZED (
     FROM input i LEFT JOIN assigned a ON a.job_id = i.job_id
     ORDER BY i.ord
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, queue, state, rate_key
+    RETURNING id, queue, state, rate_key, lock_key
+), unlocked AS (  -- a job cancelled at once (a dependency already failed) holds no uniqueness key
+    UPDATE pgqueue_lock l SET released = true
+    FROM inserted x
+    WHERE x.state = 'cancelled' AND x.lock_key IS NOT NULL AND l.kind = 'unique' AND l.key = x.lock_key
+      AND l.job_id = x.id AND NOT l.released
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
     FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
@@ -779,7 +784,7 @@ WHERE j.state NOT IN ('succeeded', 'dead', 'cancelled');
 -- name: batch_settle
 -- Fire the callbacks of these closed batches whose moment has come, each once: the failure callback when a
 -- job of the batch is first seen dead, the finish callback when none is left unfinished, the success
--- callback when moreover none is dead or cancelled. Each has its guard, the batch's failed_at, finished_at
+-- callback when moreover none is dead or cancelled (never for a cancelled batch). Each has its guard, the batch's failed_at, finished_at
 -- or succeeded_at: set only while NULL, under the batch row's lock, by the statement that inserts the
 -- callback job. Run after the jobs' transitions committed: when a batch's last two jobs finish at once in
 -- two processes, the later of the two settles sees both finished.
@@ -796,7 +801,7 @@ WITH status AS (
     SELECT b.id,
         b.failed_at IS NULL AND s.dead AS fail,
         b.finished_at IS NULL AND NOT s.unfinished AS finish,
-        b.succeeded_at IS NULL AND NOT s.unfinished AND NOT s.failed AS succeed
+        b.succeeded_at IS NULL AND b.cancelled_at IS NULL AND NOT s.unfinished AND NOT s.failed AS succeed
     FROM pgqueue_batch b JOIN status s ON s.id = b.id
     ORDER BY b.id
     FOR UPDATE OF b
@@ -837,8 +842,16 @@ SELECT f.id, f.fail AS failed, f.finish AS finished, f.succeed AS succeeded,
 FROM fired f;
 
 -- name: batch_unsettled
--- Closed batches not finished yet (at most %(limit)s), for the maintenance sweep that settles them.
-SELECT id FROM pgqueue_batch WHERE closed_at IS NOT NULL AND finished_at IS NULL ORDER BY id LIMIT %(limit)s;
+-- Closed batches after id %(after)s (at most %(limit)s, in id order: the sweep goes round them all) that
+-- have not finished, or finished with failures within the hour and may still succeed (a dead job retried),
+-- for the maintenance sweep that settles them.
+(SELECT id FROM pgqueue_batch
+ WHERE closed_at IS NOT NULL AND finished_at IS NULL AND id > %(after)s ORDER BY id LIMIT %(limit)s)
+UNION
+(SELECT id FROM pgqueue_batch
+ WHERE finished_at > now() - interval '1 hour' AND succeeded_at IS NULL AND cancelled_at IS NULL
+   AND on_success IS NOT NULL AND id > %(after)s ORDER BY id LIMIT %(limit)s)
+ORDER BY id LIMIT %(limit)s;
 
 -- name: semaphore_waiting_keys
 -- Keys with blocked jobs that may run now (at most %(limit)s), for the maintenance hand-off sweep.
@@ -1012,7 +1025,7 @@ WITH moved AS (
         run_at = now(), finished_at = NULL, reason_code = '', cancel_requested = false,
         max_attempts = CASE WHEN state IN ('dead', 'cancelled')
                             THEN GREATEST(max_attempts, attempts - lost_attempts + 1) ELSE max_attempts END,
-        lost_attempts = 0, crashes = 0
+        lost_attempts = 0, crashes = 0, waiting_on = 0
     WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('scheduled', 'ready', 'blocked', 'waiting', 'dead', 'cancelled')
     RETURNING id, queue, state, concurrency_key, rate_key
 ), wake AS (

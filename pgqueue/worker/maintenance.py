@@ -36,6 +36,7 @@ class Maintenance:
         self.next_prune = 0.0
         self.next_reap = 0.0
         self.registered = False
+        self.batch_cursor = 0  # the settle sweep goes round the batches, SWEEP_KEYS at a time
 
     def run(self) -> int:
         events.emit("worker_started", worker=self.id, kind="maintenance", queues=(), concurrency=0)
@@ -83,7 +84,7 @@ class Maintenance:
         rescued = rescue.expired(self.db, s, BATCH, by=self.id)
         if rescued:
             events.emit("job_rescued", count=len(rescued), worker=self.id, status=None)
-        settle.sweep(self.db, channel=s.NOTIFY_CHANNEL, limit=SWEEP_KEYS)
+        self.batch_cursor = settle.sweep(self.db, channel=s.NOTIFY_CHANNEL, limit=SWEEP_KEYS, after=self.batch_cursor)
         if time.monotonic() >= self.next_reap:
             self.next_reap = time.monotonic() + REAP_EVERY
             self._reap()

@@ -250,3 +250,32 @@ def test_progress_counts_each_state() -> None:
     progress = b.progress()
     assert (progress.total, progress.waiting, progress.running, progress.succeeded, progress.dead) == (6, 3, 1, 1, 1)
     assert progress.closed and not progress.finished
+
+
+def test_a_cancelled_batch_never_fires_on_success_even_when_nothing_failed() -> None:
+    empty = pgqueue.Batch.open(on_success=jobs.batch_callback.call("success"), on_finish=jobs.batch_callback.call("finish"))
+    empty.cancel()
+    assert callbacks(empty.id) == [("batch_callback", ["finish"])]
+    done = pgqueue.Batch.open(on_success=jobs.batch_callback.call("success"))
+    done.add([jobs.mark.call("x")])
+    conn = database()
+    end(conn, lease(conn))  # all succeeded while the batch was open
+    done.cancel()
+    assert callbacks(done.id) == []
+    assert Batch.objects.get(pk=done.id).finished_at is not None
+
+
+def test_the_maintenance_sweep_goes_round_all_unsettled_batches() -> None:
+    ids = []
+    for _ in range(5):
+        with pgqueue.batch(on_success=jobs.batch_callback.call("success")) as b:
+            jobs.mark.enqueue("x")
+        ids.append(b.id)
+    conn = database()
+    end(conn, lease(conn), settled=False)
+    after = settle.sweep(conn, channel="pgqueue", limit=2)
+    assert after == ids[1] and [len(callbacks(i)) for i in ids] == [1, 1, 0, 0, 0]
+    after = settle.sweep(conn, channel="pgqueue", limit=2, after=after)
+    assert after == ids[3] and [len(callbacks(i)) for i in ids] == [1, 1, 1, 1, 0]
+    assert settle.sweep(conn, channel="pgqueue", limit=2, after=after) == 0  # round again next time
+    assert [len(callbacks(i)) for i in ids] == [1, 1, 1, 1, 1]

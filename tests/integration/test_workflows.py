@@ -228,3 +228,23 @@ def test_a_batch_whose_job_is_cancelled_by_its_dependency_finishes() -> None:
     run_all(conn, Ending.RAISED)
     assert sorted(Job.objects.filter(batch_id=b.id).values_list("state", flat=True)) == ["cancelled", "dead"]
     assert list(Job.objects.filter(callback_of_id=b.id).values_list("args", flat=True)) == [["finish"]]
+
+
+def test_a_job_cancelled_at_enqueue_holds_no_uniqueness_key() -> None:
+    conn = database()
+    bad = jobs.mark.enqueue("bad")
+    run_all(conn, Ending.RAISED)
+    first = jobs.unique_note.options(depends_on=[bad]).enqueue("k")
+    assert state(first) == "cancelled"
+    again = jobs.unique_note.enqueue("k")  # the key is free: no JobNotUnique naming a cancelled job
+    assert again.created and again.id != first.id
+
+
+def test_a_job_completed_in_its_own_transaction_releases_its_dependents(start_worker) -> None:
+    parent = jobs.completes_in_transaction.enqueue("parent", False)
+    child = jobs.mark.options(depends_on=[parent]).enqueue("child")
+    start_worker("--queues", "misbehave,marks")
+    from tests.conftest import wait_for
+
+    wait_for(lambda: state(child) == "succeeded", timeout=30, what="the child after its parent's own commit")
+    assert state(parent) == "succeeded"

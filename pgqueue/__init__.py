@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
+    "Event",
     "JobContext",
     "JobHandle",
     "JobNotUnique",
@@ -19,7 +20,10 @@ __all__ = [
     "enqueue_many",
     "enqueue_workflow",
     "job",
+    "publish",
+    "publish_many",
     "replay",
+    "subscriber",
 ]
 
 if TYPE_CHECKING:
@@ -30,12 +34,17 @@ if TYPE_CHECKING:
     from pgqueue.exceptions import JobNotUnique
     from pgqueue.flow import Unique
     from pgqueue.operations import cancel, replay
+    from pgqueue.outbox import Event, publish, publish_many, subscriber
     from pgqueue.workflows import enqueue_workflow
 
 _LAZY = {
     "Batch": "pgqueue.batches",
     "batch": "pgqueue.batches",
     "enqueue_workflow": "pgqueue.workflows",
+    "Event": "pgqueue.outbox",
+    "publish": "pgqueue.outbox",
+    "publish_many": "pgqueue.outbox",
+    "subscriber": "pgqueue.outbox",
     "job": "pgqueue.decorator",
     "enqueue": "pgqueue.enqueueing",
     "enqueue_many": "pgqueue.enqueueing",

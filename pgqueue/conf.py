@@ -66,6 +66,8 @@ class Settings:
     # History retention, in seconds, for finished jobs (with their attempts).
     KEEP_SUCCEEDED_SECONDS: float = 24 * 3600.0
     KEEP_FAILED_SECONDS: float = 14 * 24 * 3600.0
+    # Outbox events are kept this long after they were relayed to their subscribers' jobs.
+    OUTBOX_KEEP_SECONDS: float = 7 * 24 * 3600.0
     # An idempotency key returns the same job's handle for this long after the first enqueue with it.
     IDEMPOTENCY_SECONDS: float = 24 * 3600.0
     # LISTEN/NOTIFY channel.
@@ -125,6 +127,7 @@ _RANGES: dict[str, tuple[float, bool, float]] = {
     "COMPLETION_FLUSH_MS": (0, False, FLUSH_MS_MAX),
     "KEEP_SUCCEEDED_SECONDS": (0, True, RETENTION_MAX),
     "KEEP_FAILED_SECONDS": (0, True, RETENTION_MAX),
+    "OUTBOX_KEEP_SECONDS": (0, True, RETENTION_MAX),
     "IDEMPOTENCY_SECONDS": (0, False, RETENTION_MAX),
     "RESTART_LIMIT": (0, False, 1_000_000),
     "RESTART_WINDOW": (0, False, SECONDS_MAX),

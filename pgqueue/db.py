@@ -64,6 +64,22 @@ class Cancelled:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    id: int
+    topic: str
+    key: str | None
+    payload: str  # JSON text
+    created_at: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    event_id: int
+    subscriber: str
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Parent:
     id: int
     state: str
@@ -220,6 +236,10 @@ RETURNS: dict[str, type] = {
     "batch_cancel": JobId,
     "batch_settle": BatchSettled,
     "batch_unsettled": JobId,
+    "outbox_insert_many": JobId,
+    "outbox_claim": ClaimedEvent,
+    "outbox_deliver_many": Delivered,
+    "outbox_prune": Count,
     "lock_take_many": LockTaken,
     "lock_reap": LocksReaped,
     "lock_release_many": JobId,

@@ -21,6 +21,7 @@ EVENTS = {
     "job_rescued": "count, worker, status (the exit code of the process that held them; None: lease expired)",
     "job_staged": "count",
     "job_dependencies_settled": "released, cancelled, waiting (jobs that may start, that were cancelled for a failed dependency, that still wait)",
+    "outbox_relayed": "events, jobs (events relayed by the maintenance leader, and the subscriber jobs enqueued)",
     "batch_settled": "batch_id, failed, finished, succeeded (which of its callbacks' moments came now)",
     "job_unblocked": "count (blocked jobs given a semaphore slot by the maintenance sweep)",
     "flow_reaped": "locks, slots (uniqueness keys and semaphore slots no job held any more)",

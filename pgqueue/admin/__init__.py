@@ -1,13 +1,14 @@
-"""The Django admin as pgqueue's operator console: jobs, attempts, batches, queues, locks, semaphores, workers,
+"""The Django admin as pgqueue's operator console: jobs, attempts, batches, outbox events, queues, locks, semaphores, workers,
 audit log, overview."""
 
 from pgqueue.admin.audit import AuditEntryAdmin
 from pgqueue.admin.batches import BatchAdmin
 from pgqueue.admin.flow import LockAdmin, RateLimitAdmin, SemaphoreAdmin
 from pgqueue.admin.jobs import AttemptAdmin, JobAdmin
+from pgqueue.admin.outbox import OutboxEventAdmin
 from pgqueue.admin.queues import QueueStateAdmin
 from pgqueue.admin.workers import WorkerProcessAdmin
 
 __all__ = [
-    "AttemptAdmin", "AuditEntryAdmin", "BatchAdmin", "JobAdmin", "LockAdmin", "QueueStateAdmin", "RateLimitAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
+    "AttemptAdmin", "AuditEntryAdmin", "BatchAdmin", "JobAdmin", "LockAdmin", "OutboxEventAdmin", "QueueStateAdmin", "RateLimitAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
 ]

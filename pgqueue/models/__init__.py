@@ -6,11 +6,12 @@ from pgqueue.models.batches import Batch
 from pgqueue.models.dependencies import Dependency
 from pgqueue.models.jobs import Job
 from pgqueue.models.locks import Lock
+from pgqueue.models.outbox import Delivery, OutboxEvent
 from pgqueue.models.queues import QueueState
 from pgqueue.models.semaphores import RateLimit, Semaphore, SemaphoreSlot
 from pgqueue.models.stats import QueueStat
 from pgqueue.models.workers import WorkerProcess
 
 __all__ = [
-    "Attempt", "AuditEntry", "Batch", "Dependency", "Job", "Lock", "QueueStat", "QueueState", "RateLimit", "Semaphore", "SemaphoreSlot", "WorkerProcess",
+    "Attempt", "AuditEntry", "Batch", "Delivery", "Dependency", "Job", "Lock", "OutboxEvent", "QueueStat", "QueueState", "RateLimit", "Semaphore", "SemaphoreSlot", "WorkerProcess",
 ]

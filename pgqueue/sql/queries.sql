@@ -853,6 +853,56 @@ UNION
    AND on_success IS NOT NULL AND id > %(after)s ORDER BY id LIMIT %(limit)s)
 ORDER BY id LIMIT %(limit)s;
 
+-- name: outbox_insert_many
+-- Publish events in the caller's transaction (pgqueue.publish): the relay turns each into its
+-- subscribers' jobs once the transaction has committed (never, if it rolls back).
+INSERT INTO pgqueue_outbox (topic, key, payload, created_at)
+SELECT e.topic, e.key, e.payload::jsonb, now()
+FROM unnest(%(topics)s::text[], %(keys)s::text[], %(payloads)s::text[]) WITH ORDINALITY AS e(topic, key, payload, ord)
+ORDER BY e.ord
+RETURNING id;
+
+-- name: outbox_claim
+-- The relay's next events (at most %(limit)s, in publish order), locked until its transaction ends; a row
+-- another relay holds is skipped.
+SELECT id, topic, key, payload::text AS payload, created_at
+FROM pgqueue_outbox
+WHERE relayed_at IS NULL
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: outbox_deliver_many
+-- Record deliveries (event, subscriber) with the ids their jobs will have; a delivery already recorded is
+-- left alone (its unique constraint), so a relay run again never enqueues one twice. Returns the new ones.
+INSERT INTO pgqueue_outbox_delivery (event_id, subscriber, job_id, created_at)
+SELECT d.event_id, d.subscriber, nextval(pg_get_serial_sequence('pgqueue_job', 'id')), now()
+FROM unnest(%(event_ids)s::bigint[], %(subscribers)s::text[]) WITH ORDINALITY AS d(event_id, subscriber, ord)
+ORDER BY d.ord
+ON CONFLICT (event_id, subscriber) DO NOTHING
+RETURNING event_id, subscriber, job_id;
+
+-- name: outbox_mark_relayed
+-- Mark claimed events relayed, with the number of subscribers each was delivered to.
+UPDATE pgqueue_outbox o SET relayed_at = now(), deliveries = r.deliveries
+FROM unnest(%(ids)s::bigint[], %(deliveries)s::int[]) AS r(id, deliveries)
+WHERE o.id = r.id AND o.relayed_at IS NULL;
+
+-- name: outbox_prune
+-- Delete events relayed more than %(keep)s seconds ago, with their delivery rows, a bounded batch at a time.
+WITH gone AS (
+    SELECT id FROM pgqueue_outbox
+    WHERE relayed_at < now() - make_interval(secs => %(keep)s)
+    ORDER BY relayed_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), deliveries AS (
+    DELETE FROM pgqueue_outbox_delivery WHERE event_id IN (SELECT id FROM gone)
+), deleted AS (
+    DELETE FROM pgqueue_outbox WHERE id IN (SELECT id FROM gone) RETURNING id
+)
+SELECT count(*) FROM deleted;
+
 -- name: semaphore_waiting_keys
 -- Keys with blocked jobs that may run now (at most %(limit)s), for the maintenance hand-off sweep.
 SELECT DISTINCT concurrency_key AS key

@@ -1,6 +1,6 @@
 """The maintenance role: one leader per cluster (advisory lock) stages due jobs, rescues lost ones, hands
-free semaphore slots to blocked jobs, settles dependents and batches a process left unsettled, resumes
-queues whose circuit breaker cooled down, reaps orphaned locks and slots, prunes."""
+free semaphore slots to blocked jobs, relays the outbox, settles dependents and batches a process left
+unsettled, resumes queues whose circuit breaker cooled down, reaps orphaned locks and slots, prunes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any
 
-from pgqueue import db, events, settle
+from pgqueue import db, events, outbox, settle
 from pgqueue.conf import Settings
 from pgqueue.worker import rescue
 from pgqueue.worker.signals import SignalPipe
@@ -84,6 +84,8 @@ class Maintenance:
         rescued = rescue.expired(self.db, s, BATCH, by=self.id)
         if rescued:
             events.emit("job_rescued", count=len(rescued), worker=self.id, status=None)
+        while outbox.relay(self.db, s) == outbox.RELAY_BATCH and not self.pipe.received:
+            pass  # more committed events wait
         self.batch_cursor = settle.sweep(self.db, channel=s.NOTIFY_CHANNEL, limit=SWEEP_KEYS, after=self.batch_cursor)
         if time.monotonic() >= self.next_reap:
             self.next_reap = time.monotonic() + REAP_EVERY
@@ -95,6 +97,9 @@ class Maintenance:
                 deleted = self.db.run("job_prune", keep_succeeded=s.KEEP_SUCCEEDED_SECONDS,
                                       keep_failed=s.KEEP_FAILED_SECONDS, limit=BATCH)[0].count
                 if deleted < BATCH or self.pipe.received:
+                    break
+            for _ in range(PRUNE_ROUNDS):  # relayed outbox events past their retention
+                if self.db.run("outbox_prune", keep=s.OUTBOX_KEEP_SECONDS, limit=BATCH)[0].count < BATCH:
                     break
 
     def _hand_off(self, keys: list[str] | None = None) -> None:

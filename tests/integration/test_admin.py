@@ -278,3 +278,24 @@ def test_a_waiting_jobs_page_says_what_it_waits_for(root: Client) -> None:
     parent_page = root.get(f"{JOBS}{parent.id}/change/").content.decode()
     assert "Jobs that depend on it" in parent_page and f"/admin/pgqueue/job/{child.id}/change/" in parent_page
     assert "pgqueue-state-waiting" in root.get(JOBS, {"state": "waiting"}).content.decode()
+
+
+def test_the_outbox_pages_show_pending_and_relayed_events_the_lag_and_the_subscribers_jobs(root: Client) -> None:
+    import pgqueue
+    from pgqueue import outbox
+    from pgqueue.conf import get_settings
+
+    first = pgqueue.publish("order.paid", {"order": 5}, key="order:5")
+    listing = root.get("/admin/pgqueue/outboxevent/").content.decode()
+    assert "1 pending, the oldest for" in listing and "pending" in listing
+    database = db.Database(connection_kwargs(), owner="relay", role="test")
+    outbox.relay(database, get_settings())
+    database.close()
+    pgqueue.publish("invoice.sent", 1)
+    listing = root.get("/admin/pgqueue/outboxevent/", {"status": "relayed"}).content.decode()
+    assert "relayed to 2 subscriber(s)" in listing and "invoice.sent" not in listing
+    detail = root.get(f"/admin/pgqueue/outboxevent/{first}/change/").content.decode()
+    job_ids = list(Job.objects.values_list("id", flat=True))
+    assert "tests.testapp.jobs.on_order_paid" in detail and "&quot;order&quot;: 5" in detail
+    assert all(f"/admin/pgqueue/job/{i}/change/" in detail for i in job_ids) and "(ready)" in detail
+    assert str(first) in root.get("/admin/pgqueue/outboxevent/", {"q": str(first)}).content.decode()

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-from pgqueue import JobContext, Unique, job
+from pgqueue import Event, JobContext, Unique, job, subscriber
 from pgqueue.exceptions import NonRetryable
 from tests.testapp.models import Mark
 
@@ -356,3 +356,32 @@ def batch_callback(ctx: JobContext, label: str) -> int:
     """A batch's callback: records the batch it was called for."""
     Mark.objects.create(label=label, job_id=ctx.callback_of, pid=os.getpid())
     return os.getpid()
+
+
+@subscriber("order.paid", queue="marks")
+def on_order_paid(event: Event) -> str:
+    """Records the event it got."""
+    Mark.objects.create(label=f"paid:{event.topic}:{event.key}:{event.payload}", job_id=event.id, pid=os.getpid())
+    return event.published_at.isoformat()
+
+
+@subscriber("order.*", queue="marks")
+def on_any_order(event: Event) -> None:
+    Mark.objects.create(label=f"order:{event.topic}", job_id=event.id)
+
+
+@subscriber("shipment.**", queue="marks", ordered=True)
+def on_shipment(event: Event) -> None:
+    """Events of one key run one at a time, in publish order."""
+    Mark.objects.create(label=f"ship:{event.key}:{event.payload}", job_id=event.id)
+    time.sleep(0.01)
+
+
+@subscriber("relay.test", queue="unserved")
+def relay_first(event: Event) -> None:
+    """A subscriber whose jobs no test worker runs: the relay tests count its jobs."""
+
+
+@subscriber("relay.*", queue="unserved")
+def relay_second(event: Event) -> None:
+    """A second subscriber of the relay tests' events."""

@@ -3,7 +3,7 @@ started (for pickup latency)."""
 
 import time
 
-from pgqueue import Unique, job
+from pgqueue import Event, Unique, job, subscriber
 
 
 @job(queue="bench")
@@ -26,3 +26,13 @@ def noop_limited(key: int) -> None:
 def noop_unique(n: int) -> None:
     """W1 with a uniqueness key per job (held until it finishes)."""
     return None
+
+
+@subscriber("bench.event", queue="bench-outbox")
+def bench_subscriber_a(event: Event) -> None:
+    """One of the two subscribers of the outbox benchmark (its jobs are counted, not run)."""
+
+
+@subscriber("bench.*", queue="bench-outbox")
+def bench_subscriber_b(event: Event) -> None:
+    """The other subscriber of the outbox benchmark."""

@@ -39,7 +39,7 @@ import pgqueue  # noqa: E402
 from benchmarks import jobs  # noqa: E402
 from pgqueue import db  # noqa: E402
 from pgqueue.db import connection_kwargs  # noqa: E402
-from pgqueue.models import Attempt, Job, Lock, WorkerProcess  # noqa: E402
+from pgqueue.models import Attempt, Job, Lock, OutboxEvent, WorkerProcess  # noqa: E402
 
 PROCESSES, CONCURRENCY = 2, 10
 
@@ -47,7 +47,8 @@ PROCESSES, CONCURRENCY = 2, 10
 def reset() -> None:
     with connection.cursor() as cur:
         cur.execute("TRUNCATE pgqueue_attempt, pgqueue_job, pgqueue_workerprocess, pgqueue_lock, pgqueue_semaphore, "
-                    "pgqueue_semaphore_slot, pgqueue_batch, pgqueue_dependency RESTART IDENTITY")
+                    "pgqueue_semaphore_slot, pgqueue_batch, pgqueue_dependency, pgqueue_outbox, pgqueue_outbox_delivery "
+                    "RESTART IDENTITY")
         cur.execute("VACUUM ANALYZE pgqueue_job")
 
 
@@ -143,6 +144,24 @@ def batch_10k(n: int = 10_000) -> dict[str, float]:
     assert Job.objects.filter(state="succeeded").count() == n + 1, "every job and the callback succeeded, once"
     return {"batch_10k_s": timings["batch"], "plain_10k_s": timings["plain"],
             "batch_10k_vs_plain_ratio": timings["batch"] / timings["plain"]}
+
+
+def outbox_relay(n: int = 20_000) -> dict[str, float]:
+    """n events published in bulk (publish_many, 5,000 per call, committed) while the workers run; timed
+    from the first publish to the moment the maintenance leader has relayed them all into their two
+    subscribers' jobs (2 x n jobs)."""
+    reset()
+    worker = Worker()
+    worker.wait_ready()
+    started = time.monotonic()
+    for start in range(0, n, 5000):
+        pgqueue.publish_many([("bench.event", {"n": i}) for i in range(start, min(n, start + 5000))])
+    while OutboxEvent.objects.filter(relayed_at__isnull=True).exists():
+        time.sleep(0.01)
+    seconds = time.monotonic() - started
+    worker.stop()
+    assert Job.objects.filter(queue="bench-outbox").count() == 2 * n, "one job per (event, subscriber)"
+    return {"outbox_events_per_s": n / seconds}
 
 
 def w2_enqueue(n: int = 2000, block: int = 100) -> dict[str, float]:
@@ -298,14 +317,15 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--only", default="", help="comma-separated subset of w1,w1_semaphore,w1_unique,raw,w2,"
-                        "w3,raw_w3,batch; prints the medians and writes nothing")
+                        "w3,raw_w3,batch,outbox; prints the medians and writes nothing")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     workloads = {"w1": lambda: w1_throughput(args.jobs),
                  "w1_semaphore": lambda: w1_throughput(args.jobs, "semaphore"),
                  "w1_unique": lambda: w1_throughput(args.jobs, "unique"),
                  "raw": lambda: raw_reference(args.jobs),
-                 "w2": w2_enqueue, "w3": w3_latency, "raw_w3": raw_w3_latency, "batch": batch_10k}
+                 "w2": w2_enqueue, "w3": w3_latency, "raw_w3": raw_w3_latency, "batch": batch_10k,
+                 "outbox": outbox_relay}
     chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(workloads)
     unknown = set(chosen) - set(workloads)
     if unknown:
@@ -350,6 +370,9 @@ def main() -> int:
             "batch": "a batch of 10,000 no-op jobs (one enqueue_many inside pgqueue.batch(on_success=...)) to "
                      "running idle workers: batch_10k_s from the enqueue to the end of the success callback; "
                      "plain_10k_s the same 10,000 jobs without a batch, to the last job's end (same run)",
+            "outbox": "20,000 events published in bulk (publish_many, 5,000 per call) while the workers run, "
+                      "each matching 2 subscribers: outbox_events_per_s = events / (first publish .. all relayed "
+                      "into 40,000 subscriber jobs by the maintenance leader)",
             "w3": "200 jobs enqueued ~20 ms apart to idle workers; job start time minus commit time",
             "raw_w3": "the same enqueues picked up by a psycopg loop that LISTENs and runs job_lease (one "
                       "durable commit per pickup): the least a pickup costs on this machine",

@@ -23,6 +23,7 @@ __all__ = [
     "publish",
     "publish_many",
     "replay",
+    "schedule",
     "subscriber",
 ]
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from pgqueue.flow import Unique
     from pgqueue.operations import cancel, replay
     from pgqueue.outbox import Event, publish, publish_many, subscriber
+    from pgqueue.schedules import schedule
     from pgqueue.workflows import enqueue_workflow
 
 _LAZY = {
@@ -45,6 +47,7 @@ _LAZY = {
     "publish": "pgqueue.outbox",
     "publish_many": "pgqueue.outbox",
     "subscriber": "pgqueue.outbox",
+    "schedule": "pgqueue.schedules",
     "job": "pgqueue.decorator",
     "enqueue": "pgqueue.enqueueing",
     "enqueue_many": "pgqueue.enqueueing",

@@ -1,4 +1,4 @@
-"""System checks: PostgreSQL database, valid PGQUEUE settings, migrations applied."""
+"""System checks: PostgreSQL database, valid PGQUEUE settings and schedules, migrations applied."""
 
 from __future__ import annotations
 
@@ -51,3 +51,17 @@ def check_settings(app_configs: Any = None, **_: Any) -> list[checks.CheckMessag
     except ImproperlyConfigured as exc:
         return [checks.Error(str(exc), id="pgqueue.E001", hint="Fix settings.PGQUEUE or the PGQUEUE_* variable.")]
     return []
+
+
+@checks.register()
+def check_schedules(app_configs: Any = None, **_: Any) -> list[checks.CheckMessage]:
+    """pgqueue.E005: each declared schedule's expression, time zone, job and arguments."""
+    from pgqueue import schedules
+    from pgqueue.conf import get_settings
+
+    try:
+        settings = get_settings()
+    except ImproperlyConfigured:
+        return []  # reported by check_settings
+    return [checks.Error(problem, id="pgqueue.E005", hint="Fix PGQUEUE['SCHEDULES'] or the @schedule.")
+            for problem in schedules.problems(settings)]

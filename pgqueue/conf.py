@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import decimal
 import functools
+import json
 import math
 import numbers
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -68,6 +69,9 @@ class Settings:
     KEEP_FAILED_SECONDS: float = 14 * 24 * 3600.0
     # Outbox events are kept this long after they were relayed to their subscribers' jobs.
     OUTBOX_KEEP_SECONDS: float = 7 * 24 * 3600.0
+    # Recurring jobs: {name: {"task": ..., "cron": ..., "timezone", "args", "kwargs", "catch_up"}}
+    # (docs/schedules.md); checked by the system check pgqueue.E005.
+    SCHEDULES: dict[str, dict[str, Any]] = field(default_factory=dict)
     # An idempotency key returns the same job's handle for this long after the first enqueue with it.
     IDEMPOTENCY_SECONDS: float = 24 * 3600.0
     # LISTEN/NOTIFY channel.
@@ -269,6 +273,35 @@ def _to_queues(value: Any) -> tuple[str, ...]:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+SCHEDULE_KEYS = ("task", "cron", "timezone", "args", "kwargs", "catch_up")
+
+
+def _to_schedules(value: Any) -> dict[str, dict[str, Any]]:
+    """The SCHEDULES dict (or its JSON, from the environment): each entry a dict of SCHEDULE_KEYS with a
+    task and a cron; their values are checked by pgqueue.schedules (system check pgqueue.E005)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"expected a JSON object ({exc})") from None
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a dict of schedule name -> {{'task': ..., 'cron': ...}}, got {type(value).__name__}")
+    schedules: dict[str, dict[str, Any]] = {}
+    for name, entry in value.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a schedule name must be a non-empty string, got {short_repr(name)}")
+        if not isinstance(entry, dict):
+            raise TypeError(f"schedule {name!r} must be a dict with 'task' and 'cron', got {type(entry).__name__}")
+        unknown = sorted(str(k) for k in entry if k not in SCHEDULE_KEYS)
+        if unknown:
+            raise TypeError(f"schedule {name!r} has unknown key(s) {', '.join(unknown)}; known: {', '.join(SCHEDULE_KEYS)}")
+        missing = [k for k in ("task", "cron") if k not in entry]
+        if missing:
+            raise TypeError(f"schedule {name!r} needs {' and '.join(missing)}")
+        schedules[name] = dict(entry)
+    return schedules
+
+
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -287,6 +320,8 @@ def _cast(name: str, value: Any, source: str) -> Any:
             raise TypeError("None is not allowed")
         if name == "QUEUES":
             return _to_queues(value)
+        if name == "SCHEDULES":
+            return _to_schedules(value)
         if kind.startswith("int"):
             return _to_int(value)
         if kind.startswith("float"):

@@ -80,6 +80,20 @@ class Delivered:
 
 
 @dataclass(frozen=True, slots=True)
+class DueSchedule:
+    name: str
+    last_tick_at: Any
+    created_at: Any
+    now: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Soonest:
+    next_tick_at: Any
+    now: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Parent:
     id: int
     state: str
@@ -240,6 +254,11 @@ RETURNS: dict[str, type] = {
     "outbox_claim": ClaimedEvent,
     "outbox_deliver_many": Delivered,
     "outbox_prune": Count,
+    "schedule_sync_many": Count,
+    "schedule_due": DueSchedule,
+    "schedule_soonest": Soonest,
+    "schedule_tick_take": JobId,
+    "schedule_set_enabled": Name,
     "lock_take_many": LockTaken,
     "lock_reap": LocksReaped,
     "lock_release_many": JobId,

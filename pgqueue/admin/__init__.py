@@ -1,4 +1,4 @@
-"""The Django admin as pgqueue's operator console: jobs, attempts, batches, outbox events, queues, locks, semaphores, workers,
+"""The Django admin as pgqueue's operator console: jobs, attempts, batches, outbox events, schedules, queues, locks, semaphores, workers,
 audit log, overview."""
 
 from pgqueue.admin.audit import AuditEntryAdmin
@@ -7,8 +7,9 @@ from pgqueue.admin.flow import LockAdmin, RateLimitAdmin, SemaphoreAdmin
 from pgqueue.admin.jobs import AttemptAdmin, JobAdmin
 from pgqueue.admin.outbox import OutboxEventAdmin
 from pgqueue.admin.queues import QueueStateAdmin
+from pgqueue.admin.schedules import ScheduleAdmin
 from pgqueue.admin.workers import WorkerProcessAdmin
 
 __all__ = [
-    "AttemptAdmin", "AuditEntryAdmin", "BatchAdmin", "JobAdmin", "LockAdmin", "OutboxEventAdmin", "QueueStateAdmin", "RateLimitAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
+    "AttemptAdmin", "AuditEntryAdmin", "BatchAdmin", "JobAdmin", "LockAdmin", "OutboxEventAdmin", "QueueStateAdmin", "RateLimitAdmin", "ScheduleAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
 ]

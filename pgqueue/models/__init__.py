@@ -8,10 +8,11 @@ from pgqueue.models.jobs import Job
 from pgqueue.models.locks import Lock
 from pgqueue.models.outbox import Delivery, OutboxEvent
 from pgqueue.models.queues import QueueState
+from pgqueue.models.schedules import Schedule, ScheduleTick
 from pgqueue.models.semaphores import RateLimit, Semaphore, SemaphoreSlot
 from pgqueue.models.stats import QueueStat
 from pgqueue.models.workers import WorkerProcess
 
 __all__ = [
-    "Attempt", "AuditEntry", "Batch", "Delivery", "Dependency", "Job", "Lock", "OutboxEvent", "QueueStat", "QueueState", "RateLimit", "Semaphore", "SemaphoreSlot", "WorkerProcess",
+    "Attempt", "AuditEntry", "Batch", "Delivery", "Dependency", "Job", "Lock", "OutboxEvent", "QueueStat", "QueueState", "RateLimit", "Schedule", "ScheduleTick", "Semaphore", "SemaphoreSlot", "WorkerProcess",
 ]

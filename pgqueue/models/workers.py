@@ -8,7 +8,7 @@ from django.db.models.functions import Now
 
 
 class WorkerProcess(models.Model):
-    KIND_CHOICES = [("supervisor", "Supervisor"), ("worker", "Worker"), ("maintenance", "Maintenance")]
+    KIND_CHOICES = [("supervisor", "Supervisor"), ("worker", "Worker"), ("maintenance", "Maintenance"), ("scheduler", "Scheduler")]
     STATE_CHOICES = [("running", "Running"), ("stopping", "Stopping"), ("stopped", "Stopped"), ("dead", "Dead")]
 
     id = models.CharField(max_length=64, primary_key=True)

@@ -903,6 +903,79 @@ WITH gone AS (
 )
 SELECT count(*) FROM deleted;
 
+-- name: schedule_sync_many
+-- Write the declared schedules' definitions (a changed expression or zone is due again at once); an
+-- operator's enabled switch and the ticks are kept. Schedules no longer declared are marked so.
+WITH input AS (
+    SELECT * FROM unnest(%(names)s::text[], %(tasks)s::text[], %(crons)s::text[], %(timezones)s::text[],
+                         %(args)s::text[], %(kwargs)s::text[], %(catch_ups)s::boolean[])
+        AS s(name, task, cron, timezone, args, kwargs, catch_up)
+), upserted AS (
+    INSERT INTO pgqueue_schedule AS s (name, task, cron, timezone, args, kwargs, catch_up, enabled, declared,
+                                       created_at, updated_at)
+    SELECT name, task, cron, timezone, args::jsonb, kwargs::jsonb, catch_up, true, true, now(), now() FROM input
+    ON CONFLICT (name) DO UPDATE
+    SET task = EXCLUDED.task, cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, args = EXCLUDED.args,
+        kwargs = EXCLUDED.kwargs, catch_up = EXCLUDED.catch_up, declared = true, updated_at = now(),
+        next_tick_at = CASE WHEN s.cron = EXCLUDED.cron AND s.timezone = EXCLUDED.timezone THEN s.next_tick_at END
+    WHERE (s.task, s.cron, s.timezone, s.args, s.kwargs, s.catch_up, s.declared)
+          IS DISTINCT FROM (EXCLUDED.task, EXCLUDED.cron, EXCLUDED.timezone, EXCLUDED.args, EXCLUDED.kwargs,
+                            EXCLUDED.catch_up, true)
+), undeclared AS (
+    UPDATE pgqueue_schedule SET declared = false, updated_at = now()
+    WHERE declared AND name <> ALL(%(names)s::text[])
+)
+SELECT count(*) FROM input;
+
+-- name: schedule_due
+-- Enabled, declared schedules whose next tick has come (or is not known yet), with the database's time.
+SELECT name, last_tick_at, created_at, now() AS now
+FROM pgqueue_schedule
+WHERE enabled AND declared AND (next_tick_at IS NULL OR next_tick_at <= now())
+ORDER BY name;
+
+-- name: schedule_soonest
+-- When the next tick of any enabled schedule comes, with the database's time.
+SELECT min(next_tick_at) AS next_tick_at, now() AS now FROM pgqueue_schedule WHERE enabled AND declared;
+
+-- name: schedule_advance
+-- Move a schedule on: its ticks up to %(last_tick)s are dealt with, its next one is %(next_tick)s (two
+-- schedulers moving it at once: the later time stands).
+UPDATE pgqueue_schedule
+SET last_tick_at = GREATEST(COALESCE(last_tick_at, '-infinity'), %(last_tick)s::timestamptz),
+    next_tick_at = GREATEST(COALESCE(next_tick_at, '-infinity'), %(next_tick)s::timestamptz), updated_at = now()
+WHERE name = %(name)s;
+
+-- name: schedule_tick_take
+-- Take a tick of a schedule (a manual run: now) before enqueueing its job, in the same transaction: the
+-- unique (schedule, tick) row decides between schedulers (the later one waits for the earlier's commit,
+-- then gets no row and enqueues nothing).
+INSERT INTO pgqueue_schedule_tick (schedule, tick, manual, created_at)
+VALUES (%(name)s, COALESCE(%(tick)s::timestamptz, now()), %(manual)s, now())
+ON CONFLICT (schedule, tick) DO NOTHING
+RETURNING id;
+
+-- name: schedule_tick_set_job
+-- Record the job enqueued for a tick taken in this transaction, on the tick and as its schedule's last job.
+WITH tick AS (
+    UPDATE pgqueue_schedule_tick SET job_id = %(job_id)s WHERE id = %(id)s
+)
+UPDATE pgqueue_schedule SET last_job_id = %(job_id)s, updated_at = now() WHERE name = %(name)s;
+
+-- name: schedule_set_enabled
+-- An operator's switch: enable or disable schedules.
+UPDATE pgqueue_schedule SET enabled = %(enabled)s, updated_at = now()
+WHERE name = ANY(%(names)s::text[]) AND enabled <> %(enabled)s
+RETURNING name;
+
+-- name: schedule_tick_prune
+-- Delete tick rows older than %(keep)s seconds, a bounded batch at a time (the schedule keeps its last tick).
+WITH gone AS (
+    SELECT id FROM pgqueue_schedule_tick WHERE created_at < now() - make_interval(secs => %(keep)s)
+    LIMIT %(limit)s
+)
+DELETE FROM pgqueue_schedule_tick WHERE id IN (SELECT id FROM gone);
+
 -- name: semaphore_waiting_keys
 -- Keys with blocked jobs that may run now (at most %(limit)s), for the maintenance hand-off sweep.
 SELECT DISTINCT concurrency_key AS key

@@ -98,6 +98,7 @@ class Maintenance:
                                       keep_failed=s.KEEP_FAILED_SECONDS, limit=BATCH)[0].count
                 if deleted < BATCH or self.pipe.received:
                     break
+            self.db.run("schedule_tick_prune", keep=max(s.KEEP_SUCCEEDED_SECONDS, s.KEEP_FAILED_SECONDS), limit=BATCH)
             for _ in range(PRUNE_ROUNDS):  # relayed outbox events past their retention
                 if self.db.run("outbox_prune", keep=s.OUTBOX_KEEP_SECONDS, limit=BATCH)[0].count < BATCH:
                     break

@@ -28,6 +28,7 @@ class WorkerOptions:
     max_memory_mb: float | None = None
     max_lifetime: float | None = None
     maintenance: bool = True
+    scheduler: bool = True
 
 
 def parse(
@@ -41,6 +42,7 @@ def parse(
     max_memory_mb: Any = None,
     max_lifetime: Any = None,
     maintenance: bool = True,
+    scheduler: bool = True,
 ) -> WorkerOptions:
     """Check every option and build the value; raise OptionError with a precise message."""
     return WorkerOptions(
@@ -52,6 +54,7 @@ def parse(
         max_memory_mb=None if max_memory_mb is None else _number("--max-memory", max_memory_mb, 1024.0**2),
         max_lifetime=None if max_lifetime is None else _seconds("--max-lifetime", max_lifetime),
         maintenance=bool(maintenance),
+        scheduler=bool(scheduler),
     )
 
 

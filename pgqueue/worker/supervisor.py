@@ -1,4 +1,5 @@
-"""The supervisor: forks worker and maintenance processes, reaps and replaces them, never runs jobs."""
+"""The supervisor: forks worker, maintenance and scheduler processes, reaps and replaces them, never runs
+jobs."""
 
 from __future__ import annotations
 
@@ -66,6 +67,8 @@ class Supervisor:
             self._spawn("worker", slot)
         if self.options.maintenance:
             self._spawn("maintenance", 0)
+        if self.options.scheduler:
+            self._spawn("scheduler", 0)
         while True:
             self._handle_signals()
             self._reap()
@@ -192,10 +195,13 @@ class Supervisor:
 
     def _role(self, kind: str, child_id: str) -> Callable[[], int]:
         from pgqueue.worker.maintenance import Maintenance
+        from pgqueue.worker.scheduler import Scheduler
         from pgqueue.worker.worker import Worker
 
         if kind == "maintenance":
             return lambda: Maintenance(child_id, self.id, self.settings, self.db_params).run()
+        if kind == "scheduler":
+            return lambda: Scheduler(child_id, self.id, self.settings).run()
         return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params).run()
 
     def _run_child(self, run: Callable[[], int]) -> None:

@@ -299,3 +299,29 @@ def test_the_outbox_pages_show_pending_and_relayed_events_the_lag_and_the_subscr
     assert "tests.testapp.jobs.on_order_paid" in detail and "&quot;order&quot;: 5" in detail
     assert all(f"/admin/pgqueue/job/{i}/change/" in detail for i in job_ids) and "(ready)" in detail
     assert str(first) in root.get("/admin/pgqueue/outboxevent/", {"q": str(first)}).content.decode()
+
+
+def test_the_schedule_pages_show_runs_and_run_now_enable_and_disable_are_permitted_and_audited(root: Client) -> None:
+    from django.test import override_settings
+
+    from pgqueue import schedules
+    from pgqueue.models import Schedule
+
+    entry = {"task": "tests.testapp.jobs.mark", "cron": "0 3 * * *", "timezone": "Europe/Paris", "args": ["nightly"]}
+    with override_settings(PGQUEUE={"SCHEDULES": {"nightly": entry}}):
+        schedules.sync(schedules.declared(), "default")
+        url = "/admin/pgqueue/schedule/"
+        assert "0 3 * * *" in root.get(url).content.decode() and "enabled" in root.get(url).content.decode()
+        assert staff("view_schedule").post(url, {"action": "run_schedules_now", "_selected_action": ["nightly"],
+                                                 "index": 0, "confirm": "yes"}).status_code in (200, 302)
+        assert not Job.objects.exists()  # no trigger_schedule permission: nothing happened
+        assert act(root, "run_schedules_now", ["nightly"], url=url).status_code == 302
+        job = Job.objects.get()
+        assert AuditEntry.objects.filter(action="run_schedules_now", target="schedule", count=1).exists()
+        detail = root.get(f"{url}nightly/change/").content.decode()
+        assert "(run now)" in detail and f"/admin/pgqueue/job/{job.id}/change/" in detail and "(ready)" in detail
+        assert act(root, "disable_schedules", ["nightly"], url=url).status_code == 302
+        assert Schedule.objects.get().enabled is False and "disabled" in root.get(url).content.decode()
+        assert act(root, "enable_schedules", ["nightly"], url=url).status_code == 302
+        assert Schedule.objects.get().enabled is True
+        assert AuditEntry.objects.filter(action__in=["disable_schedules", "enable_schedules"]).count() == 2

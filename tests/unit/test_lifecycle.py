@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from typing import Any
 
 import pytest
 
@@ -214,3 +215,46 @@ def test_find_cycle_names_the_steps_of_a_cycle_or_nothing() -> None:
     deep = {f"s{i}": [f"s{i + 1}"] for i in range(5000)} | {"s5000": []}
     assert find_cycle(deep) == []  # no recursion limit
     assert find_cycle(deep | {"s5000": ["s0"]})[:2] == ["s0", "s1"]
+
+
+# -- schedules: ticks in their time zone ---------------------------------------------------------------
+
+
+def _spec(cron: str, zone: str = "UTC", catch_up: bool = False) -> Any:
+    from pgqueue.schedules import ScheduleSpec
+
+    return ScheduleSpec(name="s", task="t", cron=cron, timezone=zone, catch_up=catch_up)
+
+
+def _utc(*parts: int) -> dt.datetime:
+    return dt.datetime(*parts, tzinfo=dt.UTC)
+
+
+def test_a_daily_schedule_runs_once_on_the_days_clocks_change() -> None:
+    from pgqueue.schedules import ticks_between
+
+    daily = _spec("30 2 * * *", "Europe/Paris")
+    spring = ticks_between(daily, _utc(2026, 3, 28, 12), _utc(2026, 3, 30, 12), 10)
+    assert spring == [_utc(2026, 3, 29, 1, 0), _utc(2026, 3, 30, 0, 30)]  # 02:30 does not exist: 03:00 local
+    autumn = ticks_between(daily, _utc(2026, 10, 24, 12), _utc(2026, 10, 26, 12), 10)
+    assert autumn == [_utc(2026, 10, 25, 0, 30), _utc(2026, 10, 26, 1, 30)]  # 02:30 happens twice: once
+
+
+def test_an_hourly_schedule_runs_every_real_hour_when_clocks_go_back() -> None:
+    from pgqueue.schedules import ticks_between
+
+    hourly = _spec("0 * * * *", "Europe/Paris")
+    ticks = ticks_between(hourly, _utc(2026, 10, 24, 23, 30), _utc(2026, 10, 25, 2, 30), 10)
+    assert ticks == [_utc(2026, 10, 25, 0), _utc(2026, 10, 25, 1), _utc(2026, 10, 25, 2)]  # 02:00 local twice
+
+
+def test_after_downtime_only_the_latest_tick_runs_unless_catching_up() -> None:
+    from pgqueue.schedules import due
+
+    every_minute = _spec("* * * * *")
+    assert due(every_minute, _utc(2026, 1, 1, 0, 0), _utc(2026, 1, 1, 1, 0, 30)) == [_utc(2026, 1, 1, 1, 0)]
+    caught = due(_spec("* * * * *", catch_up=True), _utc(2026, 1, 1, 0, 0), _utc(2026, 1, 1, 1, 0, 30))
+    assert len(caught) == 60 and caught[0] == _utc(2026, 1, 1, 0, 1) and caught[-1] == _utc(2026, 1, 1, 1, 0)
+    assert due(every_minute, _utc(2026, 1, 1, 0, 0), _utc(2026, 1, 1, 0, 0, 59)) == []
+    seconds = _spec("* * * * * */10")
+    assert due(seconds, _utc(2026, 1, 1), _utc(2026, 1, 1, 0, 0, 35)) == [_utc(2026, 1, 1, 0, 0, 30)]

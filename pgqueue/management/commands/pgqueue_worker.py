@@ -1,4 +1,4 @@
-"""manage.py pgqueue_worker: start a supervisor with worker processes and the maintenance role."""
+"""manage.py pgqueue_worker: start a supervisor with worker processes, the maintenance role and the scheduler."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ class Command(BaseCommand):
         parser.add_argument("--max-lifetime", type=float, default=None, help="Recycle a worker after this many s.")
         parser.add_argument("--no-maintenance", action="store_true",
                             help="Do not run the maintenance role in this supervisor.")
+        parser.add_argument("--no-scheduler", action="store_true",
+                            help="Do not run the scheduler (recurring jobs) in this supervisor.")
         parser.add_argument("--log-level", default="INFO", help="pgqueue log level (default INFO).")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -36,6 +38,7 @@ class Command(BaseCommand):
                 concurrency=options["concurrency"], shutdown_timeout=options["shutdown_timeout"],
                 max_jobs=options["max_jobs"], max_memory_mb=options["max_memory"],
                 max_lifetime=options["max_lifetime"], maintenance=not options["no_maintenance"],
+                scheduler=not options["no_scheduler"],
             )
             code = launch(parsed)
         except (LaunchError, worker_options.OptionError) as exc:

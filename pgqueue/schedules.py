@@ -1,0 +1,238 @@
+"""Recurring jobs: schedules declared in PGQUEUE["SCHEDULES"] or with @schedule, their ticks computed with
+croniter in their own time zone, each tick enqueued once across any number of schedulers (a unique
+(schedule, tick) row decides, not a leader's memory); run now, enable, disable (docs/schedules.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import zoneinfo
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from croniter import croniter
+from django.db import transaction
+
+from pgqueue import db, registry
+from pgqueue.conf import Settings, get_settings, short_repr, text_problem
+from pgqueue.exceptions import InvalidJob
+from pgqueue.options import JobCall
+
+logger = logging.getLogger("pgqueue.scheduler")
+
+NAME_MAX = 200  # the schedule name column's length
+CATCH_UP_MAX = 1_000  # missed ticks enqueued at most, per schedule and round, when catching up
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleSpec:
+    """A declared schedule, checked."""
+
+    name: str
+    task: str
+    cron: str
+    timezone: str = "UTC"
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    catch_up: bool = False
+
+
+_decorated: dict[str, ScheduleSpec] = {}
+
+
+def schedule(cron: str, *, name: str | None = None, timezone: str = "UTC", args: Iterable[Any] = (),
+             kwargs: dict[str, Any] | None = None, catch_up: bool = False) -> Callable[[Any], Any]:
+    """Run a @job on a croniter schedule: @schedule("0 3 * * *", timezone="Europe/Paris") above @job.
+    Six fields put seconds last ("* * * * * */10": every 10 s). catch_up=True enqueues every tick missed
+    while no scheduler ran (else only the latest one)."""
+
+    def register(fn: Any) -> Any:
+        from pgqueue.decorator import JobFunction
+
+        if not isinstance(fn, JobFunction):
+            raise InvalidJob(f"@schedule goes above @job (it schedules a registered job), got {fn!r:.80}.")
+        spec = check(name or fn.name, {"task": fn.name, "cron": cron, "timezone": timezone, "args": list(args),
+                                        "kwargs": dict(kwargs or {}), "catch_up": catch_up}, job=fn)
+        _decorated[spec.name] = spec
+        return fn
+
+    return register
+
+
+def check(name: Any, entry: dict[str, Any], *, job: Any = None) -> ScheduleSpec:
+    """A schedule entry (settings' or @schedule's) checked: InvalidJob with the exact problem."""
+    if not isinstance(name, str) or not name or len(name) > NAME_MAX or text_problem(name):
+        raise InvalidJob(f"A schedule name must be a string of 1 to {NAME_MAX} printable characters, "
+                         f"got {short_repr(name)}.")
+    label = f"Schedule {name!r}:"
+    cron = entry.get("cron")
+    if not isinstance(cron, str) or not croniter.is_valid(cron):
+        raise InvalidJob(f"{label} {short_repr(cron)} is not a valid cron expression (5 fields, or 6 with "
+                         "seconds last: '*/5 * * * *', '0 3 * * mon', '* * * * * */10').")
+    zone = entry.get("timezone", "UTC")
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        raise InvalidJob(f"{label} unknown time zone {short_repr(zone)} (an IANA name: 'UTC', "
+                         "'Europe/Paris').") from None
+    catch_up = entry.get("catch_up", False)
+    if not isinstance(catch_up, bool):
+        raise InvalidJob(f"{label} catch_up must be True or False, got {short_repr(catch_up)}.")
+    args, kwargs = entry.get("args", []), entry.get("kwargs", {})
+    if not isinstance(args, list | tuple):
+        raise InvalidJob(f"{label} args must be a list, got {short_repr(args)}.")
+    if not isinstance(kwargs, dict):
+        raise InvalidJob(f"{label} kwargs must be a dict, got {short_repr(kwargs)}.")
+    task = entry.get("task")
+    if job is None:
+        if not isinstance(task, str):
+            raise InvalidJob(f"{label} task must be a job's dotted path, got {short_repr(task)}.")
+        try:
+            job = registry.get(task)
+        except Exception as exc:
+            raise InvalidJob(f"{label} task {task!r}: {exc}") from None
+    try:
+        JobCall(job=job, args=tuple(args), kwargs=dict(kwargs))
+        job.check_arguments(tuple(args), dict(kwargs))
+        from pgqueue.enqueueing import _to_json
+
+        _to_json(list(args), job.name, "positional arguments")
+        _to_json(dict(kwargs), job.name, "keyword arguments")
+    except InvalidJob as exc:
+        raise InvalidJob(f"{label} {exc}") from None
+    return ScheduleSpec(name=name, task=job.name, cron=cron, timezone=zone, args=tuple(args),
+                        kwargs=tuple(sorted(kwargs.items())), catch_up=catch_up)
+
+
+def declared(settings: Settings | None = None) -> list[ScheduleSpec]:
+    """Every schedule: PGQUEUE["SCHEDULES"] and @schedule, checked (InvalidJob for the first problem)."""
+    settings = settings or get_settings()
+    specs = dict(_decorated)
+    for name, entry in settings.SCHEDULES.items():
+        if name in specs:
+            raise InvalidJob(f"Schedule {name!r} is declared twice: in PGQUEUE['SCHEDULES'] and with @schedule.")
+        specs[name] = check(name, entry)
+    return [specs[n] for n in sorted(specs)]
+
+
+def problems(settings: Settings | None = None) -> list[str]:
+    """What is wrong with the declared schedules (the system check pgqueue.E005 reports each)."""
+    settings = settings or get_settings()
+    found = []
+    for name, entry in settings.SCHEDULES.items():
+        try:
+            check(name, entry)
+        except InvalidJob as exc:
+            found.append(str(exc))
+    duplicated = sorted(set(settings.SCHEDULES) & set(_decorated))
+    found += [f"Schedule {n!r} is declared twice: in PGQUEUE['SCHEDULES'] and with @schedule." for n in duplicated]
+    return found
+
+
+# -- ticks (pure) --------------------------------------------------------------------------------------
+
+
+def ticks_between(spec: ScheduleSpec, after: dt.datetime, until: dt.datetime, limit: int) -> list[dt.datetime]:
+    """The schedule's ticks in (after, until], at most `limit` (the latest ones), in UTC. A local time
+    that occurs twice when clocks go back runs once for an expression with fixed hours (a daily job runs
+    once), and each time for one whose hour field is a wildcard (an hourly job runs every real hour); a
+    local time skipped when clocks go forward runs at the first time after it (croniter's rule)."""
+    zone = zoneinfo.ZoneInfo(spec.timezone)
+    fixed_hours = "*" not in spec.cron.split()[1]
+    found: list[dt.datetime] = []
+    previous_local: dt.datetime | None = None
+    it = croniter(spec.cron, after.astimezone(zone))
+    while True:
+        tick = it.get_next(dt.datetime)
+        if tick > until:
+            return found
+        local = tick.replace(tzinfo=None)
+        if fixed_hours and previous_local is not None and local == previous_local:
+            continue  # the repeated hour after clocks went back: once is enough
+        previous_local = local
+        found.append(tick.astimezone(dt.UTC))
+        if len(found) > limit:
+            found.pop(0)
+
+
+def next_tick(spec: ScheduleSpec, after: dt.datetime) -> dt.datetime:
+    """The first tick after `after`, in UTC."""
+    zone = zoneinfo.ZoneInfo(spec.timezone)
+    return croniter(spec.cron, after.astimezone(zone)).get_next(dt.datetime).astimezone(dt.UTC)
+
+
+def due(spec: ScheduleSpec, last: dt.datetime, now: dt.datetime) -> list[dt.datetime]:
+    """The ticks to enqueue now: those since `last` (every one when catching up, else only the latest)."""
+    return ticks_between(spec, last, now, CATCH_UP_MAX if spec.catch_up else 1)
+
+
+# -- the scheduler's round, and an operator's run now --------------------------------------------------
+
+
+def sync(specs: list[ScheduleSpec], alias: str) -> None:
+    """Write the declared schedules' definitions (an operator's enabled switch and the ticks are kept)."""
+    from pgqueue.payload import dumps
+
+    db.run_in_django(
+        "schedule_sync_many", using=alias, names=[s.name for s in specs], tasks=[s.task for s in specs],
+        crons=[s.cron for s in specs], timezones=[s.timezone for s in specs],
+        args=[dumps(list(s.args)) for s in specs], kwargs=[dumps(dict(s.kwargs)) for s in specs],
+        catch_ups=[s.catch_up for s in specs],
+    )
+
+
+def run_due(specs: dict[str, ScheduleSpec], alias: str) -> float | None:
+    """Enqueue the ticks that are due, each in its own transaction with its tick row (a tick another
+    scheduler enqueued is skipped), and move each schedule on. Returns the seconds until the next tick
+    (None if no schedule is enabled)."""
+    rows = db.run_in_django("schedule_due", using=alias)
+    for row in rows:
+        spec = specs.get(row.name)
+        if spec is None:
+            continue  # declared by another version of the code: its scheduler runs it
+        last = row.last_tick_at or row.created_at
+        try:
+            for tick in due(spec, last, row.now):
+                _enqueue_tick(spec, tick, alias, manual=False)
+        except Exception:
+            logger.exception("pgqueue could not enqueue schedule %s's tick; it moves on to the next one", spec.name)
+        db.run_in_django("schedule_advance", using=alias, name=spec.name, last_tick=max(last, row.now),
+                         next_tick=next_tick(spec, row.now))
+    soonest = db.run_in_django("schedule_soonest", using=alias)
+    if not soonest or soonest[0].next_tick_at is None:
+        return None
+    now = soonest[0].now
+    return max(0.0, (soonest[0].next_tick_at - now).total_seconds())
+
+
+def _enqueue_tick(spec: ScheduleSpec, tick: dt.datetime | None, alias: str, *, manual: bool) -> int | None:
+    """Enqueue one tick with its tick row, in one transaction; None if another scheduler had it."""
+    from pgqueue.enqueueing import enqueue_calls
+
+    with transaction.atomic(using=alias):
+        taken = db.run_in_django("schedule_tick_take", using=alias, name=spec.name, tick=tick, manual=manual)
+        if not taken:
+            return None
+        handle = enqueue_calls([JobCall(job=registry.get(spec.task), args=spec.args, kwargs=dict(spec.kwargs))])[0]
+        db.run_in_django("schedule_tick_set_job", using=alias, id=taken[0].id, name=spec.name, job_id=handle.id)
+    return handle.id
+
+
+def run_now(names: list[str]) -> list[str]:
+    """An operator's "run now": enqueue each schedule's job at once (a manual tick row). Returns the names
+    run; unknown or undeclared schedules are left out."""
+    settings = get_settings()
+    specs = {s.name: s for s in declared(settings)}
+    done = []
+    for name in names:
+        spec = specs.get(name)
+        if spec is not None and _enqueue_tick(spec, None, settings.DATABASE, manual=True) is not None:
+            done.append(name)
+    return done
+
+
+def set_enabled(names: list[str], enabled: bool) -> list[str]:
+    """An operator's switch: disabled schedules enqueue nothing until enabled again (their missed ticks
+    then follow catch_up). Returns the names changed."""
+    return [row.name for row in db.run_in_django("schedule_set_enabled", names=names, enabled=enabled)]

@@ -5,7 +5,7 @@ import time
 from django.utils import timezone
 
 from example_project.shop.models import Order
-from pgqueue import JobContext, job
+from pgqueue import Event, JobContext, job, schedule, subscriber
 
 
 @job(queue="emails", max_attempts=5)
@@ -57,3 +57,22 @@ def workflow_step(name: str) -> str:
     """A step of the small workflow: fetch, then clean and enrich side by side, then report."""
     time.sleep(1.0)
     return f"{name} done"
+
+
+@subscriber("order.paid", queue="emails")
+def email_receipt(event: Event) -> str:
+    """One of two subscribers of order.paid: each event becomes one job for each of them."""
+    return f"receipt for order {event.payload['order']} sent"
+
+
+@subscriber("order.*", queue="default")
+def update_ledger(event: Event) -> str:
+    """The other subscriber (every order.* event)."""
+    return f"ledger: {event.topic} for order {event.payload['order']}"
+
+
+@schedule("*/2 * * * *", name="shop.orders-report")
+@job(queue="reports")
+def orders_report() -> int:
+    """A recurring job: every 2 minutes, counts the orders (see Schedules in the admin)."""
+    return Order.objects.count()

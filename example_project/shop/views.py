@@ -39,6 +39,18 @@ def index(request: HttpRequest) -> HttpResponse:
             })
             messages.info(request, "Workflow: fetch, then clean and enrich, then report (jobs "
                                    + ", ".join(f"#{h.id}" for h in steps.values()) + ").")
+        elif action == "event":
+            with transaction.atomic():  # the event commits with the order's change, or not at all
+                order = Order.objects.order_by("-id").first()
+                event_id = pgqueue.publish("order.paid", {"order": order.pk if order else 0}, key="shop")
+            messages.info(request, f"Event {event_id} (order.paid) published: its two subscribers each get a job "
+                                   "once the maintenance leader relays it.")
+        elif action == "run-schedule":
+            from pgqueue import schedules
+
+            ran = schedules.run_now(["shop.orders-report"])
+            messages.info(request, "The schedule shop.orders-report ran now (it also runs every 2 minutes)."
+                          if ran else "The schedule is not known yet: the worker writes it when it starts.")
         elif action == "scheduled":
             handle = jobs.nightly_cleanup.options(delay=30).enqueue()
             messages.info(request, f"Job #{handle.id} is scheduled to run in 30 s.")

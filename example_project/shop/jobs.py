@@ -42,7 +42,7 @@ def nightly_cleanup() -> int:
 @job(queue="default")
 def resize_image(order_id: int, size: int) -> str:
     """One job of the "thumbnails" batch: takes a moment, so the batch's progress bar moves."""
-    time.sleep(0.3)
+    time.sleep(2.0)
     return f"order {order_id}: {size}px"
 
 

@@ -115,7 +115,7 @@ class BatchAdmin(PgQueueAdmin):
         base = reverse("admin:pgqueue_job_changelist")
         values = {"all": p.total, "running": p.running, "succeeded": p.succeeded, "dead": p.dead,
                   "cancelled": p.cancelled}
-        links = ((base, urlencode({"batch": batch.id, **({"state": s} if s != "all" else {})}), s, n)
+        links = ((base, urlencode({"batch": batch.id, **({"state__exact": s} if s != "all" else {})}), s, n)
                  for s, n in values.items())
         return format_html("{}; waiting to run: {}", format_html_join(", ", '<a href="{}?{}">{}: {}</a>', links),
                            p.waiting)
@@ -124,7 +124,7 @@ class BatchAdmin(PgQueueAdmin):
     def callbacks_short(self, batch: Batch) -> str:
         parts = []
         for name, _spec, job_id in self._callbacks(batch):
-            parts.append(format_html("{} {}", name, job_link(job_id) if job_id else "(not yet)"))
+            parts.append(format_html("{} {}", name, job_link(job_id) if job_id else self._pending(batch, name)))
         return format_html_join(", ", "{}", ((p,) for p in parts)) or "-"
 
     @admin.display(description="callbacks")
@@ -133,10 +133,16 @@ class BatchAdmin(PgQueueAdmin):
         for name, spec, job_id in self._callbacks(batch):
             when = {"on_success": batch.succeeded_at, "on_finish": batch.finished_at,
                     "on_failure": batch.failed_at}[name]
-            ran = format_html("enqueued as {} at {}", job_link(job_id), when) if job_id else "not enqueued yet"
+            ran = (format_html("enqueued as {} at {}", job_link(job_id), when) if job_id
+                   else "never (the batch was cancelled)" if self._pending(batch, name) == "(never)" else "not enqueued yet")
             lines.append(format_html("<code>{}</code>: {}({}) on queue {}: {}.", name, spec.get("task"),
                                      ", ".join(repr(a) for a in spec.get("args") or []), spec.get("queue"), ran))
         return format_html_join("", "<p>{}</p>", ((line,) for line in lines)) or "-"
+
+    @staticmethod
+    def _pending(batch: Batch, name: str) -> str:
+        """An unfired callback: "(never)" for the success callback of a cancelled batch, else "(not yet)"."""
+        return "(never)" if name == "on_success" and batch.cancelled_at is not None else "(not yet)"
 
     @staticmethod
     def _callbacks(batch: Batch) -> list[tuple[str, dict[str, Any], int | None]]:

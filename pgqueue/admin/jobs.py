@@ -87,7 +87,7 @@ class BatchFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         value = self.value()
-        return [(value, f"batch {value}")] if value and parse_id(value) is not None else []
+        return [(value, f"batch {value}")] if value else []  # offered only while set (so it can be cleared)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
@@ -328,16 +328,18 @@ class JobAdmin(PgQueueAdmin):
             row = Batch.objects.using(alias()).filter(pk=callback_of).first()
             role = next((name for name, job_id in (("on_success", row.success_job_id), ("on_finish", row.finish_job_id),
                                                    ("on_failure", row.failure_job_id)) if job_id == job.id),
-                        "a callback") if row is not None else "a callback"
-            lines.append(format_html("The {} callback of {}.", role, _batch_link(callback_of)))
-        parents = list(Dependency.objects.using(alias()).filter(job_id=job.id).order_by("depends_on_id")
-                       .values_list("depends_on_id", "on_failure")[:100])
+                        None) if row is not None else None
+            lines.append(format_html("The {} callback of {}.", role, _batch_link(callback_of)) if role else
+                         format_html("A callback of {}.", _batch_link(callback_of)))
+        edges = Dependency.objects.using(alias()).filter(job_id=job.id)
+        parents = list(edges.order_by("depends_on_id").values_list("depends_on_id", "on_failure")[:100])
         if parents:
             states = dict(Job.objects.using(alias()).filter(id__in=[p for p, _ in parents]).values_list("id", "state"))
             listed = format_html_join(", ", "{} ({})", ((job_link(p), states.get(p, "pruned")) for p, _ in parents))
             if job.state == "waiting":
                 lines.append(format_html("Waiting: {} of the {} job(s) it depends on have not finished: {}.",
-                                         job.waiting_on, len(parents), listed))
+                                         job.waiting_on, edges.count() if len(parents) == 100 else len(parents),
+                                         listed))
             else:
                 lines.append(format_html("Depends on {}.", listed))
             if any(on_failure == "run" for _, on_failure in parents):

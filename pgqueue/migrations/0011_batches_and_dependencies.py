@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(primary_key=True, serialize=False)),
                 ('description', models.CharField(blank=True, db_default='', max_length=255)),
                 ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('closed_at', models.DateTimeField(blank=True, help_text='When its last job was added; callbacks never fire before.', null=True)),
+                ('closed_at', models.DateTimeField(blank=True, help_text='When it was closed: no job may be added after, and callbacks never fire before.', null=True)),
                 ('total', models.IntegerField(blank=True, help_text='Jobs in it when it was closed.', null=True)),
                 ('cancelled_at', models.DateTimeField(blank=True, null=True)),
                 ('failed_at', models.DateTimeField(blank=True, help_text='When the first of its jobs was seen dead.', null=True)),

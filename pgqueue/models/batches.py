@@ -19,7 +19,7 @@ class Batch(models.Model):
     description = models.CharField(max_length=255, blank=True, db_default="")
     created_at = models.DateTimeField(db_default=Now())
     closed_at = models.DateTimeField(
-        null=True, blank=True, help_text="When its last job was added; callbacks never fire before."
+        null=True, blank=True, help_text="When it was closed: no job may be added after, and callbacks never fire before."
     )
     total = models.IntegerField(null=True, blank=True, help_text="Jobs in it when it was closed.")
     cancelled_at = models.DateTimeField(null=True, blank=True)

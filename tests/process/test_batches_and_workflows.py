@@ -71,3 +71,26 @@ def test_a_batch_calls_back_once_across_two_supervisors_and_a_sigkilled_worker(s
     assert sorted(Mark.objects.filter(label__in=["success", "finish"]).values_list("label", "job_id")) == [
         ("finish", batch.id), ("success", batch.id)]
     assert Job.objects.filter(batch_id=batch.id, attempts__gt=1).exists()  # the kill cost some jobs an attempt
+
+
+def test_a_workflow_survives_a_sigkilled_worker_across_two_supervisors(start_worker) -> None:
+    """Steps of a chain run on two supervisors; one worker is SIGKILLed while a step runs: the step runs
+    again (at least once) and every step still starts after the step before it finished."""
+    names = [f"s{i}" for i in range(12)]
+    handles = pgqueue.enqueue_workflow({
+        name: (jobs.mark.options(depends_on=[names[i - 1]]) if i else jobs.mark).call(name, 0.3)
+        for i, name in enumerate(names)
+    })
+    start_worker("--queues", "marks", "--concurrency", "2")
+    start_worker("--queues", "marks", "--concurrency", "2", "--no-maintenance")
+    victim = wait_for(lambda: Mark.objects.filter(label="s3").first(), timeout=60, what="step s3 to start")
+    os.kill(victim.pid, signal.SIGKILL)
+    wait_for(lambda: Job.objects.filter(id=handles["s11"].id, state="succeeded").exists(), timeout=120,
+             what="the last step")
+    assert set(Job.objects.filter(id__in=[h.id for h in handles.values()]).values_list("state", flat=True)) == {
+        "succeeded"}
+    assert Job.objects.get(pk=handles["s3"].id).attempts == 2  # the killed attempt, and its rerun
+    finished = dict(Job.objects.values_list("id", "finished_at"))
+    for before, after in zip(names, names[1:], strict=False):
+        first_start = Mark.objects.filter(label=after).order_by("created_at").first()
+        assert first_start.created_at > finished[handles[before].id], (before, after)

@@ -55,7 +55,8 @@ def check_settings(app_configs: Any = None, **_: Any) -> list[checks.CheckMessag
 
 @checks.register()
 def check_schedules(app_configs: Any = None, **_: Any) -> list[checks.CheckMessage]:
-    """pgqueue.E005: each declared schedule's expression, time zone, job and arguments."""
+    """pgqueue.E005: each PGQUEUE['SCHEDULES'] entry's expression, time zone, job and arguments (an
+    @schedule is checked when its module is imported; pgqueue_worker checks names declared twice)."""
     from pgqueue import schedules
     from pgqueue.conf import get_settings
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import inspect
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pgqueue.payload import Unstorable, dumps
 
 TOPIC_MAX = 255  # the topic and key columns' length
 KEY_MAX = 255
-_WORD = re.compile(r"^[A-Za-z0-9_\-]+$")
+_WORD = re.compile(r"[A-Za-z0-9_\-]+")
 RELAY_BATCH = 5_000  # events claimed per relay transaction
 
 
@@ -49,7 +50,7 @@ class Subscriber:
     _regex: re.Pattern[str]
 
     def matches(self, topic: str) -> bool:
-        return self._regex.match(topic) is not None
+        return self._regex.fullmatch(topic) is not None
 
 
 _subscribers: dict[str, Subscriber] = {}
@@ -70,7 +71,7 @@ def check_topic(topic: Any, *, pattern: bool = False) -> str:
     words = topic.split(".")
     for index, word in enumerate(words):
         wild = pattern and (word == "*" or (word == "**" and index == len(words) - 1))
-        if not wild and not _WORD.match(word):
+        if not wild and not _WORD.fullmatch(word):
             rule = ("letters, digits, _ and -, or * for one word (** as the last word: one or more)"
                     if pattern else "letters, digits, _ and -")
             raise InvalidJob(f"{what} is words of {rule}, separated by dots: {short_repr(topic)} is not.")
@@ -84,7 +85,7 @@ def _regex(patterns: Sequence[str]) -> re.Pattern[str]:
         for word in pattern.split("."):
             words.append({"*": r"[^.]+", "**": r"[^.]+(?:\.[^.]+)*"}.get(word, re.escape(word)))
         parts.append(r"\.".join(words))
-    return re.compile(rf"^(?:{'|'.join(parts)})$")
+    return re.compile(f"(?:{'|'.join(parts)})")
 
 
 def subscriber(*patterns: str, ordered: bool = False, name: str | None = None, **job_options: Any) -> Callable[..., Any]:
@@ -107,10 +108,18 @@ def subscriber(*patterns: str, ordered: bool = False, name: str | None = None, *
     def register(fn: Callable[..., Any]) -> Any:
         path = name or f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}"
 
-        @functools.wraps(fn)
-        def deliver(event_id: int, topic: str, key: str | None, payload: Any, published_at: str) -> Any:
-            return fn(Event(id=event_id, topic=topic, key=key, payload=payload,
-                            published_at=dt.datetime.fromisoformat(published_at)))
+        def event(event_id: int, topic: str, key: str | None, payload: Any, published_at: str) -> Event:
+            return Event(id=event_id, topic=topic, key=key, payload=payload,
+                         published_at=dt.datetime.fromisoformat(published_at))
+
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def deliver(event_id: int, topic: str, key: str | None, payload: Any, published_at: str) -> Any:
+                return await fn(event(event_id, topic, key, payload, published_at))
+        else:
+            @functools.wraps(fn)
+            def deliver(event_id: int, topic: str, key: str | None, payload: Any, published_at: str) -> Any:
+                return fn(event(event_id, topic, key, payload, published_at))
 
         wrapped = job(name=path, **job_options)(deliver)
         _subscribers[wrapped.name] = Subscriber(name=wrapped.name, patterns=checked, ordered=ordered, job=wrapped,

@@ -41,6 +41,11 @@ class ScheduleSpec:
 _decorated: dict[str, ScheduleSpec] = {}
 
 
+# croniter's @ aliases, written out (the tick rules read the hour field).
+ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+           "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+
+
 def schedule(cron: str, *, name: str | None = None, timezone: str = "UTC", args: Iterable[Any] = (),
              kwargs: dict[str, Any] | None = None, catch_up: bool = False) -> Callable[[Any], Any]:
     """Run a @job on a croniter schedule: @schedule("0 3 * * *", timezone="Europe/Paris") above @job.
@@ -54,6 +59,8 @@ def schedule(cron: str, *, name: str | None = None, timezone: str = "UTC", args:
             raise InvalidJob(f"@schedule goes above @job (it schedules a registered job), got {fn!r:.80}.")
         spec = check(name or fn.name, {"task": fn.name, "cron": cron, "timezone": timezone, "args": list(args),
                                         "kwargs": dict(kwargs or {}), "catch_up": catch_up}, job=fn)
+        if spec.name in _decorated and _decorated[spec.name] != spec:
+            raise InvalidJob(f"Schedule {spec.name!r} is declared twice with @schedule; give each a name=.")
         _decorated[spec.name] = spec
         return fn
 
@@ -67,9 +74,12 @@ def check(name: Any, entry: dict[str, Any], *, job: Any = None) -> ScheduleSpec:
                          f"got {short_repr(name)}.")
     label = f"Schedule {name!r}:"
     cron = entry.get("cron")
-    if not isinstance(cron, str) or not croniter.is_valid(cron):
-        raise InvalidJob(f"{label} {short_repr(cron)} is not a valid cron expression (5 fields, or 6 with "
-                         "seconds last: '*/5 * * * *', '0 3 * * mon', '* * * * * */10').")
+    if isinstance(cron, str):
+        cron = ALIASES.get(cron.strip().lower(), cron)
+    if not isinstance(cron, str) or len(cron.split()) not in (5, 6) or not croniter.is_valid(cron):
+        raise InvalidJob(f"{label} {short_repr(entry.get('cron'))} is not a valid cron expression (5 fields, or "
+                         "6 with seconds last: '*/5 * * * *', '0 3 * * mon', '* * * * * */10'; or @daily, "
+                         "@hourly, ...).")
     zone = entry.get("timezone", "UTC")
     try:
         zoneinfo.ZoneInfo(zone)
@@ -135,25 +145,29 @@ def problems(settings: Settings | None = None) -> list[str]:
 
 def ticks_between(spec: ScheduleSpec, after: dt.datetime, until: dt.datetime, limit: int) -> list[dt.datetime]:
     """The schedule's ticks in (after, until], at most `limit` (the latest ones), in UTC. A local time
-    that occurs twice when clocks go back runs once for an expression with fixed hours (a daily job runs
-    once), and each time for one whose hour field is a wildcard (an hourly job runs every real hour); a
-    local time skipped when clocks go forward runs at the first time after it (croniter's rule)."""
+    that occurs twice when clocks go back runs once (at its first occurrence) for an expression with fixed
+    hours (a daily job runs once), and each time for one whose hour field is a wildcard (an hourly job runs
+    every real hour); a local time skipped when clocks go forward runs at the first time after it
+    (croniter's rule). The walk starts at most `limit` ticks before `until`, so a long downtime costs no
+    more than the ticks kept."""
     zone = zoneinfo.ZoneInfo(spec.timezone)
     fixed_hours = "*" not in spec.cron.split()[1]
+    back = croniter(spec.cron, until.astimezone(zone) + dt.timedelta(microseconds=1))
+    for _ in range(limit + 2):  # +2: a repeated hour skipped, and the tick at `until` itself
+        start = back.get_prev(dt.datetime)
+        if start <= after:
+            break
+    else:
+        after = start - dt.timedelta(microseconds=1)
     found: list[dt.datetime] = []
-    previous_local: dt.datetime | None = None
     it = croniter(spec.cron, after.astimezone(zone))
     while True:
         tick = it.get_next(dt.datetime)
         if tick > until:
-            return found
-        local = tick.replace(tzinfo=None)
-        if fixed_hours and previous_local is not None and local == previous_local:
-            continue  # the repeated hour after clocks went back: once is enough
-        previous_local = local
+            return found[-limit:]
+        if fixed_hours and tick.astimezone(zone).fold:
+            continue  # the second time of a local time repeated when clocks went back: once is enough
         found.append(tick.astimezone(dt.UTC))
-        if len(found) > limit:
-            found.pop(0)
 
 
 def next_tick(spec: ScheduleSpec, after: dt.datetime) -> dt.datetime:
@@ -163,7 +177,8 @@ def next_tick(spec: ScheduleSpec, after: dt.datetime) -> dt.datetime:
 
 
 def due(spec: ScheduleSpec, last: dt.datetime, now: dt.datetime) -> list[dt.datetime]:
-    """The ticks to enqueue now: those since `last` (every one when catching up, else only the latest)."""
+    """The ticks to enqueue now: those since `last` (every one when catching up, at most CATCH_UP_MAX:
+    the latest; else only the latest one)."""
     return ticks_between(spec, last, now, CATCH_UP_MAX if spec.catch_up else 1)
 
 
@@ -186,20 +201,18 @@ def run_due(specs: dict[str, ScheduleSpec], alias: str) -> float | None:
     """Enqueue the ticks that are due, each in its own transaction with its tick row (a tick another
     scheduler enqueued is skipped), and move each schedule on. Returns the seconds until the next tick
     (None if no schedule is enabled)."""
-    rows = db.run_in_django("schedule_due", using=alias)
-    for row in rows:
-        spec = specs.get(row.name)
-        if spec is None:
-            continue  # declared by another version of the code: its scheduler runs it
+    names = sorted(specs)  # only the schedules this code declares (another version runs its own)
+    for row in db.run_in_django("schedule_due", using=alias, names=names):
+        spec = specs[row.name]
         last = row.last_tick_at or row.created_at
-        try:
-            for tick in due(spec, last, row.now):
+        for tick in due(spec, last, row.now):
+            try:
                 _enqueue_tick(spec, tick, alias, manual=False)
-        except Exception:
-            logger.exception("pgqueue could not enqueue schedule %s's tick; it moves on to the next one", spec.name)
+            except Exception:
+                logger.exception("pgqueue could not enqueue schedule %s's tick at %s; it moves on", spec.name, tick)
         db.run_in_django("schedule_advance", using=alias, name=spec.name, last_tick=max(last, row.now),
                          next_tick=next_tick(spec, row.now))
-    soonest = db.run_in_django("schedule_soonest", using=alias)
+    soonest = db.run_in_django("schedule_soonest", using=alias, names=names)
     if not soonest or soonest[0].next_tick_at is None:
         return None
     now = soonest[0].now
@@ -220,15 +233,21 @@ def _enqueue_tick(spec: ScheduleSpec, tick: dt.datetime | None, alias: str, *, m
 
 
 def run_now(names: list[str]) -> list[str]:
-    """An operator's "run now": enqueue each schedule's job at once (a manual tick row). Returns the names
-    run; unknown or undeclared schedules are left out."""
-    settings = get_settings()
-    specs = {s.name: s for s in declared(settings)}
+    """An operator's "run now": enqueue each schedule's job at once (a manual tick row), as its row
+    describes it (the schedulers wrote it). Returns the names run; a schedule that is unknown, or whose job
+    cannot be enqueued (logged), is left out."""
+    from pgqueue.models import Schedule
+
+    alias = get_settings().DATABASE
     done = []
-    for name in names:
-        spec = specs.get(name)
-        if spec is not None and _enqueue_tick(spec, None, settings.DATABASE, manual=True) is not None:
-            done.append(name)
+    for row in Schedule.objects.using(alias).filter(name__in=names).order_by("name"):
+        spec = ScheduleSpec(name=row.name, task=row.task, cron=row.cron, timezone=row.timezone,
+                            args=tuple(row.args), kwargs=tuple(sorted(row.kwargs.items())), catch_up=row.catch_up)
+        try:
+            if _enqueue_tick(spec, None, alias, manual=True) is not None:
+                done.append(row.name)
+        except Exception:
+            logger.exception("pgqueue could not run schedule %s now", row.name)
     return done
 
 

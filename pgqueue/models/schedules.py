@@ -19,7 +19,7 @@ class Schedule(models.Model):
                                                                "(else only the latest one).")
     enabled = models.BooleanField(db_default=True, help_text="An operator's switch, kept across deploys.")
     declared = models.BooleanField(db_default=True, help_text="Still declared in settings or code.")
-    last_tick_at = models.DateTimeField(null=True, blank=True, help_text="The latest tick dealt with.")
+    last_tick_at = models.DateTimeField(null=True, blank=True, help_text="Ticks up to this time were dealt with (enqueued, or skipped after downtime).")
     next_tick_at = models.DateTimeField(null=True, blank=True)
     last_job_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())

@@ -904,8 +904,9 @@ WITH gone AS (
 SELECT count(*) FROM deleted;
 
 -- name: schedule_sync_many
--- Write the declared schedules' definitions (a changed expression or zone is due again at once); an
--- operator's enabled switch and the ticks are kept. Schedules no longer declared are marked so.
+-- Write the declared schedules' definitions (a changed expression or zone starts over from now: the ticks
+-- the old one missed are not run); an operator's enabled switch and the ticks are kept. Schedules this
+-- code does not declare are marked so (for the admin: each scheduler runs only its own).
 WITH input AS (
     SELECT * FROM unnest(%(names)s::text[], %(tasks)s::text[], %(crons)s::text[], %(timezones)s::text[],
                          %(args)s::text[], %(kwargs)s::text[], %(catch_ups)s::boolean[])
@@ -917,7 +918,9 @@ WITH input AS (
     ON CONFLICT (name) DO UPDATE
     SET task = EXCLUDED.task, cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, args = EXCLUDED.args,
         kwargs = EXCLUDED.kwargs, catch_up = EXCLUDED.catch_up, declared = true, updated_at = now(),
-        next_tick_at = CASE WHEN s.cron = EXCLUDED.cron AND s.timezone = EXCLUDED.timezone THEN s.next_tick_at END
+        next_tick_at = CASE WHEN s.cron = EXCLUDED.cron AND s.timezone = EXCLUDED.timezone THEN s.next_tick_at END,
+        last_tick_at = CASE WHEN s.cron = EXCLUDED.cron AND s.timezone = EXCLUDED.timezone THEN s.last_tick_at
+                            ELSE now() END
     WHERE (s.task, s.cron, s.timezone, s.args, s.kwargs, s.catch_up, s.declared)
           IS DISTINCT FROM (EXCLUDED.task, EXCLUDED.cron, EXCLUDED.timezone, EXCLUDED.args, EXCLUDED.kwargs,
                             EXCLUDED.catch_up, true)
@@ -928,15 +931,17 @@ WITH input AS (
 SELECT count(*) FROM input;
 
 -- name: schedule_due
--- Enabled, declared schedules whose next tick has come (or is not known yet), with the database's time.
+-- Enabled schedules among %(names)s (those this scheduler declares) whose next tick has come (or is not
+-- known yet), with the database's time.
 SELECT name, last_tick_at, created_at, now() AS now
 FROM pgqueue_schedule
-WHERE enabled AND declared AND (next_tick_at IS NULL OR next_tick_at <= now())
+WHERE name = ANY(%(names)s::text[]) AND enabled AND (next_tick_at IS NULL OR next_tick_at <= now())
 ORDER BY name;
 
 -- name: schedule_soonest
--- When the next tick of any enabled schedule comes, with the database's time.
-SELECT min(next_tick_at) AS next_tick_at, now() AS now FROM pgqueue_schedule WHERE enabled AND declared;
+-- When the next tick of an enabled schedule among %(names)s comes, with the database's time.
+SELECT min(next_tick_at) AS next_tick_at, now() AS now
+FROM pgqueue_schedule WHERE name = ANY(%(names)s::text[]) AND enabled;
 
 -- name: schedule_advance
 -- Move a schedule on: its ticks up to %(last_tick)s are dealt with, its next one is %(next_tick)s (two
@@ -972,6 +977,7 @@ RETURNING name;
 -- Delete tick rows older than %(keep)s seconds, a bounded batch at a time (the schedule keeps its last tick).
 WITH gone AS (
     SELECT id FROM pgqueue_schedule_tick WHERE created_at < now() - make_interval(secs => %(keep)s)
+    ORDER BY id
     LIMIT %(limit)s
 )
 DELETE FROM pgqueue_schedule_tick WHERE id IN (SELECT id FROM gone);

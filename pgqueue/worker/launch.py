@@ -9,9 +9,10 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
-from pgqueue import db
+from pgqueue import db, schedules
 from pgqueue.checks import check_migrations
 from pgqueue.conf import Settings, get_settings
+from pgqueue.exceptions import InvalidJob
 from pgqueue.worker.options import OptionError, WorkerOptions
 from pgqueue.worker.supervisor import Supervisor
 
@@ -37,6 +38,10 @@ def launch(options: WorkerOptions) -> int:
     if problems:
         raise LaunchError("\n".join(f"{m.id}: {m.msg}" for m in problems))
     import_job_modules()
+    try:  # with every @schedule registered now: a name declared twice stops the start, not the scheduler
+        schedules.declared(settings)
+    except InvalidJob as exc:
+        raise LaunchError(f"pgqueue.E005: {exc}") from None
     return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE)).run()
 
 

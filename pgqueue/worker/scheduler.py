@@ -32,6 +32,8 @@ class Scheduler:
 
     def run(self) -> int:
         events.emit("worker_started", worker=self.id, kind="scheduler", queues=(), concurrency=0)
+        options = connections[self.alias].settings_dict.setdefault("OPTIONS", {})
+        options["application_name"] = f"pgqueue scheduler {self.id}"[:63]  # as the other roles name theirs
         parent = os.getppid()
         failures = 0
         while not self.pipe.drain() and os.getppid() == parent:  # stop with the supervisor, or if it is gone

@@ -26,6 +26,8 @@ CASES: list[tuple[str, type[BaseException], str, Callable[[], Any]]] = [
      "'order..paid' is not.", lambda: pgqueue.publish("order..paid", 1)),
     ("topic with a wildcard", InvalidJob, "A topic is words of letters, digits, _ and -, separated by dots: "
      "'order.*' is not.", lambda: pgqueue.publish("order.*", 1)),
+    ("topic ending in a newline", InvalidJob, "A topic is words of letters, digits, _ and -, separated by dots: "
+     "'order.paid\\n' is not.", lambda: pgqueue.publish("order.paid\n", 1)),
     ("topic too long", InvalidJob, "A topic is at most 255 characters, got 256.", lambda: pgqueue.publish("a" * 256, 1)),
     ("payload not JSON", NotSerializable, "Event order.paid: its payload cannot be stored as JSON",
      lambda: pgqueue.publish("order.paid", object())),

@@ -144,6 +144,16 @@ def test_the_relay_lag_counts_pending_events_and_the_oldest_age() -> None:
     ("order.paid", "order.paid", True), ("order.paid", "order.paid2", False), ("a-b.c_d", "a-b.c_d", True),
 ])
 def test_patterns_match_word_by_word(pattern: str, topic: str, matches: bool) -> None:
-    assert (outbox._regex([pattern]).match(topic) is not None) is matches
+    assert (outbox._regex([pattern]).fullmatch(topic) is not None) is matches
     assert jobs.on_order_paid.name == PAID  # the subscribers come from importing tests.testapp.jobs
 
+
+
+def test_an_async_subscriber_is_awaited(start_worker) -> None:
+    from tests.conftest import wait_for
+
+    pgqueue.publish("async.ping", 7)
+    start_worker("--queues", "marks")
+    job = wait_for(lambda: Job.objects.filter(task="tests.testapp.jobs.on_ping_async", state="succeeded").first(),
+                   timeout=30, what="the async subscriber's job")
+    assert job.result == "pong 7"

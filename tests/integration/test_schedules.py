@@ -95,10 +95,10 @@ def test_a_resync_keeps_the_operators_switch_and_a_disabled_schedule_enqueues_no
 @override_settings(PGQUEUE={"SCHEDULES": {"minutely": MINUTELY}})
 def test_a_schedule_no_longer_declared_is_marked_and_not_run() -> None:
     schedules.sync(list(specs().values()), "default")
-    schedules.sync([], "default")
+    schedules.sync([], "default")  # a scheduler whose code no longer declares it starts
     assert Schedule.objects.get().declared is False
     missed("minutely", 3)
-    schedules.run_due(specs(), "default")
+    assert schedules.run_due({}, "default") is None  # it runs only what it declares
     assert not Job.objects.exists()
 
 
@@ -125,3 +125,47 @@ def test_a_malformed_schedules_setting_is_a_settings_error() -> None:
     with override_settings(PGQUEUE={"SCHEDULES": {"bad": {"cron": "* * * * *"}}}):
         errors = [m for m in checks.run_checks() if m.id == "pgqueue.E001"]
     assert len(errors) == 1 and "schedule 'bad' needs task" in errors[0].msg
+
+
+@override_settings(PGQUEUE={"SCHEDULES": {"minutely": MINUTELY, "other": {**MINUTELY, "args": ["other"]}}})
+def test_a_scheduler_runs_only_its_own_schedules_and_does_not_spin_on_others() -> None:
+    schedules.sync(list(specs().values()), "default")
+    missed("minutely", 3)
+    missed("other", 3)
+    mine = {"minutely": specs()["minutely"]}  # another version of the code declares "other" only
+    wait = schedules.run_due(mine, "default")
+    assert list(Job.objects.values_list("args", flat=True)) == [["minutely"]]
+    assert wait is not None and wait > 0  # the other's due tick is not its business: no busy loop
+
+
+@override_settings(PGQUEUE={"SCHEDULES": {"minutely": MINUTELY}})
+def test_a_changed_expression_starts_over_instead_of_running_what_the_old_one_missed() -> None:
+    schedules.sync(list(specs().values()), "default")
+    missed("minutely", 30)
+    with override_settings(PGQUEUE={"SCHEDULES": {"minutely": {**MINUTELY, "cron": "*/2 * * * *"}}}):
+        schedules.sync(list(specs().values()), "default")
+        schedules.run_due(specs(), "default")
+    assert not Job.objects.exists()
+    assert Schedule.objects.get().cron == "*/2 * * * *"
+
+
+def test_run_now_uses_the_schedule_row_and_leaves_out_what_it_cannot_enqueue() -> None:
+    with override_settings(PGQUEUE={"SCHEDULES": {"minutely": MINUTELY}}):
+        schedules.sync(list(specs().values()), "default")
+    Schedule.objects.create(name="broken", task="tests.testapp.jobs.add", cron="* * * * *", args=["x"],
+                            kwargs={"nope": 1})
+    assert schedules.run_now(["minutely", "broken", "unknown"]) == ["minutely"]  # settings no longer name it
+    assert list(Job.objects.values_list("args", flat=True)) == [["minutely"]]
+    assert ScheduleTick.objects.count() == 1
+
+
+def test_a_schedule_declared_twice_with_the_decorator_is_refused() -> None:
+    from pgqueue.exceptions import InvalidJob
+    from tests.testapp import jobs
+
+    schedules.schedule("0 1 * * *", name="twice")(jobs.noop)
+    try:
+        with pytest.raises(InvalidJob, match="Schedule 'twice' is declared twice with @schedule"):
+            schedules.schedule("0 2 * * *", name="twice")(jobs.noop)
+    finally:
+        schedules._decorated.pop("twice", None)

@@ -385,3 +385,10 @@ def relay_first(event: Event) -> None:
 @subscriber("relay.*", queue="unserved")
 def relay_second(event: Event) -> None:
     """A second subscriber of the relay tests' events."""
+
+
+@subscriber("async.ping", queue="marks")
+async def on_ping_async(event: Event) -> str:
+    """An async subscriber: the worker awaits it."""
+    await asyncio.sleep(0)
+    return f"pong {event.payload}"

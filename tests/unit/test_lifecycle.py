@@ -258,3 +258,37 @@ def test_after_downtime_only_the_latest_tick_runs_unless_catching_up() -> None:
     assert due(every_minute, _utc(2026, 1, 1, 0, 0), _utc(2026, 1, 1, 0, 0, 59)) == []
     seconds = _spec("* * * * * */10")
     assert due(seconds, _utc(2026, 1, 1), _utc(2026, 1, 1, 0, 0, 35)) == [_utc(2026, 1, 1, 0, 0, 30)]
+
+
+def test_a_daily_schedule_runs_once_when_clocks_go_back_between_two_rounds() -> None:
+    from pgqueue.schedules import ticks_between
+
+    daily = _spec("30 2 * * *", "Europe/Paris")
+    first = _utc(2026, 10, 25, 0, 30)  # 02:30 local, before the clocks go back at 03:00
+    assert ticks_between(daily, first, _utc(2026, 10, 25, 1, 31), 10) == []  # 02:30 again, an hour later: no
+
+
+def test_a_long_downtime_walks_only_the_ticks_it_keeps() -> None:
+    import time
+
+    from pgqueue.schedules import due
+
+    every_second = _spec("* * * * * *")
+    started = time.perf_counter()
+    assert due(every_second, _utc(2026, 1, 1), _utc(2026, 1, 8, 0, 0, 5)) == [_utc(2026, 1, 8, 0, 0, 5)]
+    caught = due(_spec("* * * * * *", catch_up=True), _utc(2026, 1, 1), _utc(2026, 1, 8))
+    assert len(caught) == 1000 and caught[-1] == _utc(2026, 1, 8)
+    assert time.perf_counter() - started < 5  # a week of seconds is 604,800 ticks: not walked
+
+
+def test_aliases_are_written_out_and_bad_expressions_refused() -> None:
+    from pgqueue.exceptions import InvalidJob
+    from pgqueue.schedules import check, due
+    from tests.testapp import jobs
+
+    spec = check("nightly", {"cron": "@daily", "task": "x"}, job=jobs.noop)
+    assert spec.cron == "0 0 * * *"
+    assert due(spec, _utc(2026, 1, 1, 12), _utc(2026, 1, 2, 0, 0, 1)) == [_utc(2026, 1, 2)]
+    for bad in ("* * * * * * 2030", "* * *", "61 * * * *", 5):
+        with pytest.raises(InvalidJob, match="is not a valid cron expression"):
+            check("bad", {"cron": bad, "task": "x"}, job=jobs.noop)

@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
                 ('catch_up', models.BooleanField(db_default=False, help_text='After downtime, enqueue every missed tick (else only the latest one).')),
                 ('enabled', models.BooleanField(db_default=True, help_text="An operator's switch, kept across deploys.")),
                 ('declared', models.BooleanField(db_default=True, help_text='Still declared in settings or code.')),
-                ('last_tick_at', models.DateTimeField(blank=True, help_text='The latest tick dealt with.', null=True)),
+                ('last_tick_at', models.DateTimeField(blank=True, help_text='Ticks up to this time were dealt with (enqueued, or skipped after downtime).', null=True)),
                 ('next_tick_at', models.DateTimeField(blank=True, null=True)),
                 ('last_job_id', models.BigIntegerField(blank=True, null=True)),
                 ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),

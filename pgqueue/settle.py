@@ -107,6 +107,14 @@ def on_commit(alias: str, *, parents: Iterable[int] = (), batches: Iterable[int]
                               using=alias)
 
 
+def moved(runner: Runner, rows: Iterable[Any], *, channel: str) -> None:
+    """Settle what these rows (jobs moved by a statement that has committed) set off, if anything: plain
+    jobs set off nothing, and cost nothing here."""
+    parents, batches = needed(rows)
+    if parents or batches:
+        safely(runner, parents=parents, batches=batches, channel=channel)
+
+
 def safely(runner: Runner, *, parents: Iterable[int] = (), batches: Iterable[int] = (), channel: str) -> bool:
     """settle(), logging instead of raising: the jobs' own transitions have committed whatever happens here,
     and maintenance's sweep settles what this could not. False if it failed."""

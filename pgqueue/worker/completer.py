@@ -149,9 +149,7 @@ class Completer:
         rows = db.apply_transitions(self.database, transitions, worker=self.worker_id,
                                     channel=self.settings.NOTIFY_CHANNEL)
         self._forget(transitions)
-        parents, batches = settle.needed(rows)
-        if parents or batches:  # committed: now their dependents and batches
-            settle.safely(self.database, parents=parents, batches=batches, channel=self.settings.NOTIFY_CHANNEL)
+        settle.moved(self.database, rows, channel=self.settings.NOTIFY_CHANNEL)  # committed: dependents, batches
         applied = {row.id: row.state for row in rows}
         self.written += len(applied)
         listening = events.has_subscribers("job_finished")

@@ -21,7 +21,7 @@ def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_
         if crash and held:  # tell the workers of these queues that suspects wait to run alone
             payloads = sorted({SUSPECTS + job.queue for job in held})
             database.run("channel_notify", channel=settings.NOTIFY_CHANNEL, payloads=payloads)
-    _settle(database, settings, moved)
+    settle.moved(database, moved, channel=settings.NOTIFY_CHANNEL)  # dependents and batches, once committed
     return held
 
 
@@ -31,15 +31,8 @@ def expired(database: db.Database, settings: Settings, limit: int, *, by: str) -
     with database.transaction():
         held = database.run("job_get_expired", dead_after=settings.WORKER_DEAD_AFTER, limit=limit)
         moved = _apply(database, settings, held, by, exit_code=None, crash=False)
-    _settle(database, settings, moved)
+    settle.moved(database, moved, channel=settings.NOTIFY_CHANNEL)  # dependents and batches, once committed
     return held
-
-
-def _settle(database: db.Database, settings: Settings, moved: list[db.Moved]) -> None:
-    """Dependents and batches of the jobs that ended for good (dead: lost too often), once committed."""
-    parents, batches = settle.needed(moved)
-    if parents or batches:
-        settle.safely(database, parents=parents, batches=batches, channel=settings.NOTIFY_CHANNEL)
 
 
 def _apply(database: db.Database, settings: Settings, held: list[HeldJob], worker: str, *, exit_code: int | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import functools
+import ipaddress
 import json
 import math
 import numbers
@@ -83,6 +84,21 @@ class Settings:
     # and the workers' own connections). Turn off behind a pooler that cannot keep them (PgBouncer in
     # transaction mode before 1.21, or with max_prepared_statements = 0).
     PREPARE_STATEMENTS: bool = True
+    # Observability (docs/operations.md). The /metrics view accepts "Authorization: Bearer <token>" with
+    # this token (or a staff login); pgqueue_worker refuses an empty or default one when DEBUG is off and
+    # --metrics-port is given.
+    METRICS_TOKEN: str = ""
+    # The health view reports a queue whose oldest ready job waited longer than this as lagging (503),
+    # per queue in HEALTH_QUEUE_MAX_LAG_SECONDS ({"emails": 60}), else HEALTH_MAX_LAG_SECONDS.
+    HEALTH_MAX_LAG_SECONDS: float = 300.0
+    HEALTH_QUEUE_MAX_LAG_SECONDS: dict[str, float] = field(default_factory=dict)
+    # HTTP jobs (pgqueue.http.request, docs/http.md): when set, only these hosts may be requested
+    # ("example.com", or ".example.com" for it and its subdomains); private, loopback, link-local and
+    # metadata addresses are refused unless inside one of HTTP_ALLOWED_NETWORKS ("127.0.0.1/32").
+    HTTP_ALLOWED_HOSTS: tuple[str, ...] | None = None
+    HTTP_ALLOWED_NETWORKS: tuple[str, ...] = ()
+    # Seconds an HTTP job's request may take (connect and read) when the call does not say.
+    HTTP_TIMEOUT: float = 30.0
 
     def __post_init__(self) -> None:
         for name, (low, low_allowed, high) in _RANGES.items():
@@ -108,6 +124,20 @@ class Settings:
             )
         for queue in (self.QUEUES or ()) + (self.DEFAULT_QUEUE,):
             check_queue_name(queue, setting=True)
+        for queue, seconds in self.HEALTH_QUEUE_MAX_LAG_SECONDS.items():
+            check_queue_name(queue, setting=True)
+            _check_range(f"HEALTH_QUEUE_MAX_LAG_SECONDS']['{queue}", seconds, 0, False, SECONDS_MAX)
+        for network in self.HTTP_ALLOWED_NETWORKS:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"PGQUEUE['HTTP_ALLOWED_NETWORKS'] has {short_repr(network)}: {exc}.") from None
+        for host in self.HTTP_ALLOWED_HOSTS or ():
+            if not host.strip(".") or text_problem(host) or any(c in host for c in "/:@ "):
+                raise ImproperlyConfigured(
+                    f"PGQUEUE['HTTP_ALLOWED_HOSTS'] has {short_repr(host)}: a host name (\"example.com\", or "
+                    "\".example.com\" for it and its subdomains) without scheme, port or path."
+                )
         if self.QUEUES is not None and self.DEFAULT_QUEUE not in self.QUEUES:
             raise ImproperlyConfigured(
                 f"PGQUEUE['DEFAULT_QUEUE'] {self.DEFAULT_QUEUE!r} is not in PGQUEUE['QUEUES'] {list(self.QUEUES)!r}."
@@ -135,6 +165,8 @@ _RANGES: dict[str, tuple[float, bool, float]] = {
     "IDEMPOTENCY_SECONDS": (0, False, RETENTION_MAX),
     "RESTART_LIMIT": (0, False, 1_000_000),
     "RESTART_WINDOW": (0, False, SECONDS_MAX),
+    "HEALTH_MAX_LAG_SECONDS": (0, False, SECONDS_MAX),
+    "HTTP_TIMEOUT": (0, False, SECONDS_MAX),
 }
 
 
@@ -302,6 +334,30 @@ def _to_schedules(value: Any) -> dict[str, dict[str, Any]]:
     return schedules
 
 
+def _to_names(value: Any) -> tuple[str, ...]:
+    """A list of names, or comma-separated names (from the environment)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple):
+        for item in value:
+            if not isinstance(item, str):
+                raise TypeError(f"expected a list of strings, got an item {short_repr(item)}")
+        return tuple(value)
+    raise TypeError(f"expected a list of strings, got {type(value).__name__}")
+
+
+def _to_seconds_by_queue(value: Any) -> dict[str, float]:
+    """{queue: seconds}, or its JSON (from the environment)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"expected a JSON object ({exc})") from None
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a dict of queue name -> seconds, got {type(value).__name__}")
+    return {queue: _to_float(seconds) for queue, seconds in value.items()}
+
+
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -322,6 +378,10 @@ def _cast(name: str, value: Any, source: str) -> Any:
             return _to_queues(value)
         if name == "SCHEDULES":
             return _to_schedules(value)
+        if name in ("HTTP_ALLOWED_HOSTS", "HTTP_ALLOWED_NETWORKS"):
+            return _to_names(value)
+        if name == "HEALTH_QUEUE_MAX_LAG_SECONDS":
+            return _to_seconds_by_queue(value)
         if kind.startswith("int"):
             return _to_int(value)
         if kind.startswith("float"):

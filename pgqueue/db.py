@@ -299,6 +299,16 @@ IDENTIFIERS: dict[str, tuple[str, ...]] = {"channel_listen": ("channel",), "devd
 # measured, the single ready-now enqueue spends ~90 µs of its ~850 µs parsing and planning when it is not.
 PREPARED = frozenset({"job_insert_ready"})
 _COLUMNS = {name: tuple(f.name for f in fields(cls)) for name, cls in RETURNS.items()}
+
+
+def returns(**types: type) -> None:
+    """Name the row type of statements from the reporting files (pgqueue/sql/*.sql other than queries.sql),
+    from the module that runs them: statement name -> frozen dataclass of its columns, in order."""
+    for name, cls in types.items():
+        if name not in QUERIES:
+            raise KeyError(f"no statement named {name!r} in pgqueue/sql")
+        RETURNS[name] = cls
+        _COLUMNS[name] = tuple(f.name for f in fields(cls))
 _CHECKED: set[str] = set()  # statements whose result columns matched their row type once
 
 

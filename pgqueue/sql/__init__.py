@@ -1,4 +1,7 @@
-"""Loads queries.sql into QUERIES: statement name -> SQL text."""
+"""Loads the statement files into QUERIES: statement name -> SQL text.
+
+queries.sql holds every statement the engine runs (enqueue, lease, transitions, maintenance); the other
+files hold read-only reporting for operators (status, doctor, explain, metrics), one file per concern."""
 
 from __future__ import annotations
 
@@ -20,4 +23,16 @@ def load(text: str) -> dict[str, str]:
     return queries
 
 
-QUERIES: dict[str, str] = load((Path(__file__).with_name("queries.sql")).read_text())
+def load_all(folder: Path) -> dict[str, str]:
+    """Every *.sql file of the folder, queries.sql first; a name defined in two files is an error."""
+    queries: dict[str, str] = {}
+    for path in sorted(folder.glob("*.sql"), key=lambda p: (p.name != "queries.sql", p.name)):
+        for name, sql in load(path.read_text()).items():
+            if name in queries:
+                raise ValueError(f"{path.name} defines {name!r}, already defined in another statement file")
+            queries[name] = sql
+    return queries
+
+
+FILES: tuple[Path, ...] = tuple(sorted(Path(__file__).parent.glob("*.sql")))
+QUERIES: dict[str, str] = load_all(Path(__file__).parent)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pgqueue.sql import QUERIES, load
+from pgqueue.sql import FILES, QUERIES, load
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +20,7 @@ def test_every_statement_named_in_code_exists() -> None:
 
 
 def test_every_statement_has_a_one_line_comment() -> None:
-    text = (ROOT / "pgqueue" / "sql" / "queries.sql").read_text()
+    text = "\n".join(path.read_text() for path in FILES)
     for name in QUERIES:
         header = text.index(f"-- name: {name}\n")
         next_line = text[header:].splitlines()[1]

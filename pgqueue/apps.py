@@ -1,4 +1,4 @@
-"""Django app config: wires the settings reset and the system checks."""
+"""Django app config: wires the settings reset, the system checks and the process's metrics."""
 
 from __future__ import annotations
 
@@ -22,4 +22,7 @@ class PgQueueConfig(AppConfig):
                 conf.reset()
 
         setting_changed.connect(reset_settings, weak=False, dispatch_uid="pgqueue-reset-settings")
+        from pgqueue import metrics
+
+        metrics.install()  # counts this process's enqueues and jobs from the events (pgqueue.events)
 

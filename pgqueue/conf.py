@@ -25,6 +25,7 @@ BYTES_MAX = 64 * 1024 * 1024  # payload and result limits: jsonb stores far less
 MAX_ATTEMPTS_MAX = 10_000
 JITTER_MAX = 1.0  # a fraction of the delay
 QUEUE_NAME_MAX = 100  # the queue column's length
+RETAINED_STATES = ("succeeded", "dead", "cancelled")  # the finished states retention applies to
 
 _BAD_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -68,6 +69,13 @@ class Settings:
     # History retention, in seconds, for finished jobs (with their attempts).
     KEEP_SUCCEEDED_SECONDS: float = 24 * 3600.0
     KEEP_FAILED_SECONDS: float = 14 * 24 * 3600.0
+    # Per queue and finished state, retention that overrides the two above:
+    # {"emails": {"succeeded": 3600, "dead": 30 * 86400, "cancelled": 86400}} (docs/operations.md).
+    RETENTION: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Move pruned jobs (with their attempts, as JSON) to the pgqueue_archivedjob table instead of deleting
+    # them; archived jobs are deleted ARCHIVE_KEEP_SECONDS after they were archived (None: kept).
+    ARCHIVE: bool = False
+    ARCHIVE_KEEP_SECONDS: float | None = None
     # Outbox events are kept this long after they were relayed to their subscribers' jobs.
     OUTBOX_KEEP_SECONDS: float = 7 * 24 * 3600.0
     # Recurring jobs: {name: {"task": ..., "cron": ..., "timezone", "args", "kwargs", "catch_up"}}
@@ -124,6 +132,17 @@ class Settings:
             )
         for queue in (self.QUEUES or ()) + (self.DEFAULT_QUEUE,):
             check_queue_name(queue, setting=True)
+        if self.ARCHIVE_KEEP_SECONDS is not None:
+            _check_range("ARCHIVE_KEEP_SECONDS", self.ARCHIVE_KEEP_SECONDS, 0, False, RETENTION_MAX)
+        for queue, rules in self.RETENTION.items():
+            check_queue_name(queue, setting=True)
+            for state, seconds in rules.items():
+                if state not in RETAINED_STATES:
+                    raise ImproperlyConfigured(
+                        f"PGQUEUE['RETENTION'][{queue!r}] names state {short_repr(state)}; finished states are "
+                        f"{', '.join(RETAINED_STATES)}."
+                    )
+                _check_range(f"RETENTION']['{queue}']['{state}", seconds, 0, True, RETENTION_MAX)
         for queue, seconds in self.HEALTH_QUEUE_MAX_LAG_SECONDS.items():
             check_queue_name(queue, setting=True)
             _check_range(f"HEALTH_QUEUE_MAX_LAG_SECONDS']['{queue}", seconds, 0, False, SECONDS_MAX)
@@ -358,6 +377,24 @@ def _to_seconds_by_queue(value: Any) -> dict[str, float]:
     return {queue: _to_float(seconds) for queue, seconds in value.items()}
 
 
+def _to_retention(value: Any) -> dict[str, dict[str, float]]:
+    """{queue: {state: seconds}}, or its JSON (from the environment)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"expected a JSON object ({exc})") from None
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a dict of queue name -> {{state: seconds}}, got {type(value).__name__}")
+    rules: dict[str, dict[str, float]] = {}
+    for queue, states in value.items():
+        if not isinstance(states, dict):
+            raise TypeError(f"queue {short_repr(queue)} must map to a dict of state -> seconds, got "
+                            f"{type(states).__name__}")
+        rules[queue] = {state: _to_float(seconds) for state, seconds in states.items()}
+    return rules
+
+
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -382,6 +419,8 @@ def _cast(name: str, value: Any, source: str) -> Any:
             return _to_names(value)
         if name == "HEALTH_QUEUE_MAX_LAG_SECONDS":
             return _to_seconds_by_queue(value)
+        if name == "RETENTION":
+            return _to_retention(value)
         if kind.startswith("int"):
             return _to_int(value)
         if kind.startswith("float"):

@@ -199,6 +199,18 @@ class Count:
 
 
 @dataclass(frozen=True, slots=True)
+class Pruned:
+    jobs: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateCount:
+    state: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Name:
     name: str
 
@@ -282,7 +294,9 @@ RETURNS: dict[str, type] = {
     "job_retry_many": Retried,
     "job_delete_finished_many": JobId,
     "job_replay_many": Replayed,
-    "job_prune": Count,
+    "job_prune": Pruned,
+    "job_prune_count": StateCount,
+    "archive_prune": Count,
     "queuestate_set_paused": PausedOrResumed,
     "queuestate_pause_drained": Name,
     "queuestate_drain": Name,

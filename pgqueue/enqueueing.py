@@ -6,6 +6,7 @@ import datetime as dt
 import functools
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -554,8 +555,12 @@ def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: S
             cancel_reasons=none,
         )
     inserted = [row.id for row in result]
-    if events.has_subscribers("job_enqueued"):
-        events.emit("job_enqueued", count=len(inserted), queues=sorted({r.queue for r in rows}))
+    if inserted and events.has_subscribers("job_enqueued"):
+        if len(inserted) < len(rows):  # some reserved ids were taken already: count the rows written
+            written = set(inserted)
+            rows = [r for r, i in zip(rows, ids, strict=True) if i in written]
+        tasks = Counter((r.queue, r.task) for r in rows)
+        events.emit("job_enqueued", count=len(inserted), queues=sorted({q for q, _ in tasks}), tasks=tasks)
     return inserted
 
 

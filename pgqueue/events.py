@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pgqueue.types import Transition
 
 logger = logging.getLogger("pgqueue.events")
 
@@ -14,9 +17,11 @@ _handlers: dict[str, list[Handler]] = defaultdict(list)
 
 # The events pgqueue emits, with their keyword data.
 EVENTS = {
-    "job_enqueued": "count, queues",
-    "job_leased": "worker, count",
-    "job_finished": "worker, job_id, outcome, state, applied, duration",
+    "job_enqueued": "count, queues, tasks ({(queue, task): jobs enqueued})",
+    "job_enqueue_refused": "queue, task, reason, message (an enqueue refused by a guardrail; nothing was written)",
+    "job_leased": "worker, count, jobs (the LeasedJob values: queue, task, run_at, started_at...)",
+    "job_finished": "worker, job_id, queue, task, attempt, outcome, state, applied, duration, error_class "
+                    "(one per attempt that ended: in a worker, or rescued from a dead or silent one)",
     "job_completion_refused": "worker, job_id, outcome (the lease was gone when its outcome was written)",
     "job_rescued": "count, worker, status (the exit code of the process that held them; None: lease expired)",
     "job_staged": "count",
@@ -57,6 +62,16 @@ def unsubscribe(event: str, handler: Handler) -> None:
 
 def has_subscribers(event: str) -> bool:
     return bool(_handlers.get(event))
+
+
+def attempts_ended(transitions: Iterable[Transition], applied: dict[int, str], worker: str) -> None:
+    """job_finished for each transition written (or refused, `applied` lacking its job id)."""
+    if not has_subscribers("job_finished"):
+        return
+    for t in transitions:
+        emit("job_finished", worker=worker, job_id=t.job_id, queue=t.queue, task=t.task, attempt=t.attempt,
+             outcome=t.outcome.value, state=applied.get(t.job_id, t.state.value), applied=t.job_id in applied,
+             duration=(t.finished_at - t.started_at).total_seconds(), error_class=t.error_class)
 
 
 def emit(event: str, **data: Any) -> None:

@@ -102,6 +102,10 @@ class Attempted(Protocol):
     @property
     def id(self) -> int: ...
     @property
+    def queue(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
     def attempt(self) -> int: ...
     @property
     def max_attempts(self) -> int: ...
@@ -171,6 +175,16 @@ def _lost(job: Attempted, end: AttemptEnd) -> Transition:
                  run_at=None if reason else end.finished_at, error=error, lost_attempts=lost, crashes=crashes)
 
 
+def outcome_label(outcome: str, state: str) -> str:
+    """What became of the job after an attempt, in one word (metrics' and logs' outcome): succeeded, dead,
+    cancelled, lost (its worker died; it runs again), released (handed back at shutdown) or retried."""
+    if state in ("succeeded", "dead", "cancelled"):
+        return state
+    if outcome in ("lost", "released"):
+        return outcome
+    return "retried"
+
+
 def exit_status(code: int | None) -> str:
     """waitpid's exit code as words: 'signal 9 (SIGKILL)', 'exit code 1'."""
     if code is None:
@@ -212,6 +226,8 @@ def _move(
     return Transition(
         job_id=job.id,
         lease_token=job.lease_token,
+        queue=job.queue,
+        task=job.task,
         state=state,
         # A retry or a hand-back loses to a cancel request that arrived meanwhile; a final state stands.
         yields_to_cancel=not done,

@@ -1,4 +1,8 @@
-"""Log lines for engine events: subscribed to pgqueue.events, so the engine emits once and logs nothing itself."""
+"""Log lines for engine events: subscribed to pgqueue.events, so the engine emits once and logs nothing itself.
+
+Each attempt's end is one INFO line on the logger "pgqueue.jobs" whose record also carries the facts as
+attributes (job_id, queue, task, attempt, duration, outcome, worker, error_class), which JsonFormatter
+writes as one JSON object per line (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -7,12 +11,48 @@ from collections.abc import Callable
 from typing import Any
 
 from pgqueue import events
-from pgqueue.lifecycle import exit_status
+from pgqueue.lifecycle import exit_status, outcome_label
 
 worker_log = logging.getLogger("pgqueue.worker")
 supervisor_log = logging.getLogger("pgqueue.supervisor")
 maintenance_log = logging.getLogger("pgqueue.maintenance")
 db_log = logging.getLogger("pgqueue.db")
+jobs_log = logging.getLogger("pgqueue.jobs")
+# The record attributes of an attempt's line (and of JsonFormatter's output, beside time, level, logger, message).
+JOB_FIELDS = ("job_id", "queue", "task", "attempt", "duration", "outcome", "worker", "error_class")
+
+
+def _job_finished(worker: str, job_id: int, queue: str, task: str, attempt: int, outcome: str, state: str,
+                  applied: bool, duration: float, error_class: str = "", **_: Any) -> None:
+    if not applied or not jobs_log.isEnabledFor(logging.INFO):
+        return  # a refused completion has its own warning (job_completion_refused)
+    label = outcome_label(outcome, state)
+    jobs_log.info(
+        "job %s %s attempt %d on queue %s: %s in %.3f s%s", job_id, task, attempt, queue, label, duration,
+        f" ({error_class})" if error_class else "",
+        extra={"job_id": job_id, "queue": queue, "task": task, "attempt": attempt, "duration": round(duration, 6),
+               "outcome": label, "worker": worker, "error_class": error_class},
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the attempt fields when the record has them,
+    and the exception text if any. Use it in LOGGING: {"()": "pgqueue.logs.JsonFormatter"}."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname, "logger": record.name, "process": record.process,
+            "message": record.getMessage(),
+        }
+        for name in JOB_FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
 
 
 def _worker_started(worker: str, kind: str, queues: tuple[str, ...] = (), concurrency: int = 0,
@@ -97,6 +137,7 @@ def _db_unavailable(worker: str, statement: str, **_: Any) -> None:
 
 
 HANDLERS: dict[str, Callable[..., None]] = {
+    "job_finished": _job_finished,
     "worker_started": _worker_started,
     "worker_stopping": _worker_stopping,
     "worker_exiting": _worker_exiting,

@@ -68,6 +68,7 @@ class LeasedJob:
     concurrency_hold: bool = False  # keeps its slot while it waits to retry
     batch_id: int | None = None  # the batch it belongs to
     callback_of: int | None = None  # the batch it is a callback of
+    run_at: dt.datetime | None = None  # when it became due (its pickup latency is started_at - run_at)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +77,7 @@ class HeldJob:
 
     id: int
     queue: str
+    task: str
     attempt: int
     max_attempts: int
     lost_attempts: int
@@ -97,6 +99,8 @@ class Transition:
 
     job_id: int
     lease_token: uuid.UUID
+    queue: str  # for the events that report it (metrics, logs); not written
+    task: str
     state: JobState  # the job's next state...
     yields_to_cancel: bool  # ...unless a cancel request is found on the row when applied: then 'cancelled'
     run_at: dt.datetime | None  # the next run (retries); None keeps the row's

@@ -1,5 +1,6 @@
 """pgqueue's tables: schema, indexes and constraints (no business logic; runtime SQL is in sql/)."""
 
+from pgqueue.models.archive import ArchivedJob
 from pgqueue.models.attempts import Attempt
 from pgqueue.models.audit import AuditEntry
 from pgqueue.models.batches import Batch
@@ -14,5 +15,5 @@ from pgqueue.models.stats import QueueStat
 from pgqueue.models.workers import WorkerProcess
 
 __all__ = [
-    "Attempt", "AuditEntry", "Batch", "Delivery", "Dependency", "Job", "Lock", "OutboxEvent", "QueueStat", "QueueState", "RateLimit", "Schedule", "ScheduleTick", "Semaphore", "SemaphoreSlot", "WorkerProcess",
+    "ArchivedJob", "Attempt", "AuditEntry", "Batch", "Delivery", "Dependency", "Job", "Lock", "OutboxEvent", "QueueStat", "QueueState", "RateLimit", "Schedule", "ScheduleTick", "Semaphore", "SemaphoreSlot", "WorkerProcess",
 ]

@@ -114,6 +114,10 @@ class Job(models.Model):
             models.Index(fields=["batch"], name="pgqueue_job_batch_open",
                          condition=Q(batch__isnull=False) & ~Q(state__in=list(FINISHED_STATES))),
             models.Index(fields=["callback_of"], name="pgqueue_job_callbacks", condition=Q(callback_of__isnull=False)),
+            # Serves the per-queue counts of pgqueue.monitor (metrics, health, status) for the states the
+            # plain path never enters, dead history included; ready and running have their own indexes.
+            models.Index(fields=["queue", "state"], name="pgqueue_job_queue_state",
+                         condition=Q(state__in=["scheduled", "blocked", "waiting", "dead"])),
             # Serves "dead jobs by reason" and the dead-letter views.
             models.Index(fields=["reason_code", "finished_at"], name="pgqueue_job_dead", condition=Q(state="dead")),
         ]

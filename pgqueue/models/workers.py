@@ -8,7 +8,8 @@ from django.db.models.functions import Now
 
 
 class WorkerProcess(models.Model):
-    KIND_CHOICES = [("supervisor", "Supervisor"), ("worker", "Worker"), ("maintenance", "Maintenance"), ("scheduler", "Scheduler")]
+    KIND_CHOICES = [("supervisor", "Supervisor"), ("worker", "Worker"), ("maintenance", "Maintenance"), ("scheduler", "Scheduler"),
+                    ("metrics", "Metrics")]
     STATE_CHOICES = [("running", "Running"), ("stopping", "Stopping"), ("stopped", "Stopped"), ("dead", "Dead")]
 
     id = models.CharField(max_length=64, primary_key=True)

@@ -249,7 +249,7 @@ WITH candidates AS (
     WHERE j.id = picked.id
     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
-        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of
+        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true
     WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
@@ -389,7 +389,7 @@ WITH queues AS (
     WHERE j.id = p.id
     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
-        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of
+        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true
     WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
@@ -461,7 +461,7 @@ WITH leased AS (
         FOR UPDATE SKIP LOCKED)
     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
-        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of
+        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true
     WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
@@ -1035,15 +1035,15 @@ SELECT (SELECT count(*) FROM orphaned) AS released, (SELECT count(*) FROM expire
 
 -- name: job_get_held_by_worker
 -- The running jobs a worker process still held when it exited, locked for the transition that follows.
-SELECT id, queue, attempts AS attempt, max_attempts, lost_attempts, crashes, lease_token, started_at, leased_by,
-    lock_key, concurrency_key, slot, concurrency_hold
+SELECT id, queue, task, attempts AS attempt, max_attempts, lost_attempts, crashes, lease_token, started_at,
+    leased_by, lock_key, concurrency_key, slot, concurrency_hold
 FROM pgqueue_job
 WHERE state = 'running' AND leased_by = %(worker)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: job_get_expired
 -- Running jobs whose lease expired or whose worker is dead or silent (at most %(limit)s), locked.
-SELECT j.id, j.queue, j.attempts AS attempt, j.max_attempts, j.lost_attempts, j.crashes, j.lease_token,
+SELECT j.id, j.queue, j.task, j.attempts AS attempt, j.max_attempts, j.lost_attempts, j.crashes, j.lease_token,
     j.started_at, j.leased_by, j.lock_key, j.concurrency_key, j.slot, j.concurrency_hold
 FROM pgqueue_job j
 WHERE j.state = 'running'
@@ -1253,17 +1253,64 @@ SELECT replay_of_id, id, (SELECT count(*) FROM wake) AS woken, concurrency_key A
 FROM inserted ORDER BY replay_of_id;
 
 -- name: job_prune
--- Delete finished jobs (and their attempts) older than their retention, a bounded batch at a time.
-WITH gone AS (
-    SELECT id FROM pgqueue_job
-    WHERE (state = 'succeeded' AND finished_at < now() - make_interval(secs => %(keep_succeeded)s))
-       OR (state IN ('dead', 'cancelled') AND finished_at < now() - make_interval(secs => %(keep_failed)s))
+-- Delete finished jobs (and their attempts) past their retention, at most %(limit)s, oldest first; with
+-- %(archive)s, copy each to pgqueue_archivedjob first (the row and its attempts as JSON). Retention is per
+-- finished state (keep_* seconds; NULL: that state is not pruned) unless a rule of its queue says otherwise;
+-- %(queues)s (NULL: all) limits it to some queues. Rows a transaction holds are skipped, never waited for.
+WITH rules AS (
+    SELECT * FROM unnest(%(rule_queues)s::text[], %(rule_states)s::text[], %(rule_keeps)s::float8[])
+        AS r(queue, state, keep)
+), gone AS (
+    SELECT j.id FROM pgqueue_job j
+    WHERE j.state IN ('succeeded', 'dead', 'cancelled')
+      AND j.finished_at < now() - make_interval(secs => %(min_keep)s)
+      AND (%(queues)s::text[] IS NULL OR j.queue = ANY(%(queues)s::text[]))
+      AND j.finished_at < now() - make_interval(secs => COALESCE(
+          (SELECT r.keep FROM rules r WHERE r.queue = j.queue AND r.state = j.state),
+          CASE j.state WHEN 'succeeded' THEN %(keep_succeeded)s::float8 WHEN 'dead' THEN %(keep_dead)s::float8
+                       ELSE %(keep_cancelled)s::float8 END))
+    ORDER BY j.finished_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), archived AS (
+    INSERT INTO pgqueue_archivedjob (id, queue, task, state, reason_code, created_at, finished_at, archived_at,
+                                     job, attempts)
+    SELECT j.id, j.queue, j.task, j.state, j.reason_code, j.created_at, j.finished_at, now(), to_jsonb(j),
+        COALESCE((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.id) FROM pgqueue_attempt a WHERE a.job_id = j.id),
+                 '[]'::jsonb)
+    FROM pgqueue_job j JOIN gone g ON g.id = j.id
+    WHERE %(archive)s
+    ON CONFLICT (id) DO NOTHING
 ), attempts AS (
-    DELETE FROM pgqueue_attempt WHERE job_id IN (SELECT id FROM gone)
+    DELETE FROM pgqueue_attempt WHERE job_id IN (SELECT id FROM gone) RETURNING 1
 ), deleted AS (
     DELETE FROM pgqueue_job WHERE id IN (SELECT id FROM gone) RETURNING id
+)
+SELECT (SELECT count(*) FROM deleted) AS jobs, (SELECT count(*) FROM attempts) AS attempts;
+
+-- name: job_prune_count
+-- How many finished jobs job_prune would take with the same retention (pgqueue_prune --dry-run).
+WITH rules AS (
+    SELECT * FROM unnest(%(rule_queues)s::text[], %(rule_states)s::text[], %(rule_keeps)s::float8[])
+        AS r(queue, state, keep)
+)
+SELECT j.state, count(*) AS count FROM pgqueue_job j
+WHERE j.state IN ('succeeded', 'dead', 'cancelled')
+  AND j.finished_at < now() - make_interval(secs => %(min_keep)s)
+  AND (%(queues)s::text[] IS NULL OR j.queue = ANY(%(queues)s::text[]))
+  AND j.finished_at < now() - make_interval(secs => COALESCE(
+      (SELECT r.keep FROM rules r WHERE r.queue = j.queue AND r.state = j.state),
+      CASE j.state WHEN 'succeeded' THEN %(keep_succeeded)s::float8 WHEN 'dead' THEN %(keep_dead)s::float8
+                   ELSE %(keep_cancelled)s::float8 END))
+GROUP BY j.state ORDER BY j.state;
+
+-- name: archive_prune
+-- Delete archived jobs archived more than %(keep)s seconds ago, at most %(limit)s.
+WITH gone AS (
+    SELECT id FROM pgqueue_archivedjob WHERE archived_at < now() - make_interval(secs => %(keep)s)
+    ORDER BY archived_at LIMIT %(limit)s
+), deleted AS (
+    DELETE FROM pgqueue_archivedjob WHERE id IN (SELECT id FROM gone) RETURNING 1
 )
 SELECT count(*) FROM deleted;
 

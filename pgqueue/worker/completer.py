@@ -152,18 +152,12 @@ class Completer:
         settle.moved(self.database, rows, channel=self.settings.NOTIFY_CHANNEL)  # committed: dependents, batches
         applied = {row.id: row.state for row in rows}
         self.written += len(applied)
-        listening = events.has_subscribers("job_finished")
         for t in transitions:
             if t.job_id not in applied:
                 self.lost += 1
                 events.emit("job_completion_refused", worker=self.worker_id, job_id=t.job_id,
                             outcome=t.outcome.value)
-            if listening:
-                events.emit(
-                    "job_finished", worker=self.worker_id, job_id=t.job_id, outcome=t.outcome.value,
-                    state=applied.get(t.job_id, t.state.value), applied=t.job_id in applied,
-                    duration=(t.finished_at - t.started_at).total_seconds(),
-                )
+        events.attempts_ended(transitions, applied, self.worker_id)
 
     def _forget(self, transitions: list[Transition]) -> None:
         with self._lock:

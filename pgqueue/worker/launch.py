@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import importlib
+import shutil
+import tempfile
 
 from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
-from pgqueue import db, schedules
+from pgqueue import db, metrics, schedules
 from pgqueue.checks import check_migrations
 from pgqueue.conf import Settings, get_settings
 from pgqueue.exceptions import InvalidJob
+from pgqueue.worker import exporter
 from pgqueue.worker.options import OptionError, WorkerOptions
 from pgqueue.worker.supervisor import Supervisor
 
@@ -42,7 +45,40 @@ def launch(options: WorkerOptions) -> int:
         schedules.declared(settings)
     except InvalidJob as exc:
         raise LaunchError(f"pgqueue.E005: {exc}") from None
-    return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE)).run()
+    if options.metrics_port is None:
+        metrics.uninstall()  # nobody could read this process's counters: the jobs do not pay for them
+        return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE)).run()
+    open_access = _check_metrics_token(settings)
+    try:
+        server = exporter.listen(options.metrics_address, options.metrics_port)
+    except OSError as exc:
+        raise LaunchError(f"--metrics-port {options.metrics_port}: cannot listen on "
+                          f"{options.metrics_address}:{options.metrics_port}: {exc.strerror or exc}.") from None
+    folder = tempfile.mkdtemp(prefix="pgqueue-metrics-")  # this supervisor's counters, from zero
+    try:
+        metrics.install_multiprocess(folder)
+        return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE), metrics_server=server,
+                          open_metrics=open_access).run()
+    finally:
+        server.server_close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_metrics_token(settings: Settings) -> bool:
+    """Refuse to serve metrics to the network behind a missing or placeholder token, unless DEBUG is on.
+    Returns whether scrapes need no token (DEBUG with no token set)."""
+    from django.conf import settings as django_settings
+
+    problem = metrics.token_problem(settings.METRICS_TOKEN)
+    if problem is None:
+        return False
+    if django_settings.DEBUG and not settings.METRICS_TOKEN:
+        return True
+    if django_settings.DEBUG:
+        return False  # a weak token still protects a development machine
+    raise LaunchError(f"--metrics-port needs PGQUEUE['METRICS_TOKEN'] (or PGQUEUE_METRICS_TOKEN) set to a secret "
+                      f"when DEBUG is off, and {problem}. Generate one with: python -c \"import secrets; "
+                      f"print(secrets.token_urlsafe(32))\"")
 
 
 def import_job_modules() -> None:

@@ -11,7 +11,7 @@ import socket
 import time
 from typing import Any
 
-from pgqueue import db, events, outbox, settle
+from pgqueue import db, events, outbox, retention, settle
 from pgqueue.conf import Settings
 from pgqueue.worker import rescue
 from pgqueue.worker.signals import SignalPipe
@@ -36,6 +36,7 @@ class Maintenance:
         self.next_prune = 0.0
         self.next_reap = 0.0
         self.registered = False
+        self.policy = retention.from_settings(settings)
         self.batch_cursor = 0  # the settle sweep goes round the batches, SWEEP_KEYS at a time
 
     def run(self) -> int:
@@ -93,11 +94,9 @@ class Maintenance:
         if time.monotonic() >= self.next_prune:
             self.next_prune = time.monotonic() + PRUNE_EVERY
             self.db.run("stat_prune", keep=STATS_KEEP_SECONDS)
-            for _ in range(PRUNE_ROUNDS):  # up to PRUNE_ROUNDS x BATCH jobs a minute
-                deleted = self.db.run("job_prune", keep_succeeded=s.KEEP_SUCCEEDED_SECONDS,
-                                      keep_failed=s.KEEP_FAILED_SECONDS, limit=BATCH)[0].count
-                if deleted < BATCH or self.pipe.received:
-                    break
+            # up to PRUNE_ROUNDS x BATCH jobs a minute
+            retention.prune(self.db, self.policy, batch=BATCH, rounds=PRUNE_ROUNDS, stop=lambda: bool(self.pipe.received))
+            retention.prune_archive(self.db, s, batch=BATCH, rounds=PRUNE_ROUNDS)
             self.db.run("schedule_tick_prune", keep=max(s.KEEP_SUCCEEDED_SECONDS, s.KEEP_FAILED_SECONDS), limit=BATCH)
             for _ in range(PRUNE_ROUNDS):  # relayed outbox events past their retention
                 if self.db.run("outbox_prune", keep=s.OUTBOX_KEEP_SECONDS, limit=BATCH)[0].count < BATCH:

@@ -29,6 +29,8 @@ class WorkerOptions:
     max_lifetime: float | None = None
     maintenance: bool = True
     scheduler: bool = True
+    metrics_port: int | None = None  # serve Prometheus metrics on this port (a metrics process)
+    metrics_address: str = "0.0.0.0"
 
 
 def parse(
@@ -43,6 +45,8 @@ def parse(
     max_lifetime: Any = None,
     maintenance: bool = True,
     scheduler: bool = True,
+    metrics_port: Any = None,
+    metrics_address: str = "0.0.0.0",
 ) -> WorkerOptions:
     """Check every option and build the value; raise OptionError with a precise message."""
     return WorkerOptions(
@@ -55,7 +59,15 @@ def parse(
         max_lifetime=None if max_lifetime is None else _seconds("--max-lifetime", max_lifetime),
         maintenance=bool(maintenance),
         scheduler=bool(scheduler),
+        metrics_port=None if metrics_port is None else _int("--metrics-port", metrics_port, 1, 65535),
+        metrics_address=_address(metrics_address),
     )
+
+
+def _address(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() or c in "/[]" for c in value.strip()):
+        raise OptionError(f"--metrics-address must be a host name or IP address to listen on, got {value!r}.")
+    return value.strip()
 
 
 def _int(label: str, value: Any, low: int, high: int) -> int:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pgqueue import db, settle
+from pgqueue import db, events, settle
 from pgqueue.conf import Settings
 from pgqueue.lifecycle import AttemptEnd, Ending, decide
-from pgqueue.types import HeldJob
+from pgqueue.types import HeldJob, Transition
 from pgqueue.worker.executor import now, retry_policy
 from pgqueue.worker.listener import SUSPECTS
 
@@ -17,10 +17,11 @@ def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_
     job that was alone in the process is the likely cause. Returns the jobs taken back."""
     with database.transaction():
         held = database.run("job_get_held_by_worker", worker=worker)
-        moved = _apply(database, settings, held, worker, exit_code=exit_code, crash=crash)
+        transitions, moved = _apply(database, settings, held, worker, exit_code=exit_code, crash=crash)
         if crash and held:  # tell the workers of these queues that suspects wait to run alone
             payloads = sorted({SUSPECTS + job.queue for job in held})
             database.run("channel_notify", channel=settings.NOTIFY_CHANNEL, payloads=payloads)
+    events.attempts_ended(transitions, {row.id: row.state for row in moved}, worker)
     settle.moved(database, moved, channel=settings.NOTIFY_CHANNEL)  # dependents and batches, once committed
     return held
 
@@ -30,15 +31,16 @@ def expired(database: db.Database, settings: Settings, limit: int, *, by: str) -
     by maintenance process `by`. Returns the jobs taken back."""
     with database.transaction():
         held = database.run("job_get_expired", dead_after=settings.WORKER_DEAD_AFTER, limit=limit)
-        moved = _apply(database, settings, held, by, exit_code=None, crash=False)
+        transitions, moved = _apply(database, settings, held, by, exit_code=None, crash=False)
+    events.attempts_ended(transitions, {row.id: row.state for row in moved}, by)
     settle.moved(database, moved, channel=settings.NOTIFY_CHANNEL)  # dependents and batches, once committed
     return held
 
 
 def _apply(database: db.Database, settings: Settings, held: list[HeldJob], worker: str, *, exit_code: int | None,
-           crash: bool) -> list[db.Moved]:
+           crash: bool) -> tuple[list[Transition], list[db.Moved]]:
     if not held:
-        return []
+        return [], []
     ended = now()
     policy = retry_policy(None, settings)
     transitions = [
@@ -46,4 +48,4 @@ def _apply(database: db.Database, settings: Settings, held: list[HeldJob], worke
                                crash=crash, alone=len(held) == 1), policy)
         for job in held
     ]
-    return db.apply_transitions(database, transitions, worker=worker, channel=settings.NOTIFY_CHANNEL)
+    return transitions, db.apply_transitions(database, transitions, worker=worker, channel=settings.NOTIFY_CHANNEL)

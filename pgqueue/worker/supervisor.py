@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from django.db import connections
 
@@ -41,8 +42,11 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, options: WorkerOptions, settings: Settings, db_params: dict[str, Any]) -> None:
+    def __init__(self, options: WorkerOptions, settings: Settings, db_params: dict[str, Any], *,
+                 metrics_server: WSGIServer | None = None, open_metrics: bool = False) -> None:
         self.options = options
+        self.metrics_server = metrics_server  # bound by launch; served by the metrics process
+        self.open_metrics = open_metrics
         self.settings = settings
         self.db_params = db_params
         host = socket.gethostname().split(".")[0][:20]
@@ -69,6 +73,8 @@ class Supervisor:
             self._spawn("maintenance", 0)
         if self.options.scheduler:
             self._spawn("scheduler", 0)
+        if self.metrics_server is not None:
+            self._spawn("metrics", 0)
         while True:
             self._handle_signals()
             self._reap()
@@ -190,6 +196,8 @@ class Supervisor:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
+            if self.metrics_server is not None and kind != "metrics":
+                self.metrics_server.socket.close()  # only the metrics process listens
             self._run_child(run)
         self.children[pid] = Child(pid=pid, id=child_id, kind=kind, slot=slot, started=time.monotonic())
 
@@ -202,6 +210,13 @@ class Supervisor:
             return lambda: Maintenance(child_id, self.id, self.settings, self.db_params).run()
         if kind == "scheduler":
             return lambda: Scheduler(child_id, self.id, self.settings).run()
+        if kind == "metrics":
+            from pgqueue.worker.exporter import Exporter
+
+            server = self.metrics_server
+            assert server is not None
+            return lambda: Exporter(child_id, self.id, self.settings, self.db_params, server,
+                                    open_access=self.open_metrics).run()
         return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params).run()
 
     def _run_child(self, run: Callable[[], int]) -> None:

@@ -205,6 +205,7 @@ class Worker:
                     self.isolation = Isolation.ALONE
                     self.leased += 1
                     events.emit("job_isolated", worker=self.id, job_id=suspect[0].id, crashes=suspect[0].crashes)
+                    events.emit("job_leased", worker=self.id, count=1, jobs=suspect)
                     self._start(suspect[0])
                     return
                 self.suspects_possible = False
@@ -220,7 +221,7 @@ class Worker:
         self.more_ready = len(jobs) == free
         self.leased += len(jobs)
         if jobs:
-            events.emit("job_leased", worker=self.id, count=len(jobs))
+            events.emit("job_leased", worker=self.id, count=len(jobs), jobs=jobs)
         for job in jobs:
             self._start(job)
 

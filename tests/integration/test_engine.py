@@ -15,7 +15,7 @@ from django.db import connection
 
 import pgqueue
 import pgqueue.operations
-from pgqueue import db
+from pgqueue import retention, db
 from pgqueue.conf import get_settings
 from pgqueue.db import connection_kwargs
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
@@ -333,7 +333,9 @@ def test_prune_deletes_old_finished_jobs_with_their_attempts() -> None:
         rows = lease(conn, "w", 3)
         finish(conn, "w", rows[:2])
         cur.execute("UPDATE pgqueue_job SET finished_at = now() - interval '2 days' WHERE id = %s", (rows[0].id,))
-        db.run(cur, "job_prune", keep_succeeded=86400, keep_failed=86400, limit=100)
+        pruned = db.run(cur, "job_prune", **retention.Policy(keep=dict.fromkeys(("succeeded", "dead", "cancelled"), 86400.0)
+                                                             ).params(100), archive=False)
+        assert (pruned[0].jobs, pruned[0].attempts) == (1, 1)
     assert set(Job.objects.values_list("id", flat=True)) == {rows[1].id, rows[2].id}
     assert set(Attempt.objects.values_list("job_id", flat=True)) == {rows[1].id}
 

@@ -29,7 +29,7 @@ BOOM = ErrorInfo(error_class="RuntimeError", message="RuntimeError: boom", trace
 
 
 def held(attempt: int = 1, max_attempts: int = 3, lost: int = 0, crashes: int = 0) -> HeldJob:
-    return HeldJob(id=7, queue="default", attempt=attempt, max_attempts=max_attempts, lost_attempts=lost, crashes=crashes,
+    return HeldJob(id=7, queue="default", task="app.jobs.work", attempt=attempt, max_attempts=max_attempts, lost_attempts=lost, crashes=crashes,
                    lease_token=uuid.UUID(int=1), started_at=T0, leased_by="w1")
 
 

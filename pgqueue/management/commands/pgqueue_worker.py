@@ -28,6 +28,10 @@ class Command(BaseCommand):
                             help="Do not run the maintenance role in this supervisor.")
         parser.add_argument("--no-scheduler", action="store_true",
                             help="Do not run the scheduler (recurring jobs) in this supervisor.")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="Serve Prometheus metrics on this port (needs PGQUEUE['METRICS_TOKEN'] unless DEBUG).")
+        parser.add_argument("--metrics-address", default="0.0.0.0",
+                            help="Address the metrics port listens on (default 0.0.0.0).")
         parser.add_argument("--log-level", default="INFO", help="pgqueue log level (default INFO).")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -38,7 +42,8 @@ class Command(BaseCommand):
                 concurrency=options["concurrency"], shutdown_timeout=options["shutdown_timeout"],
                 max_jobs=options["max_jobs"], max_memory_mb=options["max_memory"],
                 max_lifetime=options["max_lifetime"], maintenance=not options["no_maintenance"],
-                scheduler=not options["no_scheduler"],
+                scheduler=not options["no_scheduler"], metrics_port=options["metrics_port"],
+                metrics_address=options["metrics_address"],
             )
             code = launch(parsed)
         except (LaunchError, worker_options.OptionError) as exc:

@@ -30,6 +30,11 @@ def _ids(job_ids: int | Iterable[int]) -> list[int]:
     return ids
 
 
+def check_ids(job_ids: int | Iterable[int]) -> list[int]:
+    """The ids as a list, each an int from 1 to 2**63 - 1, else InvalidJobId (commands and reports)."""
+    return _ids(job_ids)
+
+
 def _queue_names(queues: str | Iterable[str]) -> list[str]:
     if isinstance(queues, str):
         return [check_queue_name(queues)]

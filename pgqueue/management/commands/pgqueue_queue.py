@@ -21,6 +21,11 @@ VERBS = {
 }
 
 
+# The option values of a plain pause, resume or drain (pgqueue_pause and pgqueue_resume pass these).
+NO_OPTIONS: dict[str, Any] = {"concurrency": None, "rate": None, "per": None, "failures": None, "within": None,
+                              "cooldown": None, "off": False}
+
+
 class Command(BaseCommand):
     help = ("Queues: pause, resume or drain NAME...; limit NAME [--concurrency N] [--rate N --per SECONDS] "
             "(no option clears them); breaker NAME --failures N --within SECONDS --cooldown SECONDS (or --off); "

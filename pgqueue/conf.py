@@ -92,6 +92,11 @@ class Settings:
     # and the workers' own connections). Turn off behind a pooler that cannot keep them (PgBouncer in
     # transaction mode before 1.21, or with max_prepared_statements = 0).
     PREPARE_STATEMENTS: bool = True
+    # Guardrails (docs/operations.md): enqueues per queue at most `rate` jobs per `per` seconds, cluster-wide
+    # ({"emails": {"rate": 100, "per": 1}}); over it, enqueue raises EnqueueRefused and writes nothing.
+    ENQUEUE_RATE_LIMITS: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Keep a row per refused enqueue (queue, task, reason, per minute with a count) for the admin's list.
+    RECORD_REFUSALS: bool = False
     # Observability (docs/operations.md). The /metrics view accepts "Authorization: Bearer <token>" with
     # this token (or a staff login); pgqueue_worker refuses an empty or default one when DEBUG is off and
     # --metrics-port is given.
@@ -132,6 +137,15 @@ class Settings:
             )
         for queue in (self.QUEUES or ()) + (self.DEFAULT_QUEUE,):
             check_queue_name(queue, setting=True)
+        for queue, limit in self.ENQUEUE_RATE_LIMITS.items():
+            check_queue_name(queue, setting=True)
+            if set(limit) != {"rate", "per"}:
+                raise ImproperlyConfigured(
+                    f"PGQUEUE['ENQUEUE_RATE_LIMITS'][{queue!r}] must be {{'rate': jobs, 'per': seconds}}, got "
+                    f"{short_repr(limit)}."
+                )
+            _check_range(f"ENQUEUE_RATE_LIMITS']['{queue}']['rate", limit["rate"], 1, True, 1_000_000)
+            _check_range(f"ENQUEUE_RATE_LIMITS']['{queue}']['per", limit["per"], 0, False, SECONDS_MAX)
         if self.ARCHIVE_KEEP_SECONDS is not None:
             _check_range("ARCHIVE_KEEP_SECONDS", self.ARCHIVE_KEEP_SECONDS, 0, False, RETENTION_MAX)
         for queue, rules in self.RETENTION.items():
@@ -377,20 +391,19 @@ def _to_seconds_by_queue(value: Any) -> dict[str, float]:
     return {queue: _to_float(seconds) for queue, seconds in value.items()}
 
 
-def _to_retention(value: Any) -> dict[str, dict[str, float]]:
-    """{queue: {state: seconds}}, or its JSON (from the environment)."""
+def _to_retention(value: Any, inner: str = "{state: seconds}") -> dict[str, dict[str, float]]:
+    """{queue: {name: number}} (RETENTION, ENQUEUE_RATE_LIMITS), or its JSON (from the environment)."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError as exc:
             raise ValueError(f"expected a JSON object ({exc})") from None
     if not isinstance(value, dict):
-        raise TypeError(f"expected a dict of queue name -> {{state: seconds}}, got {type(value).__name__}")
+        raise TypeError(f"expected a dict of queue name -> {inner}, got {type(value).__name__}")
     rules: dict[str, dict[str, float]] = {}
     for queue, states in value.items():
         if not isinstance(states, dict):
-            raise TypeError(f"queue {short_repr(queue)} must map to a dict of state -> seconds, got "
-                            f"{type(states).__name__}")
+            raise TypeError(f"queue {short_repr(queue)} must map to a dict {inner}, got {type(states).__name__}")
         rules[queue] = {state: _to_float(seconds) for state, seconds in states.items()}
     return rules
 
@@ -421,6 +434,8 @@ def _cast(name: str, value: Any, source: str) -> Any:
             return _to_seconds_by_queue(value)
         if name == "RETENTION":
             return _to_retention(value)
+        if name == "ENQUEUE_RATE_LIMITS":
+            return _to_retention(value, inner="{'rate': jobs, 'per': seconds}")
         if kind.startswith("int"):
             return _to_int(value)
         if kind.startswith("float"):

@@ -199,6 +199,12 @@ class Count:
 
 
 @dataclass(frozen=True, slots=True)
+class Take:
+    granted: bool
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
 class Pruned:
     jobs: int
     attempts: int
@@ -297,6 +303,7 @@ RETURNS: dict[str, type] = {
     "job_prune": Pruned,
     "job_prune_count": StateCount,
     "archive_prune": Count,
+    "ratelimit_take_enqueue": Take,
     "queuestate_set_paused": PausedOrResumed,
     "queuestate_pause_drained": Name,
     "queuestate_drain": Name,

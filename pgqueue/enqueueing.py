@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError, connections, transaction
 
-from pgqueue import batches, db, events, registry, settle
+from pgqueue import batches, db, events, guardrails, registry, settle
 from pgqueue.conf import MAX_ATTEMPTS_MAX, Settings, get_settings
 from pgqueue.exceptions import (
     InvalidJob,
@@ -157,6 +157,8 @@ def enqueue_calls(calls: Sequence[JobCall], *, steps: Sequence[str] | None = Non
                 now = now or dt.datetime.now(dt.UTC)
                 options = resolved[key] = _resolve(call, settings, now)
         rows.append(_prepare(call, options, settings))
+    if settings.ENQUEUE_RATE_LIMITS:  # every call is valid: now the guardrail, before anything is written
+        guardrails.check_rate(((r.queue, r.task) for r in rows), settings)
     alias = settings.DATABASE
     batch_id = batches.current()
     if batch_id is not None:
@@ -230,10 +232,12 @@ def _prepare(call: JobCall, options: _Resolved, settings: Settings) -> _Row:
     if 4 * (len(args) + len(kwargs)) > settings.MAX_PAYLOAD_BYTES and (
         (size := len(args.encode()) + len(kwargs.encode())) > settings.MAX_PAYLOAD_BYTES
     ):
-        raise PayloadTooLarge(
-            f"Job {job.name}: arguments are {size} bytes as JSON, over "
-            f"PGQUEUE['MAX_PAYLOAD_BYTES'] = {settings.MAX_PAYLOAD_BYTES}. Pass an id and load the data in the job."
-        )
+        message = (f"Job {job.name}: arguments are {size} bytes as JSON, over "
+                   f"PGQUEUE['MAX_PAYLOAD_BYTES'] = {settings.MAX_PAYLOAD_BYTES}. Pass an id and load the data in "
+                   "the job.")
+        guardrails.refused(settings, queue=options.queue, task=job.name, reason="payload_too_large", jobs=1,
+                           message=message)
+        raise PayloadTooLarge(message)
     return _Row(
         queue=options.queue, task=job.name, args=args, kwargs=kwargs, priority=options.priority,
         run_at=options.run_at, max_attempts=options.max_attempts, timeout=options.timeout,

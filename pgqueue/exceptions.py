@@ -43,6 +43,16 @@ class JobNotUnique(PgQueueError):
         self.job_id = job_id  # the job holding the key (None: an earlier call of the same enqueue_many)
 
 
+class EnqueueRefused(PgQueueError):
+    """A guardrail refused the enqueue (PGQUEUE['ENQUEUE_RATE_LIMITS']); nothing was written."""
+
+    def __init__(self, message: str, *, queue: str, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.reason = reason
+        self.retry_after = retry_after  # seconds until the call would fit (rate limit)
+
+
 class JobNotFound(PgQueueError, LookupError):
     """No job row with that id."""
 

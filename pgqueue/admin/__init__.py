@@ -4,6 +4,7 @@ audit log, overview."""
 from pgqueue.admin.audit import AuditEntryAdmin
 from pgqueue.admin.batches import BatchAdmin
 from pgqueue.admin.flow import LockAdmin, RateLimitAdmin, SemaphoreAdmin
+from pgqueue.admin.history import ArchivedJobAdmin, RefusalAdmin
 from pgqueue.admin.jobs import AttemptAdmin, JobAdmin
 from pgqueue.admin.outbox import OutboxEventAdmin
 from pgqueue.admin.queues import QueueStateAdmin
@@ -11,5 +12,5 @@ from pgqueue.admin.schedules import ScheduleAdmin
 from pgqueue.admin.workers import WorkerProcessAdmin
 
 __all__ = [
-    "AttemptAdmin", "AuditEntryAdmin", "BatchAdmin", "JobAdmin", "LockAdmin", "OutboxEventAdmin", "QueueStateAdmin", "RateLimitAdmin", "ScheduleAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
+    "ArchivedJobAdmin", "AttemptAdmin", "AuditEntryAdmin", "BatchAdmin", "JobAdmin", "LockAdmin", "OutboxEventAdmin", "QueueStateAdmin", "RateLimitAdmin", "RefusalAdmin", "ScheduleAdmin", "SemaphoreAdmin", "WorkerProcessAdmin",
 ]

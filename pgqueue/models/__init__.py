@@ -9,11 +9,12 @@ from pgqueue.models.jobs import Job
 from pgqueue.models.locks import Lock
 from pgqueue.models.outbox import Delivery, OutboxEvent
 from pgqueue.models.queues import QueueState
+from pgqueue.models.refusals import Refusal
 from pgqueue.models.schedules import Schedule, ScheduleTick
 from pgqueue.models.semaphores import RateLimit, Semaphore, SemaphoreSlot
 from pgqueue.models.stats import QueueStat
 from pgqueue.models.workers import WorkerProcess
 
 __all__ = [
-    "ArchivedJob", "Attempt", "AuditEntry", "Batch", "Delivery", "Dependency", "Job", "Lock", "OutboxEvent", "QueueStat", "QueueState", "RateLimit", "Schedule", "ScheduleTick", "Semaphore", "SemaphoreSlot", "WorkerProcess",
+    "ArchivedJob", "Attempt", "AuditEntry", "Batch", "Delivery", "Dependency", "Job", "Lock", "OutboxEvent", "QueueStat", "QueueState", "RateLimit", "Refusal", "Schedule", "ScheduleTick", "Semaphore", "SemaphoreSlot", "WorkerProcess",
 ]

@@ -399,6 +399,38 @@ WITH queues AS (
 )
 SELECT * FROM leased;
 
+-- name: ratelimit_take_enqueue
+-- Take %(count)s tokens from a queue's enqueue bucket (key 'pgqueue:enqueue:<queue>'), all or none, refilled
+-- at %(limit)s per %(window)s s; run alone in autocommit, so the row is locked for this statement only. No
+-- row: the bucket does not exist yet (ratelimit_create_enqueue, then again).
+WITH bucket AS (
+    SELECT key, LEAST(%(limit)s::float8, tokens + EXTRACT(EPOCH FROM clock_timestamp() - updated_at)
+                                          * %(limit)s / %(window)s) AS tokens
+    FROM pgqueue_ratelimit WHERE key = %(key)s
+    FOR UPDATE
+)
+UPDATE pgqueue_ratelimit r
+SET tokens = CASE WHEN b.tokens >= %(count)s THEN b.tokens - %(count)s ELSE b.tokens END,
+    updated_at = clock_timestamp(), "limit" = %(limit)s, "window" = %(window)s
+FROM bucket b
+WHERE r.key = b.key
+RETURNING b.tokens >= %(count)s AS granted,
+    GREATEST(0, (%(count)s - b.tokens) * %(window)s / %(limit)s)::float8 AS retry_after;
+
+-- name: ratelimit_create_enqueue
+-- Create a queue's enqueue bucket, full (a concurrent creator wins: nothing happens).
+INSERT INTO pgqueue_ratelimit (key, "limit", "window", tokens, updated_at, created_at)
+VALUES (%(key)s, %(limit)s, %(window)s, %(limit)s, clock_timestamp(), clock_timestamp())
+ON CONFLICT (key) DO NOTHING;
+
+-- name: refusal_record
+-- Count a refused enqueue in its minute's row (autocommit, outside the caller's transaction).
+INSERT INTO pgqueue_refusal (minute, queue, task, reason, count, jobs, message, first_at, last_at)
+VALUES (date_trunc('minute', now()), %(queue)s, %(task)s, %(reason)s, 1, %(jobs)s, %(message)s, now(), now())
+ON CONFLICT (minute, queue, task, reason) DO UPDATE
+SET count = pgqueue_refusal.count + 1, jobs = pgqueue_refusal.jobs + EXCLUDED.jobs, message = EXCLUDED.message,
+    last_at = now();
+
 -- name: queuestate_limited
 -- Whether any of these queues has a concurrency or rate limit or a ready job with a rate key, or jobs
 -- deferred by a rate key are still to come due: its workers then lease with job_lease_limited (they ask at

@@ -15,7 +15,7 @@ from django.db import connection
 
 import pgqueue
 import pgqueue.operations
-from pgqueue import retention, db
+from pgqueue import db, retention
 from pgqueue.conf import get_settings
 from pgqueue.db import connection_kwargs
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide

@@ -1,0 +1,331 @@
+"""docs/grafana/pgqueue.json and docs/alerts.yml name only metrics pgqueue exports, and use them the way
+they must be used: gauges (read from the database, the same on every scrape target) deduplicated with
+max, never summed; counters and histograms (per process) only under rate() or increase(). No database."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DASHBOARD = DOCS / "grafana" / "pgqueue.json"
+ALERTS = DOCS / "alerts.yml"
+SEVERITIES = {"critical", "warning", "info"}
+DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+ROWS = ["Overview", "Latency", "Failures", "Flow control & outbox", "Database"]
+
+STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+NAME = re.compile(r"(?<![\w:])pgqueue_[A-Za-z0-9_:]*")
+
+
+# -- what pgqueue exports ----------------------------------------------------------------------------------
+
+@cache
+def event_families() -> dict[str, frozenset[str]]:
+    """The counters and histograms: family name -> the sample names a scrape shows (_total, _bucket, ...)."""
+    from prometheus_client import CollectorRegistry
+
+    from pgqueue import metrics
+
+    created = metrics._create(CollectorRegistry())
+    families: dict[str, frozenset[str]] = {}
+    for field in dataclasses.fields(created):
+        metric = getattr(created, field.name)
+        labelnames = metric._labelnames
+        if labelnames:  # a labelled metric shows no sample before its first child
+            metric.labels(*("x",) * len(labelnames))
+        for family in metric.collect():
+            families[family.name] = frozenset(s.name for s in family.samples if not s.name.endswith("_created"))
+    return families
+
+
+@cache
+def gauge_names() -> frozenset[str]:
+    """The gauges DatabaseCollector.collect yields, read from its source."""
+    from pgqueue import metrics
+
+    source = inspect.getsource(metrics.DatabaseCollector.collect)
+    return frozenset(re.findall(r'(?:GaugeMetricFamily|_gauge)\(\s*"(\w+)"', source))
+
+
+def exported() -> frozenset[str]:
+    return frozenset().union(*event_families().values()) | gauge_names()
+
+
+def names_in(expr: str) -> set[str]:
+    """The pgqueue_ metric names an expression uses (not label values such as table="pgqueue_job")."""
+    return set(NAME.findall(STRING.sub('""', expr)))
+
+
+# -- the files -----------------------------------------------------------------------------------------------
+
+def dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text())
+
+
+def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, with those inside collapsed rows; rows themselves excluded."""
+    found = []
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            found.extend(panel.get("panels", []))
+        else:
+            found.append(panel)
+    return found
+
+
+def dashboard_exprs() -> list[str]:
+    board = dashboard()
+    exprs = [t["expr"] for p in panels(board) for t in p.get("targets", []) if "expr" in t]
+    for var in board["templating"]["list"]:
+        if var["type"] == "query":
+            query = var["query"]
+            exprs.append(query["query"] if isinstance(query, dict) else query)
+    return exprs
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rules = []
+    for group in read_yaml(ALERTS.read_text())["groups"]:
+        rules.extend(group["rules"])
+    return rules
+
+
+def every_expr() -> list[tuple[str, str]]:
+    return [("dashboard", e) for e in dashboard_exprs()] + [(r["alert"], r["expr"]) for r in alert_rules()]
+
+
+# -- a reader for the YAML subset alerts.yml is written in (PyYAML is not a dependency) -----------------------
+# Block mappings and sequences, plain and quoted scalars, | and > block scalars, # comments.
+
+KEY = re.compile(r"^([\w.-]+):(?:\s+(.*))?$")
+
+
+def read_yaml(text: str) -> Any:
+    lines = text.splitlines()
+    pos = 0
+
+    def peek() -> tuple[int, str] | None:
+        nonlocal pos
+        while pos < len(lines):
+            stripped = lines[pos].strip()
+            if stripped and not stripped.startswith("#"):
+                return len(lines[pos]) - len(lines[pos].lstrip(" ")), stripped
+            pos += 1
+        return None
+
+    def scalar(raw: str) -> str:
+        raw = raw.strip()
+        if raw.startswith('"'):
+            return str(json.loads(raw))
+        if raw.startswith("'"):
+            assert raw.endswith("'"), raw
+            return raw[1:-1].replace("''", "'")
+        return re.sub(r"\s+#.*$", "", raw)
+
+    def block(parent: int, style: str) -> str:
+        nonlocal pos
+        taken: list[str] = []
+        indent = None  # the block's, set by its first line; a line indented less ends it
+        while pos < len(lines):
+            line = lines[pos]
+            if line.strip():
+                depth = len(line) - len(line.lstrip(" "))
+                indent = depth if indent is None else indent
+                if depth <= parent or depth < indent:
+                    break
+            taken.append(line)
+            pos += 1
+        while taken and not taken[-1].strip():
+            taken.pop()
+        assert taken and indent is not None, f"alerts.yml line {pos + 1}: empty block scalar"
+        body = [t[indent:] for t in taken]
+        text = " ".join(body) if style.startswith(">") else "\n".join(body)
+        return text if style.endswith("-") else text + "\n"
+
+    def node(indent: int) -> Any:
+        nonlocal pos
+        first = peek()
+        if first is None or first[0] < indent:
+            return None
+        indent = first[0]
+        if first[1] == "-" or first[1].startswith("- "):
+            items: list[Any] = []
+            while (line := peek()) is not None and line[0] == indent and line[1].startswith("-"):
+                rest = line[1][1:].strip()
+                if KEY.match(rest):  # a mapping: read it as if the dash were a space
+                    lines[pos] = lines[pos].replace("-", " ", 1)
+                    items.append(node(indent + 1))
+                else:
+                    items.append(scalar(rest))
+                    pos += 1
+            return items
+        mapping: dict[str, Any] = {}
+        while (line := peek()) is not None and line[0] == indent:
+            match = KEY.match(line[1])
+            assert match, f"alerts.yml line {pos + 1}: expected `key: value`, got {line[1]!r}"
+            key, value = match.group(1), (match.group(2) or "").strip()
+            assert key not in mapping, f"alerts.yml line {pos + 1}: {key} twice"
+            pos += 1
+            if value in ("|", "|-", ">", ">-"):
+                mapping[key] = block(indent, value)
+            elif value:
+                mapping[key] = scalar(value)
+            else:
+                mapping[key] = node(indent + 1)
+        return mapping
+
+    document = node(0)
+    assert peek() is None, f"alerts.yml line {pos + 1}: unexpected indentation: {lines[pos]!r}"
+    return document
+
+
+# -- the tests ----------------------------------------------------------------------------------------------
+
+def test_names_in_reads_metric_names_not_label_values() -> None:
+    expr = 'sum(rate(pgqueue_a_total{table="pgqueue_job"}[5m])) / max(pgqueue_b{x=~\'pgqueue_c\'}) > 0'
+    assert names_in(expr) == {"pgqueue_a_total", "pgqueue_b"}
+    assert names_in("histogram_quantile(0.9, sum by (le) (rate(pgqueue_x_bucket[5m])))") == {"pgqueue_x_bucket"}
+
+
+def test_exported_names_are_the_real_ones() -> None:
+    names = exported()
+    for name in ("pgqueue_jobs_total", "pgqueue_jobs_enqueued_total", "pgqueue_completions_refused_total",
+                 "pgqueue_pickup_latency_seconds_bucket", "pgqueue_attempt_duration_seconds_sum",
+                 "pgqueue_attempt_duration_seconds_count", "pgqueue_queue_jobs", "pgqueue_expired_leases",
+                 "pgqueue_collector_duration_seconds"):
+        assert name in names
+    assert len(gauge_names()) >= 13  # the regex over DatabaseCollector.collect still finds them
+    # what a dashboard must not name: unsuffixed counters, made-up names
+    assert {"pgqueue_jobs", "pgqueue_jobs_enqueued", "pgqueue_pickup_latency_seconds", "pgqueue_nope"}.isdisjoint(names)
+
+
+@pytest.mark.parametrize("source", ["dashboard", "alerts"])
+def test_every_expression_names_only_exported_metrics(source: str) -> None:
+    exprs = dashboard_exprs() if source == "dashboard" else [r["expr"] for r in alert_rules()]
+    assert exprs
+    unknown = {name: expr for expr in exprs for name in names_in(expr) - exported()}
+    assert not unknown, f"{source} names metrics pgqueue does not export: {unknown}"
+
+
+def test_every_expression_names_a_metric() -> None:
+    for where, expr in every_expr():
+        assert names_in(expr) or re.search(r"\bup\{", expr), f"{where}: {expr!r} names no pgqueue metric"
+
+
+def test_gauges_are_never_summed_across_targets() -> None:
+    gauges = "|".join(sorted(gauge_names()))
+    summed = re.compile(rf"\b(?:sum|avg|count)\s*(?:(?:by|without)\s*\([^)]*\)\s*)?\(\s*({gauges})\b")
+    for where, expr in every_expr():
+        hit = summed.search(STRING.sub('""', expr))
+        assert hit is None, f"{where}: {hit.group(1)} is the same on every target: max it, do not sum it: {expr!r}"
+
+
+def test_counters_and_histograms_are_read_as_rates() -> None:
+    per_process = frozenset().union(*event_families().values())
+    for where, expr in every_expr():
+        plain = STRING.sub('""', expr)
+        for match in NAME.finditer(plain):
+            if match.group() in per_process:
+                before = plain[:match.start()]
+                assert re.search(r"\b(?:rate|irate|increase)\(\s*$", before), (
+                    f"{where}: {match.group()} is a per-process counter: use it under rate() or increase(): {expr!r}")
+
+
+def test_dashboard_shows_every_metric() -> None:
+    used = set().union(*(names_in(e) for e in dashboard_exprs()))
+    missing = sorted(f for f, samples in event_families().items() if not samples & used)
+    missing += sorted(gauge_names() - used)
+    assert not missing, f"the dashboard shows nothing of {missing}"
+
+
+def test_dashboard_structure() -> None:
+    board = dashboard()
+    assert board["title"] and board["uid"] and 36 <= board["schemaVersion"] <= 41
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert "queue" in variables and "datasource" in variables, sorted(variables)
+    queue = variables["queue"]
+    query = queue["query"]["query"] if isinstance(queue["query"], dict) else queue["query"]
+    assert query == "label_values(pgqueue_queue_jobs, queue)"
+    assert queue["multi"] and queue["includeAll"]
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    rows = [p["title"] for p in board["panels"] if p["type"] == "row"]
+    assert rows == ROWS
+    found = panels(board)
+    assert 20 <= len(found) <= 32
+    ids = [p["id"] for p in board["panels"]] + [p["id"] for p in found if p not in board["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in found:
+        assert panel.get("title"), panel
+        targets = panel.get("targets", [])
+        assert targets and all(t.get("expr") and t.get("refId") for t in targets), panel["title"]
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+    assert any("$queue" in e for e in dashboard_exprs())
+
+
+def test_alert_rules_are_complete() -> None:
+    document = read_yaml(ALERTS.read_text())
+    assert [g["name"] for g in document["groups"]] == ["pgqueue"]
+    rules = alert_rules()
+    assert 12 <= len(rules) <= 18
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names)), "alert names must be unique"
+    for rule in rules:
+        where = rule.get("alert")
+        assert where and where.startswith("Pgqueue"), rule
+        assert rule.get("expr", "").strip(), where
+        assert DURATION.match(rule.get("for", "")), f"{where}: for: {rule.get('for')!r}"
+        assert rule.get("labels", {}).get("severity") in SEVERITIES, where
+        annotations = rule.get("annotations", {})
+        assert annotations.get("summary") and annotations.get("description"), where
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, where
+    told = " ".join(r["annotations"]["description"] for r in rules)
+    assert "manage.py pgqueue_doctor" in told and "manage.py pgqueue_explain JOB_ID" in told
+
+
+def test_alerts_cover_the_failure_modes() -> None:
+    exprs = {r["alert"]: r["expr"] for r in alert_rules()}
+    needed = ["pgqueue_queue_workers", "pgqueue_queue_lag_seconds", 'outcome="dead"', 'outcome="retried"',
+              "pgqueue_expired_leases", 'kind="maintenance"', 'status!="0"', "pgqueue_lease_rescues_total",
+              "pgqueue_queue_breaker_open", "pgqueue_outbox_lag_seconds", "pgqueue_pickup_latency_seconds_bucket",
+              "pgqueue_collector_duration_seconds", 'up{job=~"pgqueue']
+    for text in needed:
+        assert any(text in e for e in exprs.values()), f"no alert on {text}"
+
+
+def test_yaml_reader_agrees_with_pyyaml() -> None:
+    yaml = pytest.importorskip("yaml")
+    text = ALERTS.read_text()
+    assert read_yaml(text) == yaml.safe_load(text)
+
+
+def test_yaml_reader() -> None:
+    text = """
+# comment
+a:
+  - name: x   # trailing comment
+    items:
+      - one
+      - 'two'
+    body: |
+      line 1
+        line 2
+
+    folded: >-
+      a
+      b
+  - name: "y: z"
+"""
+    assert read_yaml(text) == {"a": [
+        {"name": "x", "items": ["one", "two"], "body": "line 1\n  line 2\n", "folded": "a b"},
+        {"name": "y: z"},
+    ]}

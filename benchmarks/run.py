@@ -52,12 +52,36 @@ def reset() -> None:
         cur.execute("VACUUM ANALYZE pgqueue_job")
 
 
+METRICS_TOKEN = "benchmark-metrics-token-0123456789"
+HISTORY = 1_000_000
+
+
+def fill_history(n: int = HISTORY, *, age_hours: float = 1.0) -> int:
+    """n finished jobs (queue 'history', succeeded, finished about `age_hours` ago, within the default
+    retention) with one attempt row each, written in SQL; returns the highest history job id."""
+    with connection.cursor() as cur:
+        for start in range(0, n, 250_000):
+            count = min(250_000, n - start)
+            cur.execute(
+                "WITH jobs AS (INSERT INTO pgqueue_job (queue, task, state, attempts, created_at, started_at, "
+                "finished_at, run_at) SELECT 'history', 'benchmarks.jobs.noop', 'succeeded', 1, t, t, t, t "
+                "FROM (SELECT now() - make_interval(secs => %s + random() * 600) AS t "
+                "FROM generate_series(1, %s)) g RETURNING id, finished_at) "
+                "INSERT INTO pgqueue_attempt (job_id, number, worker, started_at, finished_at, duration, outcome) "
+                "SELECT id, 1, 'history', finished_at, finished_at, 0.001, 'succeeded' FROM jobs",
+                [age_hours * 3600, count])
+        cur.execute("VACUUM ANALYZE pgqueue_job")
+        cur.execute("VACUUM ANALYZE pgqueue_attempt")
+        cur.execute("SELECT max(id) FROM pgqueue_job")
+        return cur.fetchone()[0] or 0
+
+
 class Worker:
-    def __init__(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    def __init__(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "django", "pgqueue_worker", "--processes", str(PROCESSES), "--concurrency",
-             str(CONCURRENCY), "--queues", "bench", "--log-level", "WARNING"],
+             str(CONCURRENCY), "--queues", "bench", "--log-level", "WARNING", *extra],
             cwd=ROOT, env=env, start_new_session=True,
         )
 
@@ -89,34 +113,126 @@ def peak_rss_mib(pids: list[int]) -> float:
 
 def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
     """W1: n jobs enqueued in bulk (5,000 per call), then the worker runs them all. The variants run the
-    same no-op under a semaphore (limit 5 on each of 10 keys) or with a uniqueness key per job."""
+    same no-op under a semaphore (limit 5 on each of 10 keys), with a uniqueness key per job, with
+    1,000,000 finished jobs of history in the tables ("history"), or with the supervisor serving Prometheus
+    metrics, every worker counting each job in the multi-process files ("metrics")."""
     reset()
+    after = fill_history() if variant == "history" else 0
     calls = {"": lambda i: jobs.noop.call(), "semaphore": lambda i: jobs.noop_limited.call(i % 10),
-             "unique": lambda i: jobs.noop_unique.call(i)}[variant]
+             "unique": lambda i: jobs.noop_unique.call(i), "history": lambda i: jobs.noop.call(),
+             "metrics": lambda i: jobs.noop.call()}[variant]
     enqueue_started = time.perf_counter()
     for start in range(0, n, 5000):
         pgqueue.enqueue_many([calls(i) for i in range(start, min(n, start + 5000))])
     enqueue_seconds = time.perf_counter() - enqueue_started
-    worker = Worker()
+    extra = ("--metrics-port", "19464", "--metrics-address", "127.0.0.1") if variant == "metrics" else ()
+    worker = Worker(*extra, env={"PGQUEUE_METRICS_TOKEN": METRICS_TOKEN})
     launched = time.monotonic()
     pids = worker.wait_ready()
-    while Job.objects.filter(state="succeeded").count() < n:
+    while Job.objects.filter(state__in=["ready", "running"], queue="bench").exists():
         time.sleep(0.05)
     wall = time.monotonic() - launched
     rss = peak_rss_mib(pids)
+    scrape_ms = _scrape_ms(19464) if variant == "metrics" else None
     worker.stop()
-    first = Attempt.objects.order_by("started_at").first().started_at
-    last = Attempt.objects.order_by("-finished_at").first().finished_at
-    assert Attempt.objects.count() == n, "every job must have exactly one attempt row"
+    attempts = Attempt.objects.filter(job_id__gt=after)
+    first = attempts.order_by("started_at").first().started_at
+    last = attempts.order_by("-finished_at").first().finished_at
+    assert attempts.count() == n, "every job must have exactly one attempt row"
+    assert Job.objects.filter(queue="bench", state="succeeded").count() == n
     name = f"w1_{variant}" if variant else "w1"
     if variant == "unique":
         assert not Lock.objects.filter(released=False).exists(), "every key is released with its job"
         name = "w1_unique_enqueue"
+    if variant == "history":
+        name = "w1_with_history"
     result = {f"{name}_jobs_per_s": n / (last - first).total_seconds(),
               f"{name}_bulk_enqueue_per_s": n / enqueue_seconds}
     if not variant:
         result |= {"w1_wall_jobs_per_s": n / wall, "worker_rss_mib": rss}
+    if scrape_ms is not None:
+        result["metrics_port_scrape_ms"] = scrape_ms
     return result
+
+
+def _scrape_ms(port: int, times: int = 10) -> float:
+    """Median time of a scrape of the supervisor's metrics port (multi-process counters + database gauges)."""
+    import urllib.request
+
+    spent = []
+    for _ in range(times):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+        spent.append((time.perf_counter() - started) * 1000)
+        assert b"pgqueue_jobs_total" in body
+    return statistics.median(spent)
+
+
+def collector_cost(times: int = 20) -> dict[str, float]:
+    """The database gauges' scrape cost (pgqueue.metrics.DatabaseCollector) on tables holding 1,000,000
+    finished jobs with their attempts, plus 20,000 ready, 5,000 scheduled, 2,000 dead jobs in 4 queues:
+    the median time of one collection, and the same on empty tables."""
+    from pgqueue import metrics
+
+    def timed() -> float:
+        spent = []
+        for _ in range(times):
+            started = time.perf_counter()
+            metrics.exposition()
+            spent.append((time.perf_counter() - started) * 1000)
+        return statistics.median(spent)
+
+    reset()
+    timed()
+    empty = timed()
+    fill_history()
+    with connection.cursor() as cur:
+        cur.execute("INSERT INTO pgqueue_job (queue, task, state, run_at) SELECT 'q' || (i % 4), 't', "
+                    "CASE WHEN i <= 20000 THEN 'ready' WHEN i <= 25000 THEN 'scheduled' ELSE 'dead' END, "
+                    "CASE WHEN i <= 20000 THEN now() - interval '1 minute' ELSE now() + interval '1 hour' END "
+                    "FROM generate_series(1, 27000) i")
+        cur.execute("VACUUM ANALYZE pgqueue_job")
+    full = timed()
+    return {"metrics_collect_ms": full, "metrics_collect_empty_ms": empty}
+
+
+def prune_latency(n_history: int = HISTORY, n: int = 200, gap: float = 0.02) -> dict[str, float]:
+    """Pickup latency (W3's enqueues) with 1,000,000 finished jobs in the tables, idle, then while
+    `pgqueue_prune` deletes them all with their attempts (batches of 1,000) as the workers run: the p99 of
+    each and their ratio, and the prune's rate."""
+    reset()
+    fill_history(n_history, age_hours=2.0)
+    worker = Worker()
+    worker.wait_ready()
+    time.sleep(1.0)
+    idle = _pickups(_enqueue_spaced(n, gap))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.monotonic()
+    prune = subprocess.Popen([sys.executable, "-m", "django", "pgqueue_prune", "--older-than", "30m"], cwd=ROOT,
+                             env=env, stdout=subprocess.PIPE, text=True)
+    busy: list[float] = []
+    while prune.poll() is None and len(busy) < 5 * n:
+        busy += _pickups(_enqueue_spaced(n, gap))
+    out, _ = prune.communicate(timeout=600)
+    seconds = time.monotonic() - started
+    worker.stop()
+    assert out.startswith(f"pruned {n_history} job(s) and {n_history} attempt(s)"), out
+    idle_p99 = _quantiles("x", idle)["x_p99_ms"]
+    busy_p99 = _quantiles("x", busy)["x_p99_ms"]
+    return {"prune_idle_p99_ms": idle_p99, "prune_busy_p99_ms": busy_p99,
+            "prune_busy_vs_idle_p99_ratio": busy_p99 / idle_p99, "prune_jobs_per_s": n_history / seconds}
+
+
+def _pickups(committed: dict[int, float]) -> list[float]:
+    """Wait for the stamp jobs to finish; each one's start minus its commit, in ms."""
+    ids = list(committed)
+    while Job.objects.filter(id__in=ids).exclude(state="succeeded").exists():
+        time.sleep(0.05)
+    return [(result - committed[job_id]) * 1000
+            for job_id, result in Job.objects.filter(id__in=ids).values_list("id", "result")]
 
 
 def batch_10k(n: int = 10_000) -> dict[str, float]:
@@ -317,7 +433,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--only", default="", help="comma-separated subset of w1,w1_semaphore,w1_unique,raw,w2,"
-                        "w3,raw_w3,batch,outbox; prints the medians and writes nothing")
+                        "w3,raw_w3,batch,outbox,w1_history,w1_metrics,collector,prune; prints the medians and writes "
+                        "nothing")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     workloads = {"w1": lambda: w1_throughput(args.jobs),
@@ -325,7 +442,9 @@ def main() -> int:
                  "w1_unique": lambda: w1_throughput(args.jobs, "unique"),
                  "raw": lambda: raw_reference(args.jobs),
                  "w2": w2_enqueue, "w3": w3_latency, "raw_w3": raw_w3_latency, "batch": batch_10k,
-                 "outbox": outbox_relay}
+                 "outbox": outbox_relay, "w1_history": lambda: w1_throughput(args.jobs, "history"),
+                 "w1_metrics": lambda: w1_throughput(args.jobs, "metrics"), "collector": collector_cost,
+                 "prune": prune_latency}
     chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(workloads)
     unknown = set(chosen) - set(workloads)
     if unknown:
@@ -338,7 +457,7 @@ def main() -> int:
         # ratios to the reference measured in the same run: the machine's speed drifts 1.5x in an hour
         if "w1_jobs_per_s" in run and "raw_w1_jobs_per_s" in run:
             run["w1_vs_raw_ratio"] = run["w1_jobs_per_s"] / run["raw_w1_jobs_per_s"]
-        for variant in ("w1_semaphore", "w1_unique_enqueue"):
+        for variant in ("w1_semaphore", "w1_unique_enqueue", "w1_with_history", "w1_metrics"):
             if f"{variant}_jobs_per_s" in run and "w1_jobs_per_s" in run:
                 run[f"{variant}_vs_w1_ratio"] = run[f"{variant}_jobs_per_s"] / run["w1_jobs_per_s"]
         if "w2_enqueues_per_s" in run:
@@ -373,6 +492,18 @@ def main() -> int:
             "outbox": "20,000 events published in bulk (publish_many, 5,000 per call) while the workers run, "
                       "each matching 2 subscribers: outbox_events_per_s = events / (first publish .. all relayed "
                       "into 40,000 subscriber jobs by the maintenance leader)",
+            "w1_history": "W1 with 1,000,000 finished jobs (and their 1,000,000 attempts) of history in the "
+                          "tables, written before the enqueue and VACUUM ANALYZEd: w1_with_history_jobs_per_s; "
+                          "w1_with_history_vs_w1_ratio is each run's ratio to its own plain W1",
+            "w1_metrics": "W1 with pgqueue_worker --metrics-port: every attempt counted in prometheus-client's "
+                          "multi-process files; metrics_port_scrape_ms is the median scrape of the port afterwards "
+                          "(counters of every process plus the database gauges)",
+            "collector": "the database gauges of one scrape (pgqueue.metrics.exposition in the benchmark process) "
+                         "with 1,000,000 finished jobs and attempts plus 27,000 ready/scheduled/dead jobs in 4 "
+                         "queues: metrics_collect_ms (median of 20); metrics_collect_empty_ms on empty tables",
+            "prune": "W3's enqueues (200, 20 ms apart) to idle workers with 1,000,000 finished jobs present: "
+                     "prune_idle_p99_ms; then the same, repeated while pgqueue_prune --older-than 30m deletes "
+                     "all 1,000,000 and their attempts: prune_busy_p99_ms, their ratio, prune_jobs_per_s",
             "w3": "200 jobs enqueued ~20 ms apart to idle workers; job start time minus commit time",
             "raw_w3": "the same enqueues picked up by a psycopg loop that LISTENs and runs job_lease (one "
                       "durable commit per pickup): the least a pickup costs on this machine",

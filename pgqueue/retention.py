@@ -95,17 +95,21 @@ def count(runner: Runner, rules: Policy) -> dict[str, int]:
 
 
 def prune(runner: Runner, rules: Policy, *, batch: int = 1_000, rounds: int | None = None, pause: float = 0.0,
-          progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None
-          ) -> tuple[int, int]:
+          duty: float = 1.0, progress: Callable[[int, int], None] | None = None,
+          stop: Callable[[], bool] | None = None) -> tuple[int, int]:
     """Delete (or archive) what is past its retention, `batch` jobs per transaction, until none is left,
-    `rounds` batches were done, or stop() says so; `pause` seconds between batches leave the database to
-    the workers. progress(jobs, attempts) after each batch. Returns (jobs, attempts) pruned."""
+    `rounds` batches were done, or stop() says so. Between batches it rests `pause` seconds, and at least
+    long enough to spend only `duty` of its time deleting (0.5: rest as long as the last batch took), which
+    leaves the database's CPU and disk to the workers. progress(jobs, attempts) after each batch. Returns
+    (jobs, attempts) pruned."""
     if not rules.prunes_anything:
         return 0, 0
     params = rules.params(batch)
     jobs = attempts = done_rounds = 0
     while True:
+        started = time.monotonic()
         row = runner.run("job_prune", **params, archive=rules.archive)[0]
+        took = time.monotonic() - started
         jobs += row.jobs
         attempts += row.attempts
         done_rounds += 1
@@ -113,8 +117,9 @@ def prune(runner: Runner, rules: Policy, *, batch: int = 1_000, rounds: int | No
             progress(jobs, attempts)
         if row.jobs < batch or (rounds is not None and done_rounds >= rounds) or (stop is not None and stop()):
             return jobs, attempts
-        if pause:
-            time.sleep(pause)
+        rest = max(pause, took * (1.0 - duty) / duty)
+        if rest > 0:
+            time.sleep(rest)
 
 
 def prune_archive(runner: Runner, settings: Settings, *, batch: int = 5_000, rounds: int = 100) -> None:

@@ -147,6 +147,8 @@ def test_prune_command_state_age_and_queue() -> None:
     (["--state", "ready"], "state 'ready' is not a finished state; prune one of succeeded, dead, cancelled."),
     (["--batch", "0"], "--batch must be from 1 to 100000, got 0."),
     (["--sleep", "-1"], "--sleep must be from 0 to 60 seconds, got -1.0."),
+    (["--duty", "0"], "--duty must be from 0.05 to 1, got 0.0."),
+    (["--duty", "nan"], "--duty must be from 0.05 to 1, got nan."),
     (["--queue", "bad,name"], "Invalid queue name 'bad,name': it contains a comma, which separates queue names in "
                               "--queues and PGQUEUE_QUEUES."),
 ])

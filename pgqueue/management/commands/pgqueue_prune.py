@@ -26,7 +26,10 @@ class Command(BaseCommand):
                             "(default: the retention settings, per state and queue).")
         parser.add_argument("--queue", action="append", help="Only this queue (repeat; default all).")
         parser.add_argument("--batch", type=int, default=1000, help="Jobs per transaction (default 1000).")
-        parser.add_argument("--sleep", type=float, default=0.0, help="Seconds between batches (default 0).")
+        parser.add_argument("--sleep", type=float, default=0.0, help="Seconds to rest between batches, at least "
+                            "(default 0).")
+        parser.add_argument("--duty", type=float, default=0.5, help="Share of the time spent deleting, the rest "
+                            "left to the workers (default 0.5: rest as long as each batch took; 1: no rest).")
         parser.add_argument("--archive", action=argparse.BooleanOptionalAction, default=None,
                             help="Move them to the archive table (default: PGQUEUE['ARCHIVE']).")
         parser.add_argument("--dry-run", action="store_true", help="Count what would be pruned; change nothing.")
@@ -38,6 +41,8 @@ class Command(BaseCommand):
                 raise InvalidJob(f"--batch must be from 1 to 100000, got {options['batch']}.")
             if not 0 <= options["sleep"] <= 60:
                 raise InvalidJob(f"--sleep must be from 0 to 60 seconds, got {options['sleep']}.")
+            if not 0.05 <= options["duty"] <= 1:
+                raise InvalidJob(f"--duty must be from 0.05 to 1, got {options['duty']}.")
             age = retention.parse_age(options["older_than"]) if options["older_than"] is not None else None
             rules = retention.policy(settings, states=options["state"], older_than=age, queues=options["queue"],
                                      archive=options["archive"])
@@ -53,6 +58,7 @@ class Command(BaseCommand):
         bar = Progress(total, self.stderr) if sys.stderr.isatty() and total else None
         started = time.monotonic()
         jobs, attempts = retention.prune(runner, rules, batch=options["batch"], pause=options["sleep"],
+                                         duty=options["duty"],
                                          progress=bar.update if bar else None)
         if bar:
             bar.finish()

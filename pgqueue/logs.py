@@ -6,6 +6,7 @@ writes as one JSON object per line (docs/operations.md)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +44,7 @@ class JsonFormatter(logging.Formatter):
         import json
 
         entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname, "logger": record.name, "process": record.process,
             "message": record.getMessage(),
         }

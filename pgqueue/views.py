@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from pgqueue import health as health_report
 from pgqueue import metrics as prometheus
+from pgqueue.conf import get_settings
 
 
 @never_cache
@@ -15,13 +18,20 @@ from pgqueue import metrics as prometheus
 def metrics(request: HttpRequest) -> HttpResponse:
     """The Prometheus exposition, for a bearer token (PGQUEUE['METRICS_TOKEN']) or a logged-in staff user."""
     user = getattr(request, "user", None)
-    if not (prometheus.bearer_ok(request.headers.get("Authorization"))
+    # A placeholder or short token opens nothing unless DEBUG is on (as pgqueue_worker --metrics-port refuses it).
+    token_usable = settings.DEBUG or prometheus.token_problem(get_settings().METRICS_TOKEN) is None
+    if not ((token_usable and prometheus.bearer_ok(request.headers.get("Authorization")))
             or (user is not None and user.is_active and user.is_staff)):
         response = HttpResponse("pgqueue metrics need a bearer token (PGQUEUE['METRICS_TOKEN']) or a staff "
                                 "login.\n", status=401, content_type="text/plain; charset=utf-8")
         response["WWW-Authenticate"] = 'Bearer realm="pgqueue metrics"'
         return response
-    return HttpResponse(prometheus.exposition(), content_type=prometheus.CONTENT_TYPE)
+    try:
+        body = prometheus.exposition()
+    except DatabaseError as exc:
+        return HttpResponse(f"pgqueue metrics: the database is unavailable ({exc})\n", status=503,
+                            content_type="text/plain; charset=utf-8")
+    return HttpResponse(body, content_type=prometheus.CONTENT_TYPE)
 
 
 @never_cache

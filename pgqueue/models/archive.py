@@ -21,7 +21,7 @@ class ArchivedJob(models.Model):
 
     class Meta:
         db_table = "pgqueue_archivedjob"
-        ordering = ["-finished_at"]
+        ordering = ["-archived_at"]
         verbose_name = "archived job"
         indexes = [
             # Serves the archive's own retention (archive_prune) and the admin's newest-first list.

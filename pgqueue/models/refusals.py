@@ -25,6 +25,8 @@ class Refusal(models.Model):
         verbose_name = "refused enqueue"
         constraints = [models.UniqueConstraint(fields=["minute", "queue", "task", "reason"],
                                                name="pgqueue_refusal_minute_queue_task_reason")]
+        # Serves the admin's newest-first list and refusal_prune (kept KEEP_FAILED_SECONDS).
+        indexes = [models.Index(fields=["last_at"], name="pgqueue_refusal_last")]
 
     def __str__(self) -> str:
         return f"{self.queue} {self.task}: {self.reason} x{self.count}"

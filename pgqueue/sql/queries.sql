@@ -431,6 +431,10 @@ ON CONFLICT (minute, queue, task, reason) DO UPDATE
 SET count = pgqueue_refusal.count + 1, jobs = pgqueue_refusal.jobs + EXCLUDED.jobs, message = EXCLUDED.message,
     last_at = now();
 
+-- name: refusal_prune
+-- Delete refused-enqueue rows last seen more than %(keep)s seconds ago.
+DELETE FROM pgqueue_refusal WHERE last_at < now() - make_interval(secs => %(keep)s);
+
 -- name: queuestate_limited
 -- Whether any of these queues has a concurrency or rate limit or a ready job with a rate key, or jobs
 -- deferred by a rate key are still to come due: its workers then lease with job_lease_limited (they ask at
@@ -1250,7 +1254,10 @@ RETURNING name;
 UPDATE pgqueue_queuestate s
 SET paused = true, pause_when_empty = false, updated_at = now()
 WHERE s.pause_when_empty AND NOT s.paused
-  AND NOT EXISTS (SELECT 1 FROM pgqueue_job j WHERE j.queue = s.name AND j.state IN ('ready', 'running'))
+  -- one probe per partial index (ready without and with a rate key, running): never a scan of the history
+  AND NOT EXISTS (SELECT 1 FROM pgqueue_job j WHERE j.queue = s.name AND j.state = 'ready' AND j.rate_key IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM pgqueue_job j WHERE j.queue = s.name AND j.state = 'ready' AND j.rate_key IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM pgqueue_job j WHERE j.queue = s.name AND j.state = 'running')
 RETURNING s.name;
 
 -- name: queuestate_drain
@@ -1304,19 +1311,21 @@ WITH rules AS (
     ORDER BY j.finished_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), ids AS (  -- as one array: each delete below is then an index lookup per id, whatever the plan
+    SELECT COALESCE(array_agg(id), '{}') AS ids FROM gone
 ), archived AS (
     INSERT INTO pgqueue_archivedjob (id, queue, task, state, reason_code, created_at, finished_at, archived_at,
                                      job, attempts)
     SELECT j.id, j.queue, j.task, j.state, j.reason_code, j.created_at, j.finished_at, now(), to_jsonb(j),
         COALESCE((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.id) FROM pgqueue_attempt a WHERE a.job_id = j.id),
                  '[]'::jsonb)
-    FROM pgqueue_job j JOIN gone g ON g.id = j.id
-    WHERE %(archive)s
+    FROM pgqueue_job j
+    WHERE %(archive)s AND j.id = ANY((SELECT ids FROM ids)::bigint[])
     ON CONFLICT (id) DO NOTHING
 ), attempts AS (
-    DELETE FROM pgqueue_attempt WHERE job_id IN (SELECT id FROM gone) RETURNING 1
+    DELETE FROM pgqueue_attempt WHERE job_id = ANY((SELECT ids FROM ids)::bigint[]) RETURNING 1
 ), deleted AS (
-    DELETE FROM pgqueue_job WHERE id IN (SELECT id FROM gone) RETURNING id
+    DELETE FROM pgqueue_job WHERE id = ANY((SELECT ids FROM ids)::bigint[]) RETURNING id
 )
 SELECT (SELECT count(*) FROM deleted) AS jobs, (SELECT count(*) FROM attempts) AS attempts;
 

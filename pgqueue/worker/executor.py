@@ -14,10 +14,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connections, transaction
 from psycopg.pq import TransactionStatus
 
-from pgqueue import db, registry, settle
+from pgqueue import db, events, registry, settle
 from pgqueue.conf import Settings
 from pgqueue.context import JobContext, _current
 from pgqueue.exceptions import JobCancelled, UnknownJob
@@ -334,5 +334,8 @@ def complete_in_transaction(job: LeasedJob, worker_id: str, settings: Settings, 
     if rows and rows[0].slot_key is not None:  # its semaphore slot goes to the next job in the same transaction
         db.run_in_django("semaphore_hand_off", using=alias, **db.hand_off_params(rows, channel=settings.NOTIFY_CHANNEL))
     settle.after_commit(alias, rows, channel=settings.NOTIFY_CHANNEL)  # its dependents and batch, once committed
+    if rows:  # its attempt's line and counters, once it is true
+        applied = {row.id: row.state for row in rows}
+        transaction.on_commit(lambda: events.attempts_ended([transition], applied, worker_id), using=alias)
     if not rows:
         raise JobCancelled(f"job {job.id}: its lease is gone (rescued or cancelled); it cannot complete here")

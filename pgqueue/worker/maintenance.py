@@ -94,6 +94,7 @@ class Maintenance:
         if time.monotonic() >= self.next_prune:
             self.next_prune = time.monotonic() + PRUNE_EVERY
             self.db.run("stat_prune", keep=STATS_KEEP_SECONDS)
+            self.db.run("refusal_prune", keep=s.KEEP_FAILED_SECONDS)
             # up to PRUNE_ROUNDS x BATCH jobs a minute
             retention.prune(self.db, self.policy, batch=BATCH, rounds=PRUNE_ROUNDS, stop=lambda: bool(self.pipe.received))
             retention.prune_archive(self.db, s, batch=BATCH, rounds=PRUNE_ROUNDS)

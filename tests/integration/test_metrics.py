@@ -130,10 +130,14 @@ def test_metrics_view_needs_the_token_or_a_staff_login() -> None:
     assert ops.get("/pgqueue/metrics").status_code == 200
 
 
-def test_an_empty_token_never_matches() -> None:
+def test_an_empty_or_placeholder_token_opens_nothing_unless_debug() -> None:
     with override_settings(PGQUEUE={"METRICS_TOKEN": ""}):
         assert Client().get("/pgqueue/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 401
         assert not metrics.bearer_ok("Bearer ")
+    with override_settings(PGQUEUE={"METRICS_TOKEN": "changeme"}):
+        assert Client().get("/pgqueue/metrics", HTTP_AUTHORIZATION="Bearer changeme").status_code == 401
+        with override_settings(DEBUG=True):
+            assert Client().get("/pgqueue/metrics", HTTP_AUTHORIZATION="Bearer changeme").status_code == 200
 
 
 @pytest.mark.parametrize(("token", "problem"), [

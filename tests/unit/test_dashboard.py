@@ -295,7 +295,7 @@ def test_alert_rules_are_complete() -> None:
 def test_alerts_cover_the_failure_modes() -> None:
     exprs = {r["alert"]: r["expr"] for r in alert_rules()}
     needed = ["pgqueue_queue_workers", "pgqueue_queue_lag_seconds", 'outcome="dead"', 'outcome="retried"',
-              "pgqueue_expired_leases", 'kind="maintenance"', 'status!="0"', "pgqueue_lease_rescues_total",
+              "pgqueue_expired_leases", 'kind="maintenance"', 'status!~"0|3"', "pgqueue_lease_rescues_total",
               "pgqueue_queue_breaker_open", "pgqueue_outbox_lag_seconds", "pgqueue_pickup_latency_seconds_bucket",
               "pgqueue_collector_duration_seconds", 'up{job=~"pgqueue']
     for text in needed:

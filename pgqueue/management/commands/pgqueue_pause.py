@@ -10,7 +10,7 @@ from pgqueue.management.commands import pgqueue_queue
 
 
 class Command(pgqueue_queue.Command):
-    help = pgqueue_queue.VERBS["pause"][2].rstrip(":").capitalize() + ": pause the named queues (audited)."
+    help = "Pause the named queues: workers lease nothing more from them (audited; as pgqueue_queue pause)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("queues", nargs="+", help="Queue names.")

@@ -55,7 +55,7 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self.stdout.write(f"would prune {total} job(s): {summary}")
             return
-        bar = Progress(total, self.stderr) if sys.stderr.isatty() and total else None
+        bar = Progress(total, sys.stderr) if sys.stderr.isatty() and total else None
         started = time.monotonic()
         jobs, attempts = retention.prune(runner, rules, batch=options["batch"], pause=options["sleep"],
                                          duty=options["duty"],
@@ -83,8 +83,8 @@ class Progress:
         rate = jobs / max(now - self.started, 1e-6)
         filled = int(share * self.width)
         self.out.write(f"\r[{'#' * filled}{'.' * (self.width - filled)}] {share:6.1%} {jobs}/{self.total} jobs "
-                       f"{rate:,.0f}/s", ending="")
+                       f"{rate:,.0f}/s")
         self.out.flush()
 
     def finish(self) -> None:
-        self.out.write("", ending="\n")
+        self.out.write("\n")

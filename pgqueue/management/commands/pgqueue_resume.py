@@ -10,7 +10,7 @@ from pgqueue.management.commands import pgqueue_queue
 
 
 class Command(pgqueue_queue.Command):
-    help = pgqueue_queue.VERBS["resume"][2].rstrip(":").capitalize() + ": resume the named queues (audited)."
+    help = "Resume the named queues (audited; as pgqueue_queue resume)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("queues", nargs="+", help="Queue names.")

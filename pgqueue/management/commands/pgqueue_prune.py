@@ -28,8 +28,9 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=1000, help="Jobs per transaction (default 1000).")
         parser.add_argument("--sleep", type=float, default=0.0, help="Seconds to rest between batches, at least "
                             "(default 0).")
-        parser.add_argument("--duty", type=float, default=0.5, help="Share of the time spent deleting, the rest "
-                            "left to the workers (default 0.5: rest as long as each batch took; 1: no rest).")
+        parser.add_argument("--duty", type=float, default=0.25, help="Share of the time spent deleting, the rest "
+                            "left to the workers (default 0.25: rest three times as long as each batch took; 1: "
+                            "no rest).")
         parser.add_argument("--archive", action=argparse.BooleanOptionalAction, default=None,
                             help="Move them to the archive table (default: PGQUEUE['ARCHIVE']).")
         parser.add_argument("--dry-run", action="store_true", help="Count what would be pruned; change nothing.")

@@ -269,6 +269,20 @@ def _queue_name_problem(name: object) -> str | None:
     return None
 
 
+def seconds_text(seconds: float) -> str:
+    """A length of time for a report, sign dropped: "0.4 s", "42 s", "12 min", "3.5 h", "2.0 d"."""
+    s = abs(seconds)
+    if s < 10:
+        return f"{s:.1f} s"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} d"
+
+
 def short_repr(value: object, limit: int = 80) -> str:
     """repr(value), shortened for an error message."""
     if isinstance(value, str) and len(value) > limit:
@@ -341,14 +355,20 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 SCHEDULE_KEYS = ("task", "cron", "timezone", "args", "kwargs", "catch_up")
 
 
+def _from_json(value: Any) -> Any:
+    """A dict setting given as JSON text (from the environment) parsed; any other value as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"expected a JSON object ({exc})") from None
+
+
 def _to_schedules(value: Any) -> dict[str, dict[str, Any]]:
     """The SCHEDULES dict (or its JSON, from the environment): each entry a dict of SCHEDULE_KEYS with a
     task and a cron; their values are checked by pgqueue.schedules (system check pgqueue.E005)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ValueError(f"expected a JSON object ({exc})") from None
+    value = _from_json(value)
     if not isinstance(value, dict):
         raise TypeError(f"expected a dict of schedule name -> {{'task': ..., 'cron': ...}}, got {type(value).__name__}")
     schedules: dict[str, dict[str, Any]] = {}
@@ -381,11 +401,7 @@ def _to_names(value: Any) -> tuple[str, ...]:
 
 def _to_seconds_by_queue(value: Any) -> dict[str, float]:
     """{queue: seconds}, or its JSON (from the environment)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ValueError(f"expected a JSON object ({exc})") from None
+    value = _from_json(value)
     if not isinstance(value, dict):
         raise TypeError(f"expected a dict of queue name -> seconds, got {type(value).__name__}")
     return {queue: _to_float(seconds) for queue, seconds in value.items()}
@@ -393,11 +409,7 @@ def _to_seconds_by_queue(value: Any) -> dict[str, float]:
 
 def _to_retention(value: Any, inner: str = "{state: seconds}") -> dict[str, dict[str, float]]:
     """{queue: {name: number}} (RETENTION, ENQUEUE_RATE_LIMITS), or its JSON (from the environment)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ValueError(f"expected a JSON object ({exc})") from None
+    value = _from_json(value)
     if not isinstance(value, dict):
         raise TypeError(f"expected a dict of queue name -> {inner}, got {type(value).__name__}")
     rules: dict[str, dict[str, float]] = {}

@@ -25,7 +25,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.models import UniqueConstraint
 
 from pgqueue import db
-from pgqueue.conf import Settings, get_settings
+from pgqueue.conf import Settings, get_settings, seconds_text
 from pgqueue.worker.maintenance import LEADER_LOCK_KEY
 
 APP = "pgqueue"
@@ -334,7 +334,7 @@ def check_expired_leases(*, grace: float | None = None) -> Check:
     leader = db.run_in_django("doctor_maintenance_leader", key=LEADER_LOCK_KEY)[0].leader
     return Check(name="expired_leases", verdict=Verdict.ERROR,
                  detail=f"{row.count} running job(s) whose lease expired, the oldest "
-                        f"{_duration(row.oldest_seconds or 0)} ago (jobs {', '.join(map(str, row.ids))}"
+                        f"{seconds_text(row.oldest_seconds or 0)} ago (jobs {', '.join(map(str, row.ids))}"
                         f"{', ...' if row.count > len(row.ids) else ''}); "
                         f"{_leader_text(leader)}",
                  fix=_maintenance_fix(leader) + " It rescues these jobs at its next round (retried, or dead once "
@@ -351,7 +351,7 @@ def check_dead_workers(*, dead_after: float | None = None) -> Check:
         return Check(name="dead_workers", verdict=Verdict.OK,
                      detail=f"every process marked running has sent a heartbeat in the last {_number(dead_after)} s")
     leader = db.run_in_django("doctor_maintenance_leader", key=LEADER_LOCK_KEY)[0].leader
-    detail = [f"{r.kind} {r.id} ({r.hostname} pid {r.pid}), {r.state}, silent for {_duration(r.silent_seconds)}, "
+    detail = [f"{r.kind} {r.id} ({r.hostname} pid {r.pid}), {r.state}, silent for {seconds_text(r.silent_seconds)}, "
               f"holds {r.running_jobs} running job(s)" for r in rows]
     return Check(name="dead_workers", verdict=Verdict.ERROR,
                  detail="\n".join([*detail, _leader_text(leader)]),
@@ -371,9 +371,9 @@ def check_long_transactions(*, warn_after: float = 60.0, error_after: float = 60
                      detail=f"no transaction older than {_number(warn_after)} s, no prepared transaction, no "
                             "inactive replication slot holds back VACUUM")
     detail = [f"pid {s.pid} ({s.database}, user {s.username}, application {s.application_name!r}): {s.state} for "
-              f"{_duration(s.state_seconds)}, transaction open {_duration(s.xact_seconds)}"
+              f"{seconds_text(s.state_seconds)}, transaction open {seconds_text(s.xact_seconds)}"
               f"{', holds back VACUUM' if s.holds_xmin else ''}; query: {s.query!r}" for s in sessions]
-    detail += [f"prepared transaction {p.gid!r} ({p.database}, owner {p.owner}) for {_duration(p.age_seconds)}"
+    detail += [f"prepared transaction {p.gid!r} ({p.database}, owner {p.owner}) for {seconds_text(p.age_seconds)}"
                for p in prepared]
     detail += [f"inactive {s.slot_type} replication slot {s.slot_name!r} holds xmin, {s.xmin_age} transactions old"
                for s in slots]
@@ -625,19 +625,5 @@ def _size(n: int) -> str:
     return f"{size:.1f} {unit}"
 
 
-def _duration(seconds: float) -> str:
-    """Seconds as a short duration: "0.4 s", "42 s", "12 min", "3.5 h", "2.0 d"."""
-    s = abs(seconds)
-    if s < 10:
-        return f"{s:.1f} s"
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 172800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
-
-
 def _ago(when: dt.datetime | None, now: dt.datetime) -> str:
-    return "never" if when is None else f"{_duration((now - when).total_seconds())} ago"
+    return "never" if when is None else f"{seconds_text((now - when).total_seconds())} ago"

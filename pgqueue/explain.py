@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from pgqueue import db
-from pgqueue.conf import Settings, get_settings, short_repr
+from pgqueue.conf import Settings, get_settings, seconds_text, short_repr
 from pgqueue.exceptions import InvalidJobId, JobNotFound
 from pgqueue.models import (
     Attempt,
@@ -192,12 +192,12 @@ class _Look:
             due_ahead = _capped(Job.objects.using(self.alias).filter(
                 state="scheduled", run_at__lte=self.now, run_at__lt=job["run_at"]))
             self.facts["due_ahead"] = due_ahead
-            text = (f"Its run_at came {_duration(late)} ago, but it is not staged yet: the maintenance leader moves "
+            text = (f"Its run_at came {seconds_text(late)} ago, but it is not staged yet: the maintenance leader moves "
                     f"due jobs to ready every MAINTENANCE_SECONDS ({self.settings.MAINTENANCE_SECONDS:g} s), the "
                     f"oldest first, 5000 a round; {_count(due_ahead)} due job(s) are staged before it.")
-            self.add("due_not_staged", text, blocking=True, short=f"it is due since {_duration(late)} but not staged")
+            self.add("due_not_staged", text, blocking=True, short=f"it is due since {seconds_text(late)} but not staged")
             self._maintenance_check("stages due jobs")
-            return f"{label} is scheduled and due since {_duration(late)}, but not staged yet."
+            return f"{label} is scheduled and due since {seconds_text(late)}, but not staged yet."
         wait = self._until(job["run_at"])
         bucket = self._bucket()
         if (bucket is not None and bucket["deferred_until"] is not None and job["run_at"] <= bucket["deferred_until"]):
@@ -207,31 +207,31 @@ class _Look:
             self.facts["deferred_ahead"] = behind
             self.add("rate_key_deferred",
                      f"It was deferred for want of a token of rate key {job['rate_key']!r} ({rate}): its token comes "
-                     f"in {_duration(wait)} (at {_when(job['run_at'])}), after {_count(behind)} deferred job(s) "
+                     f"in {seconds_text(wait)} (at {_when(job['run_at'])}), after {_count(behind)} deferred job(s) "
                      f"of the key; the bucket holds {max(0.0, bucket['tokens_now']):.1f} token(s) now. Maintenance "
                      "makes it ready then.",
-                     blocking=True, short=f"deferred by rate key {job['rate_key']!r} for {_duration(wait)}")
-            return f"{label} is scheduled: rate key {job['rate_key']!r} deferred it; its token comes in {_duration(wait)}."
+                     blocking=True, short=f"deferred by rate key {job['rate_key']!r} for {seconds_text(wait)}")
+            return f"{label} is scheduled: rate key {job['rate_key']!r} deferred it; its token comes in {seconds_text(wait)}."
         last = self._last_attempt()
         if job["attempts"] > 0 and last is not None and last["outcome"] in ("failed", "timeout"):
             counted = job["attempts"] - job["lost_attempts"]
             text = (f"Attempt {job['attempts']} ({counted} of {job['max_attempts']} allowed) "
                     f"{'timed out' if last['outcome'] == 'timeout' else 'failed'}"
-                    f"{_error_tail(job)}; it is retried in {_duration(wait)} (at {_when(job['run_at'])}).")
+                    f"{_error_tail(job)}; it is retried in {seconds_text(wait)} (at {_when(job['run_at'])}).")
             if job["slot"] is not None and job["concurrency_hold"]:
                 behind = _capped(Job.objects.using(self.alias).filter(state="blocked",
                                                                       concurrency_key=job["concurrency_key"]))
                 text += (f" It keeps its slot of ordering key {job['concurrency_key']!r} meanwhile (it holds the line): "
                          f"{_count(behind)} blocked job(s) of the key wait for it to succeed or die.")
-            self.add("retry_scheduled", text, blocking=True, short=f"it is retried in {_duration(wait)}")
-            return f"{label} is scheduled to retry in {_duration(wait)} after a failed attempt."
-        self.add("scheduled", f"Its run_at is {_when(job['run_at'])}, in {_duration(wait)}: it becomes ready then "
+            self.add("retry_scheduled", text, blocking=True, short=f"it is retried in {seconds_text(wait)}")
+            return f"{label} is scheduled to retry in {seconds_text(wait)} after a failed attempt."
+        self.add("scheduled", f"Its run_at is {_when(job['run_at'])}, in {seconds_text(wait)}: it becomes ready then "
                               "(the maintenance leader stages it).",
-                 blocking=True, short=f"it runs in {_duration(wait)}")
+                 blocking=True, short=f"it runs in {seconds_text(wait)}")
         if job["concurrency_key"] is not None and job["slot"] is None:
             self.add("semaphore", f"When it is due it also needs a slot of semaphore {job['concurrency_key']!r}: it "
                                   "waits 'blocked' if none is free then.")
-        return f"{label} is scheduled: it becomes ready in {_duration(wait)} (at {_when(job['run_at'])})."
+        return f"{label} is scheduled: it becomes ready in {seconds_text(wait)} (at {_when(job['run_at'])})."
 
     # -- ready ----------------------------------------------------------------------------------------
 
@@ -323,8 +323,8 @@ class _Look:
                 wait = (1 - tokens) * window / rate
                 self.add("queue_rate_limited",
                          f"Queue {job['queue']!r} allows {rate} start(s) per {window:g} s and its bucket holds "
-                         f"{max(0.0, tokens):.2f} token(s): the next start is possible in {_duration(wait)}.",
-                         blocking=True, short=f"queue {job['queue']!r} is out of rate tokens for {_duration(wait)}")
+                         f"{max(0.0, tokens):.2f} token(s): the next start is possible in {seconds_text(wait)}.",
+                         blocking=True, short=f"queue {job['queue']!r} is out of rate tokens for {seconds_text(wait)}")
 
     def _rate_key_ready(self) -> None:
         job = self.job
@@ -340,9 +340,9 @@ class _Look:
             wait = (1 - tokens) * bucket["window"] / bucket["limit"]
             self.add("rate_key_no_token",
                      f"Its rate key {job['rate_key']!r} ({rate}) has {max(0.0, tokens):.2f} token(s): the next "
-                     f"token comes in {_duration(wait)}; the next lease that reaches it defers it ('scheduled') "
+                     f"token comes in {seconds_text(wait)}; the next lease that reaches it defers it ('scheduled') "
                      "to when its token comes.",
-                     blocking=True, short=f"rate key {job['rate_key']!r} has no token for {_duration(wait)}")
+                     blocking=True, short=f"rate key {job['rate_key']!r} has no token for {seconds_text(wait)}")
         else:
             self.add("rate_key", f"Its rate key {job['rate_key']!r} ({rate}) has {tokens:.1f} token(s): only a "
                                  "worker leasing with limits (job_lease_limited) starts it.")
@@ -381,9 +381,9 @@ class _Look:
         if job["run_at"] > self.now:
             wait = self._until(job["run_at"])
             self.add("retry_delay",
-                     f"It gave its slot up to wait for its retry: its delay ends in {_duration(wait)} (at "
+                     f"It gave its slot up to wait for its retry: its delay ends in {seconds_text(wait)} (at "
                      f"{_when(job['run_at'])}); then it waits for a slot of {key!r} with the others.",
-                     blocking=True, short=f"its retry delay ends in {_duration(wait)}")
+                     blocking=True, short=f"its retry delay ends in {seconds_text(wait)}")
         orphans = [h for h in holders if h not in held or held[h]["state"] not in SLOT_HOLDING
                    or held[h]["concurrency_key"] != key]
         if orphans:
@@ -410,7 +410,7 @@ class _Look:
             self.add("ordering_key_held",
                      f"Ordering key {key!r} is held by job {line[0]}, which holds the line while it waits to retry "
                      f"(attempt {holder['attempts']}, {counted} of {holder['max_attempts']} allowed, failed"
-                     f"{_error_tail(holder)}; retry in {_duration(wait)}): later jobs of the key wait until it "
+                     f"{_error_tail(holder)}; retry in {seconds_text(wait)}): later jobs of the key wait until it "
                      f"succeeds or dies (ordering_retry='block'); {_count(ahead)} blocked job(s) come before it.",
                      blocking=True, short=f"ordering key {key!r} is held by job {line[0]}, waiting to retry")
         elif kind == "unique":
@@ -462,7 +462,7 @@ class _Look:
                       default=0.0)
             self.add("dependency_settle_pending",
                      f"{len(done)} job(s) it depends on have finished ({self._jobs_text(ids, parents)}) but their "
-                     f"dependency is not settled yet (the earliest finished {_duration(ago)} ago): the process that "
+                     f"dependency is not settled yet (the earliest finished {seconds_text(ago)} ago): the process that "
                      "finished them settles it after its commit, else the maintenance leader's sweep does.",
                      blocking=not open_, short="a finished dependency is not settled yet")
             self._maintenance_check("settles dependencies left unsettled")
@@ -502,10 +502,10 @@ class _Look:
         progress = (f"; progress {job['progress']:g}%" + (f" ({job['progress_message']})" if job["progress_message"]
                                                            else "")) if job["progress"] is not None else ""
         self.add("running",
-                 f"It runs on {where} since {_when(job['started_at'])} ({_duration(started or 0.0)}), attempt "
+                 f"It runs on {where} since {_when(job['started_at'])} ({seconds_text(started or 0.0)}), attempt "
                  f"{job['attempts']} ({counted} of {job['max_attempts']} allowed); its worker's last heartbeat was "
-                 f"{_duration(age) + ' ago' if age is not None else 'never seen'}"
-                 f"{'' if expires is None or expires < 0 else f', its lease expires in {_duration(expires)}'}"
+                 f"{seconds_text(age) + ' ago' if age is not None else 'never seen'}"
+                 f"{'' if expires is None or expires < 0 else f', its lease expires in {seconds_text(expires)}'}"
                  f"{progress}.")
         dead_after = self.settings.WORKER_DEAD_AFTER
         if worker is None:
@@ -515,20 +515,20 @@ class _Look:
                      blocking=True, short=f"its worker {owner} is unknown")
         elif worker["state"] == "dead" or (age is not None and age > dead_after):
             self.add("worker_silent",
-                     f"Its worker {owner} is {worker['state']}, last heartbeat {_duration(age or 0.0)} ago (a worker "
+                     f"Its worker {owner} is {worker['state']}, last heartbeat {seconds_text(age or 0.0)} ago (a worker "
                      f"silent for WORKER_DEAD_AFTER = {dead_after:g} s is dead): the maintenance leader rescues the job "
                      "at its next round: ready again (the attempt counted as lost), or dead if lost too often.",
-                     blocking=True, short=f"its worker {owner} is silent for {_duration(age or 0.0)}")
+                     blocking=True, short=f"its worker {owner} is silent for {seconds_text(age or 0.0)}")
             self._maintenance_check("rescues jobs of dead workers")
         elif worker["state"] == "stopping":
             self.add("worker_stopping", f"Its worker {owner} is shutting down: the job finishes within the "
                                         "worker's --shutdown-timeout, or is handed back (ready again).")
         if expires is not None and expires < 0:
             self.add("lease_expired",
-                     f"Its lease expired {_duration(-expires)} ago (its worker stopped extending it): the maintenance "
+                     f"Its lease expired {seconds_text(-expires)} ago (its worker stopped extending it): the maintenance "
                      "leader rescues it at its next round: ready again (the attempt counted as lost), or dead if lost "
                      "too often.",
-                     blocking=True, short=f"its lease expired {_duration(-expires)} ago")
+                     blocking=True, short=f"its lease expired {seconds_text(-expires)} ago")
             self._maintenance_check("rescues expired leases")
         if job["cancel_requested"]:
             self.add("cancel_requested",
@@ -539,11 +539,11 @@ class _Look:
                      short="a cancel was requested")
         if job["timeout"] is not None and started is not None and started > job["timeout"]:
             self.add("past_timeout",
-                     f"It has run {_duration(started)}, past its timeout of {job['timeout']:g} s: its worker should "
+                     f"It has run {seconds_text(started)}, past its timeout of {job['timeout']:g} s: its worker should "
                      "record the timeout at once; if it does not, the worker is stuck or gone.")
         first = next((f for f in self.found if f.blocking), None)
         tail = f": {first.short}" if first is not None else (
-            f", its lease expires in {_duration(expires)}" if expires is not None else "")
+            f", its lease expires in {seconds_text(expires)}" if expires is not None else "")
         return f"{label} is running on worker {owner} (attempt {job['attempts']}){tail}."
 
     # -- finished -------------------------------------------------------------------------------------
@@ -553,7 +553,7 @@ class _Look:
         label = _label(job)
         state = job["state"]
         finished = job["finished_at"]
-        when = f" at {_when(finished)} ({_duration(self._since(finished))} ago)" if finished is not None else ""
+        when = f" at {_when(finished)} ({seconds_text(self._since(finished))} ago)" if finished is not None else ""
         counted = job["attempts"] - job["lost_attempts"]
         tries = (f"after {job['attempts']} attempt(s) ({job['lost_attempts']} lost, {counted} of "
                  f"{job['max_attempts']} allowed)")
@@ -591,8 +591,8 @@ class _Look:
             self.facts["queue_paused"] = True
             if state["resume_at"] is not None:
                 wait = self._until(state["resume_at"])
-                resume = (f"maintenance resumes it in {_duration(wait)} (at {_when(state['resume_at'])})" if wait > 0
-                          else f"its cool-down ended {_duration(-wait)} ago: the maintenance leader resumes it at "
+                resume = (f"maintenance resumes it in {seconds_text(wait)} (at {_when(state['resume_at'])})" if wait > 0
+                          else f"its cool-down ended {seconds_text(-wait)} ago: the maintenance leader resumes it at "
                                "its next round")
                 self.facts["queue_resume_at"] = _iso(state["resume_at"])
                 why = state["paused_reason"].removeprefix("circuit breaker: ") or "tripped"
@@ -733,7 +733,7 @@ class _Look:
             if row is None:
                 parts.append(f"job {i} (gone)")
             elif row["state"] == "scheduled" and row.get("run_at") is not None and row["run_at"] > self.now:
-                parts.append(f"job {i} (scheduled, in {_duration(self._until(row['run_at']))})")
+                parts.append(f"job {i} (scheduled, in {seconds_text(self._until(row['run_at']))})")
             else:
                 parts.append(f"job {i} ({row['state']})")
         if len(ids) > LISTED_MAX:
@@ -783,20 +783,6 @@ def _error_tail(job: dict[str, Any]) -> str:
     if len(error) > ERROR_MAX:
         error = error[:ERROR_MAX] + "..."
     return f": {error}"
-
-
-def _duration(seconds: float) -> str:
-    """Seconds as a short duration: "0.4 s", "42 s", "12 min", "3.5 h", "2.0 d"."""
-    s = abs(seconds)
-    if s < 10:
-        return f"{s:.1f} s"
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 172800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
 
 
 def _when(when: dt.datetime | None) -> str:

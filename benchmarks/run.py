@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,41 @@ def peak_rss_mib(pids: list[int]) -> float:
     return max(peaks) if peaks else float("nan")
 
 
+def _wal_and_commits() -> tuple[str, int]:
+    """The WAL position and this database's committed transactions, read around a run (enqueue excluded)."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_lsn()::text, xact_commit FROM pg_stat_database "
+                    "WHERE datname = current_database()")
+        lsn, commits = cur.fetchone()
+        return lsn, commits
+
+
+def _costs(prefix: str, before: tuple[str, int], n: int) -> dict[str, float]:
+    """WAL bytes and commits per job since `before` (pg_stat_database lags a commit by up to its flush
+    interval: the caller waits for it)."""
+    after = _wal_and_commits()
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", [after[0], before[0]])
+        wal = float(cur.fetchone()[0])
+    return {f"{prefix}_wal_bytes_per_job": wal / n, f"{prefix}_commits_per_job": (after[1] - before[1]) / n}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _backend_pids() -> list[int]:
+    """The server processes of pgqueue's worker connections (their CPU is the database's share of W1)."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgqueue %%'")
+        return [row[0] for row in cur.fetchall()]
+
+
 def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
     """W1: n jobs enqueued in bulk (5,000 per call), then the worker runs them all. The variants run the
     same no-op under a semaphore (limit 5 on each of 10 keys), with a uniqueness key per job, with
@@ -126,13 +162,21 @@ def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
         pgqueue.enqueue_many([calls(i) for i in range(start, min(n, start + 5000))])
     enqueue_seconds = time.perf_counter() - enqueue_started
     extra = ("--metrics-port", "19464", "--metrics-address", "127.0.0.1") if variant == "metrics" else ()
+    time.sleep(0.6)  # pg_stat_database counts the enqueue's commits within its flush interval (0.5 s)
+    before = _wal_and_commits()
     worker = Worker(*extra, env={"PGQUEUE_METRICS_TOKEN": METRICS_TOKEN})
     launched = time.monotonic()
     pids = worker.wait_ready()
+    backends = _backend_pids()
+    cpu_before = {pid: _cpu_seconds(pid) for pid in pids + backends}
     while _unfinished():  # each probe reads a partial index: never the history (w1_history)
         time.sleep(0.05)
     wall = time.monotonic() - launched
     rss = peak_rss_mib(pids)
+    worker_cpu = sum(_cpu_seconds(pid) - cpu_before[pid] for pid in pids)
+    db_cpu = sum(_cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in set(backends) | set(_backend_pids()))
+    time.sleep(0.6)
+    costs = _costs("w1", before, n) if not variant else {}
     scrape_ms = _scrape_ms(19464) if variant == "metrics" else None
     worker.stop()
     attempts = Attempt.objects.filter(job_id__gt=after)
@@ -149,7 +193,8 @@ def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
     result = {f"{name}_jobs_per_s": n / (last - first).total_seconds(),
               f"{name}_bulk_enqueue_per_s": n / enqueue_seconds}
     if not variant:
-        result |= {"w1_wall_jobs_per_s": n / wall, "worker_rss_mib": rss}
+        result |= {"w1_wall_jobs_per_s": n / wall, "worker_rss_mib": rss, **costs,
+                   "w1_worker_cpu_us_per_job": worker_cpu / n * 1e6, "w1_db_cpu_us_per_job": db_cpu / n * 1e6}
     if scrape_ms is not None:
         result["metrics_port_scrape_ms"] = scrape_ms
     return result
@@ -390,16 +435,11 @@ def _raw_loop(params: dict[str, Any], worker: str, counter: Any) -> None:
             rows = db.run(cur, "job_lease", queues=["bench"], limit=100, worker=worker, lease_seconds=30)
             if not rows:
                 return
-            now = dt.datetime.now(dt.UTC)
-            k = len(rows)
-            db.run(cur, "job_set_state_if_running_many", ids=[r.id for r in rows],
-                   tokens=[r.lease_token for r in rows], states=["succeeded"] * k, yields=[False] * k,
-                   run_ats=[None] * k, reasons=[""] * k, results=["null"] * k, attempts=[r.attempt for r in rows],
-                   lost=[0] * k, crashes=[0] * k, job_error_classes=[None] * k, job_errors=[None] * k,
-                   numbers=[r.attempt for r in rows], outcomes=["succeeded"] * k, workers=[worker] * k,
-                   started=[r.started_at for r in rows], finished=[now] * k, error_classes=[""] * k,
-                   messages=[""] * k, tracebacks=[""] * k, exit_codes=[None] * k, release_locks=[False] * k,
-                   release_slots=[False] * k, slots=[None] * k, worker=worker, channel="pgqueue")
+            now = dt.datetime.now(dt.UTC).isoformat()
+            transitions = json.dumps([[r.id, str(r.lease_token), "succeeded", False, None, "", "null", r.attempt, 0, 0,
+                                       None, None, r.attempt, "succeeded", worker, r.started_at.isoformat(), now,
+                                       "", "", "", None, False, False, None] for r in rows])
+            db.run(cur, "job_set_state_if_running_many", transitions=transitions, worker=worker, channel="pgqueue")
 
 
 def raw_reference(n: int) -> dict[str, float]:
@@ -409,6 +449,8 @@ def raw_reference(n: int) -> dict[str, float]:
         jobs.noop.enqueue_many([() for _ in range(min(5000, n - start))])
     params = connection_kwargs()
     ctx = multiprocessing.get_context("fork")
+    time.sleep(0.6)
+    before = _wal_and_commits()
     connection.close()
     started = time.perf_counter()
     procs = [ctx.Process(target=_raw_loop, args=(params, f"raw{i}", None)) for i in range(PROCESSES)]
@@ -418,7 +460,50 @@ def raw_reference(n: int) -> dict[str, float]:
         p.join()
     elapsed = time.perf_counter() - started
     assert Job.objects.filter(state="succeeded").count() == n
-    return {"raw_w1_jobs_per_s": n / elapsed}
+    time.sleep(0.6)
+    return {"raw_w1_jobs_per_s": n / elapsed, **_costs("raw_w1", before, n)}
+
+
+PEER_VENV = ROOT / ".venv-peer"
+PEER_REQUIREMENTS = ROOT / "benchmarks" / "peer" / "requirements.txt"
+
+
+def _peer_python() -> Path:
+    """The peer's own virtualenv (.venv-peer), made on first use from benchmarks/peer/requirements.txt."""
+    python = PEER_VENV / "bin" / "python"
+    stamp = PEER_VENV / "requirements.txt"
+    if not python.exists() or not stamp.exists() or stamp.read_text() != PEER_REQUIREMENTS.read_text():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
+                        str(PEER_REQUIREMENTS)], check=True)
+        stamp.write_text(PEER_REQUIREMENTS.read_text())
+    return python
+
+
+def peer_reference(n: int) -> dict[str, float]:
+    """W1 on PgQueuer 1.6 with its CLI defaults (two `pgq run` processes, --batch-size 10, asyncpg) on the
+    same server, in a database of its own (<bench database>_peer): the fastest Python peer measured here."""
+    python = _peer_python()
+    settings_dict = connection.settings_dict
+    name = f"{settings_dict['NAME']}_peer"
+    with connection.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    params = connection_kwargs()
+    auth = urllib.parse.quote(params.get("user", ""), safe="")
+    if params.get("password"):
+        auth += ":" + urllib.parse.quote(params["password"], safe="")
+    host = params.get("host", "localhost")
+    if host.startswith("/"):  # a socket directory (the embedded server): asyncpg takes it as ?host=
+        dsn = f"postgresql://{auth}@/{name}?host={urllib.parse.quote(host)}&port={params.get('port', 5432)}"
+    else:
+        dsn = f"postgresql://{auth}@{host}:{params.get('port', 5432)}/{name}"
+    out = subprocess.run([str(python), str(ROOT / "benchmarks" / "peer" / "pgqueuer_w1.py"), dsn, "--jobs", str(n),
+                          "--processes", str(PROCESSES)], capture_output=True, text=True, timeout=600)
+    if out.returncode:
+        raise RuntimeError(f"the PgQueuer reference failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def machine() -> dict[str, Any]:
@@ -438,7 +523,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
-    parser.add_argument("--only", default="", help="comma-separated subset of w1,w1_semaphore,w1_unique,raw,w2,"
+    parser.add_argument("--only", default="", help="comma-separated subset of w1,w1_semaphore,w1_unique,raw,peer,w2,"
                         "w3,raw_w3,batch,outbox,w1_history,w1_metrics,collector,prune; prints the medians and writes "
                         "nothing")
     args = parser.parse_args()
@@ -446,7 +531,7 @@ def main() -> int:
     workloads = {"w1": lambda: w1_throughput(args.jobs),
                  "w1_semaphore": lambda: w1_throughput(args.jobs, "semaphore"),
                  "w1_unique": lambda: w1_throughput(args.jobs, "unique"),
-                 "raw": lambda: raw_reference(args.jobs),
+                 "raw": lambda: raw_reference(args.jobs), "peer": lambda: peer_reference(args.jobs),
                  "w2": w2_enqueue, "w3": w3_latency, "raw_w3": raw_w3_latency, "batch": batch_10k,
                  "outbox": outbox_relay, "w1_history": lambda: w1_throughput(args.jobs, "history"),
                  "w1_metrics": lambda: w1_throughput(args.jobs, "metrics"), "collector": collector_cost,
@@ -463,6 +548,8 @@ def main() -> int:
         # ratios to the reference measured in the same run: the machine's speed drifts 1.5x in an hour
         if "w1_jobs_per_s" in run and "raw_w1_jobs_per_s" in run:
             run["w1_vs_raw_ratio"] = run["w1_jobs_per_s"] / run["raw_w1_jobs_per_s"]
+        if "w1_jobs_per_s" in run and "peer_w1_jobs_per_s" in run:
+            run["w1_vs_peer_ratio"] = run["w1_jobs_per_s"] / run["peer_w1_jobs_per_s"]
         for variant in ("w1_semaphore", "w1_unique_enqueue", "w1_with_history", "w1_metrics"):
             if f"{variant}_jobs_per_s" in run and "w1_jobs_per_s" in run:
                 run[f"{variant}_vs_w1_ratio"] = run[f"{variant}_jobs_per_s"] / run["w1_jobs_per_s"]
@@ -487,6 +574,14 @@ def main() -> int:
             "w1_unique": "W1's jobs, each with its own uniqueness key held until it finishes "
                          "(w1_unique_enqueue_jobs_per_s); *_bulk_enqueue_per_s time the enqueue_many calls",
             "raw_w1": "psycopg only, 2 processes, job_lease + job_set_state_if_running_many 100 jobs at a time",
+            "peer": "PgQueuer 1.6.0 (benchmarks/peer, its own virtualenv .venv-peer) with its CLI defaults: two "
+                    "`pgq run` processes, --batch-size 10, an async no-op entrypoint, on W1's 20,000 jobs enqueued "
+                    "in bulk; peer_w1_jobs_per_s from its log table (first pick .. last success); "
+                    "w1_vs_peer_ratio is each run's W1 over its own peer run",
+            "costs": "w1_wal_bytes_per_job and w1_commits_per_job from pg_current_wal_lsn() and "
+                     "pg_stat_database.xact_commit around the worker run (enqueue excluded), raw_w1_* the same around "
+                     "the bare loop; w1_worker_cpu_us_per_job is the worker processes' CPU time per job, "
+                     "w1_db_cpu_us_per_job their server processes' (from /proc)",
             "w2": "2000 single enqueues, one transaction each (autocommit, as a view without ATOMIC_REQUESTS), in "
                   "blocks of 100 taking turns with the atomic variant and the raw reference; "
                   "w2_atomic_enqueues_per_s wraps each in transaction.atomic(); raw_w2_inserts_per_s is a bare "

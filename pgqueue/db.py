@@ -4,6 +4,7 @@ connection (joining the caller's transaction) or on a worker role's own psycopg 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -362,34 +363,26 @@ def _statement(name: str, params: dict[str, Any]) -> Any:
     return text
 
 
-def transition_params(transitions: Sequence[Transition]) -> dict[str, list[Any]]:
-    """The parallel arrays job_set_state_if_running_many takes, one element per transition."""
-    return {
-        "ids": [t.job_id for t in transitions],
-        "tokens": [t.lease_token for t in transitions],
-        "states": [t.state.value for t in transitions],
-        "yields": [t.yields_to_cancel for t in transitions],
-        "run_ats": [t.run_at for t in transitions],
-        "reasons": [t.reason_code for t in transitions],
-        "results": [t.result for t in transitions],
-        "attempts": [t.attempts for t in transitions],
-        "lost": [t.lost_attempts for t in transitions],
-        "crashes": [t.crashes for t in transitions],
-        "job_error_classes": [t.job_error_class for t in transitions],
-        "job_errors": [t.job_error for t in transitions],
-        "numbers": [t.attempt for t in transitions],
-        "outcomes": [t.outcome.value for t in transitions],
-        "workers": [t.worker for t in transitions],
-        "started": [t.started_at for t in transitions],
-        "finished": [t.finished_at for t in transitions],
-        "error_classes": [t.error_class for t in transitions],
-        "messages": [t.message for t in transitions],
-        "tracebacks": [t.traceback for t in transitions],
-        "exit_codes": [t.exit_code for t in transitions],
-        "release_locks": [t.release_lock for t in transitions],
-        "release_slots": [t.release_slot for t in transitions],
-        "slots": [t.slot for t in transitions],
-    }
+# The fields of one transition in job_set_state_if_running_many's JSON rows, in order (its input CTE reads
+# them by position).
+TRANSITION_FIELDS = (
+    "id", "token", "state", "yields", "run_at", "reason", "result", "attempts", "lost", "crashes",
+    "job_error_class", "job_error", "number", "outcome", "worker", "started_at", "finished_at", "error_class",
+    "message", "traceback", "exit_code", "release_lock", "release_slot", "slot",
+)
+
+
+def transition_params(transitions: Sequence[Transition]) -> dict[str, str]:
+    """job_set_state_if_running_many's parameter: the transitions as one JSON array of rows."""
+    rows = [
+        [t.job_id, str(t.lease_token), t.state.value, t.yields_to_cancel,
+         None if t.run_at is None else t.run_at.isoformat(), t.reason_code, t.result, t.attempts,
+         t.lost_attempts, t.crashes, t.job_error_class, t.job_error, t.attempt, t.outcome.value, t.worker,
+         t.started_at.isoformat(), t.finished_at.isoformat(), t.error_class, t.message, t.traceback,
+         t.exit_code, t.release_lock, t.release_slot, t.slot]
+        for t in transitions
+    ]
+    return {"transitions": json.dumps(rows, ensure_ascii=False, separators=(",", ":"))}
 
 
 def apply_transitions(database: Database, transitions: Sequence[Transition], *, worker: str,

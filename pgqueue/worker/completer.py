@@ -52,10 +52,10 @@ class Completer:
                 self._in_flight[item.lease_token] = item.job_id
         self.items.put(item)
 
-    def in_flight(self) -> list[uuid.UUID]:
-        """Lease tokens of jobs whose completion is not written yet: the heartbeat keeps them leased."""
+    def in_flight(self) -> list[tuple[int, uuid.UUID]]:
+        """(job id, lease token) of jobs whose completion is not written yet: the heartbeat keeps them leased."""
         with self._lock:
-            return list(self._in_flight)
+            return [(job_id, token) for token, job_id in self._in_flight.items()]
 
     def close(self, timeout: float) -> bool:
         """Flush what is queued and stop; False if the database did not take it in time."""

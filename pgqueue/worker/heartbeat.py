@@ -20,11 +20,12 @@ class Heartbeat:
         self.worker_id = worker_id
         self.lease_seconds = lease_seconds
 
-    def beat(self, tokens: list[uuid.UUID]) -> BeatResult | None:
-        """Say this worker is alive and extend these leases; None when the database is unreachable."""
+    def beat(self, held: list[tuple[int, uuid.UUID]]) -> BeatResult | None:
+        """Say this worker is alive and extend the leases of these (job id, lease token) pairs; None when the
+        database is unreachable."""
         try:
-            rows = self.database.run("job_heartbeat", worker=self.worker_id, tokens=tokens,
-                                     lease_seconds=self.lease_seconds)
+            rows = self.database.run("job_heartbeat", worker=self.worker_id, ids=[h[0] for h in held],
+                                     tokens=[h[1] for h in held], lease_seconds=self.lease_seconds)
         except db.CONNECTION_ERRORS:
             return None
         return BeatResult(extended=frozenset(r.id for r in rows),

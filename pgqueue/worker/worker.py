@@ -261,7 +261,7 @@ class Worker:
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + self.settings.HEARTBEAT_SECONDS
         held = list(self.running.values())
-        result = self.heartbeat.beat([r.job.lease_token for r in held] + self.completer.in_flight())
+        result = self.heartbeat.beat([(r.job.id, r.job.lease_token) for r in held] + self.completer.in_flight())
         if result is None:
             self.next_heartbeat = time.monotonic() + self.lease_db.backoff()
             return

@@ -69,7 +69,7 @@ def test_a_job_whose_completion_is_queued_keeps_its_lease() -> None:
     Job.objects.filter(pk=job.id).update(lease_expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
     completer = Completer(database("completer"), "w1", get_settings())  # not started: the write is "slow"
     completer.add(decide(job, returned(job, "2"), POLICY))
-    assert completer.in_flight() == [job.lease_token]
+    assert completer.in_flight() == [(job.id, job.lease_token)]
     beat_db = database("worker")
     result = Heartbeat(beat_db, "w1", lease_seconds=300).beat(completer.in_flight())
     assert result is not None and result.extended == {job.id}

@@ -142,25 +142,25 @@ def test_a_worker_connection_makes_its_kept_plans_again_as_the_table_grows() -> 
     are made again every REPLAN_SECONDS."""
     database = db.Database(connection_kwargs(), owner="w", role="test")
     database.connect().prepare_threshold = 0  # prepared at once (a worker's are after a few runs)
-    params = {"worker": "w", "tokens": [], "lease_seconds": 30}
+    params = {"queues": ["nothing-here"], "limit": 10, "worker": "w", "lease_seconds": 30}
 
     def kept_plan() -> str:
         conn = database.connect()
         name = conn.execute("SELECT name FROM pg_prepared_statements WHERE statement LIKE %s",
-                            ["%WITH beat AS%"]).fetchone()[0]
-        return "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {name}('w', '{{}}', 30)").fetchall())
+                            ["%WITH candidates AS%"]).fetchone()[0]
+        return "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {name}('{{nothing-here}}', 10, 'w', 30)"))
 
     try:
         database.connect().execute("VACUUM ANALYZE pgqueue_job")  # counted empty, as after a TRUNCATE
-        assert database.run("job_heartbeat", **params) == []  # planned with an empty table
+        assert database.run("job_lease", **params) == []  # planned with an empty table
         with connection.cursor() as cur:  # it grows; no ANALYZE (which would make the plans again)
-            cur.execute("INSERT INTO pgqueue_job (queue, task, state, leased_by, attempts) "
-                        "SELECT 'default', 'x.y', 'running', 'w' || (g % 50), 1 FROM generate_series(1, 20000) g")
+            cur.execute("INSERT INTO pgqueue_job (queue, task, state, attempts) "
+                        "SELECT 'q' || (g % 50), 'x.y', 'ready', 0 FROM generate_series(1, 20000) g")
         assert "Seq Scan on pgqueue_job" in kept_plan()
         database.replan_at = time.monotonic()  # REPLAN_SECONDS later
-        assert database.run("job_heartbeat", **params) == []
+        assert database.run("job_lease", **params) == []
         plan = kept_plan()
-        assert "Seq Scan on pgqueue_job" not in plan and "pgqueue_job_running" in plan, plan
+        assert "Seq Scan on pgqueue_job" not in plan and "pgqueue_job_ready" in plan, plan
         assert database.replan_at > time.monotonic() + db.REPLAN_SECONDS - 1
     finally:
         database.close()
@@ -288,7 +288,8 @@ def test_heartbeat_extends_leases_and_reports_cancel_requests() -> None:
         rows = lease(conn, "w", 2)
         before = dict(Job.objects.values_list("id", "lease_expires_at"))
         assert pgqueue.cancel([b.id]) == {b.id: "cancelling"}
-        beat = db.run(cur, "job_heartbeat", worker="w", tokens=[r.lease_token for r in rows], lease_seconds=300)
+        beat = db.run(cur, "job_heartbeat", worker="w", ids=[r.id for r in rows], tokens=[r.lease_token for r in rows],
+                          lease_seconds=300)
     assert {r.id: r.cancel_requested for r in beat} == {a.id: False, b.id: True}
     after = dict(Job.objects.values_list("id", "lease_expires_at"))
     assert all(after[i] > before[i] for i in (a.id, b.id))
@@ -302,7 +303,8 @@ def test_heartbeat_never_waits_for_a_row_a_completion_is_writing() -> None:
         with completer.transaction(), completer.cursor() as writing:
             writing.execute("SELECT id FROM pgqueue_job WHERE id = %s FOR UPDATE", (a.id,))  # a completion holds a
             cur.execute("SET statement_timeout = '3s'")  # waiting would fail the test, not hang it
-            beat = db.run(cur, "job_heartbeat", worker="w", tokens=[r.lease_token for r in rows], lease_seconds=300)
+            beat = db.run(cur, "job_heartbeat", worker="w", ids=[r.id for r in rows], tokens=[r.lease_token for r in rows],
+                          lease_seconds=300)
     assert {r.id for r in beat} == {a.id, b.id}  # both still held: neither is reported lost
     after = dict(Job.objects.values_list("id", "lease_expires_at"))
     assert after[a.id] == before[a.id] and after[b.id] > before[b.id]  # the locked one was not extended
@@ -400,5 +402,5 @@ def test_heartbeat_revives_a_worker_declared_dead() -> None:
 
     WorkerProcess.objects.create(id="w-back", kind="worker", hostname="h", pid=1, state="dead")
     with connect() as conn, conn.cursor() as cur:
-        db.run(cur, "job_heartbeat", worker="w-back", tokens=[], lease_seconds=30)
+        db.run(cur, "job_heartbeat", worker="w-back", ids=[], tokens=[], lease_seconds=30)
     assert WorkerProcess.objects.get(pk="w-back").state == "running"

@@ -532,17 +532,18 @@ WITH input AS (
         (r->>20)::int AS exit_code, (r->>21)::boolean AS release_lock, (r->>22)::boolean AS release_slot,
         (r->>23)::int AS slot
     FROM jsonb_array_elements(%(transitions)s::jsonb) AS r
-), locked AS (
-    -- Each row by its id (primary key), locked in id order as every statement that waits for running rows
-    -- locks them (no deadlock); then guarded on its latest version. The guard is outside the row's lookup
-    -- so the plan cannot walk the whole partial index of running rows instead (cheap only while the
+), locked AS MATERIALIZED (  -- never inlined into the update: its own plan, by primary key
+    -- Each row by its id (primary key), in id order: the update below takes the row locks in this order, as
+    -- every statement that waits for running rows takes them (no deadlock), and re-checks the guard on the
+    -- row's latest version if another transaction moved it meanwhile. The lookup is outside the update so
+    -- the plan cannot walk the whole partial index of running rows instead (cheap only while the
     -- statistics say it is empty: it holds every row that ran since the last vacuum). Each row carries its
     -- input along, so no later step joins two sets of rows: a generic plan guesses every set holds one
     -- row, and a join it makes a nested loop on that guess costs n x n (500 x 500 rows took ~250 ms).
     SELECT i.*, j.queue_slot
     FROM (SELECT * FROM input ORDER BY id) i
     CROSS JOIN LATERAL (SELECT r.id, r.queue_slot, r.state, r.lease_token FROM pgqueue_job r WHERE r.id = i.id
-                        OFFSET 0 FOR UPDATE) j  -- OFFSET 0: the guard is not pushed into the lookup
+                        OFFSET 0) j  -- OFFSET 0: the guard is not pushed into the lookup
     WHERE j.state = 'running' AND j.lease_token = i.token
 ), done AS (
     UPDATE pgqueue_job j
@@ -558,7 +559,10 @@ WITH input AS (
         slot = CASE WHEN i.release_slot OR (j.cancel_requested AND i.yields) THEN NULL ELSE j.slot END,
         queue_slot = NULL, leased_by = NULL, lease_token = NULL, lease_expires_at = NULL
     FROM locked i
-    WHERE j.id = i.id  -- locked above, running under this token: nothing else can move it meanwhile
+    -- Still under this lease once its row lock is held: only this statement moves a job out of 'running',
+    -- and it clears the token, so the token guards alone (naming the state here would let the plan walk
+    -- the partial index of running rows instead of the primary key).
+    WHERE j.id = i.id AND j.lease_token = i.token
     RETURNING j.id, j.queue, j.state, j.lock_key,
         i.release_lock OR (j.cancel_requested AND i.yields) AS unlock,
         CASE WHEN (i.release_slot OR (j.cancel_requested AND i.yields)) AND i.slot IS NOT NULL
@@ -579,9 +583,8 @@ WITH input AS (
     FROM done d
 ), running_slots AS (  -- a job that stops running gives its queue's running slot back
     UPDATE pgqueue_semaphore_slot s SET job_id = NULL
-    FROM done d
-    WHERE d.queue_slot IS NOT NULL AND s.key = 'pgqueue:queue:' || d.queue AND s.number = d.queue_slot
-      AND s.job_id = d.id
+    FROM (SELECT id, queue, queue_slot FROM done WHERE queue_slot IS NOT NULL OFFSET 0) d
+    WHERE s.key = 'pgqueue:queue:' || d.queue AND s.number = d.queue_slot AND s.job_id = d.id
     RETURNING d.queue
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true
@@ -592,7 +595,7 @@ WITH input AS (
 ), outcomes AS (  -- per queue with a circuit breaker: this batch's failures after its last success
     SELECT d.queue, max(d.finished_at) FILTER (WHERE d.outcome = 'succeeded') AS last_ok
     FROM done d
-    WHERE EXISTS (SELECT 1 FROM pgqueue_queuestate q WHERE q.name = d.queue AND q.breaker_threshold IS NOT NULL)
+    WHERE d.queue IN (SELECT q.name FROM pgqueue_queuestate q WHERE q.breaker_threshold IS NOT NULL)
     GROUP BY d.queue
 ), streaks AS (
     SELECT o.queue, o.last_ok, count(d.id) AS failures, min(d.finished_at) AS first_failure,

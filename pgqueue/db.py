@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from django.db import connections
@@ -43,8 +43,9 @@ class Woken:
     woken: int  # NOTIFYs sent by the statement (the column makes PostgreSQL run the wake-up)
 
 
-@dataclass(frozen=True, slots=True)
-class Moved:
+class Moved(NamedTuple):
+    """A job job_set_state_if_running_many moved (one per job: a NamedTuple, see pgqueue.types)."""
+
     id: int
     state: str
     woken: int
@@ -320,7 +321,16 @@ IDENTIFIERS: dict[str, tuple[str, ...]] = {"channel_listen": ("channel",), "devd
 # Statements run as server-side prepared statements on Django's connection (PGQUEUE['PREPARE_STATEMENTS']):
 # measured, the single ready-now enqueue spends ~90 µs of its ~850 µs parsing and planning when it is not.
 PREPARED = frozenset({"job_insert_ready"})
-_COLUMNS = {name: tuple(f.name for f in fields(cls)) for name, cls in RETURNS.items()}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    """A row type's fields, in order (a frozen dataclass or a NamedTuple)."""
+    if issubclass(cls, tuple):
+        return tuple(getattr(cls, "_fields"))  # noqa: B009 (a NamedTuple's, which mypy cannot see on a type)
+    return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+
+
+_COLUMNS = {name: _names(cls) for name, cls in RETURNS.items()}
 
 
 def returns(**types: type) -> None:
@@ -330,7 +340,7 @@ def returns(**types: type) -> None:
         if name not in QUERIES:
             raise KeyError(f"no statement named {name!r} in pgqueue/sql")
         RETURNS[name] = cls
-        _COLUMNS[name] = tuple(f.name for f in fields(cls))
+        _COLUMNS[name] = _names(cls)
 _CHECKED: set[str] = set()  # statements whose result columns matched their row type once
 
 
@@ -342,6 +352,8 @@ def run(cursor: Any, name: str, /, **params: Any) -> list[Any]:
     if name not in _CHECKED:
         _check_columns(name, tuple(d.name for d in cursor.description))
     cls, columns = RETURNS[name], _COLUMNS[name]
+    if issubclass(cls, tuple):  # a NamedTuple: its columns were checked to be its fields, in order
+        return list(map(cls._make, cursor.fetchall()))  # type: ignore[attr-defined]
     return [cls(**dict(zip(columns, row, strict=True))) for row in cursor.fetchall()]
 
 

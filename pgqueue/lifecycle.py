@@ -17,11 +17,12 @@ runs again at once (released at shutdown, rescued) keeps its slot.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from pgqueue.payload import fit
 from pgqueue.types import (
@@ -67,8 +68,9 @@ class ErrorInfo:
     traceback: str = ""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AttemptEnd:
+class AttemptEnd(NamedTuple):
+    """How one attempt ended (a NamedTuple: one is made per job, see pgqueue.types)."""
+
     how: Ending
     worker: str
     finished_at: dt.datetime
@@ -217,7 +219,7 @@ def _move(
 ) -> Transition:
     error = error or end.error
     error_class = fit(error.error_class, ERROR_CLASS_MAX) if error else ""
-    text = fit(error.message if error else message, MESSAGE_MAX)
+    text = fit(error.message, MESSAGE_MAX) if error else fit(message, MESSAGE_MAX) if message else ""
     failed = outcome is not Outcome.SUCCEEDED and not keep_job_error
     done = state in FINISHED_STATES
     release_slot = job.slot is not None and (done or (state is JobState.SCHEDULED and not job.concurrency_hold))
@@ -241,7 +243,7 @@ def _move(
         job_error=text if failed else None,
         attempt=job.attempt,
         outcome=outcome,
-        worker=fit(end.worker, WORKER_MAX),
+        worker=_worker_text(end.worker),
         started_at=job.started_at,
         finished_at=end.finished_at,
         error_class=error_class,
@@ -252,6 +254,12 @@ def _move(
         release_slot=release_slot,
         slot=job.slot,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _worker_text(worker: str) -> str:
+    """A worker id as its attempt row stores it (a worker reports thousands of attempts with one id)."""
+    return fit(worker, WORKER_MAX)
 
 
 class OnDependencyFailure(StrEnum):
@@ -291,8 +299,7 @@ def stripped(transition: Transition, problem: str) -> Transition:
     job still moves as decided (a finished job is never turned into a re-run), its details say why."""
     note = fit(f"pgqueue could not store this attempt's details: {problem}", MESSAGE_MAX)
     failed = transition.outcome is not Outcome.SUCCEEDED
-    return replace(
-        transition,
+    return transition._replace(
         result=None,
         job_error_class="pgqueue.UnstorableOutcome" if failed else None,
         job_error=note if failed else None,

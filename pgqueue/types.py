@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class JobState(StrEnum):
@@ -46,8 +46,12 @@ class ReasonCode(StrEnum):
     DEPENDENCY = "dependency"  # cancelled: a job it depends on is dead or cancelled (its last_error names it)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeasedJob:
+# The values made once per job on the hot path (a leased job, its transition) are NamedTuples: immutable like
+# the frozen dataclasses elsewhere, but built in one C call, where a frozen dataclass pays a setattr per field
+# (~4 us a job for these two alone, measured). Build them with keywords.
+
+
+class LeasedJob(NamedTuple):
     """A job a worker holds: what the lease statement returned."""
 
     id: int
@@ -91,8 +95,7 @@ class HeldJob:
     concurrency_hold: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Transition:
+class Transition(NamedTuple):
     """A decided move of one job out of `running`, and the attempt row that records it.
 
     Applied by job_set_state_if_running_many only while the job is still running under `lease_token`."""

@@ -29,7 +29,10 @@ def _frees_slot(item: Any) -> bool:
 
 
 class Completer:
-    """A thread that collects Transition/Progress items and flushes them every few ms or N items."""
+    """A thread that collects Transition/Progress items and flushes them every few ms or N items.
+
+    It sleeps through its window instead of waking for every item added: it is woken early only when a
+    batch is full, when a transition gives a semaphore slot up (then within SLOT_FLUSH), or to stop."""
 
     def __init__(self, database: db.Database, worker_id: str, settings: Settings) -> None:
         self.database = database
@@ -40,6 +43,9 @@ class Completer:
         self.lost = 0  # transitions refused because the lease was gone
         self._in_flight: dict[uuid.UUID, int] = {}  # lease token -> job id, queued and not yet written
         self._lock = threading.Lock()
+        self._queued = 0  # items added and not yet taken by the thread (under _lock)
+        self._urgent = False  # an item added since the thread last looked gives a slot up (under _lock)
+        self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pgqueue-completer", daemon=True)
 
@@ -47,10 +53,24 @@ class Completer:
         self._thread.start()
 
     def add(self, item: Transition | Progress) -> None:
-        if isinstance(item, Transition):
-            with self._lock:
-                self._in_flight[item.lease_token] = item.job_id
-        self.items.put(item)
+        self.add_many([item])
+
+    def add_many(self, items: list[Any]) -> None:
+        """Queue transitions and progress reports (one hand-over for all of them)."""
+        if not items:
+            return
+        with self._lock:
+            urgent = False
+            for item in items:
+                if isinstance(item, Transition):
+                    self._in_flight[item.lease_token] = item.job_id
+                    urgent = urgent or item.release_slot
+            self._queued += len(items)
+            self._urgent = self._urgent or urgent
+            wake = urgent or self._queued >= self.settings.COMPLETION_BATCH
+        self.items.put(items)
+        if wake:
+            self._wake.set()
 
     def in_flight(self) -> list[tuple[int, uuid.UUID]]:
         """(job id, lease token) of jobs whose completion is not written yet: the heartbeat keeps them leased."""
@@ -61,8 +81,23 @@ class Completer:
         """Flush what is queued and stop; False if the database did not take it in time."""
         self._stopping.set()
         self.items.put(_STOP)
+        self._wake.set()
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    def _take(self, pending: list[Any], limit: int) -> bool:
+        """Move queued items into `pending` (up to about `limit`); True once _STOP was taken."""
+        while len(pending) < limit:
+            try:
+                batch = self.items.get_nowait()
+            except queue.Empty:
+                return False
+            if batch is _STOP:
+                return True
+            pending.extend(batch)
+            with self._lock:
+                self._queued -= len(batch)
+        return False
 
     def _loop(self) -> None:
         batch_size = self.settings.COMPLETION_BATCH
@@ -71,25 +106,33 @@ class Completer:
         stop = False
         while not stop:
             if not pending:
-                item = self.items.get()
-                if item is _STOP:
+                first = self.items.get()  # sleep until there is something to write
+                if first is _STOP:
                     break
-                pending.append(item)
-            deadline = time.monotonic() + (SLOT_FLUSH if _frees_slot(pending[0]) else window)
-            while len(pending) < batch_size:
+                pending.extend(first)
+                with self._lock:
+                    self._queued -= len(first)
+            opened = time.monotonic()
+            deadline = opened + (SLOT_FLUSH if any(_frees_slot(i) for i in pending) else window)
+            while True:
+                stop = self._take(pending, batch_size)
+                if stop or len(pending) >= batch_size:
+                    break
+                with self._lock:
+                    if self._urgent:  # a blocked job may wait for a slot given up: write it soon
+                        deadline = min(deadline, time.monotonic() + SLOT_FLUSH)
+                        self._urgent = False
+                    self._wake.clear()
                 remaining = deadline - time.monotonic()
-                try:
-                    item = self.items.get(timeout=remaining) if remaining > 0 else self.items.get_nowait()
-                except queue.Empty:
+                if remaining <= 0:
                     break
-                if item is _STOP:
-                    stop = True
-                    break
-                pending.append(item)
-                if _frees_slot(item):  # a blocked job may wait for this slot: write it soon
-                    deadline = min(deadline, time.monotonic() + SLOT_FLUSH)
+                self._wake.wait(remaining)
+            self._take(pending, batch_size)
             pending = self._flush(pending)
-        while pending:  # stopping: keep trying while the process is allowed to live
+        while True:  # stopping: write what is left, trying while the process is allowed to live
+            self._take(pending, 1 << 30)
+            if not pending:
+                break
             pending = self._flush(pending)
             if pending:
                 time.sleep(self.database.backoff())

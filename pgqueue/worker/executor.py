@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from django.db import close_old_connections, connections, transaction
+from django.db import connections, transaction
 from psycopg.pq import TransactionStatus
 
 from pgqueue import db, events, registry, settle
@@ -69,6 +69,8 @@ def describe(exc: BaseException) -> ErrorInfo:
 
 def returned(value: Any, worker: str, limit: int) -> AttemptEnd:
     """The ending of a job that returned `value`: its JSON, a repr when it has none, or too large."""
+    if value is None:  # most jobs: no encoding to do
+        return AttemptEnd(how=Ending.RETURNED, worker=worker, finished_at=now(), result="null")
     try:
         result = dumps(value)
     except Unstorable:
@@ -131,7 +133,8 @@ def _failed_to_end(exc: BaseException, worker: str) -> AttemptEnd:
 
 def leave_connections_clean() -> list[str]:
     """After a job: every Django connection this thread holds is back in autocommit with no transaction
-    open. A connection that is not is rolled back, closed and replaced; returns what was wrong."""
+    open. A connection that is not is rolled back, closed and replaced; returns what was wrong. The others
+    are closed if unusable or past CONN_MAX_AGE, as Django does after a request (one pass for both)."""
     problems: list[str] = []
     for conn in connections.all(initialized_only=True):
         try:
@@ -145,12 +148,20 @@ def leave_connections_clean() -> list[str]:
             elif raw.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
                 problem = "left a transaction open (BEGIN without COMMIT)"
             else:
+                _close_if_old(conn)
                 continue
         except BaseException as exc:
             problem = f"left its connection unusable ({type(exc).__name__})"
         problems.append(f"on database {conn.alias!r} the job {problem}")
         _discard(conn)
     return problems
+
+
+def _close_if_old(conn: Any) -> None:
+    try:
+        conn.close_if_unusable_or_obsolete()
+    except BaseException:
+        logger.exception("closing the database connection %r after a job failed", conn.alias)
 
 
 def _discard(conn: Any) -> None:
@@ -260,10 +271,6 @@ class Executor:
                 return None  # complete_in_transaction's transaction committed: nothing left to record
             return end
         finally:
-            try:
-                close_old_connections()
-            except BaseException:
-                logger.exception("job %s: closing old database connections failed", job.id)
             _current.reset(token)
 
     async def _run_async(self, fn: Any, job: LeasedJob, ctx: JobContext) -> AttemptEnd | None:

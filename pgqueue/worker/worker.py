@@ -175,6 +175,7 @@ class Worker:
 
     def _collect(self) -> None:
         """Turn posted endings into transitions for the completer, and free their slots."""
+        transitions = []
         while True:
             try:
                 job, end = self.inbox.get_nowait()
@@ -186,7 +187,8 @@ class Worker:
                 continue
             del self.running[job.id]
             if end is not None:  # None: it completed in its own transaction
-                self.completer.add(decide(job, end, entry.policy, rand=random.random()))
+                transitions.append(decide(job, end, entry.policy, rand=random.random()))
+        self.completer.add_many(transitions)
         if self.isolation is Isolation.ALONE and not self.running:
             self.isolation = Isolation.NONE
             self.more_ready = True  # more suspects, or the jobs held back meanwhile

@@ -4,7 +4,6 @@ transaction."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import psycopg
@@ -47,7 +46,7 @@ def test_a_refused_row_is_split_out_and_stored_without_its_details() -> None:
     jobs.add.enqueue_many([(i, i) for i in range(4)])
     leased = sorted(lease(4), key=lambda j: j.id)
     transitions = [decide(j, returned(j, str(j.id)), POLICY) for j in leased]
-    transitions[2] = dataclasses.replace(transitions[2], result="{not json")  # the database refuses this one
+    transitions[2] = transitions[2]._replace(result="{not json")  # the database refuses this one
     completer = Completer(database(), "w1", get_settings())
     completer.start()
     for t in transitions:

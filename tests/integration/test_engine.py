@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import re
 import time
@@ -197,7 +196,7 @@ def test_completion_is_guarded_by_lease_token() -> None:
     jobs.add.enqueue(1, 2)
     with connect() as conn:
         (row,) = lease(conn, "w1", 1)
-        stale = dataclasses.replace(row, lease_token=uuid.uuid4())  # a zombie holding an old token
+        stale = row._replace(lease_token=uuid.uuid4())  # a zombie holding an old token
         assert finish(conn, "w1", [stale]) == set()
         assert Job.objects.get(pk=row.id).state == "running"
         assert finish(conn, "w1", [row]) == {row.id}

@@ -437,8 +437,8 @@ def _raw_loop(params: dict[str, Any], worker: str, counter: Any) -> None:
                 return
             now = dt.datetime.now(dt.UTC).isoformat()
             transitions = json.dumps([[r.id, str(r.lease_token), "succeeded", False, None, "", "null", r.attempt, 0, 0,
-                                       None, None, r.attempt, "succeeded", worker, r.started_at.isoformat(), now,
-                                       "", "", "", None, False, False, None] for r in rows])
+                                       None, None, r.attempt, "succeeded", worker, now, "", "", "", None, False,
+                                       False, None] for r in rows])
             db.run(cur, "job_set_state_if_running_many", transitions=transitions, worker=worker, channel="pgqueue")
 
 

@@ -258,7 +258,11 @@ WITH candidates AS (
                    WHERE k.until = 'started' AND NOT k.released
                    FOR UPDATE OF k SKIP LOCKED)
 )
-SELECT * FROM leased;
+SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (db.JSON_ROWS: LeasedJob's fields)
+    x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
+    x.lease_token, x.started_at, x.lock_key, x.concurrency_key, x.slot, x.concurrency_hold, x.batch_id,
+    x.callback_of, x.run_at)), '[]') AS rows
+FROM leased x;
 
 -- name: job_lease_limited
 -- job_lease for a worker whose queues have limits or jobs with a rate key (queuestate_limited said so). A
@@ -397,7 +401,11 @@ WITH queues AS (
                    WHERE k.until = 'started' AND NOT k.released
                    FOR UPDATE OF k SKIP LOCKED)
 )
-SELECT * FROM leased;
+SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (db.JSON_ROWS: LeasedJob's fields)
+    x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
+    x.lease_token, x.started_at, x.lock_key, x.concurrency_key, x.slot, x.concurrency_hold, x.batch_id,
+    x.callback_of, x.run_at)), '[]') AS rows
+FROM leased x;
 
 -- name: ratelimit_take_enqueue
 -- Take %(count)s tokens from a queue's enqueue bucket (key 'pgqueue:enqueue:<queue>'), all or none, refilled
@@ -512,7 +520,11 @@ WITH leased AS (
     FROM leased x JOIN pgqueue_job o ON o.id = x.id
     WHERE r.key = o.rate_key
 )
-SELECT * FROM leased;
+SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (db.JSON_ROWS: LeasedJob's fields)
+    x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
+    x.lease_token, x.started_at, x.lock_key, x.concurrency_key, x.slot, x.concurrency_hold, x.batch_id,
+    x.callback_of, x.run_at)), '[]') AS rows
+FROM leased x;
 
 -- name: job_set_state_if_running_many
 -- Apply transitions decided by pgqueue.lifecycle to jobs still running under the same lease token,
@@ -527,10 +539,9 @@ WITH input AS (
     SELECT (r->>0)::bigint AS id, (r->>1)::uuid AS token, r->>2 AS state, (r->>3)::boolean AS yields,
         (r->>4)::timestamptz AS run_at, r->>5 AS reason, r->>6 AS result, (r->>7)::int AS attempts,
         (r->>8)::int AS lost, (r->>9)::int AS crashes, r->>10 AS job_error_class, r->>11 AS job_error,
-        (r->>12)::int AS number, r->>13 AS outcome, r->>14 AS worker, (r->>15)::timestamptz AS started_at,
-        (r->>16)::timestamptz AS finished_at, r->>17 AS error_class, r->>18 AS message, r->>19 AS traceback,
-        (r->>20)::int AS exit_code, (r->>21)::boolean AS release_lock, (r->>22)::boolean AS release_slot,
-        (r->>23)::int AS slot
+        (r->>12)::int AS number, r->>13 AS outcome, r->>14 AS worker, (r->>15)::timestamptz AS finished_at,
+        r->>16 AS error_class, r->>17 AS message, r->>18 AS traceback, (r->>19)::int AS exit_code,
+        (r->>20)::boolean AS release_lock, (r->>21)::boolean AS release_slot, (r->>22)::int AS slot
     FROM jsonb_array_elements(%(transitions)s::jsonb) AS r
 ), locked AS MATERIALIZED (  -- never inlined into the update: its own plan, by primary key
     -- Each row by its id (primary key), in id order: the update below takes the row locks in this order, as
@@ -570,7 +581,7 @@ WITH input AS (
         CASE WHEN i.release_slot OR (j.cancel_requested AND i.yields) THEN i.slot END AS slot,
         j.batch_id, j.has_dependents, i.queue_slot,
         -- the attempt row
-        i.number, i.outcome, i.worker, i.started_at, i.finished_at, i.error_class, i.message, i.traceback,
+        i.number, i.outcome, i.worker, j.started_at, i.finished_at, i.error_class, i.message, i.traceback,
         i.exit_code
 ), history AS (
     INSERT INTO pgqueue_attempt (

@@ -64,6 +64,7 @@ class Worker:
     def __init__(self, options: WorkerOptions, worker_id: str, supervisor_id: str, settings: Settings,
                  db_params: dict[str, Any]) -> None:
         self.options = options
+        self.queue_array = db.text_array(options.queues)  # bound as one string, lease after lease
         self.settings = settings
         self.id = worker_id
         self.supervisor_id = supervisor_id
@@ -198,7 +199,7 @@ class Worker:
     def _lease(self) -> None:
         free = self._free_slots()
         self.next_poll = time.monotonic() + self.settings.POLL_SECONDS
-        queues = list(self.options.queues)
+        queues = self.queue_array
         try:
             if self.suspects_possible and not self.running and not self.stuck:
                 suspect = self.lease_db.run("job_lease_suspect", queues=queues, worker=self.id,
@@ -268,7 +269,7 @@ class Worker:
             self.next_heartbeat = time.monotonic() + self.lease_db.backoff()
             return
         try:
-            self.limited = self.lease_db.run("queuestate_limited", queues=list(self.options.queues))[0].limited
+            self.limited = self.lease_db.run("queuestate_limited", queues=self.queue_array)[0].limited
         except db.CONNECTION_ERRORS:
             pass  # the next heartbeat asks again
         for entry in held:

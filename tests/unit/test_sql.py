@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pgqueue import db
 from pgqueue.sql import FILES, QUERIES, load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,3 +57,22 @@ def test_no_sql_outside_the_statement_file() -> None:
         if "migrations" not in p.parts and pattern.search(p.read_text())
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("name", sorted(db.JSON_ROWS))
+def test_a_statement_returning_json_rows_lists_its_row_type_fields_in_order(name: str) -> None:
+    """db.JSON_ROWS builds rows by position: the statement's json_build_array must name the row type's fields
+    in the row type's order (a swapped pair would put one value in the other's place, silently)."""
+    text = re.sub(r"--[^\n]*", "", db.QUERIES[name])
+    listed = re.search(r"json_build_array\((.*?)\)\), '\[\]'\) AS rows", text, re.S)
+    assert listed, f"{name} does not end with SELECT COALESCE(json_agg(json_build_array(...)), '[]') AS rows"
+    names = [part.strip().split(".")[-1] for part in listed[1].replace("\n", " ").split(",")]
+    assert tuple(names) == db.RETURNS[name]._fields
+
+
+def test_the_completion_reads_each_transition_field_at_its_position() -> None:
+    """job_set_state_if_running_many reads a transition's JSON row by position: r->>N AS name must match
+    db.TRANSITION_FIELDS[N], which db.transition_params writes in that order."""
+    text = db.QUERIES["job_set_state_if_running_many"]
+    read = dict((int(n), name) for n, name in re.findall(r"r->>(\d+)\)?(?:::\w+)? AS (\w+)", text))
+    assert read == dict(enumerate(db.TRANSITION_FIELDS))

@@ -4,7 +4,8 @@
 
 -- name: monitor_job_counts
 -- Jobs per queue and state, and the run_at of each queue's oldest ready job; every branch is one partial
--- index (pgqueue_job_ready, pgqueue_job_rated, pgqueue_job_running, pgqueue_job_queue_state).
+-- index (pgqueue_job_ready, pgqueue_job_rated, pgqueue_job_running, pgqueue_job_blocked_key,
+-- pgqueue_job_queue_states).
 SELECT queue, 'ready' AS state, count(*) AS count, min(run_at) AS oldest
 FROM pgqueue_job WHERE state = 'ready' AND rate_key IS NULL GROUP BY queue
 UNION ALL
@@ -14,8 +15,11 @@ UNION ALL
 SELECT queue, 'running', count(*), NULL
 FROM pgqueue_job WHERE state = 'running' GROUP BY queue
 UNION ALL
+SELECT queue, 'blocked', count(*), NULL
+FROM pgqueue_job WHERE state = 'blocked' GROUP BY queue
+UNION ALL
 SELECT queue, state, count(*), NULL
-FROM pgqueue_job WHERE state IN ('scheduled', 'blocked', 'waiting', 'dead') GROUP BY queue, state;
+FROM pgqueue_job WHERE state IN ('scheduled', 'waiting', 'dead') GROUP BY queue, state;
 
 -- name: monitor_queue_states
 -- Every queue with a row of operator state: paused or not and why, its limits, its circuit breaker.

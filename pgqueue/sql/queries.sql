@@ -252,11 +252,13 @@ WITH candidates AS (
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
         j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at
 ), unlocked AS (
-    UPDATE pgqueue_lock l SET released = true
-    WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
-                       ON k.kind = 'unique' AND k.key = x.lock_key AND k.job_id = x.id
-                   WHERE k.until = 'started' AND NOT k.released
-                   FOR UPDATE OF k SKIP LOCKED)
+    UPDATE pgqueue_lock l SET released = true  -- each key by (kind, key): never a walk of all keys
+    WHERE l.id = ANY(ARRAY(
+        SELECT h.id FROM (SELECT x.id, x.lock_key FROM leased x WHERE x.lock_key IS NOT NULL OFFSET 0) x
+        CROSS JOIN LATERAL (SELECT h.id FROM pgqueue_lock h
+                            WHERE h.kind = 'unique' AND h.key = x.lock_key AND h.job_id = x.id
+                              AND h.until = 'started' AND NOT h.released
+                            FOR UPDATE SKIP LOCKED) h))
 )
 SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (db.JSON_ROWS: LeasedJob's fields)
     x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
@@ -395,11 +397,13 @@ WITH queues AS (
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
         j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at
 ), unlocked AS (
-    UPDATE pgqueue_lock l SET released = true
-    WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
-                       ON k.kind = 'unique' AND k.key = x.lock_key AND k.job_id = x.id
-                   WHERE k.until = 'started' AND NOT k.released
-                   FOR UPDATE OF k SKIP LOCKED)
+    UPDATE pgqueue_lock l SET released = true  -- each key by (kind, key): never a walk of all keys
+    WHERE l.id = ANY(ARRAY(
+        SELECT h.id FROM (SELECT x.id, x.lock_key FROM leased x WHERE x.lock_key IS NOT NULL OFFSET 0) x
+        CROSS JOIN LATERAL (SELECT h.id FROM pgqueue_lock h
+                            WHERE h.kind = 'unique' AND h.key = x.lock_key AND h.job_id = x.id
+                              AND h.until = 'started' AND NOT h.released
+                            FOR UPDATE SKIP LOCKED) h))
 )
 SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (db.JSON_ROWS: LeasedJob's fields)
     x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
@@ -507,11 +511,13 @@ WITH leased AS (
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
         j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at
 ), unlocked AS (
-    UPDATE pgqueue_lock l SET released = true
-    WHERE l.id IN (SELECT k.id FROM leased x JOIN pgqueue_lock k
-                       ON k.kind = 'unique' AND k.key = x.lock_key AND k.job_id = x.id
-                   WHERE k.until = 'started' AND NOT k.released
-                   FOR UPDATE OF k SKIP LOCKED)
+    UPDATE pgqueue_lock l SET released = true  -- each key by (kind, key): never a walk of all keys
+    WHERE l.id = ANY(ARRAY(
+        SELECT h.id FROM (SELECT x.id, x.lock_key FROM leased x WHERE x.lock_key IS NOT NULL OFFSET 0) x
+        CROSS JOIN LATERAL (SELECT h.id FROM pgqueue_lock h
+                            WHERE h.kind = 'unique' AND h.key = x.lock_key AND h.job_id = x.id
+                              AND h.until = 'started' AND NOT h.released
+                            FOR UPDATE SKIP LOCKED) h))
 ), rate_spent AS (
     UPDATE pgqueue_ratelimit r
     SET tokens = LEAST(r."limit"::float8,
@@ -598,11 +604,13 @@ WITH input AS (
     WHERE s.key = 'pgqueue:queue:' || d.queue AND s.number = d.queue_slot AND s.job_id = d.id
     RETURNING d.queue
 ), unlocked AS (
-    UPDATE pgqueue_lock l SET released = true
-    WHERE l.id IN (SELECT k.id FROM done d JOIN pgqueue_lock k
-                       ON k.kind = 'unique' AND k.key = d.lock_key AND k.job_id = d.id
-                   WHERE d.unlock AND NOT k.released
-                   FOR UPDATE OF k SKIP LOCKED)
+    UPDATE pgqueue_lock l SET released = true  -- each key by (kind, key): never a walk of all keys
+    WHERE l.id = ANY(ARRAY(
+        SELECT h.id FROM (SELECT d.id, d.lock_key FROM done d WHERE d.lock_key IS NOT NULL AND d.unlock OFFSET 0) d
+        CROSS JOIN LATERAL (SELECT h.id FROM pgqueue_lock h
+                            WHERE h.kind = 'unique' AND h.key = d.lock_key AND h.job_id = d.id
+                              AND NOT h.released
+                            FOR UPDATE SKIP LOCKED) h))
 ), outcomes AS (  -- per queue with a circuit breaker: this batch's failures after its last success
     SELECT d.queue, max(d.finished_at) FILTER (WHERE d.outcome = 'succeeded') AS last_ok
     FROM done d
@@ -709,9 +717,9 @@ WITH given_up AS (
     UPDATE pgqueue_semaphore_slot s SET job_id = h.id
     FROM free f LEFT JOIN handed h ON h.key = f.key AND h.number = f.number
     WHERE s.key = f.key AND s.number = f.number AND (f.given_up OR h.id IS NOT NULL)
-), unblocked AS (
-    UPDATE pgqueue_job j SET state = 'ready', slot = h.number
-    FROM handed h WHERE j.id = h.id
+), unblocked AS (  -- by id, whatever the statistics say (a join could scan the whole table: see job_lease)
+    UPDATE pgqueue_job j SET state = 'ready', slot = (SELECT h.number FROM handed h WHERE h.id = j.id)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM handed))
     RETURNING j.id, j.queue, j.rate_key
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
@@ -784,11 +792,14 @@ WITH input AS (
     RETURNING j.id, j.queue, j.state, j.rate_key, j.lock_key, j.batch_id, j.has_dependents,
         CASE WHEN j.state = 'blocked' THEN j.concurrency_key END AS key
 ), unlocked AS (
-    UPDATE pgqueue_lock l SET released = true
-    WHERE l.id IN (SELECT k.id FROM moved m JOIN pgqueue_lock k
-                       ON k.kind = 'unique' AND k.key = m.lock_key AND k.job_id = m.id
-                   WHERE m.state = 'cancelled' AND NOT k.released
-                   FOR UPDATE OF k SKIP LOCKED)
+    UPDATE pgqueue_lock l SET released = true  -- each key by (kind, key): never a walk of all keys
+    WHERE l.id = ANY(ARRAY(
+        SELECT h.id FROM (SELECT m.id, m.lock_key FROM moved m
+                         WHERE m.lock_key IS NOT NULL AND m.state = 'cancelled' OFFSET 0) m
+        CROSS JOIN LATERAL (SELECT h.id FROM pgqueue_lock h
+                            WHERE h.kind = 'unique' AND h.key = m.lock_key AND h.job_id = m.id
+                              AND NOT h.released
+                            FOR UPDATE SKIP LOCKED) h))
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
     FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
@@ -1115,12 +1126,12 @@ FOR UPDATE SKIP LOCKED;
 WITH due AS (
     UPDATE pgqueue_job j
     SET state = CASE WHEN j.concurrency_key IS NOT NULL AND j.slot IS NULL THEN 'blocked' ELSE 'ready' END
-    WHERE j.id IN (
+    WHERE j.id = ANY(ARRAY(  -- by id, whatever the statistics say (see job_lease)
         SELECT id FROM pgqueue_job
         WHERE state = 'scheduled' AND run_at <= now()
         ORDER BY run_at
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
     RETURNING j.id, j.queue, j.state, j.rate_key
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
@@ -1184,11 +1195,13 @@ WITH old AS (
     RETURNING j.id, j.state, j.lock_key, CASE WHEN old.slot IS NOT NULL THEN j.concurrency_key END AS slot_key,
         old.slot, j.batch_id, j.has_dependents
 ), unlocked AS (
-    UPDATE pgqueue_lock l SET released = true
-    WHERE l.id IN (SELECT k.id FROM waiting w JOIN pgqueue_lock k
-                       ON k.kind = 'unique' AND k.key = w.lock_key AND k.job_id = w.id
-                   WHERE NOT k.released
-                   FOR UPDATE OF k SKIP LOCKED)
+    UPDATE pgqueue_lock l SET released = true  -- each key by (kind, key): never a walk of all keys
+    WHERE l.id = ANY(ARRAY(
+        SELECT h.id FROM (SELECT w.id, w.lock_key FROM waiting w WHERE w.lock_key IS NOT NULL OFFSET 0) w
+        CROSS JOIN LATERAL (SELECT h.id FROM pgqueue_lock h
+                            WHERE h.kind = 'unique' AND h.key = w.lock_key AND h.job_id = w.id
+                              AND NOT h.released
+                            FOR UPDATE SKIP LOCKED) h))
 ), running AS (
     UPDATE pgqueue_job
     SET cancel_requested = true

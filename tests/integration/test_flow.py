@@ -360,7 +360,7 @@ def test_blocked_jobs_are_not_in_the_lease_plan() -> None:
         cur.execute("EXPLAIN SELECT id FROM pgqueue_job WHERE state = 'blocked' AND concurrency_key = 'sem:x' "
                     "ORDER BY id LIMIT 1")
         plan = "\n".join(r[0] for r in cur.fetchall())
-    assert "pgqueue_job_blocked" in plan
+    assert "pgqueue_job_blocked_key" in plan
 
 
 # -- queue limits ---------------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
+# pg_stat_statements is loaded so the tests can hold the engine to its per-job statement budget
+# (tests/process/test_budget.py); it costs nothing until a database creates the extension.
+SERVER_OPTIONS = "-c shared_preload_libraries=pg_stat_statements"
 SERVER_USER = "embedded_postgres"  # the OS user PostgreSQL runs as when we are root (it refuses root)
 
 
@@ -121,7 +124,7 @@ def start(data_dir: str | os.PathLike[str]) -> int:
         port = _free_port()
         subprocess.run(
             [_bin("pg_ctl"), "-D", str(data), "-w", "-t", "60", "-l", str(data / "server.log"),
-             "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start"],
+             "-o", f"-h 127.0.0.1 -p {port} -k {data} {SERVER_OPTIONS}", "start"],
             check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             **_as_server_user(),  # type: ignore[call-overload]
         )
@@ -144,7 +147,7 @@ def restart(data_dir: str | os.PathLike[str]) -> None:
         port = int(_port_file(data).read_text())
         subprocess.run(
             [_bin("pg_ctl"), "-D", str(data), "-w", "-m", "fast", "-t", "60", "-l", str(data / "server.log"),
-             "-o", f"-h 127.0.0.1 -p {port} -k {data}", "restart"],
+             "-o", f"-h 127.0.0.1 -p {port} -k {data} {SERVER_OPTIONS}", "restart"],
             check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **_as_server_user(),  # type: ignore[call-overload]
         )
 

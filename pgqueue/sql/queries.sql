@@ -62,8 +62,10 @@ WITH input AS MATERIALIZED (
     CROSS JOIN LATERAL (
         SELECT s.key, s.number FROM pgqueue_semaphore_slot s
         WHERE s.key = l.key AND s.job_id IS NULL AND s.number < l.lim
-          AND NOT EXISTS (SELECT 1 FROM pgqueue_job b
-                          WHERE b.state = 'blocked' AND b.concurrency_key = l.key AND b.run_at <= now())
+          AND NOT EXISTS (SELECT 1 FROM pgqueue_job b  -- bounds only pgqueue_job_blocked_key serves (see hand-off)
+                          WHERE b.state = 'blocked' AND (b.concurrency_key, b.id) > (l.key, 0::bigint)
+                            AND (b.concurrency_key, b.id) < (l.key, 9223372036854775807::bigint)
+                            AND b.run_at <= now())
         ORDER BY s.number
         LIMIT l.n
         FOR UPDATE SKIP LOCKED
@@ -705,9 +707,13 @@ WITH given_up AS (
     SELECT b.id, b.key, row_number() OVER (PARTITION BY b.key ORDER BY b.id) AS rank
     FROM (SELECT key, count(*) AS n FROM usable GROUP BY key) k
     CROSS JOIN LATERAL (
+        -- The key's blocked jobs in pgqueue_job_blocked_key's order, bounded by (key, id) pairs that only
+        -- that index can serve: written "concurrency_key = k.key ORDER BY id", a kept plan walked the primary
+        -- key in id order through every older job (all the history) looking for the key's first one.
         SELECT j.id, j.concurrency_key AS key FROM pgqueue_job j
-        WHERE j.state = 'blocked' AND j.concurrency_key = k.key AND j.run_at <= now()
-        ORDER BY j.id
+        WHERE j.state = 'blocked' AND (j.concurrency_key, j.id) > (k.key, 0::bigint)
+          AND (j.concurrency_key, j.id) < (k.key, 9223372036854775807::bigint) AND j.run_at <= now()
+        ORDER BY j.concurrency_key, j.id
         LIMIT k.n
         FOR UPDATE SKIP LOCKED
     ) b
@@ -1152,7 +1158,7 @@ WITH beat AS (
         stopped_at = CASE WHEN state = 'dead' THEN NULL ELSE stopped_at END
     WHERE id = %(worker)s
 ), held AS (
-    SELECT j.id, j.cancel_requested
+    SELECT j.id, j.cancel_requested, h.token
     FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS h(id, token)
     CROSS JOIN LATERAL (SELECT r.id, r.cancel_requested, r.state, r.leased_by, r.lease_token
                         FROM pgqueue_job r WHERE r.id = h.id OFFSET 0) j
@@ -1160,15 +1166,17 @@ WITH beat AS (
 ), extended AS (
     UPDATE pgqueue_job
     SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    -- the token guards alone, as in job_set_state_if_running_many: naming the state let a kept plan walk
+    -- the worker's entries in the index of running rows for each job (n x n)
     WHERE id = ANY(ARRAY(SELECT j.id FROM held h
                          CROSS JOIN LATERAL (SELECT r.id FROM pgqueue_job r
-                                             WHERE r.id = h.id AND r.state = 'running' AND r.leased_by = %(worker)s
+                                             WHERE r.id = h.id AND r.lease_token = h.token
                                              FOR UPDATE SKIP LOCKED) j))
     RETURNING id, cancel_requested
 )
-SELECT id, cancel_requested FROM extended
-UNION ALL
-SELECT id, cancel_requested FROM held WHERE id NOT IN (SELECT id FROM extended);  -- a hashed subplan
+SELECT id, bool_or(cancel_requested) AS cancel_requested  -- held: extended, or being written (its snapshot)
+FROM (SELECT id, cancel_requested FROM extended UNION ALL SELECT id, cancel_requested FROM held) x
+GROUP BY id;  -- one pass: "held rows not extended" as a NOT IN was a loop over both (n x n) in a kept plan
 
 -- name: job_progress_many
 -- Store the latest progress reports of running jobs (guarded by lease token).

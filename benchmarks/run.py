@@ -427,12 +427,12 @@ def raw_w3_latency(n: int = 200, gap: float = 0.02) -> dict[str, float]:
     return _quantiles("raw_w3", [(picked[job_id] - at) * 1000 for job_id, at in committed.items()])
 
 
-def _raw_loop(params: dict[str, Any], worker: str, counter: Any) -> None:
+def _raw_loop(params: dict[str, Any], worker: str, limit: int) -> None:
     """The worker's lease and completion statements with as little Python as possible around them."""
     with psycopg.connect(**params, autocommit=True) as conn, conn.cursor() as cur:
         db.run(cur, "session_generic_plans")  # as a worker's connection does
         while True:
-            rows = db.run(cur, "job_lease", queues=["bench"], limit=100, worker=worker, lease_seconds=30)
+            rows = db.run(cur, "job_lease", queues=["bench"], limit=limit, worker=worker, lease_seconds=30)
             if not rows:
                 return
             now = dt.datetime.now(dt.UTC).isoformat()
@@ -442,8 +442,10 @@ def _raw_loop(params: dict[str, Any], worker: str, counter: Any) -> None:
             db.run(cur, "job_set_state_if_running_many", transitions=transitions, worker=worker, channel="pgqueue")
 
 
-def raw_reference(n: int) -> dict[str, float]:
-    """psycopg only: the same lease and finish statements, 100 jobs at a time, 2 processes."""
+def raw_reference(n: int, limit: int = 100) -> dict[str, float]:
+    """psycopg only: the same lease and finish statements, `limit` jobs at a time, 2 processes. With 100 (the
+    bare loop, raw_w1_*) it shows what the statements cost; with 10 (raw10_w1_*, W1's free slots a lease),
+    the most any worker leasing at most its 10 free slots could do with them on this machine."""
     reset()
     for start in range(0, n, 5000):
         jobs.noop.enqueue_many([() for _ in range(min(5000, n - start))])
@@ -453,7 +455,7 @@ def raw_reference(n: int) -> dict[str, float]:
     before = _wal_and_commits()
     connection.close()
     started = time.perf_counter()
-    procs = [ctx.Process(target=_raw_loop, args=(params, f"raw{i}", None)) for i in range(PROCESSES)]
+    procs = [ctx.Process(target=_raw_loop, args=(params, f"raw{i}", limit)) for i in range(PROCESSES)]
     for p in procs:
         p.start()
     for p in procs:
@@ -461,7 +463,8 @@ def raw_reference(n: int) -> dict[str, float]:
     elapsed = time.perf_counter() - started
     assert Job.objects.filter(state="succeeded").count() == n
     time.sleep(0.6)
-    return {"raw_w1_jobs_per_s": n / elapsed, **_costs("raw_w1", before, n)}
+    name = "raw_w1" if limit == 100 else f"raw{limit}_w1"
+    return {f"{name}_jobs_per_s": n / elapsed, **_costs(name, before, n)}
 
 
 PEER_VENV = ROOT / ".venv-peer"
@@ -523,7 +526,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
-    parser.add_argument("--only", default="", help="comma-separated subset of w1,w1_semaphore,w1_unique,raw,peer,w2,"
+    parser.add_argument("--only", default="", help="comma-separated subset of w1,w1_semaphore,w1_unique,raw,raw10,peer,w2,"
                         "w3,raw_w3,batch,outbox,w1_history,w1_metrics,collector,prune; prints the medians and writes "
                         "nothing")
     args = parser.parse_args()
@@ -531,7 +534,8 @@ def main() -> int:
     workloads = {"w1": lambda: w1_throughput(args.jobs),
                  "w1_semaphore": lambda: w1_throughput(args.jobs, "semaphore"),
                  "w1_unique": lambda: w1_throughput(args.jobs, "unique"),
-                 "raw": lambda: raw_reference(args.jobs), "peer": lambda: peer_reference(args.jobs),
+                 "raw": lambda: raw_reference(args.jobs), "raw10": lambda: raw_reference(args.jobs, 10),
+                 "peer": lambda: peer_reference(args.jobs),
                  "w2": w2_enqueue, "w3": w3_latency, "raw_w3": raw_w3_latency, "batch": batch_10k,
                  "outbox": outbox_relay, "w1_history": lambda: w1_throughput(args.jobs, "history"),
                  "w1_metrics": lambda: w1_throughput(args.jobs, "metrics"), "collector": collector_cost,
@@ -548,6 +552,10 @@ def main() -> int:
         # ratios to the reference measured in the same run: the machine's speed drifts 1.5x in an hour
         if "w1_jobs_per_s" in run and "raw_w1_jobs_per_s" in run:
             run["w1_vs_raw_ratio"] = run["w1_jobs_per_s"] / run["raw_w1_jobs_per_s"]
+        if "w1_jobs_per_s" in run and "raw10_w1_jobs_per_s" in run:
+            run["w1_vs_raw10_ratio"] = run["w1_jobs_per_s"] / run["raw10_w1_jobs_per_s"]
+        if "raw10_w1_jobs_per_s" in run and "peer_w1_jobs_per_s" in run:
+            run["raw10_vs_peer_ratio"] = run["raw10_w1_jobs_per_s"] / run["peer_w1_jobs_per_s"]
         if "w1_jobs_per_s" in run and "peer_w1_jobs_per_s" in run:
             run["w1_vs_peer_ratio"] = run["w1_jobs_per_s"] / run["peer_w1_jobs_per_s"]
         for variant in ("w1_semaphore", "w1_unique_enqueue", "w1_with_history", "w1_metrics"):
@@ -574,6 +582,9 @@ def main() -> int:
             "w1_unique": "W1's jobs, each with its own uniqueness key held until it finishes "
                          "(w1_unique_enqueue_jobs_per_s); *_bulk_enqueue_per_s time the enqueue_many calls",
             "raw_w1": "psycopg only, 2 processes, job_lease + job_set_state_if_running_many 100 jobs at a time",
+            "raw10": "the bare loop leasing 10 jobs at a time and completing each lease's 10 (W1's free slots a "
+                     "lease): raw10_w1_jobs_per_s bounds what a worker that leases at most its free slots could "
+                     "do with these statements; w1_vs_raw10_ratio and raw10_vs_peer_ratio are per run",
             "peer": "PgQueuer 1.6.0 (benchmarks/peer, its own virtualenv .venv-peer) with its CLI defaults: two "
                     "`pgq run` processes, --batch-size 10, an async no-op entrypoint, on W1's 20,000 jobs enqueued "
                     "in bulk; peer_w1_jobs_per_s from its log table (first pick .. last success); "

@@ -82,10 +82,15 @@ def check(name: Any, entry: dict[str, Any], *, job: Any = None) -> ScheduleSpec:
                          "@hourly, ...).")
     zone = entry.get("timezone", "UTC")
     try:
-        zoneinfo.ZoneInfo(zone)
+        tz = zoneinfo.ZoneInfo(zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
         raise InvalidJob(f"{label} unknown time zone {short_repr(zone)} (an IANA name: 'UTC', "
                          "'Europe/Paris').") from None
+    try:  # valid fields can still name a day that never comes (February 30th, April 31st)
+        croniter(cron, dt.datetime.now(tz)).get_next(dt.datetime)
+    except Exception:
+        raise InvalidJob(f"{label} {cron!r} never fires: no date matches it (a day the month never has, such "
+                         "as February 30th or April 31st).") from None
     catch_up = entry.get("catch_up", False)
     if not isinstance(catch_up, bool):
         raise InvalidJob(f"{label} catch_up must be True or False, got {short_repr(catch_up)}.")
@@ -197,6 +202,9 @@ def sync(specs: list[ScheduleSpec], alias: str) -> None:
     )
 
 
+_FAILING: set[str] = set()  # schedules whose ticks could not be computed, reported once per process
+
+
 def run_due(specs: dict[str, ScheduleSpec], alias: str) -> float | None:
     """Enqueue the ticks that are due, each in its own transaction with its tick row (a tick another
     scheduler enqueued is skipped), and move each schedule on. Returns the seconds until the next tick
@@ -205,14 +213,25 @@ def run_due(specs: dict[str, ScheduleSpec], alias: str) -> float | None:
     for row in db.run_in_django("schedule_due", using=alias, names=names):
         spec = specs[row.name]
         last = row.last_tick_at or row.created_at
-        for tick in due(spec, last, row.now):
+        try:
+            ticks = due(spec, last, row.now)
+            after = next_tick(spec, row.now)
+        except Exception:  # one schedule that cannot compute its ticks never stops the others
+            if spec.name not in _FAILING:
+                logger.exception("pgqueue cannot compute schedule %s's ticks (%r in %s); it is skipped until "
+                                 "its definition changes, the other schedules go on", spec.name, spec.cron,
+                                 spec.timezone)
+                _FAILING.add(spec.name)
+            continue
+        for tick in ticks:
             try:
                 _enqueue_tick(spec, tick, alias, manual=False)
             except Exception:
                 logger.exception("pgqueue could not enqueue schedule %s's tick at %s; it moves on", spec.name, tick)
         db.run_in_django("schedule_advance", using=alias, name=spec.name, last_tick=max(last, row.now),
-                         next_tick=next_tick(spec, row.now))
-    soonest = db.run_in_django("schedule_soonest", using=alias, names=names)
+                         next_tick=after)
+    # a skipped schedule's next tick is never moved on: waiting for it would spin
+    soonest = db.run_in_django("schedule_soonest", using=alias, names=[n for n in names if n not in _FAILING])
     if not soonest or soonest[0].next_tick_at is None:
         return None
     now = soonest[0].now

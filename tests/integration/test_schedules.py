@@ -169,3 +169,37 @@ def test_a_schedule_declared_twice_with_the_decorator_is_refused() -> None:
             schedules.schedule("0 2 * * *", name="twice")(jobs.noop)
     finally:
         schedules._decorated.pop("twice", None)
+
+
+@pytest.mark.parametrize("cron", ["0 0 30 2 *", "0 0 31 4 *", "* * 31 2 *"])
+def test_a_schedule_that_never_fires_is_a_system_check_error(cron: str) -> None:
+    with override_settings(PGQUEUE={"SCHEDULES": {"never": {"task": "tests.testapp.jobs.mark", "cron": cron}}}):
+        errors = [m for m in checks.run_checks() if m.id == "pgqueue.E005"]
+    assert len(errors) == 1 and errors[0].msg.startswith(f"Schedule 'never': {cron!r} never fires: no date "
+                                                         "matches it"), errors
+
+
+def test_february_29th_fires_and_passes_the_check() -> None:
+    with override_settings(PGQUEUE={"SCHEDULES": {"leap": {"task": "tests.testapp.jobs.mark", "cron": "0 0 29 2 *",
+                                                              "args": ["leap"]}}}):
+        assert [m for m in checks.run_checks() if m.id == "pgqueue.E005"] == []
+
+
+@override_settings(PGQUEUE={"SCHEDULES": {"minutely": MINUTELY}})
+def test_a_schedule_that_cannot_compute_its_ticks_never_stops_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    good = specs()
+    broken = schedules.ScheduleSpec(name="a-never", task="tests.testapp.jobs.mark", cron="0 0 30 2 *",
+                                    timezone="UTC", args=("never",), kwargs=(), catch_up=False)  # past the check
+    both = {**good, "a-never": broken}
+    schedules.sync(list(both.values()), "default")
+    missed("minutely", 2)
+    missed("a-never", 2)
+    schedules._FAILING.discard("a-never")
+    for _ in range(3):  # each round skips the broken one (reported once) and runs the good one
+        wait = schedules.run_due(both, "default")
+        assert wait is not None and wait > 0  # it waits for the good schedule: no spin on the broken one
+    assert Job.objects.filter(args=["minutely"]).count() == 1  # the latest missed tick, once
+    assert Schedule.objects.get(name="minutely").next_tick_at is not None
+    assert not Job.objects.filter(args=["never"]).exists()
+    reports = [r for r in caplog.records if "cannot compute schedule a-never's ticks" in r.getMessage()]
+    assert len(reports) == 1

@@ -3,9 +3,11 @@ workload, the token asked for, and the start refused behind an empty or placehol
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -82,10 +84,39 @@ def test_the_port_asks_for_the_token(start_worker) -> None:
     assert get(port, token="wrong")[0] == 401
     status, body = get(port)
     assert status == 200 and "pgqueue_queue_jobs" in body
-    with pytest.raises(urllib.error.HTTPError) as missing:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing-here", timeout=5)
-    assert missing.value.code == 404
+    for path in ("/nothing-here", "/", "/metrics/"):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)
+        assert missing.value.code == 404, path
     assert worker.proc.poll() is None
+
+
+def test_the_port_serves_scrapes_beside_idle_connections_and_only_get_and_head(start_worker) -> None:
+    port = free_port()
+    worker = start_worker("--metrics-port", str(port), "--metrics-address", "127.0.0.1",
+                          env={"PGQUEUE_METRICS_TOKEN": TOKEN})
+    wait_for(lambda: WorkerProcess.objects.filter(kind="metrics", state="running").exists(), what="the metrics process")
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # connected, sending nothing
+    try:
+        status, body = get(port)  # would wait behind the idle connections if they were served in turn
+        assert status == 200 and "pgqueue_queue_jobs" in body
+        for method in ("POST", "PUT", "DELETE"):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", method=method, data=b"",
+                                             headers={"Authorization": f"Bearer {TOKEN}"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=5)
+            assert refused.value.code == 405 and refused.value.headers["Allow"] == "GET, HEAD", method
+        head = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", method="HEAD",
+                                      headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(head, timeout=5) as response:
+            assert response.status == 200 and response.read() == b""
+        started = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+        assert time.monotonic() - started < 10  # the idle connections do not hold the stop up
+    finally:
+        for conn in idle:
+            conn.close()
 
 
 @pytest.mark.parametrize(("token", "problem"), [

@@ -317,17 +317,25 @@ BLOCKED: tuple[tuple[Network, str], ...] = tuple((ipaddress.ip_network(net), rul
     ("2001::/32", "a Teredo address (2001::/32), which can reach any IPv4 address"),
 ))
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # ::a.b.c.d (deprecated, RFC 4291), but still routed by some
+IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # ::ffff:0:a.b.c.d (SIIT, RFC 2765)
 
 
 def embedded_ipv4(address: Address) -> tuple[ipaddress.IPv4Address, str] | None:
-    """The IPv4 address an IPv6 address stands for, and how: IPv4-mapped (::ffff:a.b.c.d) or NAT64
-    (64:ff9b::a.b.c.d, RFC 6052)."""
+    """The IPv4 address an IPv6 address stands for, and how: IPv4-mapped (::ffff:a.b.c.d), NAT64
+    (64:ff9b::a.b.c.d, RFC 6052), IPv4-translated (::ffff:0:a.b.c.d) or IPv4-compatible (::a.b.c.d;
+    :: and ::1 are the IPv6 unspecified and loopback addresses themselves)."""
     if not isinstance(address, ipaddress.IPv6Address):
         return None
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped, "IPv4-mapped"
+    inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address in NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "NAT64"
+        return inner, "NAT64"
+    if address in IPV4_TRANSLATED:
+        return inner, "IPv4-translated"
+    if address in IPV4_COMPATIBLE and int(address) > 1:
+        return inner, "IPv4-compatible"
     return None
 
 

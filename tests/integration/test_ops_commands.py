@@ -105,6 +105,13 @@ def test_retry_by_id_and_the_limit() -> None:
     assert Job.objects.filter(state="dead").count() == 1
 
 
+def test_retry_counts_an_id_given_twice_once() -> None:
+    job = dead()
+    assert run("pgqueue_retry", str(job), str(job), "--dry-run") == "would retry 1 job(s)\n"
+    assert run("pgqueue_retry", str(job), str(job)) == "retried 1 job(s)\n"
+    assert AuditEntry.objects.get(action="retry_job").selected == 1
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ([], "pgqueue_retry needs job ids, or --dead and/or --cancelled (not both)."),
     (["5", "--dead"], "pgqueue_retry needs job ids, or --dead and/or --cancelled (not both)."),

@@ -42,7 +42,7 @@ class Command(BaseCommand):
             for queue in options["queue"] or ():
                 check_queue_name(queue)
             if ids:
-                chosen = operations.check_ids(ids)
+                chosen = list(dict.fromkeys(operations.check_ids(ids)))  # an id given twice is one job
             else:
                 rows = Job.objects.using(alias).filter(state__in=states)
                 if options["queue"]:

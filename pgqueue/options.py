@@ -154,7 +154,7 @@ def check_depends_on(label: str, value: Any) -> tuple[int | str, ...]:
     if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
         raise InvalidJob(f"{label} depends_on must be a list of job handles, job ids or workflow step names, "
                          f"got {short_repr(value)}.")
-    items: list[int | str] = []
+    items: dict[int | str, None] = {}  # insertion-ordered, each once (a list's `in` made 60,000 ids take 52 s)
     for item in value:
         if isinstance(item, JobHandle):
             item = item.id
@@ -165,8 +165,7 @@ def check_depends_on(label: str, value: Any) -> tuple[int | str, ...]:
             raise InvalidJob(f"{label} depends_on: job id {item} is out of range (1 to {JOB_ID_MAX}).")
         if isinstance(item, str) and not item:
             raise InvalidJob(f"{label} depends_on: a workflow step name must not be empty.")
-        if item not in items:
-            items.append(item)
+        items[item] = None
     if len(items) > DEPENDENCIES_MAX:
         raise InvalidJob(f"{label} depends_on lists {len(items)} jobs, over the limit of {DEPENDENCIES_MAX}.")
     return tuple(items)

@@ -72,6 +72,9 @@ CASES: list[tuple[str, str, Callable[[], Any]]] = [
      lambda: jobs.mark.options(depends_on=[""])),
     ("too many dependencies", f"{MARK} depends_on lists 1001 jobs, over the limit of 1000.",
      lambda: jobs.mark.options(depends_on=list(range(1, 1002)))),
+    ("60,000 dependencies, each twice (counted once each, in one pass)",
+     f"{MARK} depends_on lists 60000 jobs, over the limit of 1000.",
+     lambda: jobs.mark.options(depends_on=[*range(1, 60_001), *range(60_000, 0, -1)])),
     ("on_dependency_failure unknown", f"{MARK} on_dependency_failure must be 'cancel' or 'run', got 'skip'.",
      lambda: jobs.mark.options(on_dependency_failure="skip")),
     ("on_dependency_failure at declaration", "@job tests.bad_input.test_batches_and_workflows.target: "

@@ -161,7 +161,7 @@ class FlowPolicy:
         rate_key: str | None = None
         if self.rate_limit is not None:
             spec = self.rate_key if self.rate_key is not None else name
-            rate_key = derive_key(f"Job {name}: rate key", spec, job, args, kwargs)
+            rate_key = own_key(f"Job {name}: rate key", derive_key(f"Job {name}: rate key", spec, job, args, kwargs))
         return Flow(
             lock_key=lock_key,
             until=Until(unique.until) if unique is not None else Until.FINISHED,
@@ -352,10 +352,12 @@ def default_unique_key(job: JobFunction, args: tuple[Any, ...], kwargs: dict[str
 
 
 def own_key(label: str, key: str) -> str:
-    """A semaphore key a job gives: not one of pgqueue's own ("pgqueue:queue:...", "pgqueue:unique:...")."""
+    """A semaphore or rate key a job gives: not one of pgqueue's own ("pgqueue:queue:...",
+    "pgqueue:unique:...", "pgqueue:enqueue:...")."""
     if key.startswith("pgqueue:"):
         raise InvalidJob(f"{label} {short_repr(key)} starts with 'pgqueue:', which pgqueue keeps for its own "
-                         "semaphores (queue limits, unique until='running').")
+                         "semaphores and token buckets (queue limits, unique until='running', the enqueue rate "
+                         "limit per queue).")
     return key
 
 

@@ -182,6 +182,14 @@ def test_a_key_inside_a_transaction_on_another_database_only_is_refused() -> Non
 
 def test_pgqueues_own_semaphore_keys_are_refused(refused: Refused) -> None:
     refused(InvalidJob, "Job tests.testapp.jobs.limited: concurrency key 'pgqueue:queue:emails' starts with "
-            "'pgqueue:', which pgqueue keeps for its own semaphores",
+            "'pgqueue:', which pgqueue keeps for its own semaphores and token buckets",
             lambda: jobs.limited.options(concurrency_key="pgqueue:queue:emails").enqueue("g", "x"))
+    nothing_written()
+
+
+def test_pgqueues_own_rate_keys_are_refused(refused: Refused) -> None:
+    """The enqueue guardrail's bucket of a queue is 'pgqueue:enqueue:<queue>': a job's rate key never shares it."""
+    refused(InvalidJob, "Job tests.testapp.jobs.noop: rate key 'pgqueue:enqueue:default' starts with 'pgqueue:', "
+            "which pgqueue keeps for its own semaphores and token buckets",
+            lambda: jobs.noop.options(rate_limit=5, rate_key="pgqueue:enqueue:default").enqueue())
     nothing_written()

@@ -46,7 +46,6 @@ class Completer:
         self._queued = 0  # items added and not yet taken by the thread (under _lock)
         self._urgent = False  # an item added since the thread last looked gives a slot up (under _lock)
         self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pgqueue-completer", daemon=True)
 
     def start(self) -> None:
@@ -79,7 +78,6 @@ class Completer:
 
     def close(self, timeout: float) -> bool:
         """Flush what is queued and stop; False if the database did not take it in time."""
-        self._stopping.set()
         self.items.put(_STOP)
         self._wake.set()
         self._thread.join(timeout)

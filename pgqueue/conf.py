@@ -20,6 +20,9 @@ DAY = 24 * 3600.0
 # Upper bounds that keep every value usable in SQL interval and Python datetime arithmetic.
 SECONDS_MAX = 365 * DAY  # durations: leases, heartbeats, timeouts, retry delays
 RETENTION_MAX = 100 * 365 * DAY  # KEEP_*_SECONDS
+# A rate's window (N starts per window): a shorter one refills faster than float8 arithmetic can count
+# (elapsed seconds x limit / window overflows); 1 ms with a limit of 1,000,000 is a billion starts a second.
+RATE_WINDOW_MIN = 0.001
 FLUSH_MS_MAX = 60_000.0  # COMPLETION_FLUSH_MS: a batching window, not a schedule
 BYTES_MAX = 64 * 1024 * 1024  # payload and result limits: jsonb stores far less than 1 GB per value
 MAX_ATTEMPTS_MAX = 10_000
@@ -145,7 +148,7 @@ class Settings:
                     f"{short_repr(limit)}."
                 )
             _check_range(f"ENQUEUE_RATE_LIMITS']['{queue}']['rate", limit["rate"], 1, True, 1_000_000)
-            _check_range(f"ENQUEUE_RATE_LIMITS']['{queue}']['per", limit["per"], 0, False, SECONDS_MAX)
+            _check_range(f"ENQUEUE_RATE_LIMITS']['{queue}']['per", limit["per"], RATE_WINDOW_MIN, True, SECONDS_MAX)
         if self.ARCHIVE_KEEP_SECONDS is not None:
             _check_range("ARCHIVE_KEEP_SECONDS", self.ARCHIVE_KEEP_SECONDS, 0, False, RETENTION_MAX)
         for queue, rules in self.RETENTION.items():

@@ -489,8 +489,10 @@ class _Look:
         expires = self._until(job["lease_expires_at"]) if job["lease_expires_at"] is not None else None
         started = self._since(job["started_at"]) if job["started_at"] is not None else None
         worker = (WorkerProcess.objects.using(self.alias).filter(id=owner)
-                  .values("state", "hostname", "pid", "last_heartbeat").first() if owner else None)
+                  .values("state", "hostname", "pid", "last_heartbeat", "vouched_at").first() if owner else None)
         age = self._since(worker["last_heartbeat"]) if worker is not None else None
+        vouched = (self._since(worker["vouched_at"]) if worker is not None and worker["vouched_at"] is not None
+                   else None)
         counted = job["attempts"] - job["lost_attempts"]
         self.facts.update({"lease_owner": owner, "lease_expires_in_seconds": _round(expires),
                            "running_for_seconds": _round(started), "cancel_requested": job["cancel_requested"],
@@ -508,7 +510,16 @@ class _Look:
                  f"{'' if expires is None or expires < 0 else f', its lease expires in {seconds_text(expires)}'}"
                  f"{progress}.")
         dead_after = self.settings.WORKER_DEAD_AFTER
-        if worker is None:
+        starved = (worker is not None and worker["state"] != "dead" and age is not None and age > dead_after
+                   and vouched is not None and vouched <= dead_after)
+        if starved:
+            self.add("worker_starved",
+                     f"Its worker's own heartbeat is silent for {seconds_text(age or 0.0)} but its supervisor saw the "
+                     f"process alive {seconds_text(vouched or 0.0)} ago: a job holds that process's interpreter. The "
+                     "job is not taken back while the process lives (it may still be running it); past a job's "
+                     "timeout the supervisor ends the process.",
+                     short="its worker's process is busy holding the interpreter")
+        elif worker is None:
             self.add("worker_silent",
                      f"Its worker {owner} has no process row (it never registered, or was forgotten a day after it "
                      "stopped): only its lease's expiry lets maintenance rescue the job.",
@@ -523,7 +534,7 @@ class _Look:
         elif worker["state"] == "stopping":
             self.add("worker_stopping", f"Its worker {owner} is shutting down: the job finishes within the "
                                         "worker's --shutdown-timeout, or is handed back (ready again).")
-        if expires is not None and expires < 0:
+        if expires is not None and expires < 0 and not starved:
             self.add("lease_expired",
                      f"Its lease expired {seconds_text(-expires)} ago (its worker stopped extending it): the maintenance "
                      "leader rescues it at its next round: ready again (the attempt counted as lost), or dead if lost "

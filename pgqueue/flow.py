@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pgqueue.conf import SECONDS_MAX, short_repr, text_problem
+from pgqueue.conf import RATE_WINDOW_MIN, SECONDS_MAX, short_repr, text_problem
 from pgqueue.exceptions import InvalidJob
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ def check_rate(label: str, rate_key: Any, rate_limit: Any, rate_window: Any) -> 
         raise InvalidJob(f"{label} rate_limit must be an integer from 1 to {RATE_LIMIT_MAX}, got "
                          f"{short_repr(rate_limit)}.")
     if rate_window is not None:
-        _check_window(f"{label} rate_window", rate_window)
+        check_rate_window(f"{label} rate_window", rate_window)
     if rate_key is not None:
         check_key_spec(f"{label} rate_key", rate_key)
 
@@ -391,6 +391,14 @@ def choice(label: str, value: Any, enum: type[StrEnum]) -> Any:
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in enum)
         raise InvalidJob(f"{label} must be one of {allowed}, got {short_repr(value)}.") from None
+
+
+def check_rate_window(label: str, value: Any) -> None:
+    """A rate's window: seconds from RATE_WINDOW_MIN to SECONDS_MAX (the SQL refills its bucket at
+    limit / window tokens a second, and defers jobs by window / limit seconds each)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not RATE_WINDOW_MIN <= value <= SECONDS_MAX:
+        raise InvalidJob(f"{label} must be a number of seconds from {RATE_WINDOW_MIN:g} to {SECONDS_MAX:.0f} "
+                         f"(a year), got {short_repr(value)}.")  # NaN and inf fail the comparison too
 
 
 def _check_window(label: str, value: Any) -> None:

@@ -10,7 +10,7 @@ from django.db import transaction
 from pgqueue import db, settle
 from pgqueue.conf import check_queue_name, get_settings, short_repr
 from pgqueue.exceptions import InvalidJob, InvalidJobId
-from pgqueue.flow import CONCURRENCY_LIMIT_MAX
+from pgqueue.flow import CONCURRENCY_LIMIT_MAX, check_rate_window
 from pgqueue.options import JOB_ID_MAX, check_seconds
 
 
@@ -148,7 +148,7 @@ def check_limits(queue: str, *, concurrency: Any, rate: Any, per: Any) -> str:
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= RATE_LIMIT_MAX):
         raise InvalidJob(f"{label} rate must be an integer from 1 to {RATE_LIMIT_MAX}, got {short_repr(rate)}.")
     if per is not None:
-        check_seconds(f"{label} per", per)
+        check_rate_window(f"{label} per", per)
     return name
 
 

@@ -93,6 +93,7 @@ class HeldJob:
     concurrency_key: str | None = None
     slot: int | None = None
     concurrency_hold: bool = False
+    timeout: float | None = None  # seconds: a job its supervisor killed its process for ran past it
 
 
 class Transition(NamedTuple):

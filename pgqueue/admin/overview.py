@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db.models import Count, Min, Sum
-from django.db.models.functions import TruncHour, TruncMinute
+from django.db.models.functions import Coalesce, Greatest, TruncHour, TruncMinute
 from django.utils import timezone
 
 from pgqueue.conf import get_settings
@@ -109,8 +109,10 @@ def _alerts(now: dt.datetime, hour_ago: dt.datetime) -> list[str]:
     if stuck:
         alerts.append(f"{stuck} running job(s) hold an expired lease (their worker may be gone; maintenance "
                       "rescues them if it runs).")
-    silent = WorkerProcess.objects.using(alias).filter(
-        state__in=["running", "stopping"], last_heartbeat__lt=now - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER)
+    silent = WorkerProcess.objects.using(alias).annotate(
+        alive_at=Greatest("last_heartbeat", Coalesce("vouched_at", "last_heartbeat"))  # workerprocess_reap's rule
+    ).filter(
+        state__in=["running", "stopping"], alive_at__lt=now - dt.timedelta(seconds=settings.WORKER_DEAD_AFTER)
     ).count()
     if silent:
         alerts.append(f"{silent} worker process(es) stopped heartbeating.")

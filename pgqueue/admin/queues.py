@@ -57,8 +57,16 @@ class QueueLimitsForm(forms.ModelForm):
         fields = ["concurrency_limit", "rate_limit", "rate_window", "breaker_threshold", "breaker_window",
                   "breaker_cooldown"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            if isinstance(field, forms.FloatField):  # Django says "Enter a number." to NaN and infinity
+                field.error_messages["invalid"] = "Enter a finite number of seconds (not NaN or infinity)."
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        if self.errors:  # a field left out of `data` would read as "not given" to the rules below
+            return data
         name = self.instance.name
         try:
             operations.check_limits(name, concurrency=data.get("concurrency_limit"), rate=data.get("rate_limit"),

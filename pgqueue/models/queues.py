@@ -4,6 +4,7 @@ breaker."""
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Now
 
 
@@ -37,6 +38,12 @@ class QueueState(models.Model):
         ordering = ["name"]
         verbose_name = "queue"
         permissions = [("pause_queue", "Can pause and resume queues")]
+        constraints = [
+            # RATE_WINDOW_MIN to SECONDS_MAX (pgqueue.conf): what the SQL's bucket refill can compute
+            models.CheckConstraint(condition=Q(rate_window__isnull=True)
+                                   | Q(rate_window__gte=0.001, rate_window__lte=31_536_000),
+                                   name="pgqueue_queuestate_rate_window_range"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -71,7 +71,9 @@ class RateLimit(models.Model):
         verbose_name = "rate limit"
         constraints = [
             models.CheckConstraint(condition=Q(limit__gte=1), name="pgqueue_ratelimit_limit_positive"),
-            models.CheckConstraint(condition=Q(window__gt=0), name="pgqueue_ratelimit_window_positive"),
+            # RATE_WINDOW_MIN to SECONDS_MAX (pgqueue.conf): what the SQL's refill and deferral can compute
+            models.CheckConstraint(condition=Q(window__gte=0.001, window__lte=31_536_000),
+                                   name="pgqueue_ratelimit_window_range"),
         ]
 
     def __str__(self) -> str:

@@ -21,7 +21,10 @@ class WorkerProcess(models.Model):
     concurrency = models.IntegerField(db_default=0)
     state = models.CharField(max_length=16, choices=STATE_CHOICES, db_default="running")
     started_at = models.DateTimeField(db_default=Now())
-    last_heartbeat = models.DateTimeField(db_default=Now())
+    last_heartbeat = models.DateTimeField(db_default=Now())  # written by the process itself
+    # A worker's supervisor saw it alive (its child, not yet reaped): a job starving its process's own
+    # heartbeat does not make the process look dead.
+    vouched_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

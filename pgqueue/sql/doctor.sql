@@ -80,14 +80,15 @@ SELECT EXISTS (
 ) AS leader;
 
 -- name: doctor_dead_workers
--- Processes still marked running or stopping whose last heartbeat is older than %(dead_after)s seconds,
--- the longest silent first, with the jobs they still hold.
+-- Processes still marked running or stopping that neither heartbeat nor were vouched for by their supervisor
+-- for %(dead_after)s seconds (workerprocess_reap's rule), the longest silent first, with the jobs they hold.
 SELECT w.id, w.kind, w.hostname, w.pid, w.state,
-    EXTRACT(EPOCH FROM now() - w.last_heartbeat)::float8 AS silent_seconds,
+    EXTRACT(EPOCH FROM now() - greatest(w.last_heartbeat, w.vouched_at))::float8 AS silent_seconds,
     (SELECT count(*) FROM pgqueue_job j WHERE j.state = 'running' AND j.leased_by = w.id) AS running_jobs
 FROM pgqueue_workerprocess w
-WHERE w.state IN ('running', 'stopping') AND w.last_heartbeat < now() - make_interval(secs => %(dead_after)s)
-ORDER BY w.last_heartbeat
+WHERE w.state IN ('running', 'stopping')
+  AND greatest(w.last_heartbeat, w.vouched_at) < now() - make_interval(secs => %(dead_after)s)
+ORDER BY greatest(w.last_heartbeat, w.vouched_at)
 LIMIT %(limit)s;
 
 -- name: doctor_long_transactions

@@ -368,8 +368,12 @@ WITH queues AS (
 ), deferred AS (
     UPDATE pgqueue_job j
     SET state = 'scheduled',
-        run_at = GREATEST(now() + make_interval(secs => (d.k - s.tokens) * s.gap),
-                          COALESCE(s.deferred_until, now()) + make_interval(secs => d.k * s.gap))
+        -- at most a century ahead (the bucket still decides when it starts): a long window times a long
+        -- backlog would otherwise pass what an interval, a timestamp and Python's datetime can hold
+        run_at = LEAST(now() + interval '100 years', GREATEST(
+            now() + make_interval(secs => LEAST((d.k - s.tokens) * s.gap, 3.2e9)),
+            LEAST(COALESCE(s.deferred_until, now()), now() + interval '100 years')
+                + make_interval(secs => LEAST(d.k * s.gap, 3.2e9))))
     FROM behind d JOIN rate_spent s ON s.key = d.rate_key
     WHERE j.id = d.id
     RETURNING j.rate_key, j.run_at
@@ -1107,23 +1111,26 @@ SELECT (SELECT count(*) FROM orphaned) AS released, (SELECT count(*) FROM expire
 -- name: job_get_held_by_worker
 -- The running jobs a worker process still held when it exited, locked for the transition that follows.
 SELECT id, queue, task, attempts AS attempt, max_attempts, lost_attempts, crashes, lease_token, started_at,
-    leased_by, lock_key, concurrency_key, slot, concurrency_hold
+    leased_by, lock_key, concurrency_key, slot, concurrency_hold, timeout
 FROM pgqueue_job
 WHERE state = 'running' AND leased_by = %(worker)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: job_get_expired
--- Running jobs whose lease expired or whose worker is dead or silent (at most %(limit)s), locked.
+-- Running jobs taken back from their worker (at most %(limit)s), locked: its process is dead (marked by its
+-- supervisor or by workerprocess_reap, which runs first), or the lease ran out and the worker no longer holds
+-- the job (its last heartbeat, which extends every lease it holds, came after) or is unknown. A lease that ran out
+-- while its process is alive but silent (a job holding the interpreter starves the heartbeat thread) is
+-- never enough: the process may still be running the job, and its supervisor vouches for it.
 SELECT j.id, j.queue, j.task, j.attempts AS attempt, j.max_attempts, j.lost_attempts, j.crashes, j.lease_token,
-    j.started_at, j.leased_by, j.lock_key, j.concurrency_key, j.slot, j.concurrency_hold
+    j.started_at, j.leased_by, j.lock_key, j.concurrency_key, j.slot, j.concurrency_hold, j.timeout
 FROM pgqueue_job j
+LEFT JOIN pgqueue_workerprocess w ON w.id = j.leased_by
 WHERE j.state = 'running'
-  AND (j.lease_expires_at < now()
-       OR j.leased_by IN (
-           SELECT w.id FROM pgqueue_workerprocess w
-           WHERE w.state = 'dead' OR w.last_heartbeat < now() - make_interval(secs => %(dead_after)s)))
+  AND (w.state NOT IN ('running', 'stopping')
+       OR (j.lease_expires_at < now() AND (w.id IS NULL OR j.lease_expires_at < w.last_heartbeat)))
 LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF j SKIP LOCKED;
 
 -- name: job_stage_due
 -- Make scheduled jobs whose run_at has come ready (or 'blocked', if they need a semaphore slot they do not
@@ -1414,6 +1421,20 @@ SET state = 'running', pid = EXCLUDED.pid, last_heartbeat = now(), stopped_at = 
 -- Say a process without leases (supervisor, maintenance) is alive.
 UPDATE pgqueue_workerprocess SET last_heartbeat = now() WHERE id = %(id)s;
 
+-- name: supervisor_heartbeat
+-- A supervisor is alive and vouches for its children (%(children)s: forked and not yet reaped), whatever
+-- their jobs do to their own heartbeats; a child row it no longer has is dead (its exit may have gone
+-- unrecorded while the database was away), so maintenance takes its jobs back.
+WITH me AS (
+    UPDATE pgqueue_workerprocess SET last_heartbeat = now() WHERE id = %(id)s
+), gone AS (
+    UPDATE pgqueue_workerprocess
+    SET state = 'dead', stopped_at = now()
+    WHERE supervisor_id = %(id)s AND state IN ('running', 'stopping') AND NOT id = ANY(%(children)s::text[])
+)
+UPDATE pgqueue_workerprocess SET vouched_at = now()
+WHERE supervisor_id = %(id)s AND id = ANY(%(children)s::text[]) AND state IN ('running', 'stopping');
+
 -- name: workerprocess_set_state
 -- Mark processes stopping, stopped or dead.
 UPDATE pgqueue_workerprocess
@@ -1421,11 +1442,13 @@ SET state = %(state)s::text, stopped_at = CASE WHEN %(state)s::text IN ('stopped
 WHERE id = ANY(%(ids)s::text[]);
 
 -- name: workerprocess_reap
--- Mark silent processes dead and forget stopped ones after a day.
+-- Mark processes dead that neither said they are alive nor were vouched for by their supervisor within
+-- %(dead_after)s seconds, and forget stopped ones after a day.
 WITH dead AS (
     UPDATE pgqueue_workerprocess
     SET state = 'dead', stopped_at = now()
-    WHERE state IN ('running', 'stopping') AND last_heartbeat < now() - make_interval(secs => %(dead_after)s)
+    WHERE state IN ('running', 'stopping')
+      AND greatest(last_heartbeat, vouched_at) < now() - make_interval(secs => %(dead_after)s)
     RETURNING id
 ), forgotten AS (
     DELETE FROM pgqueue_workerprocess

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from pgqueue import db, events, settle
 from pgqueue.conf import Settings
-from pgqueue.lifecycle import AttemptEnd, Ending, decide
+from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, decide, exit_status
 from pgqueue.types import HeldJob, Transition
 from pgqueue.worker.executor import now, retry_policy
 from pgqueue.worker.listener import SUSPECTS
 
 
 def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_code: int, *,
-                   crash: bool = True) -> list[HeldJob]:
+                   crash: bool = True, stalled: bool = False) -> list[HeldJob]:
     """The jobs a worker process still held when it exited with `exit_code` (from waitpid), with the exit
     status in their attempt rows. After a `crash` (an exit nobody asked for) each counts one crash, and a
-    job that was alone in the process is the likely cause. Returns the jobs taken back."""
+    job that was alone in the process is the likely cause. A process killed because its loop `stalled`
+    past a deadline: the jobs past their timeout timed out, the others are lost. Returns the jobs taken back."""
     with database.transaction():
         held = database.run("job_get_held_by_worker", worker=worker)
-        transitions, moved = _apply(database, settings, held, worker, exit_code=exit_code, crash=crash)
+        transitions, moved = _apply(database, settings, held, worker, exit_code=exit_code, crash=crash,
+                                    stalled=stalled)
         if crash and held:  # tell the workers of these queues that suspects wait to run alone
             payloads = sorted({SUSPECTS + job.queue for job in held})
             database.run("channel_notify", channel=settings.NOTIFY_CHANNEL, payloads=payloads)
@@ -38,14 +40,19 @@ def expired(database: db.Database, settings: Settings, limit: int, *, by: str) -
 
 
 def _apply(database: db.Database, settings: Settings, held: list[HeldJob], worker: str, *, exit_code: int | None,
-           crash: bool) -> tuple[list[Transition], list[db.Moved]]:
+           crash: bool, stalled: bool = False) -> tuple[list[Transition], list[db.Moved]]:
     if not held:
         return [], []
     ended = now()
     policy = retry_policy(None, settings)
-    transitions = [
-        decide(job, AttemptEnd(how=Ending.LOST, worker=job.leased_by, finished_at=ended, exit_code=exit_code,
-                               crash=crash, alone=len(held) == 1), policy)
-        for job in held
-    ]
+    transitions = []
+    for job in held:
+        end = AttemptEnd(how=Ending.LOST, worker=job.leased_by, finished_at=ended, exit_code=exit_code,
+                         crash=crash, alone=len(held) == 1)
+        if stalled and job.timeout and (ended - job.started_at).total_seconds() >= job.timeout:
+            error = ErrorInfo(error_class="TimeoutError", message=(
+                f"TimeoutError: timed out after {job.timeout} s; the job held its process's interpreter, so "
+                f"its supervisor ended the process ({exit_status(exit_code)})"))
+            end = end._replace(how=Ending.TIMED_OUT, error=error)
+        transitions.append(decide(job, end, policy))
     return transitions, db.apply_transitions(database, transitions, worker=worker, channel=settings.NOTIFY_CHANNEL)

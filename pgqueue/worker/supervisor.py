@@ -22,6 +22,7 @@ from django.db import connections
 from pgqueue import db, events
 from pgqueue.conf import Settings
 from pgqueue.worker import rescue
+from pgqueue.worker.beacon import Beacon
 from pgqueue.worker.options import WorkerOptions
 from pgqueue.worker.signals import SignalPipe, reset_to_default
 
@@ -39,6 +40,8 @@ class Child:
     kind: str
     slot: int
     started: float
+    beacon: Beacon | None = None  # a worker's: its loop's last sign of life and earliest job deadline
+    stalled: bool = False  # killed because its loop stalled past a deadline (a job holding the interpreter)
 
 
 class Supervisor:
@@ -86,9 +89,12 @@ class Supervisor:
                     self._signal_children(signal.SIGKILL)
             else:
                 self._start_due(now)
+            self._kill_stalled(now)
             if now >= self.next_heartbeat:
                 self.next_heartbeat = now + self.settings.HEARTBEAT_SECONDS
-                self._db_call("workerprocess_heartbeat", id=self.id)
+                # for itself and its children: a job that starves its process's own heartbeat does not
+                # make the process look dead while it runs (the job would run twice at once)
+                self._db_call("supervisor_heartbeat", id=self.id, children=[c.id for c in self.children.values()])
             select.select([self.pipe.read_fd], [], [], self._timeout())
         self._db_call("workerprocess_set_state", ids=[self.id], state="stopped")
         self.db.close()
@@ -146,10 +152,27 @@ class Supervisor:
             if child is not None:
                 self._child_exited(child, status)
 
+    def _kill_stalled(self, now: float) -> None:
+        """A worker whose loop has not run since a job's deadline (or its drain deadline) passed is held by a
+        job that keeps the interpreter: only ending the process ends that job."""
+        for child in self.children.values():
+            if child.beacon is not None and not child.stalled and child.beacon.stalled(now):
+                child.stalled = True
+                logger.error("worker %s (pid %d) has not run its loop since a deadline passed: a job holds its "
+                             "interpreter; killing the process", child.id, child.pid)
+                events.emit("child_stalled", worker=child.id, pid=child.pid)
+                try:
+                    os.kill(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
     def _child_exited(self, child: Child, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
-        planned = code in (0, EXIT_STUCK)  # recycled, or replaced because a job is stuck past its timeout
+        # recycled, replaced because a job is stuck past its timeout, or killed for that by us
+        planned = code in (0, EXIT_STUCK) or child.stalled
         events.emit("child_exited", worker=child.id, kind=child.kind, pid=child.pid, status=code)
+        if child.beacon is not None:
+            child.beacon.close()
         if child.kind == "worker":
             # A job still held after an exit nobody asked for was there when its process crashed.
             self._rescue(child, code, crash=not planned and not self.stopping)
@@ -162,7 +185,8 @@ class Supervisor:
     def _rescue(self, child: Child, code: int, *, crash: bool) -> None:
         """Whatever the child still held goes back now, not after its lease expires."""
         held = self._retrying("job_get_held_by_worker",
-                              lambda: rescue.held_by_worker(self.db, self.settings, child.id, code, crash=crash))
+                              lambda: rescue.held_by_worker(self.db, self.settings, child.id, code, crash=crash,
+                                                            stalled=child.stalled))
         if held:
             events.emit("job_rescued", count=len(held), worker=child.id, status=code)
 
@@ -188,7 +212,8 @@ class Supervisor:
 
     def _spawn(self, kind: str, slot: int) -> None:
         child_id = f"{self.id}-{kind[0]}{slot}-{uuid.uuid4().hex[:4]}"
-        run = self._role(kind, child_id)
+        beacon = Beacon() if kind == "worker" else None
+        run = self._role(kind, child_id, beacon)
         # Nothing connected may cross the fork: a child closing an inherited socket ends the parent's session.
         self.db.close()
         connections.close_all()
@@ -199,9 +224,9 @@ class Supervisor:
             if self.metrics_server is not None and kind != "metrics":
                 self.metrics_server.socket.close()  # only the metrics process listens
             self._run_child(run)
-        self.children[pid] = Child(pid=pid, id=child_id, kind=kind, slot=slot, started=time.monotonic())
+        self.children[pid] = Child(pid=pid, id=child_id, kind=kind, slot=slot, started=time.monotonic(), beacon=beacon)
 
-    def _role(self, kind: str, child_id: str) -> Callable[[], int]:
+    def _role(self, kind: str, child_id: str, beacon: Beacon | None) -> Callable[[], int]:
         from pgqueue.worker.maintenance import Maintenance
         from pgqueue.worker.scheduler import Scheduler
         from pgqueue.worker.worker import Worker
@@ -217,7 +242,7 @@ class Supervisor:
             assert server is not None
             return lambda: Exporter(child_id, self.id, self.settings, self.db_params, server,
                                     open_access=self.open_metrics).run()
-        return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params).run()
+        return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params, beacon=beacon).run()
 
     def _run_child(self, run: Callable[[], int]) -> None:
         """In the forked child: drop the parent's pipe and handlers, run the role, never return."""

@@ -6,6 +6,7 @@ attempt ended to its inbox, and the loop turns each ending into a transition (pg
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import random
@@ -23,6 +24,7 @@ from pgqueue.conf import Settings
 from pgqueue.context import JobContext
 from pgqueue.lifecycle import AttemptEnd, Ending, RetryPolicy, decide
 from pgqueue.types import LeasedJob
+from pgqueue.worker.beacon import Beacon
 from pgqueue.worker.completer import Completer
 from pgqueue.worker.executor import Executor, complete_in_transaction, now, retry_policy, timed_out
 from pgqueue.worker.heartbeat import Heartbeat
@@ -62,8 +64,9 @@ class Running:
 
 class Worker:
     def __init__(self, options: WorkerOptions, worker_id: str, supervisor_id: str, settings: Settings,
-                 db_params: dict[str, Any]) -> None:
+                 db_params: dict[str, Any], *, beacon: Beacon | None = None) -> None:
         self.options = options
+        self.beacon = beacon or Beacon()  # read by the supervisor
         self.queue_array = db.text_array(options.queues)  # bound as one string, lease after lease
         self.settings = settings
         self.id = worker_id
@@ -112,6 +115,7 @@ class Worker:
             self._collect()
             self._check_timeouts()
             clock = time.monotonic()
+            self._show_beacon(clock)
             if clock >= self.next_heartbeat:
                 self._heartbeat()
                 self._check_recycle()
@@ -128,6 +132,15 @@ class Worker:
             return self._exit_now()
         self._shutdown()
         return EXIT_STUCK if self.stuck else EXIT_OK
+
+    def _show_beacon(self, clock: float) -> None:
+        """Tell the supervisor the loop runs, and by when it must run again: a job's deadline, or the end of
+        the drain. A loop that misses it is starved by a job holding the interpreter."""
+        deadline = self.drain_deadline if self.phase is Phase.DRAINING else math.inf
+        for entry in self.running.values():
+            if entry.deadline is not None and entry.deadline < deadline:
+                deadline = entry.deadline
+        self.beacon.show(clock, deadline)
 
     def _free_slots(self) -> int:
         busy = len(self.running) + self.stuck
@@ -325,6 +338,8 @@ class Worker:
         self._release_running()
         # The supervisor kills children KILL_GRACE (10 s) after the shutdown timeout: stay inside it.
         left = self.drain_deadline + 8.0 - time.monotonic() if self.stop_signal is not None else 30.0
+        clock = time.monotonic()
+        self.beacon.show(clock, clock + max(1.0, left) + 2.0)  # the loop is over: writing what remains
         if not self.completer.close(timeout=max(1.0, left)):
             logger.error("worker %s could not record all completions before exiting", self.id)
         self._set_state("stopped")
@@ -335,6 +350,8 @@ class Worker:
 
     def _exit_now(self) -> int:
         self.stop_reason = "exit now"
+        clock = time.monotonic()
+        self.beacon.show(clock, clock + 5.0)
         events.emit("worker_exiting", worker=self.id, running=len(self.running))
         self._collect()
         self._release_running()

@@ -73,13 +73,13 @@ DECLARATIONS: list[tuple[str, str, Callable[[], Any]]] = [
      declare(rate_limit=2.5)),
     ("rate_limit True", f"{TARGET} rate_limit must be an integer from 1 to 1000000, got True.",
      declare(rate_limit=True)),
-    ("rate_window nan", f"{TARGET} rate_window must be a number of seconds from 0 (excluded) to 31536000, got nan.",
+    ("rate_window nan", f"{TARGET} rate_window must be a number of seconds from 0.001 to 31536000 (a year), got nan.",
      declare(rate_limit=5, rate_window=math.nan)),
-    ("rate_window inf", f"{TARGET} rate_window must be a number of seconds from 0 (excluded) to 31536000, got inf.",
+    ("rate_window inf", f"{TARGET} rate_window must be a number of seconds from 0.001 to 31536000 (a year), got inf.",
      declare(rate_limit=5, rate_window=math.inf)),
-    ("rate_window 0", f"{TARGET} rate_window must be a number of seconds from 0 (excluded) to 31536000, got 0.",
+    ("rate_window 0", f"{TARGET} rate_window must be a number of seconds from 0.001 to 31536000 (a year), got 0.",
      declare(rate_limit=5, rate_window=0)),
-    ("rate_window text", f"{TARGET} rate_window must be a number of seconds from 0 (excluded) to 31536000, got '1s'.",
+    ("rate_window text", f"{TARGET} rate_window must be a number of seconds from 0.001 to 31536000 (a year), got '1s'.",
      declare(rate_limit=5, rate_window="1s")),
     ("rate key template names a non-parameter", f"{TARGET} rate_key 'acct:{{account}}' names {{account}}, which is "
      "not a parameter of target(account_id: 'int', day: 'str' = '').",
@@ -134,7 +134,7 @@ ENQUEUES: list[tuple[str, str, Callable[[], Any]]] = [
     ("per-call rate_limit negative", "Job tests.testapp.jobs.partner_call: rate_limit must be an integer from 1 to "
      "1000000, got -1.", lambda: jobs.partner_call.options(rate_limit=-1).enqueue("a", "x")),
     ("per-call rate_window negative", "Job tests.testapp.jobs.partner_call: rate_window must be a number of seconds "
-     "from 0 (excluded) to 31536000, got -5.", lambda: jobs.partner_call.options(rate_window=-5).enqueue("a", "x")),
+     "from 0.001 to 31536000 (a year), got -5.", lambda: jobs.partner_call.options(rate_window=-5).enqueue("a", "x")),
     ("rate key value too long", "Job tests.testapp.jobs.partner_call: rate key (from 'partner:{account}') is 308 "
      "characters long, over 255:", lambda: jobs.partner_call.enqueue("a" * 300, "x")),
     ("rate key from a failing function", "Job tests.testapp.jobs.add: rate key function failing_key failed: "

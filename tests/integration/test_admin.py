@@ -226,6 +226,12 @@ def test_a_queue_page_sets_limits_and_a_breaker_through_the_operations(root: Cli
     bad = root.post(url, {**form, "rate_window": ""})
     assert bad.status_code == 200 and "give rate and per together" in bad.content.decode()
     assert QueueState.objects.get(name="emails").concurrency_limit is None  # nothing saved
+    for window, says in (("nan", "Enter a finite number of seconds (not NaN or infinity)."),
+                         ("inf", "Enter a finite number of seconds (not NaN or infinity)."),
+                         ("1e-300", "per must be a number of seconds from 0.001 to 31536000 (a year), got 1e-300.")):
+        page = root.post(url, {**form, "rate_window": window}).content.decode()
+        assert says in page and "give rate and per together" not in page, window
+    assert QueueState.objects.get(name="emails").rate_window is None  # nothing saved
     assert root.post(url, form).status_code == 302
     queue = QueueState.objects.get(name="emails")
     assert (queue.concurrency_limit, queue.rate_limit, queue.rate_window) == (3, 10, 1.0)

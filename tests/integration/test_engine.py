@@ -403,3 +403,39 @@ def test_heartbeat_revives_a_worker_declared_dead() -> None:
     with connect() as conn, conn.cursor() as cur:
         db.run(cur, "job_heartbeat", worker="w-back", ids=[], tokens=[], lease_seconds=30)
     assert WorkerProcess.objects.get(pk="w-back").state == "running"
+
+
+def test_an_expired_lease_is_rescued_only_when_its_worker_no_longer_holds_it() -> None:
+    """Guarantee 2: a lease that ran out while its process lives silently (a job holding the interpreter
+    starves the heartbeat) is not enough; the supervisor vouches for the process, and only the worker's own
+    heartbeat after the expiry (it no longer holds the job) or its death lets maintenance take the job back."""
+    from pgqueue.models import WorkerProcess
+
+    now = dt.datetime.now(dt.UTC)
+    settings = get_settings()
+    WorkerProcess.objects.create(id="sup", kind="supervisor", hostname="h", pid=1)
+    for wid in ("starved", "forgetful", "orphan"):
+        WorkerProcess.objects.create(id=wid, kind="worker", supervisor_id="sup", hostname="h", pid=2,
+                                     last_heartbeat=now - dt.timedelta(seconds=60))
+    handles = [jobs.add.enqueue(i, i) for i in range(3)]
+    with connect() as conn:
+        for wid in ("starved", "forgetful", "orphan"):
+            lease(conn, wid, 1)
+    Job.objects.filter(id__in=[h.id for h in handles]).update(lease_expires_at=now - dt.timedelta(seconds=30))
+    WorkerProcess.objects.filter(id="forgetful").update(last_heartbeat=now)  # beat since: the job is not its
+    database_ = db.Database(connection_kwargs(), owner="m", role="test")
+    try:
+        # the supervisor's beat: two children alive (their own heartbeats silent), "orphan" reaped unrecorded
+        database_.run("supervisor_heartbeat", id="sup", children=["starved", "forgetful"])
+        assert database_.run("workerprocess_reap", dead_after=settings.WORKER_DEAD_AFTER) == []
+        assert WorkerProcess.objects.get(id="orphan").state == "dead"
+        taken = {Job.objects.get(id=h.id).leased_by: h.id for h in handles}
+        rescued = {j.leased_by for j in rescue.expired(database_, settings, 100, by="m")}
+        assert rescued == {"forgetful", "orphan"}
+        assert Job.objects.get(id=taken["starved"]).state == "running"
+        # once nobody vouches for it either, the silent process is dead and its job comes back
+        WorkerProcess.objects.filter(id="starved").update(vouched_at=now - dt.timedelta(seconds=60))
+        assert [r.id for r in database_.run("workerprocess_reap", dead_after=settings.WORKER_DEAD_AFTER)] == ["starved"]
+        assert [j.leased_by for j in rescue.expired(database_, settings, 100, by="m")] == ["starved"]
+    finally:
+        database_.close()

@@ -637,3 +637,35 @@ def test_replay_and_retry_keep_the_rate_key() -> None:
     replay = operations.replay([handle.id])
     copy = Job.objects.get(replay_of_id=handle.id)
     assert replay and copy.rate_key == "partner:a" and copy.state == "ready"
+
+
+def test_the_longest_window_never_defers_a_job_past_a_century() -> None:
+    """A year-long window with one start (the longest a check allows) and 150 jobs behind it: each token is a
+    year apart, so the last job's would come in year ~2176; it is deferred to a century from now at most,
+    and the admin's job list and explain (Python datetimes, year <= 9999) still show every job. Before the
+    bound, long backlogs passed year 9999 and those pages failed."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from pgqueue.explain import explain
+
+    ids = [h.id for h in jobs.partner_call.options(rate_limit=1, rate_window=31_536_000).enqueue_many(
+        [("a", f"a{i}") for i in range(150)])]
+    with connect() as conn:
+        assert [r.id for r in lease_limited(conn, ["rated"])] == ids[:1]
+        assert lease_limited(conn, ["rated"]) == []  # a second lease defers nothing further
+    century = 100 * 365.25 * 24 * 3600
+    runs = list(Job.objects.filter(id__in=ids[1:]).order_by("id").values_list("run_at", flat=True))
+    assert runs == sorted(runs)
+    assert 99 * 365 * 24 * 3600 < seconds_from_now(runs[-1]) <= century + 60
+    assert seconds_from_now(RateLimit.objects.get(key="partner:a").deferred_until) <= century + 60
+    late = jobs.partner_call.options(rate_limit=1, rate_window=31_536_000).enqueue("a", "late").id
+    with connect() as conn:
+        assert lease_limited(conn, ["rated"]) == []
+    assert seconds_from_now(Job.objects.get(id=late).run_at) <= century + 60
+    assert explain(ids[-1]).state == "scheduled"
+    root = Client()
+    root.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    assert root.get("/admin/pgqueue/job/?state__exact=scheduled").status_code == 200
+    assert root.get(f"/admin/pgqueue/job/{ids[-1]}/change/").status_code == 200
+    assert root.get("/admin/pgqueue/ratelimit/").status_code == 200

@@ -140,8 +140,10 @@ def test_refusals_are_recorded_outside_the_callers_transaction() -> None:
 
 @pytest.mark.parametrize(("limits", "message"), [
     ({"emails": {"rate": 0, "per": 1}}, "PGQUEUE['ENQUEUE_RATE_LIMITS']['emails']['rate'] must be at least 1, got 0.0."),
-    ({"emails": {"rate": 5, "per": 0}}, "PGQUEUE['ENQUEUE_RATE_LIMITS']['emails']['per'] must be greater than 0, "
+    ({"emails": {"rate": 5, "per": 0}}, "PGQUEUE['ENQUEUE_RATE_LIMITS']['emails']['per'] must be at least 0.001, "
                                         "got 0.0."),
+    ({"emails": {"rate": 5, "per": 1e-300}}, "PGQUEUE['ENQUEUE_RATE_LIMITS']['emails']['per'] must be at least 0.001, "
+                                             "got 1e-300."),
     ({"emails": {"rate": 5, "per": float("inf")}}, "settings.PGQUEUE['ENQUEUE_RATE_LIMITS'] has an invalid value "
                                                    "{'emails': {'rate': 5, 'per': inf}}: expected a finite number."),
     ({"emails": {"rate": 5}}, "PGQUEUE['ENQUEUE_RATE_LIMITS']['emails'] must be {'rate': jobs, 'per': seconds}, "

@@ -176,3 +176,36 @@ def test_complete_in_transaction_survives_a_kill_after_commit(start_worker) -> N
         assert [a[0] for a in attempts(handle)] == ["succeeded"]  # the kill after the commit re-ran nothing
         assert Mark.objects.filter(label=label).count() == 1
     assert "lease lost" not in worker.output()
+
+
+def test_a_job_starving_its_process_heartbeat_runs_once_and_is_not_rescued(start_worker) -> None:
+    # 9 s holding the interpreter: past LEASE_SECONDS (5) and WORKER_DEAD_AFTER (3) of the test settings, with
+    # another process idle beside it that would run a rescued copy at once
+    starved = jobs.holds_interpreter.enqueue("starved", 9)
+    worker = start_worker("--queues", "misbehave", "--processes", "2", "--concurrency", "2")
+    wait_for(lambda: all_finished(starved), timeout=40, what="the starving job to finish")
+    job = Job.objects.get(pk=starved.id)
+    assert (job.state, job.attempts, job.lost_attempts) == ("succeeded", 1, 0)
+    assert [a[0] for a in attempts(starved)] == ["succeeded"]
+    assert Mark.objects.filter(label="starved").count() == 1  # started once: no second copy ran beside it
+    assert Mark.objects.filter(label="starved:end").count() == 1
+    assert no_worker_crashed(worker) and "job_rescued" not in worker.output()
+
+
+def test_a_job_holding_the_interpreter_past_its_timeout_is_ended_by_the_supervisor(start_worker) -> None:
+    hog = jobs.holds_interpreter_past_timeout.enqueue("hog")
+    beside = jobs.healthy.options(queue="misbehave").enqueue("beside", 1.0)
+    worker = start_worker("--queues", "misbehave", "--concurrency", "2")
+    began = wait_for(lambda: Mark.objects.filter(label="hog").first(), what="the hog to start")
+    wait_for(lambda: all_finished(hog, beside), timeout=40, what="the hog's timeout to be recorded")
+    job = Job.objects.get(pk=hog.id)
+    assert (job.state, job.reason_code, job.attempts) == ("dead", "max_attempts", 1)
+    [(outcome, error_class, message, exit_code)] = attempts(hog)
+    assert (outcome, error_class, exit_code) == ("timeout", "TimeoutError", -9)
+    assert "held its process's interpreter" in message
+    took = (job.finished_at - began.created_at).total_seconds()
+    assert took < 2 + 5 + 4, took  # its timeout, STALL_GRACE, a supervisor round
+    assert Mark.objects.filter(label="hog").count() == 1
+    # the job beside it lost its process, and ran again in the replacement
+    assert Job.objects.get(pk=beside.id).state == "succeeded"
+    assert "killing the process" in worker.output()

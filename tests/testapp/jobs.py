@@ -392,3 +392,31 @@ async def on_ping_async(event: Event) -> str:
     """An async subscriber: the worker awaits it."""
     await asyncio.sleep(0)
     return f"pong {event.payload}"
+
+
+def _hold_interpreter(seconds: float) -> None:
+    """Sleep in C while keeping the interpreter lock (ctypes.PyDLL does not release it), as a catastrophically
+    backtracking regular expression or a long C call would: no other thread of the process runs meanwhile."""
+    import ctypes
+
+    ctypes.PyDLL(None).sleep(ctypes.c_uint(int(seconds)))
+
+
+@job(queue="misbehave", max_attempts=1)
+def holds_interpreter(label: str, seconds: float) -> int:
+    """Starves its process's heartbeat thread for `seconds`, then records that it finished."""
+    from pgqueue import current_job
+
+    ctx = current_job()
+    Mark.objects.create(label=label, job_id=ctx.job_id if ctx else None, attempt=ctx.attempt if ctx else None,
+                        pid=os.getpid())
+    _hold_interpreter(seconds)
+    Mark.objects.create(label=label + ":end", pid=os.getpid())
+    return os.getpid()
+
+
+@job(queue="misbehave", max_attempts=1, timeout=2)
+def holds_interpreter_past_timeout(label: str) -> None:
+    """Keeps the interpreter far past its timeout: the worker's own loop cannot record the timeout."""
+    Mark.objects.create(label=label, pid=os.getpid())
+    _hold_interpreter(120)

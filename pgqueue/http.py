@@ -22,6 +22,7 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,17 @@ class HttpClientError(NonRetryable):
 
 class TooManyRedirects(NonRetryable):
     """More redirects than the call's max_redirects."""
+
+
+class UndecodableResponse(NonRetryable):
+    """The server sent a body in a content encoding pgqueue does not decode (it asks for identity, and decodes
+    gzip and deflate), or a compressed body that is corrupt. The request reached the server: it is not sent
+    again."""
+
+    def __init__(self, message: str, *, status: int, url: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
 
 
 class RetryableHttpError(Exception):
@@ -167,6 +179,8 @@ def check_request(
             header_items += (("Content-Type", "text/plain; charset=utf-8"),)
     if "user-agent" not in names:
         header_items += (("User-Agent", USER_AGENT),)
+    if "accept-encoding" not in names:  # a body pgqueue can store as it came; gzip and deflate are decoded too
+        header_items += (("Accept-Encoding", "identity"),)
     seconds = settings.HTTP_TIMEOUT if timeout is None else float(check_seconds(f"{LABEL} timeout", timeout))
     return Request(
         method=method, target=target, headers=header_items, body=data, timeout=seconds,
@@ -486,6 +500,8 @@ class Response:
     truncated: bool
     charset: str | None
     location: str | None
+    encoding: str = ""  # Content-Encoding, lower case ("" for none or identity)
+    limit: int = BYTES_MAX  # the most body bytes kept, compressed or not
 
 
 class _Watchdog:
@@ -561,9 +577,11 @@ def _send(conn: PinnedConnection, method: str, target: Target, headers: dict[str
             if not chunk:
                 break
             data += chunk
+    encoding = (resp.getheader("Content-Encoding") or "").strip().lower()
     return Response(
         status=resp.status, reason=resp.reason, headers=tuple(resp.getheaders()), body=data[:limit],
         truncated=len(data) > limit, charset=resp.msg.get_content_charset(), location=location,
+        encoding="" if encoding == "identity" else encoding, limit=limit,
     )
 
 
@@ -639,7 +657,7 @@ def outcome(response: Response, target: Target, elapsed: float, settings: Settin
         key = storable_text(name.lower())
         text = storable_text(value)[:HEADER_VALUE_MAX]
         headers[key] = f"{headers[key]}, {text}"[:HEADER_VALUE_MAX] if key in headers else text
-    text = _decode(response)
+    text = _decode(response, target)
     result: dict[str, Any] = {"status": status, "headers": headers, "body": "", "truncated": response.truncated,
                               "url": target.url, "elapsed": round(elapsed, 6)}
     budget = settings.MAX_RESULT_BYTES - len(dumps(result).encode("utf-8")) - 64
@@ -652,14 +670,44 @@ def outcome(response: Response, target: Target, elapsed: float, settings: Settin
     return result
 
 
-def _decode(response: Response) -> str:
-    charset = response.charset or "utf-8"
-    try:
-        decoder = codecs.getincrementaldecoder(charset)(errors="replace")
-    except LookupError:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 32 + zlib.MAX_WBITS}  # 32: a zlib or gzip header
+
+
+def _decode(response: Response, target: Target | None = None) -> str:
+    """The body as text: decompressed (gzip, deflate; at most the response's limit, so a small compressed
+    body cannot expand without bound), in its charset when that is a text encoding (a server may name a
+    bytes codec such as 'zlib' or 'base64'), else UTF-8. An encoding it cannot decode raises
+    UndecodableResponse; without a `target` (an error's excerpt) it reads as a note instead."""
+    body, truncated = response.body, response.truncated
+    if response.encoding:
+        try:
+            body, truncated = _decompress(response)
+        except (KeyError, zlib.error) as exc:
+            what = (f"is encoded with {response.encoding!r}, which pgqueue does not decode" if isinstance(exc, KeyError)
+                    else f"is not valid {response.encoding} data ({exc})")
+            if target is None:
+                return f"(the body {what})"
+            raise UndecodableResponse(
+                f"{response.status} {response.reason} from {target.url}: the body {what}. pgqueue asks for "
+                "Accept-Encoding: identity unless the call sets it; the request is not sent again.",
+                status=response.status, url=target.url) from None
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    if response.charset:
+        try:
+            info = codecs.lookup(response.charset)
+            if info._is_text_encoding:  # type: ignore[attr-defined]
+                decoder = info.incrementaldecoder(errors="replace")
+        except LookupError:
+            pass
     # A body cut short may end inside a character: final=False leaves that half out.
-    return storable_text(decoder.decode(response.body, final=not response.truncated))
+    return storable_text(decoder.decode(body, final=not truncated))
+
+
+def _decompress(response: Response) -> tuple[bytes, bool]:
+    """The decompressed body and whether it was cut short. KeyError: an encoding not decoded here."""
+    decompressor = zlib.decompressobj(ZLIB_WBITS[response.encoding])
+    data = decompressor.decompress(response.body, response.limit + 1)
+    return data[:response.limit], response.truncated or len(data) > response.limit
 
 
 def _fit(text: str, budget: int) -> str:

@@ -5,6 +5,7 @@ patching socket.getaddrinfo; the database is real."""
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import json
 import shutil
@@ -13,6 +14,7 @@ import ssl
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,6 +118,17 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(0.1)
         elif path == "/latin1":
             self.reply(200, "café", "text/plain; charset=iso-8859-1", encoding="latin-1")
+        elif path == "/encoded":  # ?as=gzip|deflate|br|bad-gzip, &charset=..., &code=..., &zeros=N (a bomb)
+            data = b"a" * int(query["zeros"]) if "zeros" in query else "café".encode()
+            packed = {"gzip": lambda d: gzip.compress(d), "deflate": zlib.compress, "br": lambda d: b"\x8b\x02\x80",
+                      "bad-gzip": lambda d: b"\x1f\x8b not gzip", "": lambda d: d}[query.get("as", "")](data)
+            self.send_response(int(query.get("code", "200")))
+            self.send_header("Content-Type", f"text/plain; charset={query.get('charset', 'utf-8')}")
+            if query.get("as"):
+                self.send_header("Content-Encoding", query["as"].replace("bad-", ""))
+            self.send_header("Content-Length", str(len(packed)))
+            self.end_headers()
+            self.wfile.write(packed)
         else:
             self.reply(404, "no such page", "text/plain")
 
@@ -566,6 +579,26 @@ def test_the_body_is_decoded_with_its_charset_and_head_has_none(server: Server, 
     assert http.request("GET", server.url("/latin1"))["body"] == "café"
     head = http.request("HEAD", server.url("/json"))
     assert (head["status"], head["body"], head["truncated"]) == (200, "", False)
+
+
+def test_a_server_chosen_content_encoding_is_decoded_or_refused_and_never_resent(server: Server, local: None) -> None:
+    """Issue #18, class 5: a compressed body, or a charset naming a bytes codec, raised an internal error and
+    the request was sent again five times."""
+    assert json.loads(http.request("GET", server.url("/echo"))["body"])["headers"]["accept-encoding"] == "identity"
+    for packed in ("gzip", "deflate"):
+        result = http.request("GET", server.url(f"/encoded?as={packed}"))
+        assert (result["body"], result["truncated"]) == ("café", False), packed
+    for codec in ("zlib", "base64", "rot13", "no-such-charset"):  # not text encodings: read as UTF-8
+        assert http.request("GET", server.url(f"/encoded?charset={codec}"))["body"] == "café", codec
+    bomb = http.request("GET", server.url("/encoded?as=gzip&zeros=50000000"), max_body_bytes=1000)
+    assert (len(bomb["body"]), bomb["truncated"]) == (1000, True)  # 50 MB of one letter in 50 KB: never expanded whole
+    for packed, says in (("br", "is encoded with 'br', which pgqueue does not decode"),
+                         ("bad-gzip", "is not valid gzip data")):
+        with pytest.raises(http.UndecodableResponse, match=f"200 OK from .*: the body {says}") as refused:
+            http.request("GET", server.url(f"/encoded?as={packed}"))
+        assert isinstance(refused.value, NonRetryable)  # the server has it: never sent again
+    with pytest.raises(http.RetryableHttpError, match="the body is encoded with 'br'"):  # a 5xx stays retryable
+        http.request("GET", server.url("/encoded?as=br&code=503"))
 
 
 def test_a_body_and_headers_are_sent(server: Server, local: None) -> None:

@@ -1359,6 +1359,13 @@ WITH rules AS (
           (SELECT r.keep FROM rules r WHERE r.queue = j.queue AND r.state = j.state),
           CASE j.state WHEN 'succeeded' THEN %(keep_succeeded)s::float8 WHEN 'dead' THEN %(keep_dead)s::float8
                        ELSE %(keep_cancelled)s::float8 END))
+      -- a batch's jobs stay until batch_settle can no longer need them (the batches batch_unsettled lists):
+      -- a dead job pruned first would let its batch report success
+      AND (j.batch_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM pgqueue_batch b WHERE b.id = j.batch_id
+            AND (b.finished_at IS NULL
+                 OR (b.finished_at > now() - interval '1 hour' AND b.succeeded_at IS NULL
+                     AND b.cancelled_at IS NULL AND b.on_success IS NOT NULL))))
     ORDER BY j.finished_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -1394,6 +1401,11 @@ WHERE j.state IN ('succeeded', 'dead', 'cancelled')
       (SELECT r.keep FROM rules r WHERE r.queue = j.queue AND r.state = j.state),
       CASE j.state WHEN 'succeeded' THEN %(keep_succeeded)s::float8 WHEN 'dead' THEN %(keep_dead)s::float8
                    ELSE %(keep_cancelled)s::float8 END))
+  AND (j.batch_id IS NULL OR NOT EXISTS (  -- as in job_prune: a batch's jobs stay until it has settled
+      SELECT 1 FROM pgqueue_batch b WHERE b.id = j.batch_id
+        AND (b.finished_at IS NULL
+             OR (b.finished_at > now() - interval '1 hour' AND b.succeeded_at IS NULL
+                 AND b.cancelled_at IS NULL AND b.on_success IS NOT NULL))))
 GROUP BY j.state ORDER BY j.state;
 
 -- name: archive_prune

@@ -279,3 +279,31 @@ def test_the_maintenance_sweep_goes_round_all_unsettled_batches() -> None:
     assert after == ids[3] and [len(callbacks(i)) for i in ids] == [1, 1, 1, 1, 0]
     assert settle.sweep(conn, channel="pgqueue", limit=2, after=after) == 0  # round again next time
     assert [len(callbacks(i)) for i in ids] == [1, 1, 1, 1, 1]
+
+
+def test_retention_keeps_a_dead_job_until_its_batch_has_settled() -> None:
+    """Issue #18, class 5: a dead member pruned before its batch settled let the batch report success."""
+    from pgqueue import retention
+
+    with pgqueue.batch(**with_callbacks()) as b:
+        jobs.mark.enqueue("bad")
+        jobs.mark.enqueue("slow")
+    conn = database()
+    leased = sorted(lease(conn), key=lambda r: r.args[0])
+    end(conn, leased[:1], Ending.RAISED)  # "bad" is dead; "slow" still runs
+    assert callbacks(b.id) == [("batch_callback", ["failure"])]
+    eager = retention.Policy(keep={"succeeded": 0.0, "dead": 0.0, "cancelled": 0.0})
+    assert retention.prune(conn, eager) == (0, 0)  # the batch has not finished: its dead job stays
+    end(conn, leased[1:])  # the last job succeeds: the batch finished with a failure
+    assert callbacks(b.id) == [("batch_callback", ["failure"]), ("batch_callback", ["finish"])]
+    assert not b.progress().succeeded_all
+    # within the hour a retried dead job could still make it succeed: still kept
+    assert Job.objects.filter(batch_id=b.id, state="dead").exists()
+    retention.prune(conn, eager)
+    assert Job.objects.filter(batch_id=b.id, state="dead").exists()
+    settle.settle(conn, parents=[], batches=[b.id], channel="pgqueue")  # a later sweep: still no success
+    assert ("batch_callback", ["success"]) not in callbacks(b.id)
+    Batch.objects.filter(id=b.id).update(finished_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    retention.prune(conn, eager)  # settled for good: its jobs go
+    assert not Job.objects.filter(batch_id=b.id).exists()
+    conn.close()

@@ -35,11 +35,15 @@ EVENTS = {
     "job_cancel_requested": "worker, job_id",
     "job_lease_lost": "worker, job_id (rescued elsewhere while this worker looked dead)",
     "job_released": "worker, count (handed back unfinished at shutdown)",
+    "job_abandoned": "worker, count (async jobs on an event loop a job blocks, left held until the process has "
+                     "exited; its supervisor takes them back)",
     "worker_started": "worker, kind, queues, concurrency (and processes, for a supervisor)",
     "worker_stopping": "worker, reason, running, timeout",
     "worker_exiting": "worker, running",
     "worker_stopped": "worker, kind, reason",
     "child_exited": "worker, kind, pid, status (exit code, or minus the signal number)",
+    "child_stalled": "worker, pid (its loop did not run past a job's deadline: a job holds the interpreter; the "
+                     "supervisor kills the process)",
     "maintenance_leader": "worker",
     "queue_paused": "queue, reason",
     "queue_resumed": "queue, reason (a circuit breaker's cool-down is over)",

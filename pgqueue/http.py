@@ -691,11 +691,11 @@ def _decode(response: Response, target: Target | None = None) -> str:
                 f"{response.status} {response.reason} from {target.url}: the body {what}. pgqueue asks for "
                 "Accept-Encoding: identity unless the call sets it; the request is not sent again.",
                 status=response.status, url=target.url) from None
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder: codecs.IncrementalDecoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     if response.charset:
         try:
             info = codecs.lookup(response.charset)
-            if info._is_text_encoding:  # type: ignore[attr-defined]
+            if info._is_text_encoding:
                 decoder = info.incrementaldecoder(errors="replace")
         except LookupError:
             pass

@@ -83,6 +83,9 @@ def _worker_stopped(worker: str, kind: str, reason: str, **_: Any) -> None:
 def _child_exited(worker: str, kind: str, pid: int, status: int, **_: Any) -> None:
     if status == 0:
         supervisor_log.info("%s %s (pid %d) exited", kind, worker, pid)
+    elif status == 3 and kind == "worker":  # pgqueue.worker.worker.EXIT_STUCK: asked to be replaced
+        supervisor_log.warning("%s %s (pid %d) exited to be replaced: a job in it was stuck past its timeout",
+                               kind, worker, pid)
     else:
         supervisor_log.error("%s %s (pid %d) died with %s", kind, worker, pid, exit_status(status))
 
@@ -115,6 +118,11 @@ def _job_lease_lost(worker: str, job_id: int, **_: Any) -> None:
 
 def _job_released(worker: str, count: int, **_: Any) -> None:
     worker_log.warning("worker %s handed back %d unfinished jobs", worker, count)
+
+
+def _job_abandoned(worker: str, count: int, **_: Any) -> None:
+    worker_log.warning("worker %s exits with %d async jobs on its blocked event loop; its supervisor takes them "
+                       "back once it has exited", worker, count)
 
 
 def _job_completion_refused(worker: str, job_id: int, outcome: str, **_: Any) -> None:
@@ -150,6 +158,7 @@ HANDLERS: dict[str, Callable[..., None]] = {
     "job_cancel_requested": _job_cancel_requested,
     "job_lease_lost": _job_lease_lost,
     "job_released": _job_released,
+    "job_abandoned": _job_abandoned,
     "job_completion_refused": _job_completion_refused,
     "maintenance_leader": _maintenance_leader,
     "queue_paused": _queue_paused,

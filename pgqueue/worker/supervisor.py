@@ -42,6 +42,7 @@ class Child:
     started: float
     beacon: Beacon | None = None  # a worker's: its loop's last sign of life and earliest job deadline
     stalled: bool = False  # killed because its loop stalled past a deadline (a job holding the interpreter)
+    replaced: bool = False  # its replacement started before it exited (it asked: a job is stuck in it)
 
 
 class Supervisor:
@@ -89,7 +90,7 @@ class Supervisor:
                     self._signal_children(signal.SIGKILL)
             else:
                 self._start_due(now)
-            self._kill_stalled(now)
+            self._watch_workers(now)
             if now >= self.next_heartbeat:
                 self.next_heartbeat = now + self.settings.HEARTBEAT_SECONDS
                 # for itself and its children: a job that starves its process's own heartbeat does not
@@ -152,10 +153,17 @@ class Supervisor:
             if child is not None:
                 self._child_exited(child, status)
 
-    def _kill_stalled(self, now: float) -> None:
-        """A worker whose loop has not run since a job's deadline (or its drain deadline) passed is held by a
-        job that keeps the interpreter: only ending the process ends that job."""
-        for child in self.children.values():
+    def _watch_workers(self, now: float) -> None:
+        """A worker with a job stuck past its timeout gets its replacement at once. A worker whose loop has not
+        run since a job's deadline (or its drain deadline) passed is held by a job that keeps the
+        interpreter: only ending the process ends that job."""
+        for child in list(self.children.values()):
+            if child.beacon is not None and not child.replaced and child.beacon.wants_replacement():
+                child.replaced = True
+                logger.info("worker %s (pid %d) has a job stuck past its timeout: starting its replacement now",
+                            child.id, child.pid)
+                if not self.stopping:
+                    self._spawn(child.kind, child.slot)
             if child.beacon is not None and not child.stalled and child.beacon.stalled(now):
                 child.stalled = True
                 logger.error("worker %s (pid %d) has not run its loop since a deadline passed: a job holds its "
@@ -177,7 +185,7 @@ class Supervisor:
             # A job still held after an exit nobody asked for was there when its process crashed.
             self._rescue(child, code, crash=not planned and not self.stopping)
         self._db_call("workerprocess_set_state", ids=[child.id], state="stopped" if code == 0 else "dead")
-        if self.stopping:
+        if self.stopping or child.replaced:
             return
         delay = 0.0 if planned else self._restart_delay()
         self.pending.append((time.monotonic() + delay, child.kind, child.slot))

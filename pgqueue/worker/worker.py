@@ -60,6 +60,7 @@ class Running:
     policy: RetryPolicy
     deadline: float | None  # monotonic
     lost: bool = False  # the heartbeat found the lease gone
+    is_async: bool = False  # runs on the event loop
 
 
 class Worker:
@@ -87,6 +88,7 @@ class Worker:
         self.stop_reason = ""
         self.running: dict[int, Running] = {}
         self.stuck = 0  # jobs given up on past their timeout whose thread (or event loop) is still busy
+        self.loop_blocked = False  # an async job ran past its timeout: the event loop does not run
         self.leased = 0
         self.started = time.monotonic()
         self.parent = os.getppid()  # the supervisor: if it is gone, nobody would replace or rescue us
@@ -122,7 +124,7 @@ class Worker:
             elif self.options.max_jobs and self.leased >= self.options.max_jobs:
                 self._begin_stop(f"recycling after {self.leased} jobs")
             if self.phase is Phase.DRAINING:
-                if not self.running or clock >= self.drain_deadline:
+                if not self.running or clock >= self.drain_deadline or self._only_blocked_left():
                     break
             elif self.phase is Phase.RUNNING and self._free_slots() > 0 and (self.more_ready or clock >= self.next_poll):
                 self._lease()
@@ -141,6 +143,10 @@ class Worker:
             if entry.deadline is not None and entry.deadline < deadline:
                 deadline = entry.deadline
         self.beacon.show(clock, deadline)
+
+    def _only_blocked_left(self) -> bool:
+        """Every job still running is async, on an event loop a job blocks: waiting cannot finish them."""
+        return self.loop_blocked and all(r.is_async for r in self.running.values())
 
     def _free_slots(self) -> int:
         busy = len(self.running) + self.stuck
@@ -248,15 +254,16 @@ class Worker:
                          callback_of=job.callback_of, _report=self.completer.add,
                          _complete=lambda result: complete_in_transaction(job, self.id, self.settings, result))
         deadline = None
+        is_async = bool(getattr(fn, "is_async", False))
         if job.timeout:  # async jobs time out in their event loop; the loop here catches a blocked one
-            grace = ASYNC_TIMEOUT_GRACE if getattr(fn, "is_async", False) else 0.0
+            grace = ASYNC_TIMEOUT_GRACE if is_async else 0.0
             deadline = time.monotonic() + job.timeout + grace
         policy = self.policies.get(job.task)
         if policy is None:
             policy = retry_policy(fn, self.settings)
             if not isinstance(fn, BaseException):  # a module that failed to import may arrive later
                 self.policies[job.task] = policy
-        self.running[job.id] = Running(job=job, ctx=ctx, policy=policy, deadline=deadline)
+        self.running[job.id] = Running(job=job, ctx=ctx, policy=policy, deadline=deadline, is_async=is_async)
         self.executor.submit(fn, job, ctx)
 
     def _check_timeouts(self) -> None:
@@ -265,11 +272,13 @@ class Worker:
         for entry in expired:
             del self.running[entry.job.id]
             self.stuck += 1
+            self.loop_blocked = self.loop_blocked or entry.is_async
             events.emit("job_stuck", worker=self.id, job_id=entry.job.id, task=entry.job.task,
                         timeout=entry.job.timeout)
             self.completer.add(decide(entry.job, timed_out(entry.job.timeout, self.id), entry.policy,
                                       rand=random.random()))
         if self.stuck and self.phase is Phase.RUNNING:
+            self.beacon.ask_replacement()  # its retry and new jobs need not wait for this process to drain
             self._begin_stop("a job is stuck past its timeout: this process will be replaced")
 
     # -- heartbeat, cancel requests, recycling ---------------------------------------------------
@@ -333,8 +342,13 @@ class Worker:
         self._set_state("stopping")
 
     def _shutdown(self) -> None:
-        """Hand back what is still running, flush completions, mark this process stopped."""
+        """Hand back what is still running, flush completions, mark this process stopped. Async jobs on a
+        blocked event loop are not handed back: they could go on if the loop woke up, beside their next
+        copy. They stay held until this process has exited; its supervisor then takes them back."""
         self._collect()
+        abandoned = [r for r in self.running.values() if r.is_async] if self.loop_blocked else []
+        for entry in abandoned:
+            del self.running[entry.job.id]
         self._release_running()
         # The supervisor kills children KILL_GRACE (10 s) after the shutdown timeout: stay inside it.
         left = self.drain_deadline + 8.0 - time.monotonic() if self.stop_signal is not None else 30.0
@@ -342,7 +356,10 @@ class Worker:
         self.beacon.show(clock, clock + max(1.0, left) + 2.0)  # the loop is over: writing what remains
         if not self.completer.close(timeout=max(1.0, left)):
             logger.error("worker %s could not record all completions before exiting", self.id)
-        self._set_state("stopped")
+        if abandoned:
+            events.emit("job_abandoned", worker=self.id, count=len(abandoned))
+        else:  # (with jobs left held, the row stays 'stopping': maintenance must not take them before we exit)
+            self._set_state("stopped")
         events.emit("worker_stopped", worker=self.id, kind="worker", reason=self.stop_reason or "stopped")
         self.executor.shutdown()
         for database in (self.lease_db, self.listener.database, self.completer.database):

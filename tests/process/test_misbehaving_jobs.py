@@ -115,10 +115,31 @@ def test_an_async_job_blocking_its_event_loop_times_out_and_the_worker_is_replac
     assert attempt[0] == "timeout" and "timed out after 0.5 s" in attempt[2]
     duration = Attempt.objects.get(job_id=blocker.id).duration
     assert duration < 3.5  # enforced from outside the blocked loop, not when the job's sleep ended
-    wait_for(lambda: "exit code 3" in worker.output(), what="the blocked worker to be replaced")
+    wait_for(lambda: "exited to be replaced" in worker.output(), what="the blocked worker to be replaced")
     after = jobs.async_add.options(queue="misbehave").enqueue(1, 2)
     wait_for(lambda: all_finished(after), what="the replacement worker to run async jobs")
     assert Job.objects.get(pk=after.id).result == 3
+
+
+def test_a_blocked_event_loop_does_not_hold_its_neighbours_and_retry_for_the_drain(start_worker) -> None:
+    """Issue #18, class 5: the async jobs beside a job that blocks the event loop for a minute, and that job's
+    own retry, waited for the replaced worker's whole drain (--shutdown-timeout, 30 s by default)."""
+    import time
+
+    blocker = jobs.blocks_event_loop_long.enqueue()
+    neighbour = jobs.async_waits.enqueue(2.0)
+    began = time.monotonic()
+    worker = start_worker("--queues", "misbehave", "--concurrency", "4")
+    wait_for(lambda: all_finished(blocker, neighbour), timeout=40, what="both jobs to finish")
+    took = time.monotonic() - began
+    assert took < 15, f"{took:.1f} s: the drain was waited for"
+    assert Job.objects.get(pk=neighbour.id).state == "succeeded"
+    blocked = Job.objects.get(pk=blocker.id)
+    assert (blocked.state, blocked.reason_code, blocked.attempts) == ("dead", "max_attempts", 2)
+    assert [a[0] for a in attempts(blocker)] == ["timeout", "timeout"]
+    outcomes = [a[0] for a in attempts(neighbour)]
+    assert outcomes[-1] == "succeeded" and set(outcomes[:-1]) <= {"lost"}, outcomes
+    assert no_worker_crashed(worker)
 
 
 def test_a_module_that_fails_to_import_is_retried_then_runs(start_worker, tmp_path: Path) -> None:

@@ -74,9 +74,25 @@ def test_sync_timeout_is_recorded_retried_and_worker_replaced(start_worker) -> N
     job = Job.objects.get(pk=h.id)
     assert (job.state, job.reason_code, job.attempts) == ("dead", "max_attempts", 2)
     assert list(Attempt.objects.values_list("outcome", flat=True)) == ["timeout", "timeout"]
-    wait_for(lambda: "exit code 3" in worker.output(), what="the stuck worker to be replaced")
+    wait_for(lambda: "exited to be replaced" in worker.output(), what="the stuck worker to be replaced")
     jobs.mark.enqueue("after")
     wait_for(lambda: Mark.objects.filter(label="after").exists(), what="the replacement worker to run jobs")
+
+
+def test_a_stuck_jobs_retry_runs_in_the_replacement_while_the_old_worker_drains(start_worker) -> None:
+    """The replacement of a worker with a job stuck past its timeout starts at once, not after the drain of
+    the jobs still running well beside it (up to --shutdown-timeout)."""
+    slow_neighbour = jobs.healthy.options(queue="marks").enqueue("neighbour", 8.0)
+    stuck = jobs.too_slow.enqueue("stuck")
+    worker = start_worker("--queues", "default,marks", "--concurrency", "2")
+    wait_for(lambda: Mark.objects.filter(label="stuck").count() == 2, timeout=30, what="the retry to start")
+    first, second = Mark.objects.filter(label="stuck").order_by("id")
+    assert (second.created_at - first.created_at).total_seconds() < 4  # not after the neighbour's 8 s
+    wait_for(lambda: Job.objects.get(pk=slow_neighbour.id).state == "succeeded", timeout=30,
+             what="the neighbour to finish in the draining worker")
+    assert list(Attempt.objects.filter(job_id=slow_neighbour.id).values_list("outcome", flat=True)) == ["succeeded"]
+    wait_for(lambda: Job.objects.get(pk=stuck.id).state == "dead", what="the stuck job's second timeout")
+    assert "starting its replacement now" in worker.output()
 
 
 def test_sigkill_mid_job_runs_it_again_with_both_attempts(start_worker) -> None:

@@ -420,3 +420,16 @@ def holds_interpreter_past_timeout(label: str) -> None:
     """Keeps the interpreter far past its timeout: the worker's own loop cannot record the timeout."""
     Mark.objects.create(label=label, pid=os.getpid())
     _hold_interpreter(120)
+
+
+@job(queue="misbehave", max_attempts=2, timeout=0.5)
+async def blocks_event_loop_long() -> None:
+    """Blocks its event loop far past its timeout (and past the worker's shutdown timeout)."""
+    time.sleep(60)
+
+
+@job(queue="misbehave", max_attempts=2)
+async def async_waits(seconds: float) -> float:
+    """A well-behaved async job that needs its event loop to run for `seconds`."""
+    await asyncio.sleep(seconds)
+    return seconds

@@ -58,13 +58,14 @@ class JobHandle:
     queue: str
     created: bool = True
     replaced: bool = False
+    database: str = ""  # the alias it was written to ("": pgqueue's database, PGQUEUE['DATABASE'])
 
     def fetch(self) -> Any:
         """The job row (a pgqueue.models.Job) as it is now."""
         from pgqueue.models import Job
 
         try:
-            return Job.objects.using(get_settings().DATABASE).get(pk=self.id)
+            return Job.objects.using(self.database or get_settings().DATABASE).get(pk=self.id)
         except Job.DoesNotExist:
             raise JobNotFound(f"Job {self.id} does not exist (not committed yet, rolled back, or pruned).") from None
 
@@ -181,7 +182,7 @@ def enqueue_calls(calls: Sequence[JobCall], *, steps: Sequence[str] | None = Non
     if locks:
         return _enqueue_with_locks(rows, alias, settings)
     ids = _insert(rows, [None] * len(rows), alias, settings)
-    return _handles(rows, ids)
+    return _handles(rows, ids, alias)
 
 
 def _cached_defaults(call: JobCall, settings: Settings) -> _Resolved | None:
@@ -216,7 +217,8 @@ def _resolve(call: JobCall, settings: Settings, now: dt.datetime) -> _Resolved:
     timeout = _first(opts.timeout, job.timeout, settings.DEFAULT_TIMEOUT)
     if timeout is not None:
         timeout = float(check_seconds(f"{label} timeout", timeout))
-    depends_on = check_depends_on(label, opts.depends_on) if opts.depends_on is not None else ()
+    depends_on = (check_depends_on(label, opts.depends_on, settings.DATABASE) if opts.depends_on is not None
+                  else ())
     on_failure = check_on_dependency_failure(label, _first(opts.on_dependency_failure, job.on_dependency_failure))
     return _Resolved(queue=queue, priority=priority, run_at=run_at(opts, job.name, now),
                      max_attempts=max_attempts, timeout=timeout, flow=job.flow_policy(opts),
@@ -297,7 +299,7 @@ def _defer_to_commit(rows: list[_Row], alias: str, caller: str, settings: Settin
     """Reserve ids now; insert when the caller's transaction on `caller` commits (never if it rolls back)."""
     ids = [row.id for row in db.run_in_django("job_reserve_ids", using=alias, count=len(rows))]
     transaction.on_commit(functools.partial(_insert_after_commit, rows, ids, alias, caller, settings), using=caller)
-    return _handles(rows, ids)
+    return _handles(rows, ids, alias)
 
 
 def _insert_after_commit(rows: list[_Row], ids: list[int], alias: str, caller: str, settings: Settings) -> None:
@@ -393,10 +395,10 @@ def _enqueue_with_locks(rows: list[_Row], alias: str, settings: Settings) -> lis
     for index in new:
         job_id = ids[index]
         assert job_id is not None  # lock_take_many gave every call an id
-        handles[index] = JobHandle(id=job_id, task=rows[index].task, queue=rows[index].queue)
+        handles[index] = JobHandle(id=job_id, task=rows[index].task, queue=rows[index].queue, database=alias)
     for index, (holder, _kind, _key) in held.items():
         handles[index] = JobHandle(id=holder, task=rows[index].task, queue=rows[index].queue, created=False,
-                                   replaced=holder in replaced)
+                                   replaced=holder in replaced, database=alias)
     for index, earlier in duplicates.items():
         source = handles[earlier]
         assert source is not None
@@ -457,7 +459,7 @@ def _enqueue_steps(rows: list[_Row], steps: list[str], alias: str, settings: Set
         rows = [replace(r, depends_on=tuple(by_step[d] if isinstance(d, str) else d for d in r.depends_on))
                 for r in rows]
         _insert(rows, ids, alias, settings)
-    return _handles(rows, ids)
+    return _handles(rows, ids, alias)
 
 
 def _insert_linked(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings) -> list[int]:
@@ -589,5 +591,5 @@ def _insert_params(rows: list[_Row], ids: Sequence[int | None], settings: Settin
     }
 
 
-def _handles(rows: list[_Row], ids: Sequence[int]) -> list[JobHandle]:
-    return [JobHandle(id=int(i), task=r.task, queue=r.queue) for r, i in zip(rows, ids, strict=True)]
+def _handles(rows: list[_Row], ids: Sequence[int], alias: str) -> list[JobHandle]:
+    return [JobHandle(id=int(i), task=r.task, queue=r.queue, database=alias) for r, i in zip(rows, ids, strict=True)]

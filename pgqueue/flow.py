@@ -196,12 +196,13 @@ def policy(job: JobFunction, *, unique: Unique | bool | None, unique_key: str | 
     ordering = ordering_key if ordering_key is not None else job.ordering_key
     concurrency = concurrency_key if concurrency_key is not None else job.concurrency_key
     limit = concurrency_limit if concurrency_limit is not None else job.concurrency_limit
-    if ordering_key is not None or concurrency_key is not None or concurrency_limit is not None:
-        # a call's own choice replaces the job's other kind of semaphore
-        if ordering_key is not None:
-            concurrency, limit = None, None
-        else:
-            ordering = None
+    call_concurrency = concurrency_key is not None or concurrency_limit is not None
+    if ordering_key is not None and call_concurrency:
+        pass  # the call asks for both kinds of semaphore: check_semaphore refuses it, never drops one
+    elif ordering_key is not None:  # a call's own choice replaces the job's other kind of semaphore
+        concurrency, limit = None, None
+    elif call_concurrency:
+        ordering = None
     check_semaphore(label, concurrency, limit, ordering, unique)
     rate_key = rate_key if rate_key is not None else job.rate_key
     rate_limit = rate_limit if rate_limit is not None else job.rate_limit

@@ -147,8 +147,10 @@ def check_options(options: JobOptions, name: str) -> None:
         check_on_dependency_failure(label, options.on_dependency_failure)
 
 
-def check_depends_on(label: str, value: Any) -> tuple[int | str, ...]:
-    """The jobs a call depends on, as job ids (from handles or ints) and workflow step names, each once."""
+def check_depends_on(label: str, value: Any, database: str | None = None) -> tuple[int | str, ...]:
+    """The jobs a call depends on, as job ids (from handles or ints) and workflow step names, each once. A
+    handle written to another database than `database` (the one this job goes to) is refused: its id
+    would name an unrelated job there."""
     from pgqueue.enqueueing import JobHandle  # the enqueue path imports this module
 
     if isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
@@ -157,6 +159,9 @@ def check_depends_on(label: str, value: Any) -> tuple[int | str, ...]:
     items: dict[int | str, None] = {}  # insertion-ordered, each once (a list's `in` made 60,000 ids take 52 s)
     for item in value:
         if isinstance(item, JobHandle):
+            if database is not None and item.database and item.database != database:
+                raise InvalidJob(f"{label} depends_on: job {item.id} was enqueued on database {item.database!r}, "
+                                 f"and this job goes to {database!r}, where that id names another job or none.")
             item = item.id
         if isinstance(item, bool) or not isinstance(item, int | str):
             raise InvalidJob(f"{label} depends_on items must be job handles, job ids or workflow step names, "

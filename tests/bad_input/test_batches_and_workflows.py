@@ -135,3 +135,15 @@ def test_a_refused_dependent_leaves_its_parent_unmarked(refused: Refused) -> Non
                               jobs.mark.options(depends_on=[parent, 987654]).call("b")])
     assert list(Job.objects.values_list("id", "has_dependents")) == [(parent.id, False)]
     assert not Dependency.objects.exists()
+
+
+def test_a_handle_from_another_database_is_not_taken_for_a_job_of_this_one(refused: Refused) -> None:
+    """Issue #18, class 6: a handle's id named an unrelated job with the same id on pgqueue's database."""
+    here = jobs.mark.enqueue("here")
+    assert here.database == "default"
+    elsewhere = pgqueue.JobHandle(id=here.id, task="tests.testapp.jobs.mark", queue="marks", database="other")
+    Job.objects.all().delete()
+    refused(InvalidJob, f"{MARK} depends_on: job {here.id} was enqueued on database 'other', and this job goes to "
+            "'default', where that id names another job or none.",
+            lambda: jobs.mark.options(depends_on=[elsewhere]).enqueue("child"))
+    assert not Dependency.objects.exists()

@@ -63,6 +63,11 @@ CASES: list[tuple[str, type[BaseException], str, Callable[[], Any]]] = [
     ("lone surrogate in a keyword", NotSerializable,
      f"{KEYWORD} (it contains text that is not valid Unicode (a lone surrogate)).",
      lambda: jobs.add.enqueue(1, b="x\udc80")),
+    # issue #18, class 6: keys json.dumps writes as one key kept only one of the values
+    ("keys 1 and '1'", NotSerializable, f"{POSITIONAL} (a dict has the keys 1 and '1', which JSON writes as the one "
+     "key '1': one value would be lost).", lambda: jobs.add.enqueue({1: "a", "1": "b"}, 1)),
+    ("keys True and 'true', nested", NotSerializable, f"{KEYWORD} (a dict has the keys True and 'true', which JSON "
+     "writes as the one key 'true': one value would be lost).", lambda: jobs.add.enqueue(1, b=[{"x": {True: 1, "true": 2}}])),
     ("NUL in a keyword", NotSerializable,
      f"{KEYWORD} (it contains a NUL character, which PostgreSQL JSON cannot store).",
      lambda: jobs.add.enqueue(1, b=["\x00"])),

@@ -145,6 +145,13 @@ ENQUEUES: list[tuple[str, str, Callable[[], Any]]] = [
     ("per-call two semaphores", "Job tests.testapp.jobs.add: concurrency_limit and unique until='running' each make "
      "a semaphore; a job takes one.",
      lambda: jobs.add.options(unique=Unique(until="running"), concurrency_limit=3).enqueue(1, 2)),
+    # issue #18, class 6: the ordering key silently dropped the concurrency key given beside it
+    ("per-call ordering and concurrency keys", "Job tests.testapp.jobs.add: concurrency_limit and ordering_key each "
+     "make a semaphore; a job takes one.",
+     lambda: jobs.add.options(ordering_key="o:1", concurrency_key="c:1", concurrency_limit=2).enqueue(1, 2)),
+    ("per-call ordering key beside a job's limit, with a call's key", "Job tests.testapp.jobs.limited: "
+     "concurrency_limit and ordering_key each make a semaphore; a job takes one.",
+     lambda: jobs.limited.options(ordering_key="o:1", concurrency_key="c:1").enqueue("g", "x")),
 ]
 
 

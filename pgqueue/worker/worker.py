@@ -37,6 +37,7 @@ logger = logging.getLogger("pgqueue.worker")
 EXIT_OK = 0  # stopped or recycled on purpose
 EXIT_STUCK = 3  # a job is stuck past its timeout (a sync thread, or an async job blocking the event loop)
 ASYNC_TIMEOUT_GRACE = 1.0  # seconds past an async job's timeout before the loop is deemed blocked
+BEACON_EVERY = 0.25  # seconds between the loop's updates of its beacon (the supervisor allows STALL_GRACE)
 
 
 class Phase(Enum):
@@ -97,6 +98,7 @@ class Worker:
         self.suspects_possible = True  # crash suspects may wait in our queues: look when running nothing
         self.next_poll = 0.0
         self.next_heartbeat = 0.0
+        self.next_beacon = 0.0
         self.sleeping = False  # the loop is in select(): a job thread posting an ending wakes it
         self.policies: dict[str, RetryPolicy] = {}  # task -> its retry policy
         # one of our queues has a concurrency or rate limit, or jobs with a rate key (asked at every heartbeat,
@@ -117,7 +119,8 @@ class Worker:
             self._collect()
             self._check_timeouts()
             clock = time.monotonic()
-            self._show_beacon(clock)
+            if clock >= self.next_beacon:
+                self._show_beacon(clock)
             if clock >= self.next_heartbeat:
                 self._heartbeat()
                 self._check_recycle()
@@ -137,7 +140,10 @@ class Worker:
 
     def _show_beacon(self, clock: float) -> None:
         """Tell the supervisor the loop runs, and by when it must run again: a job's deadline, or the end of
-        the drain. A loop that misses it is starved by a job holding the interpreter."""
+        the drain. A loop that misses it is starved by a job holding the interpreter. Every BEACON_EVERY
+        seconds at most (every loop pass cost W1 a tenth of its throughput): a deadline shown late is a
+        later kill, and one shown after its job ended is replaced long before STALL_GRACE runs out."""
+        self.next_beacon = clock + BEACON_EVERY
         deadline = self.drain_deadline if self.phase is Phase.DRAINING else math.inf
         for entry in self.running.values():
             if entry.deadline is not None and entry.deadline < deadline:

@@ -99,6 +99,7 @@ class Worker:
         self.next_poll = 0.0
         self.next_heartbeat = 0.0
         self.next_beacon = 0.0
+        self.shown_deadline = math.inf
         self.sleeping = False  # the loop is in select(): a job thread posting an ending wakes it
         self.policies: dict[str, RetryPolicy] = {}  # task -> its retry policy
         # one of our queues has a concurrency or rate limit, or jobs with a rate key (asked at every heartbeat,
@@ -119,7 +120,7 @@ class Worker:
             self._collect()
             self._check_timeouts()
             clock = time.monotonic()
-            if clock >= self.next_beacon:
+            if clock >= self.next_beacon or clock >= self.shown_deadline:
                 self._show_beacon(clock)
             if clock >= self.next_heartbeat:
                 self._heartbeat()
@@ -148,6 +149,7 @@ class Worker:
         for entry in self.running.values():
             if entry.deadline is not None and entry.deadline < deadline:
                 deadline = entry.deadline
+        self.shown_deadline = deadline
         self.beacon.show(clock, deadline)
 
     def _only_blocked_left(self) -> bool:
@@ -171,6 +173,8 @@ class Worker:
         deadlines = [r.deadline for r in self.running.values() if r.deadline is not None]
         if deadlines:
             wake_at = min(wake_at, min(deadlines))
+        # and at the deadline the beacon shows, even if its job has ended: a loop asleep past it looks stalled
+        wake_at = min(wake_at, self.shown_deadline)
         self.sleeping = True  # from here on, a job thread posting an ending writes to the pipe
         try:
             # ...so re-check what may have arrived just before: never sleep on work to do
@@ -264,6 +268,9 @@ class Worker:
         if job.timeout:  # async jobs time out in their event loop; the loop here catches a blocked one
             grace = ASYNC_TIMEOUT_GRACE if is_async else 0.0
             deadline = time.monotonic() + job.timeout + grace
+            if deadline < self.shown_deadline:  # at once: the job may hold the interpreter from its first line
+                self.shown_deadline = deadline
+                self.beacon.show(time.monotonic(), deadline)
         policy = self.policies.get(job.task)
         if policy is None:
             policy = retry_policy(fn, self.settings)

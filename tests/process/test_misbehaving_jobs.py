@@ -230,3 +230,21 @@ def test_a_job_holding_the_interpreter_past_its_timeout_is_ended_by_the_supervis
     # the job beside it lost its process, and ran again in the replacement
     assert Job.objects.get(pk=beside.id).state == "succeeded"
     assert "killing the process" in worker.output()
+
+
+def test_an_idle_worker_is_not_taken_for_a_stalled_one_after_a_job_with_a_timeout(start_worker) -> None:
+    """The beacon keeps the deadline of a job that ended until the loop shows it again: a loop asleep until
+    its next heartbeat (8 s here) must wake to do so, or its supervisor would see a stall and kill it."""
+    slow_beat = {"PGQUEUE_HEARTBEAT_SECONDS": "8", "PGQUEUE_LEASE_SECONDS": "20", "PGQUEUE_WORKER_DEAD_AFTER": "30",
+                 "PGQUEUE_POLL_SECONDS": "30"}
+    first = jobs.add.options(queue="misbehave", timeout=0.5).enqueue(1, 2)
+    worker = start_worker("--queues", "misbehave", env=slow_beat)
+    wait_for(lambda: all_finished(first), what="the quick job")
+    pid = WorkerProcess.objects.get(kind="worker", state="running").pid
+    import time
+
+    time.sleep(8)  # past its deadline + STALL_GRACE (5 s), asleep
+    assert "killing the process" not in worker.output()
+    assert WorkerProcess.objects.get(kind="worker", state="running").pid == pid
+    later = jobs.add.options(queue="misbehave").enqueue(3, 4)
+    wait_for(lambda: all_finished(later), what="the same worker to run the next job")

@@ -140,9 +140,12 @@ def stop(data_dir: str | os.PathLike[str], mode: str = "fast") -> None:
                            stdout=subprocess.DEVNULL, **_as_server_user())  # type: ignore[call-overload]
 
 
-def restart(data_dir: str | os.PathLike[str]) -> None:
-    """Stop (fast: sessions are cut off) and start again on the same port."""
+def restart(data_dir: str | os.PathLike[str], down_for: float = 0.0) -> None:
+    """Stop (fast: sessions are cut off) and start again on the same port, `down_for` seconds later."""
     data = Path(data_dir).resolve()
+    if down_for > 0:
+        stop(data)
+        time.sleep(down_for)
     with _locked(data):
         port = int(_port_file(data).read_text())
         subprocess.run(

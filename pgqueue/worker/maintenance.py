@@ -36,6 +36,7 @@ class Maintenance:
         self.next_prune = 0.0
         self.next_reap = 0.0
         self.registered = False
+        self.connected_at = 0.0  # monotonic: when this process last (re)gained the database
         self.policy = retention.from_settings(settings)
         self.batch_cursor = 0  # the settle sweep goes round the batches, SWEEP_KEYS at a time
 
@@ -64,6 +65,7 @@ class Maintenance:
             self.db.run("workerprocess_register", id=self.id, kind="maintenance", supervisor=self.supervisor_id,
                         hostname=socket.gethostname(), pid=os.getpid(), queues="", concurrency=0)
             self.registered = True
+            self.connected_at = time.monotonic()
         else:
             self.db.run("workerprocess_heartbeat", id=self.id)
         if not self.leader:
@@ -77,12 +79,17 @@ class Maintenance:
         if staged:
             events.emit("job_staged", count=staged)
         self._hand_off()
-        self.db.run("workerprocess_reap", dead_after=s.WORKER_DEAD_AFTER)
+        # Only once the others have had WORKER_DEAD_AFTER to say they are alive since this process (re)gained
+        # the database: an outage silences everyone, and their processes, still running their jobs, would
+        # otherwise all look dead at once and their jobs run a second time beside them.
+        settled = time.monotonic() - self.connected_at >= s.WORKER_DEAD_AFTER
+        if settled:
+            self.db.run("workerprocess_reap", dead_after=s.WORKER_DEAD_AFTER)
         for row in self.db.run("queuestate_pause_drained"):
             events.emit("queue_paused", queue=row.name, reason="drained")
         for row in self.db.run("queuestate_resume_due", channel=s.NOTIFY_CHANNEL):
             events.emit("queue_resumed", queue=row.name, reason="circuit breaker cool-down over")
-        rescued = rescue.expired(self.db, s, BATCH, by=self.id)
+        rescued = rescue.expired(self.db, s, BATCH, by=self.id) if settled else []
         if rescued:
             events.emit("job_rescued", count=len(rescued), worker=self.id, status=None)
         while outbox.relay(self.db, s) == outbox.RELAY_BATCH and not self.pipe.received:

@@ -225,6 +225,41 @@ def test_database_restart_under_load_loses_nothing(start_worker) -> None:
     assert len(pids_before) == 2
 
 
+@pytest.mark.skipif(not os.environ.get("PGQUEUE_TEST_DEVDB"), reason="stopping needs the embedded server")
+def test_after_an_outage_maintenance_waits_before_taking_jobs_from_silent_processes(start_worker) -> None:
+    """Everyone is silent during an outage, and the maintenance leader may be back before the others: it must
+    give them WORKER_DEAD_AFTER (3 s here) to say they are alive before it counts them dead and takes
+    their jobs, which they are still running. Here the supervisor and its workers are also paused
+    (SIGSTOP) until 1.5 s after maintenance is back, when all of them have been silent for 3.5 s."""
+    import psycopg
+
+    from pgqueue import devdb
+
+    h = jobs.mark.enqueue("through the outage", sleep=8.0)
+    worker = start_worker("--queues", "marks", "--processes", "2")
+    wait_for(lambda: Mark.objects.filter(label="through the outage").exists(), what="the job to start")
+    paused = [worker.proc.pid, *WorkerProcess.objects.filter(kind="worker", state="running").values_list("pid", flat=True)]
+    connections.close_all()
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        devdb.restart(os.environ["PGQUEUE_TEST_DEVDB"], down_for=2.0)
+
+        def maintenance_is_back() -> bool:
+            with psycopg.connect(**connection_kwargs(), autocommit=True) as conn:
+                return conn.execute("SELECT count(*) FROM pg_stat_activity "
+                                    "WHERE application_name LIKE 'pgqueue maintenance%%'").fetchone()[0] > 0
+
+        wait_for(maintenance_is_back, timeout=15, what="maintenance to reconnect")
+        time.sleep(1.5)
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: Job.objects.get(pk=h.id).state == "succeeded", timeout=60, what="the job to finish")
+    assert Mark.objects.filter(label="through the outage").count() == 1  # it ran once
+    assert list(Attempt.objects.filter(job_id=h.id).values_list("outcome", flat=True)) == ["succeeded"]
+
+
 def test_bad_command_line_arguments_are_clear() -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
     for args, message in [

@@ -5,6 +5,7 @@ supervisors; every job must succeed once acknowledged, and no two executions of 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.process
+pytestmark = [pytest.mark.process,
+              pytest.mark.skipif(os.environ.get("PGQUEUE_SKIP_CHAOS") == "1",
+                                 reason="the chaos run checks the engine: one tox environment runs it (tox.ini)")]
 
 
 def test_the_short_chaos_run_loses_nothing_and_never_runs_a_job_twice_at_once(tmp_path: Path) -> None:

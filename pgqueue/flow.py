@@ -196,12 +196,12 @@ def policy(job: JobFunction, *, unique: Unique | bool | None, unique_key: str | 
     ordering = ordering_key if ordering_key is not None else job.ordering_key
     concurrency = concurrency_key if concurrency_key is not None else job.concurrency_key
     limit = concurrency_limit if concurrency_limit is not None else job.concurrency_limit
+    # A call's own choice of one kind of semaphore replaces the job's other kind; a call that asks for both
+    # keeps both, and check_semaphore refuses it (never drops one).
     call_concurrency = concurrency_key is not None or concurrency_limit is not None
-    if ordering_key is not None and call_concurrency:
-        pass  # the call asks for both kinds of semaphore: check_semaphore refuses it, never drops one
-    elif ordering_key is not None:  # a call's own choice replaces the job's other kind of semaphore
+    if ordering_key is not None and not call_concurrency:
         concurrency, limit = None, None
-    elif call_concurrency:
+    elif call_concurrency and ordering_key is None:
         ordering = None
     check_semaphore(label, concurrency, limit, ordering, unique)
     rate_key = rate_key if rate_key is not None else job.rate_key

@@ -223,14 +223,16 @@ SELECT nextval(pg_get_serial_sequence('pgqueue_job', 'id')) AS id FROM generate_
 
 -- name: job_lease
 -- Lease up to %(limit)s ready jobs of unpaused queues for one worker, skipping locked rows. The queues
--- take turns (each queue's best job, then each queue's second best, ...; best = priority, then run_at),
--- so a busy queue cannot starve another. Crash suspects (crashes > 0) are left to job_lease_suspect, jobs
--- with a rate key to job_lease_limited. A uniqueness key held until started is released here (a key row a
--- duplicate enqueue holds is skipped, and reaped by maintenance).
+-- take turns (each queue's best job, then each queue's second best, ...; best = priority, then run_at;
+-- within a turn, in the order %(queues)s names them, which the worker rotates lease after lease), so a busy
+-- or urgent queue cannot starve another, even of a worker leasing one job at a time. Crash suspects
+-- (crashes > 0) are left to job_lease_suspect, jobs with a rate key to job_lease_limited. A uniqueness key
+-- held until started is released here (a key row a duplicate enqueue holds is skipped, and reaped by
+-- maintenance).
 WITH candidates AS (
-    SELECT c.id, c.priority, c.run_at,
+    SELECT c.id, q.pos,
         row_number() OVER (PARTITION BY q.name ORDER BY c.priority DESC, c.run_at, c.id) AS turn
-    FROM unnest(%(queues)s::text[]) AS q(name)
+    FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS q(name, pos)
     CROSS JOIN LATERAL (
         SELECT j.id, j.priority, j.run_at
         FROM pgqueue_job j
@@ -241,7 +243,7 @@ WITH candidates AS (
     ) c
     WHERE NOT EXISTS (SELECT 1 FROM pgqueue_queuestate s WHERE s.name = q.name AND s.paused)
 ), picked AS (
-    SELECT id FROM candidates ORDER BY turn, priority DESC, run_at, id LIMIT %(limit)s
+    SELECT id FROM candidates ORDER BY turn, pos LIMIT %(limit)s
 ), leased AS (
     UPDATE pgqueue_job j
     SET state = 'running', attempts = j.attempts + 1, leased_by = %(worker)s,
@@ -280,8 +282,8 @@ FROM leased x;
 -- deferral (deferred_until): they wait without being scanned and without blocking other keys. Queues take
 -- turns, and keys held until started are released, as in job_lease.
 WITH queues AS (
-    SELECT q.name, s.concurrency_limit AS lim
-    FROM unnest(%(queues)s::text[]) AS q(name)
+    SELECT q.name, q.pos, s.concurrency_limit AS lim
+    FROM unnest(%(queues)s::text[]) WITH ORDINALITY AS q(name, pos)
     LEFT JOIN pgqueue_queuestate s ON s.name = q.name
     WHERE NOT COALESCE(s.paused, false)
 ), buckets AS (
@@ -349,9 +351,9 @@ WITH queues AS (
           WHERE x.rank <= floor(b.tokens)) u
 ), picked AS (
     SELECT id, queue, row_number() OVER (PARTITION BY queue ORDER BY turn) AS rank
-    FROM (SELECT c.* FROM candidates c JOIN allowed a ON a.name = c.queue
+    FROM (SELECT c.* FROM candidates c JOIN allowed a ON a.name = c.queue JOIN queues q ON q.name = c.queue
           WHERE c.turn <= a.n
-          ORDER BY c.turn, c.priority DESC, c.run_at, c.id LIMIT %(limit)s) x
+          ORDER BY c.turn, q.pos LIMIT %(limit)s) x
 ), rate_spent AS (
     SELECT b.key, b.tokens - count(p.id) AS tokens, b."window" / b."limit" AS gap, b.deferred_until
     FROM rate_buckets b

@@ -70,6 +70,9 @@ class Worker:
         self.options = options
         self.beacon = beacon or Beacon()  # read by the supervisor
         self.queue_array = db.text_array(options.queues)  # bound as one string, lease after lease
+        # each lease names the queues in the next rotation: which queue goes first within a turn changes
+        qs = options.queues
+        self.rotations = [db.text_array(qs[i:] + qs[:i]) for i in range(len(qs))]
         self.settings = settings
         self.id = worker_id
         self.supervisor_id = supervisor_id
@@ -91,6 +94,7 @@ class Worker:
         self.stuck = 0  # jobs given up on past their timeout whose thread (or event loop) is still busy
         self.loop_blocked = False  # an async job ran past its timeout: the event loop does not run
         self.leased = 0
+        self.leases = 0  # lease statements run (picks the rotation of the queues)
         self.started = time.monotonic()
         self.parent = os.getppid()  # the supervisor: if it is gone, nobody would replace or rescue us
         self.drain_deadline = 0.0
@@ -228,7 +232,8 @@ class Worker:
     def _lease(self) -> None:
         free = self._free_slots()
         self.next_poll = time.monotonic() + self.settings.POLL_SECONDS
-        queues = self.queue_array
+        queues = self.rotations[self.leases % len(self.rotations)]
+        self.leases += 1
         try:
             if self.suspects_possible and not self.running and not self.stuck:
                 suspect = self.lease_db.run("job_lease_suspect", queues=queues, worker=self.id,

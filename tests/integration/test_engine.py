@@ -110,6 +110,24 @@ def test_queues_take_turns_so_a_backlog_cannot_starve_a_queue() -> None:
     assert urgent in by_queue["busy"]  # within a queue, priority first
 
 
+@pytest.mark.parametrize("statement", ["job_lease", "job_lease_limited"])
+def test_one_job_leases_alternate_queues_as_the_worker_rotates_them(statement: str) -> None:
+    """Within a turn the queue named first goes first (not the oldest or most urgent job): a worker leasing
+    one job at a time, the busy queue's jobs older and of higher priority, still gets the quiet queue's
+    jobs as it rotates the names."""
+    with connection.cursor() as cur:
+        cur.execute("""INSERT INTO pgqueue_job (queue, task, run_at, priority)
+                       SELECT 'busy', 'x.y', now() - interval '1 hour' + g * interval '1 ms', 5
+                       FROM generate_series(1, 100) g""")
+    fresh = [jobs.add.options(queue="quiet").enqueue(i, i).id for i in range(3)]
+    taken = []
+    with connect() as conn, conn.cursor() as cur:
+        for names in [("busy", "quiet"), ("quiet", "busy")] * 3:
+            taken += db.run(cur, statement, queues=db.text_array(names), limit=1, worker="w", lease_seconds=30)
+    assert [r.queue for r in taken] == ["busy", "quiet"] * 3
+    assert [r.id for r in taken if r.queue == "quiet"] == fresh
+
+
 @pytest.mark.parametrize(("statement", "indexes"), [
     ("job_lease", ["pgqueue_job_ready"]),
     ("job_lease_limited", ["pgqueue_job_ready", "pgqueue_job_rated", "pgqueue_job_rate_key"]),

@@ -28,32 +28,33 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from pgqueue.batches import Batch, batch
     from pgqueue.context import JobContext, current_job
-    from pgqueue.decorator import job
-    from pgqueue.enqueueing import JobHandle, enqueue, enqueue_many
+    from pgqueue.enqueuing.api import enqueue, enqueue_many
+    from pgqueue.enqueuing.batches import Batch, batch
+    from pgqueue.enqueuing.decorator import job
+    from pgqueue.enqueuing.flow import Unique
+    from pgqueue.enqueuing.handle import JobHandle
+    from pgqueue.enqueuing.workflows import enqueue_workflow
     from pgqueue.exceptions import JobNotUnique
-    from pgqueue.flow import Unique
     from pgqueue.operations import cancel, replay
     from pgqueue.outbox import Event, publish, publish_many, subscriber
     from pgqueue.schedules import schedule
-    from pgqueue.workflows import enqueue_workflow
 
 _LAZY = {
-    "Batch": "pgqueue.batches",
-    "batch": "pgqueue.batches",
-    "enqueue_workflow": "pgqueue.workflows",
+    "Batch": "pgqueue.enqueuing.batches",
+    "batch": "pgqueue.enqueuing.batches",
+    "enqueue_workflow": "pgqueue.enqueuing.workflows",
     "Event": "pgqueue.outbox",
     "publish": "pgqueue.outbox",
     "publish_many": "pgqueue.outbox",
     "subscriber": "pgqueue.outbox",
     "schedule": "pgqueue.schedules",
-    "job": "pgqueue.decorator",
-    "enqueue": "pgqueue.enqueueing",
-    "enqueue_many": "pgqueue.enqueueing",
-    "JobHandle": "pgqueue.enqueueing",
+    "job": "pgqueue.enqueuing.decorator",
+    "enqueue": "pgqueue.enqueuing.api",
+    "enqueue_many": "pgqueue.enqueuing.api",
+    "JobHandle": "pgqueue.enqueuing.handle",
     "JobNotUnique": "pgqueue.exceptions",
-    "Unique": "pgqueue.flow",
+    "Unique": "pgqueue.enqueuing.flow",
     "JobContext": "pgqueue.context",
     "current_job": "pgqueue.context",
     "cancel": "pgqueue.operations",

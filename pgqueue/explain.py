@@ -15,6 +15,7 @@ from django.db.models.functions import Now
 
 from pgqueue import db
 from pgqueue.conf import Settings, get_settings, seconds_text, short_repr
+from pgqueue.enqueuing.options import JOB_ID_MAX
 from pgqueue.exceptions import InvalidJobId, JobNotFound
 from pgqueue.models import (
     Attempt,
@@ -28,7 +29,6 @@ from pgqueue.models import (
     SemaphoreSlot,
     WorkerProcess,
 )
-from pgqueue.options import JOB_ID_MAX
 from pgqueue.worker.maintenance import REAP_EVERY
 
 AHEAD_MAX = 1_000  # ready jobs counted ahead of a job; beyond it: "at least 1000"

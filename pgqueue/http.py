@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from pgqueue import registry
 from pgqueue.conf import BYTES_MAX, Settings, get_settings, short_repr
-from pgqueue.decorator import JobFunction
+from pgqueue.enqueuing import registry
+from pgqueue.enqueuing.decorator import JobFunction
+from pgqueue.enqueuing.options import check_int, check_seconds
 from pgqueue.exceptions import InvalidJob, NonRetryable, NotSerializable
-from pgqueue.options import check_int, check_seconds
 from pgqueue.payload import Unstorable, dumps, storable_text
 
 NAME = "pgqueue.http.request"

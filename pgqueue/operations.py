@@ -9,9 +9,9 @@ from django.db import transaction
 
 from pgqueue import db, settle
 from pgqueue.conf import check_queue_name, get_settings, short_repr
+from pgqueue.enqueuing.flow import CONCURRENCY_LIMIT_MAX, check_rate_window
+from pgqueue.enqueuing.options import JOB_ID_MAX, check_seconds
 from pgqueue.exceptions import InvalidJob, InvalidJobId
-from pgqueue.flow import CONCURRENCY_LIMIT_MAX, check_rate_window
-from pgqueue.options import JOB_ID_MAX, check_seconds
 
 
 def _ids(job_ids: int | Iterable[int]) -> list[int]:

@@ -21,6 +21,9 @@ from django.db import connections
 
 from pgqueue import db, events
 from pgqueue.conf import Settings, get_settings, short_repr, text_problem
+from pgqueue.enqueuing import rows
+from pgqueue.enqueuing.decorator import JobFunction, job
+from pgqueue.enqueuing.flow import NO_FLOW, Flow
 from pgqueue.exceptions import InvalidJob, NotSerializable, PayloadTooLarge
 from pgqueue.payload import Unstorable, dumps
 
@@ -46,7 +49,7 @@ class Subscriber:
     name: str  # its job's name
     patterns: tuple[str, ...]
     ordered: bool
-    job: Any  # its JobFunction
+    job: JobFunction
     _regex: re.Pattern[str]
 
     def matches(self, topic: str) -> bool:
@@ -92,8 +95,6 @@ def subscriber(*patterns: str, ordered: bool = False, name: str | None = None, *
     """Register a function as a subscriber of the topics matching `patterns`: for each committed event,
     the relay enqueues one job that calls it with the Event. ordered=True: events with the same key run
     one at a time, in publish order. Other keyword arguments are @job options (queue, max_attempts, ...)."""
-    from pgqueue.decorator import job
-
     if not patterns:
         raise InvalidJob("@subscriber needs at least one topic pattern: @subscriber('order.paid').")
     checked = tuple(check_topic(p, pattern=True) for p in patterns)
@@ -220,31 +221,21 @@ def relay(database: db.Database, settings: Settings, *, limit: int = RELAY_BATCH
 
 
 def _job_params(delivered: list[db.Delivered], by_event: dict[int, db.ClaimedEvent], settings: Settings) -> dict[str, Any]:
-    """job_insert_many's parameters for the deliveries' jobs: each subscriber job called with its event."""
-    n = len(delivered)
-    none: list[Any] = [None] * n
-    params: dict[str, Any] = {name: [] for name in (
-        "ids", "queues", "tasks", "args", "priorities", "max_attempts", "timeouts", "concurrency_keys",
-        "concurrency_limits", "concurrency_holds")}
+    """job_insert_many's parameters for the deliveries' jobs: each subscriber job called with its event (its
+    @job options merged with the settings as any call's are), ordered ones holding their key's semaphore."""
+    new = []
     for d in delivered:
         event, sub = by_event[d.event_id], _subscribers[d.subscriber]
-        fn = sub.job
-        params["ids"].append(d.job_id)
-        params["queues"].append(fn.queue or settings.DEFAULT_QUEUE)
-        params["tasks"].append(fn.name)
-        params["args"].append(f"[{event.id},{dumps(event.topic)},{dumps(event.key)},{event.payload},"
-                              f"{dumps(event.created_at.isoformat())}]")
-        params["priorities"].append(fn.priority)
-        params["max_attempts"].append(fn.max_attempts or settings.DEFAULT_MAX_ATTEMPTS)
-        params["timeouts"].append(fn.timeout if fn.timeout is not None else settings.DEFAULT_TIMEOUT)
+        options = rows.defaults(sub.job, settings)
         ordered = sub.ordered and event.key is not None
-        params["concurrency_keys"].append(_ordering_key(sub.name, event.key) if ordered else None)
-        params["concurrency_limits"].append(1 if ordered else None)
-        params["concurrency_holds"].append(True if ordered else None)
-    return {**params, "kwargs": ["{}"] * n, "run_ats": none, "replay_ofs": none, "lock_keys": none,
-            "idempotency_keys": none, "rate_keys": none, "rate_limits": none, "rate_windows": none,
-            "batch_ids": none, "waits": none, "has_dependents": none, "cancel_reasons": none,
-            "channel": settings.NOTIFY_CHANNEL}
+        new.append(rows.NewJob(
+            queue=options.queue, task=sub.job.name, args=f"[{event.id},{dumps(event.topic)},{dumps(event.key)},"
+            f"{event.payload},{dumps(event.created_at.isoformat())}]", kwargs="{}", priority=options.priority,
+            run_at=None, max_attempts=options.max_attempts, timeout=options.timeout,
+            flow=Flow(concurrency_key=_ordering_key(sub.name, event.key), concurrency_limit=1,
+                      concurrency_hold=True) if ordered else NO_FLOW,
+        ))
+    return rows.insert_params(new, [d.job_id for d in delivered], settings.NOTIFY_CHANNEL)
 
 
 def _ordering_key(subscriber_name: str, key: str | None) -> str:

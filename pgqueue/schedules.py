@@ -14,10 +14,15 @@ from typing import Any
 from croniter import croniter
 from django.db import transaction
 
-from pgqueue import db, registry
+from pgqueue import db
 from pgqueue.conf import Settings, get_settings, short_repr, text_problem
+from pgqueue.enqueuing import registry
+from pgqueue.enqueuing.decorator import JobFunction
+from pgqueue.enqueuing.insert import enqueue_calls
+from pgqueue.enqueuing.options import JobCall
+from pgqueue.enqueuing.rows import to_json
 from pgqueue.exceptions import InvalidJob
-from pgqueue.options import JobCall
+from pgqueue.payload import dumps
 
 logger = logging.getLogger("pgqueue.scheduler")
 
@@ -53,8 +58,6 @@ def schedule(cron: str, *, name: str | None = None, timezone: str = "UTC", args:
     while no scheduler ran (else only the latest one)."""
 
     def register(fn: Any) -> Any:
-        from pgqueue.decorator import JobFunction
-
         if not isinstance(fn, JobFunction):
             raise InvalidJob(f"@schedule goes above @job (it schedules a registered job), got {fn!r:.80}.")
         spec = check(name or fn.name, {"task": fn.name, "cron": cron, "timezone": timezone, "args": list(args),
@@ -110,10 +113,8 @@ def check(name: Any, entry: dict[str, Any], *, job: Any = None) -> ScheduleSpec:
     try:
         JobCall(job=job, args=tuple(args), kwargs=dict(kwargs))
         job.check_arguments(tuple(args), dict(kwargs))
-        from pgqueue.enqueueing import _to_json
-
-        _to_json(list(args), job.name, "positional arguments")
-        _to_json(dict(kwargs), job.name, "keyword arguments")
+        to_json(list(args), job.name, "positional arguments")
+        to_json(dict(kwargs), job.name, "keyword arguments")
     except InvalidJob as exc:
         raise InvalidJob(f"{label} {exc}") from None
     return ScheduleSpec(name=name, task=job.name, cron=cron, timezone=zone, args=tuple(args),
@@ -192,8 +193,6 @@ def due(spec: ScheduleSpec, last: dt.datetime, now: dt.datetime) -> list[dt.date
 
 def sync(specs: list[ScheduleSpec], alias: str) -> None:
     """Write the declared schedules' definitions (an operator's enabled switch and the ticks are kept)."""
-    from pgqueue.payload import dumps
-
     db.run_in_django(
         "schedule_sync_many", using=alias, names=[s.name for s in specs], tasks=[s.task for s in specs],
         crons=[s.cron for s in specs], timezones=[s.timezone for s in specs],
@@ -240,8 +239,6 @@ def run_due(specs: dict[str, ScheduleSpec], alias: str) -> float | None:
 
 def _enqueue_tick(spec: ScheduleSpec, tick: dt.datetime | None, alias: str, *, manual: bool) -> int | None:
     """Enqueue one tick with its tick row, in one transaction; None if another scheduler had it."""
-    from pgqueue.enqueueing import enqueue_calls
-
     with transaction.atomic(using=alias):
         taken = db.run_in_django("schedule_tick_take", using=alias, name=spec.name, tick=tick, manual=manual)
         if not taken:

@@ -80,9 +80,13 @@ from django.db import connections, transaction  # noqa: E402
 
 import pgqueue  # noqa: E402
 from benchmarks import jobs  # noqa: E402
-from pgqueue import enqueueing, events, registry  # noqa: E402
+from pgqueue import events  # noqa: E402
 from pgqueue.conf import get_settings  # noqa: E402
 from pgqueue.db import connection_kwargs  # noqa: E402
+from pgqueue.enqueuing import insert, registry  # noqa: E402
+from pgqueue.enqueuing import rows as newjobs  # noqa: E402
+from pgqueue.enqueuing.handle import JobHandle  # noqa: E402
+from pgqueue.exceptions import PayloadTooLarge  # noqa: E402
 from pgqueue.sql import QUERIES  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -354,23 +358,23 @@ def fast_enqueue_calls(calls: list[Any], execute: Callable[[Any, str, dict[str, 
         if hit is not None and hit[0] is job and hit[1] is opts and hit[2] is settings and registry.is_registered(job):
             resolved = hit[3]
         else:
-            resolved = enqueueing._resolve(call, settings, dt.datetime.now(dt.UTC))
+            resolved = newjobs.resolve(call.job, call.options, settings, dt.datetime.now(dt.UTC))
             if opts.run_at is None and opts.delay is None:
                 _RESOLVED[(id(job), id(opts))] = (job, opts, settings, resolved)
         job.check_arguments(call.args, call.kwargs)
         # No encoder call for the common empty () / {}; otherwise 983427a's _to_json unchanged.
-        args = enqueueing._to_json(list(call.args), job.name, "positional arguments") if call.args else "[]"
-        kwargs = enqueueing._to_json(call.kwargs, job.name, "keyword arguments") if call.kwargs else "{}"
+        args = newjobs.to_json(list(call.args), job.name, "positional arguments") if call.args else "[]"
+        kwargs = newjobs.to_json(call.kwargs, job.name, "keyword arguments") if call.kwargs else "{}"
         if ((len(args) + len(kwargs)) * 4 > settings.MAX_PAYLOAD_BYTES  # UTF-8: at most 4 bytes a character
                 and len(args.encode()) + len(kwargs.encode()) > settings.MAX_PAYLOAD_BYTES):
-                raise enqueueing.PayloadTooLarge(f"Job {job.name}: arguments too large")
-        rows.append(enqueueing._Row(queue=resolved.queue, task=job.name, args=args, kwargs=kwargs,
+                raise PayloadTooLarge(f"Job {job.name}: arguments too large")
+        rows.append(newjobs.NewJob(queue=resolved.queue, task=job.name, args=args, kwargs=kwargs,
                                     priority=resolved.priority, run_at=resolved.run_at,
                                     max_attempts=resolved.max_attempts, timeout=resolved.timeout))
     alias = alias_override or settings.DATABASE
     conn = connections[alias]
     if not conn.in_atomic_block:
-        caller = enqueueing._caller_transaction(alias)
+        caller = insert._caller_transaction(alias)
         assert caller is None  # (the deferred path is unchanged)
     r = rows[0]
     assert len(rows) == 1 and r.run_at is None  # else: 983427a's _insert, unchanged
@@ -379,7 +383,7 @@ def fast_enqueue_calls(calls: list[Any], execute: Callable[[Any, str, dict[str, 
         "max_attempts": r.max_attempts, "timeout": r.timeout, "channel": settings.NOTIFY_CHANNEL})
     if events.has_subscribers("job_enqueued"):
         events.emit("job_enqueued", count=1, queues=[r.queue])
-    return [enqueueing.JobHandle(id=job_id, task=r.task, queue=r.queue)]
+    return [JobHandle(id=job_id, task=r.task, queue=r.queue)]
 
 
 def execute_django(conn: Any, sql: str, params: dict[str, Any]) -> tuple[int, int]:
@@ -436,7 +440,7 @@ def execute_wrapped_prepared(conn: Any, sql: str, params: dict[str, Any]) -> tup
 
 def make_fast(execute: Callable[[Any, str, dict[str, Any]], tuple[int, int]],
               alias: str | None = None) -> Callable[[], Any]:
-    from pgqueue.options import JobCall
+    from pgqueue.enqueuing.options import JobCall
 
     def fast_enqueue() -> Any:  # = jobs.noop.enqueue(): JobFunction.enqueue builds JobCall(job, args, kwargs)
         return fast_enqueue_calls([JobCall(job=jobs.noop, args=(), kwargs={})], execute, alias)[0]
@@ -661,7 +665,7 @@ def python_only(reps: int) -> dict[str, float]:
         real_create(name).close()  # keep the cost of making the psycopg cursor
         return FakeCursor()
 
-    from pgqueue.options import JobCall
+    from pgqueue.enqueuing.options import JobCall
     settings = get_settings()
     call = JobCall(job=jobs.noop, args=(), kwargs={})
     fns: dict[str, Callable[[], Any]] = {
@@ -669,14 +673,14 @@ def python_only(reps: int) -> dict[str, float]:
         "E_7ae31bd, no DB": enqueue_7ae31bd,
         "E_fast (candidate Python, CursorWrapper), no DB": make_fast(execute_django),
         "piece: JobCall(job, (), {})": lambda: JobCall(job=jobs.noop, args=(), kwargs={}),
-        "piece: _resolve(call, settings, now)": lambda: enqueueing._resolve(call, settings, dt.datetime.now(dt.UTC)),
+        "piece: _resolve(call, settings, now)": lambda: newjobs.resolve(call.job, call.options, settings, dt.datetime.now(dt.UTC)),
         "piece: _prepare(call, resolved, settings)": (
-            lambda r=enqueueing._resolve(call, settings, dt.datetime.now(dt.UTC)):  # noqa: B008
-            enqueueing._prepare(call, r, settings)),
+            lambda r=newjobs.resolve(call.job, call.options, settings, dt.datetime.now(dt.UTC)):  # noqa: B008
+            newjobs.prepare(call, r, settings)),
         "piece: connections[alias].in_atomic_block + _caller_transaction": (
-            lambda: connections["default"].in_atomic_block or enqueueing._caller_transaction("default")),
+            lambda: connections["default"].in_atomic_block or insert._caller_transaction("default")),
         "piece: events.emit + sorted(set)": lambda: events.emit("job_enqueued", count=1, queues=sorted({"bench"})),
-        "piece: JobHandle": lambda: enqueueing.JobHandle(id=1, task="t", queue="q"),
+        "piece: JobHandle": lambda: JobHandle(id=1, task="t", queue="q"),
         "piece: Django cursor() + close, no execute": lambda: connections["default"].cursor().close(),
         "piece: Django cursor + execute + fetchall (stubbed)": django_op("default", J0_HEAD),
         "piece: db.run_in_django('job_insert') (stubbed execute)": lambda: __import__("pgqueue.db").db.run_in_django(

@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 import pgqueue
 from example_project.shop import jobs
 from example_project.shop.models import Order
-from pgqueue.batches import Batch
+from pgqueue.enqueuing.batches import Batch
 from pgqueue.models import Batch as BatchRow
 from pgqueue.models import Job
 

@@ -14,8 +14,8 @@ from django.utils.html import format_html, format_html_join
 
 from pgqueue.admin.actions import confirmed_action
 from pgqueue.admin.base import PgQueueAdmin, alias, job_link
-from pgqueue.batches import Batch as BatchHandle
-from pgqueue.batches import BatchProgress, progress_of
+from pgqueue.enqueuing.batches import Batch as BatchHandle
+from pgqueue.enqueuing.batches import BatchProgress, progress_of
 from pgqueue.models import Batch, Job
 
 

@@ -17,9 +17,10 @@ from typing import Any
 from django.db import connections, transaction
 from psycopg.pq import TransactionStatus
 
-from pgqueue import db, events, registry, settle
+from pgqueue import db, events, settle
 from pgqueue.conf import Settings
 from pgqueue.context import JobContext, _current
+from pgqueue.enqueuing import registry
 from pgqueue.exceptions import JobCancelled, UnknownJob
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
 from pgqueue.payload import Unstorable, dumps

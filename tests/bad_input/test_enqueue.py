@@ -12,9 +12,9 @@ import pytest
 
 import pgqueue
 from pgqueue import job
+from pgqueue.enqueuing.options import JobCall, JobOptions
 from pgqueue.exceptions import InvalidJob, NotSerializable, UnknownJob
 from pgqueue.models import Job
-from pgqueue.options import JobCall, JobOptions
 from tests.bad_input.conftest import Refused
 from tests.testapp import jobs
 

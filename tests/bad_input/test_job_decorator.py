@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from pgqueue import job, registry
+from pgqueue import job
+from pgqueue.enqueuing import registry
 from pgqueue.exceptions import InvalidJob
 from tests.bad_input.conftest import Refused
 from tests.testapp import jobs

@@ -12,7 +12,8 @@ from django.contrib.auth.models import User
 from django.db import connections, transaction
 from django.test import Client, override_settings
 
-from pgqueue import events, guardrails
+from pgqueue import events
+from pgqueue.enqueuing import guardrails
 from pgqueue.exceptions import EnqueueRefused, PayloadTooLarge
 from pgqueue.models import Job, RateLimit, Refusal
 from tests.testapp import jobs

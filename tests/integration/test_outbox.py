@@ -10,9 +10,10 @@ import pytest
 from django.db import connection, transaction
 
 import pgqueue
-from pgqueue import db, outbox, registry
+from pgqueue import db, outbox
 from pgqueue.conf import get_settings
 from pgqueue.db import connection_kwargs
+from pgqueue.enqueuing import registry
 from pgqueue.models import Delivery, Job, OutboxEvent
 from pgqueue.worker.maintenance import Maintenance
 from tests.testapp import jobs

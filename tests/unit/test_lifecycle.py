@@ -206,7 +206,7 @@ def test_release_lets_a_job_that_runs_anyway_count_a_failed_dependency_as_done()
 
 
 def test_find_cycle_names_the_steps_of_a_cycle_or_nothing() -> None:
-    from pgqueue.workflows import find_cycle
+    from pgqueue.enqueuing.workflows import find_cycle
 
     assert find_cycle({"a": [], "b": ["a"], "c": ["a", "b"]}) == []
     assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]

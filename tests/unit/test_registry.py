@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from pgqueue import job
+from pgqueue.enqueuing.registry import get
 from pgqueue.exceptions import InvalidJob, NonRetryable, UnknownJob
-from pgqueue.registry import get
 from tests.testapp import jobs
 
 

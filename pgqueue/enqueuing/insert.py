@@ -1,142 +1,32 @@
-"""The enqueue path: validate -> JSON -> one named INSERT in the caller's transaction (pgqueue.enqueue is the function, so the module has this name)."""
+"""The enqueue path's writes: every call validated first (nothing is written if one is bad), then one named
+INSERT in the caller's transaction, taking keys, joining batches and linking dependencies on the way;
+deferred to the commit of the caller's transaction on another database."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
 import logging
-import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, connections, transaction
 
-from pgqueue import batches, db, events, guardrails, registry, settle
-from pgqueue.conf import MAX_ATTEMPTS_MAX, Settings, get_settings
-from pgqueue.exceptions import (
-    InvalidJob,
-    JobNotFound,
-    JobNotUnique,
-    NotSerializable,
-    PayloadTooLarge,
-    UnknownQueue,
-)
-from pgqueue.flow import NO_FLOW, Flow, FlowPolicy, OnConflict
+from pgqueue import db, events, settle
+from pgqueue.conf import Settings, get_settings
+from pgqueue.enqueuing import guardrails, scope
+from pgqueue.enqueuing import rows as newjobs
+from pgqueue.enqueuing.flow import NO_FLOW, Flow, OnConflict
+from pgqueue.enqueuing.handle import JobHandle
+from pgqueue.enqueuing.options import NO_OPTIONS, JobCall
+from pgqueue.enqueuing.rows import NewJob, Resolved
+from pgqueue.exceptions import InvalidJob, JobNotUnique
 from pgqueue.lifecycle import dependency_failed
-from pgqueue.options import (
-    NO_OPTIONS,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
-    JobCall,
-    check_depends_on,
-    check_int,
-    check_on_dependency_failure,
-    check_queue,
-    check_seconds,
-    run_at,
-)
-from pgqueue.payload import Unstorable, dumps
 from pgqueue.types import SettledDependency
 
 logger = logging.getLogger("pgqueue.enqueue")
-
-# Deepest nesting of an argument value: deeper JSON is valid, but reading it back (the worker's
-# json.loads, the admin's display) recurses once per level and would hit Python's recursion limit.
-MAX_JSON_DEPTH = 100
-
-
-@dataclass(frozen=True, slots=True)
-class JobHandle:
-    """What enqueue returns: the job's id (known before commit) and where it went. With flow control the
-    job may be one that was already there: created is False (a uniqueness or idempotency key was held
-    by it), and replaced is True when this call's arguments and run_at replaced its own."""
-
-    id: int
-    task: str
-    queue: str
-    created: bool = True
-    replaced: bool = False
-    database: str = ""  # the alias it was written to ("": pgqueue's database, PGQUEUE['DATABASE'])
-
-    def fetch(self) -> Any:
-        """The job row (a pgqueue.models.Job) as it is now."""
-        from pgqueue.models import Job
-
-        try:
-            return Job.objects.using(self.database or get_settings().DATABASE).get(pk=self.id)
-        except Job.DoesNotExist:
-            raise JobNotFound(f"Job {self.id} does not exist (not committed yet, rolled back, or pruned).") from None
-
-    @property
-    def state(self) -> str:
-        return str(self.fetch().state)
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    queue: str
-    task: str
-    args: str
-    kwargs: str
-    priority: int
-    run_at: dt.datetime | None
-    max_attempts: int
-    timeout: float | None
-    flow: Flow = NO_FLOW
-    batch_id: int | None = None
-    depends_on: tuple[int | str, ...] = ()  # job ids (and workflow step names, until resolved to ids)
-    on_dependency_failure: str = "cancel"
-
-
-@dataclass(frozen=True, slots=True)
-class _Resolved:
-    """A job's options merged with a call's and the settings, checked once per (job, options) pair."""
-
-    queue: str
-    priority: int
-    run_at: dt.datetime | None
-    max_attempts: int
-    timeout: float | None
-    flow: FlowPolicy
-    depends_on: tuple[int | str, ...] = ()
-    on_dependency_failure: str = "cancel"
-
-
-def enqueue(task: str, /, *args: Any, **kwargs: Any) -> JobHandle:
-    """Enqueue a registered job by its name: enqueue("myapp.jobs.send", 42)."""
-    return enqueue_calls([JobCall(job=registry.get(task), args=args, kwargs=kwargs)])[0]
-
-
-def enqueue_many(calls: Iterable[JobCall]) -> list[JobHandle]:
-    """Enqueue many calls (fn.call(...) or fn.options(...).call(...)) in one INSERT."""
-    items = items_of(calls, "pgqueue.enqueue_many()")
-    for index, item in enumerate(items):
-        if not isinstance(item, JobCall):
-            raise InvalidJob(
-                f"pgqueue.enqueue_many() item {index} is {a_type(item)}, not a call; build calls with "
-                "fn.call(...) or fn.options(...).call(...)."
-            )
-    return enqueue_calls(items)
-
-
-def items_of(calls: Any, where: str) -> list[Any]:
-    """The items of an enqueue_many() argument, refusing what is surely a mistake (one call, a string)."""
-    if isinstance(calls, str | bytes | dict | JobCall) or not isinstance(calls, Iterable):
-        raise InvalidJob(f"{where} takes a list (or another iterable) of calls, got {a_type(calls)}.")
-    return list(calls)
-
-
-def a_type(value: Any) -> str:
-    """ "an int", "a dict": the type of value, for messages."""
-    name = type(value).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
-
-
-# A job's options merged with the settings, for calls without options of their own (the common case:
-# fn.enqueue(...)): nothing in them depends on the time, so they are checked once per job and settings.
-_defaults: dict[int, tuple[Any, Settings, _Resolved]] = {}
 
 
 def enqueue_calls(calls: Sequence[JobCall], *, steps: Sequence[str] | None = None) -> list[JobHandle]:
@@ -147,21 +37,23 @@ def enqueue_calls(calls: Sequence[JobCall], *, steps: Sequence[str] | None = Non
         return []
     settings = get_settings()
     now: dt.datetime | None = None
-    resolved: dict[tuple[int, int], _Resolved] = {}
+    resolved: dict[tuple[int, int], Resolved] = {}
     rows = []
     for call in calls:
-        options = _cached_defaults(call, settings)
-        if options is None:
+        if call.options is NO_OPTIONS:
+            options = newjobs.defaults(call.job, settings)
+        else:
             key = (id(call.job), id(call.options))
-            options = resolved.get(key)
-            if options is None:
+            found = resolved.get(key)
+            if found is None:
                 now = now or dt.datetime.now(dt.UTC)
-                options = resolved[key] = _resolve(call, settings, now)
-        rows.append(_prepare(call, options, settings))
+                found = resolved[key] = newjobs.resolve(call.job, call.options, settings, now)
+            options = found
+        rows.append(newjobs.prepare(call, options, settings))
     if settings.ENQUEUE_RATE_LIMITS:  # every call is valid: now the guardrail, before anything is written
         guardrails.check_rate(((r.queue, r.task) for r in rows), settings)
     alias = settings.DATABASE
-    batch_id = batches.current()
+    batch_id = scope.current()
     if batch_id is not None:
         rows = [replace(row, batch_id=batch_id) for row in rows]
     locks = any(r.flow.lock_key is not None or r.flow.idempotency_key is not None for r in rows)
@@ -185,108 +77,6 @@ def enqueue_calls(calls: Sequence[JobCall], *, steps: Sequence[str] | None = Non
     return _handles(rows, ids, alias)
 
 
-def _cached_defaults(call: JobCall, settings: Settings) -> _Resolved | None:
-    """The resolved options of a call without options of its own, checked once per job and settings."""
-    if call.options is not NO_OPTIONS:
-        return None
-    job = call.job
-    cached = _defaults.get(id(job))
-    if cached is not None and cached[0] is job and cached[1] is settings and registry.is_registered(job):
-        return cached[2]
-    options = _resolve(call, settings, dt.datetime.now(dt.UTC))
-    _defaults[id(job)] = (job, settings, options)
-    return options
-
-
-def _resolve(call: JobCall, settings: Settings, now: dt.datetime) -> _Resolved:
-    job, opts = call.job, call.options
-    if not registry.is_registered(job):
-        raise InvalidJob(
-            f"{job!r:.80} is not a registered job (or a later @job replaced it): build calls with "
-            "fn.call(...) from a function decorated with @pgqueue.job."
-        )
-    label = f"Job {job.name}:"
-    queue = check_queue(label, _first(opts.queue, job.queue, settings.DEFAULT_QUEUE))
-    if settings.QUEUES is not None and queue not in settings.QUEUES:
-        raise UnknownQueue(
-            f"Queue {queue!r} is not declared in PGQUEUE['QUEUES'] ({', '.join(settings.QUEUES)})."
-        )
-    priority = check_int(f"{label} priority", _first(opts.priority, job.priority), PRIORITY_MIN, PRIORITY_MAX)
-    max_attempts = check_int(f"{label} max_attempts", _first(opts.max_attempts, job.max_attempts,
-                                                            settings.DEFAULT_MAX_ATTEMPTS), 1, MAX_ATTEMPTS_MAX)
-    timeout = _first(opts.timeout, job.timeout, settings.DEFAULT_TIMEOUT)
-    if timeout is not None:
-        timeout = float(check_seconds(f"{label} timeout", timeout))
-    depends_on = (check_depends_on(label, opts.depends_on, settings.DATABASE) if opts.depends_on is not None
-                  else ())
-    on_failure = check_on_dependency_failure(label, _first(opts.on_dependency_failure, job.on_dependency_failure))
-    return _Resolved(queue=queue, priority=priority, run_at=run_at(opts, job.name, now),
-                     max_attempts=max_attempts, timeout=timeout, flow=job.flow_policy(opts),
-                     depends_on=depends_on, on_dependency_failure=on_failure)
-
-
-def _prepare(call: JobCall, options: _Resolved, settings: Settings) -> _Row:
-    job = call.job
-    job.check_arguments(call.args, call.kwargs)
-    args = _to_json(list(call.args), job.name, "positional arguments") if call.args else "[]"
-    kwargs = _to_json(call.kwargs, job.name, "keyword arguments") if call.kwargs else "{}"
-    # A character is at most 4 bytes in UTF-8: count the bytes only when the text could be over the limit.
-    if 4 * (len(args) + len(kwargs)) > settings.MAX_PAYLOAD_BYTES and (
-        (size := len(args.encode()) + len(kwargs.encode())) > settings.MAX_PAYLOAD_BYTES
-    ):
-        message = (f"Job {job.name}: arguments are {size} bytes as JSON, over "
-                   f"PGQUEUE['MAX_PAYLOAD_BYTES'] = {settings.MAX_PAYLOAD_BYTES}. Pass an id and load the data in "
-                   "the job.")
-        guardrails.refused(settings, queue=options.queue, task=job.name, reason="payload_too_large", jobs=1,
-                           message=message)
-        raise PayloadTooLarge(message)
-    return _Row(
-        queue=options.queue, task=job.name, args=args, kwargs=kwargs, priority=options.priority,
-        run_at=options.run_at, max_attempts=options.max_attempts, timeout=options.timeout,
-        flow=NO_FLOW if options.flow.empty else options.flow.flow(job, call.args, call.kwargs),
-        depends_on=options.depends_on, on_dependency_failure=options.on_dependency_failure,
-    )
-
-
-def _first(*values: Any) -> Any:
-    """The first value that is not None (0 and "" count as given, so they are validated)."""
-    return next((v for v in values if v is not None), None)
-
-
-def _to_json(value: list[Any] | dict[str, Any], name: str, what: str) -> str:
-    try:
-        text = dumps(value)
-    except Unstorable as exc:
-        raise NotSerializable(
-            f"Job {name}: {what} cannot be stored as JSON ({exc}). Pass plain values "
-            "(str, int, float, bool, None, list, dict), e.g. an id instead of a model instance."
-        ) from None
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH + 1:  # fewer brackets cannot nest deeper
-        depth = json_depth(text) - 1  # the list of positional arguments (or dict of keyword ones) not counted
-        if depth > MAX_JSON_DEPTH:
-            raise NotSerializable(
-                f"Job {name}: {what} cannot be stored as JSON (a value is nested {depth} levels deep, over the "
-                f"limit of {MAX_JSON_DEPTH}). Pass plain values, e.g. an id instead of a deep structure."
-            )
-    return text
-
-
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-
-
-def json_depth(text: str) -> int:
-    """How deep JSON text nests: 0 for a scalar, 1 for [1, 2] or {}, 2 for [[1]]."""
-    depth = deepest = 0
-    for char in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
-
-
 def _caller_transaction(alias: str) -> str | None:
     """The alias of an open transaction on another database, if the caller is in one."""
     for conn in connections.all(initialized_only=True):
@@ -295,14 +85,14 @@ def _caller_transaction(alias: str) -> str | None:
     return None
 
 
-def _defer_to_commit(rows: list[_Row], alias: str, caller: str, settings: Settings) -> list[JobHandle]:
+def _defer_to_commit(rows: list[NewJob], alias: str, caller: str, settings: Settings) -> list[JobHandle]:
     """Reserve ids now; insert when the caller's transaction on `caller` commits (never if it rolls back)."""
     ids = [row.id for row in db.run_in_django("job_reserve_ids", using=alias, count=len(rows))]
     transaction.on_commit(functools.partial(_insert_after_commit, rows, ids, alias, caller, settings), using=caller)
     return _handles(rows, ids, alias)
 
 
-def _insert_after_commit(rows: list[_Row], ids: list[int], alias: str, caller: str, settings: Settings) -> None:
+def _insert_after_commit(rows: list[NewJob], ids: list[int], alias: str, caller: str, settings: Settings) -> None:
     """The deferred insert, run by the commit on `caller`. If pgqueue's connection broke meanwhile (a restart,
     a killed backend), reconnect and insert once more; if that fails too, the jobs are lost: say so loudly."""
     try:
@@ -335,7 +125,7 @@ def _reconnected(alias: str) -> bool:
     return True
 
 
-def _enqueue_with_locks(rows: list[_Row], alias: str, settings: Settings) -> list[JobHandle]:
+def _enqueue_with_locks(rows: list[NewJob], alias: str, settings: Settings) -> list[JobHandle]:
     """Enqueue calls of which some take uniqueness locks or idempotency keys, all or nothing (one
     savepoint): take the keys (the lock table's unique index decides), insert the calls that got theirs,
     and apply each other call's on_conflict. A call whose key an earlier call of the same batch took
@@ -412,12 +202,12 @@ def _lock_keys(flow: Flow) -> list[tuple[str, str]]:
     return keys + ([("unique", flow.lock_key)] if flow.lock_key is not None else [])
 
 
-def _is_idempotent_repeat(row: _Row, earlier: _Row) -> bool:
+def _is_idempotent_repeat(row: NewJob, earlier: NewJob) -> bool:
     """The same idempotency key again: the earlier call's job stands, whatever the uniqueness policy."""
     return row.flow.idempotency_key is not None and row.flow.idempotency_key == earlier.flow.idempotency_key
 
 
-def _replace_waiting(rows: list[_Row], indexes: list[int], holders: list[int], alias: str,
+def _replace_waiting(rows: list[NewJob], indexes: list[int], holders: list[int], alias: str,
                      settings: Settings) -> set[int]:
     """on_conflict='replace': the holders that still wait get these calls' arguments and run_at."""
     if not indexes:
@@ -430,25 +220,7 @@ def _replace_waiting(rows: list[_Row], indexes: list[int], holders: list[int], a
     return {row.id for row in result}
 
 
-def callback_spec(call: Any, what: str) -> str:
-    """A batch's callback (on_success=fn.call(...)), checked as an enqueue of it would be, as the JSON row
-    batch_settle inserts when its moment comes."""
-    if not isinstance(call, JobCall):
-        raise InvalidJob(f"Batch {what} must be a call built with fn.call(...), got {a_type(call)}.")
-    settings = get_settings()
-    options = _cached_defaults(call, settings) or _resolve(call, settings, dt.datetime.now(dt.UTC))
-    row = _prepare(call, options, settings)
-    if row.flow is not NO_FLOW or row.depends_on or row.run_at is not None:
-        raise InvalidJob(
-            f"Batch {what} ({row.task}): a callback is enqueued when its moment comes; it takes no run_at or "
-            "delay, uniqueness, idempotency, concurrency or rate keys, or dependencies."
-        )
-    return (f'{{"queue": {dumps(row.queue)}, "task": {dumps(row.task)}, "args": {row.args}, '
-            f'"kwargs": {row.kwargs}, "priority": {row.priority}, "max_attempts": {row.max_attempts}, '
-            f'"timeout": {dumps(row.timeout)}}}')
-
-
-def _enqueue_steps(rows: list[_Row], steps: list[str], alias: str, settings: Settings) -> list[JobHandle]:
+def _enqueue_steps(rows: list[NewJob], steps: list[str], alias: str, settings: Settings) -> list[JobHandle]:
     """A workflow's steps: ids for all of them first, so that a step's depends_on can name another step."""
     if any(r.flow.lock_key is not None or r.flow.idempotency_key is not None for r in rows):
         raise InvalidJob("A workflow step cannot take a uniqueness or idempotency key: enqueue the workflow from "
@@ -462,7 +234,7 @@ def _enqueue_steps(rows: list[_Row], steps: list[str], alias: str, settings: Set
     return _handles(rows, ids, alias)
 
 
-def _insert_linked(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings) -> list[int]:
+def _insert_linked(rows: list[NewJob], ids: Sequence[int | None], alias: str, settings: Settings) -> list[int]:
     """Insert jobs of which some join a batch or depend on other jobs, all or nothing: the batches must be
     open (they are held until this transaction ends), the jobs depended on must exist (they are locked,
     so none of them finishes unseen meanwhile). A job waits for those not finished yet ('waiting'), and
@@ -474,7 +246,7 @@ def _insert_linked(rows: list[_Row], ids: Sequence[int | None], alias: str, sett
                              "pgqueue.enqueue_workflow(); give job handles or ids.")
     with transaction.atomic(using=alias):
         for batch_id in sorted({r.batch_id for r in rows if r.batch_id is not None}):
-            batches.hold_open(batch_id, alias)
+            scope.hold_open(batch_id, alias)
         fresh = iter(row.id for row in db.run_in_django(
             "job_reserve_ids", using=alias, count=sum(1 for i in ids if i is None))) if None in ids else iter(())
         job_ids: list[int] = [next(fresh) if i is None else i for i in ids]
@@ -510,9 +282,9 @@ def _insert_linked(rows: list[_Row], ids: Sequence[int | None], alias: str, sett
             waits.append(pending)
             reasons.append(reason)
         in_insert = {d for r in rows for d in r.depends_on if d in own}
-        links: dict[str, list[Any]] = {"batch_ids": [r.batch_id for r in rows], "waits": waits,
-                                       "has_dependents": [i in in_insert for i in job_ids], "cancel_reasons": reasons}
-        inserted = _insert(rows, job_ids, alias, settings, links=links)
+        linked = [replace(r, waits=w, has_dependents=i in in_insert, cancel_reason=reason)
+                  for r, w, i, reason in zip(rows, waits, job_ids, reasons, strict=True)]
+        inserted = _insert(linked, job_ids, alias, settings, linked=True)
         if edges["job_ids"]:
             db.run_in_django("dependency_insert_many", using=alias, **edges)
         # A job cancelled at once whose own dependents were inserted with it: they are cancelled in turn.
@@ -524,42 +296,19 @@ def _insert_linked(rows: list[_Row], ids: Sequence[int | None], alias: str, sett
     return [int(i) for i in job_ids]
 
 
-def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: Settings,
-            links: dict[str, list[Any]] | None = None) -> list[int]:
-    if links is None and any(r.depends_on or r.batch_id is not None for r in rows):
+def _insert(rows: list[NewJob], ids: Sequence[int | None], alias: str, settings: Settings,
+            linked: bool = False) -> list[int]:
+    """Insert with the leanest statement that fits: job_insert_ready for one job ready now (the web view's
+    enqueue), job_insert for one with a reserved id or a run_at, else job_insert_many."""
+    if not linked and any(r.depends_on or r.batch_id is not None for r in rows):
         return _insert_linked(rows, ids, alias, settings)
-    flows = [r.flow for r in rows]
-    if links is not None or any(f is not NO_FLOW for f in flows):
-        result = db.run_in_django(
-            "job_insert_many", using=alias, **_insert_params(rows, ids, settings),
-            lock_keys=[f.lock_key for f in flows], idempotency_keys=[f.idempotency_key for f in flows],
-            concurrency_keys=[f.concurrency_key for f in flows],
-            concurrency_limits=[f.concurrency_limit for f in flows],
-            concurrency_holds=[f.concurrency_hold for f in flows],
-            rate_keys=[f.rate_key for f in flows], rate_limits=[f.rate_limit for f in flows],
-            rate_windows=[f.rate_window for f in flows], **(links or _no_links(len(rows))),
-        )
-    elif len(rows) == 1 and ids[0] is None and rows[0].run_at is None:
-        r = rows[0]  # ready now: the web view's enqueue
-        result = db.run_in_django(
-            "job_insert_ready", using=alias, queue=r.queue, task=r.task, args=r.args, kwargs=r.kwargs,
-            priority=r.priority, max_attempts=r.max_attempts, timeout=r.timeout, channel=settings.NOTIFY_CHANNEL,
-        )
-    elif len(rows) == 1:
-        r = rows[0]
-        result = db.run_in_django(
-            "job_insert", using=alias, id=ids[0], queue=r.queue, task=r.task, args=r.args, kwargs=r.kwargs,
-            priority=r.priority, run_at=r.run_at, max_attempts=r.max_attempts, timeout=r.timeout,
-            channel=settings.NOTIFY_CHANNEL,
-        )
+    channel = settings.NOTIFY_CHANNEL
+    if linked or len(rows) > 1 or rows[0].flow is not NO_FLOW:
+        result = db.run_in_django("job_insert_many", using=alias, **newjobs.insert_params(rows, ids, channel))
+    elif ids[0] is None and rows[0].run_at is None:
+        result = db.run_in_django("job_insert_ready", using=alias, **newjobs.insert_ready_params(rows[0], channel))
     else:
-        none = [None] * len(rows)
-        result = db.run_in_django(
-            "job_insert_many", using=alias, **_insert_params(rows, ids, settings), lock_keys=none,
-            idempotency_keys=none, concurrency_keys=none, concurrency_limits=none, concurrency_holds=none,
-            rate_keys=none, rate_limits=none, rate_windows=none, batch_ids=none, waits=none, has_dependents=none,
-            cancel_reasons=none,
-        )
+        result = db.run_in_django("job_insert", using=alias, **newjobs.insert_one_params(rows[0], ids[0], channel))
     inserted = [row.id for row in result]
     if inserted and events.has_subscribers("job_enqueued"):
         if len(inserted) < len(rows):  # some reserved ids were taken already: count the rows written
@@ -570,26 +319,5 @@ def _insert(rows: list[_Row], ids: Sequence[int | None], alias: str, settings: S
     return inserted
 
 
-def _no_links(count: int) -> dict[str, list[Any]]:
-    none: list[Any] = [None] * count
-    return {"batch_ids": none, "waits": none, "has_dependents": none, "cancel_reasons": none}
-
-
-def _insert_params(rows: list[_Row], ids: Sequence[int | None], settings: Settings) -> dict[str, Any]:
-    return {
-        "ids": ids,
-        "queues": [r.queue for r in rows],
-        "tasks": [r.task for r in rows],
-        "args": [r.args for r in rows],
-        "kwargs": [r.kwargs for r in rows],
-        "priorities": [r.priority for r in rows],
-        "run_ats": [r.run_at for r in rows],
-        "max_attempts": [r.max_attempts for r in rows],
-        "timeouts": [r.timeout for r in rows],
-        "replay_ofs": [None] * len(rows),
-        "channel": settings.NOTIFY_CHANNEL,
-    }
-
-
-def _handles(rows: list[_Row], ids: Sequence[int], alias: str) -> list[JobHandle]:
+def _handles(rows: list[NewJob], ids: Sequence[int], alias: str) -> list[JobHandle]:
     return [JobHandle(id=int(i), task=r.task, queue=r.queue, database=alias) for r, i in zip(rows, ids, strict=True)]

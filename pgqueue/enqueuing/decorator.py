@@ -7,19 +7,20 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pgqueue import enqueueing, flow, registry
 from pgqueue.conf import JITTER_MAX, MAX_ATTEMPTS_MAX
-from pgqueue.enqueueing import JobHandle, a_type
-from pgqueue.exceptions import InvalidJob, NonRetryable
-from pgqueue.flow import KeySpec, RetryOrder, Unique
-from pgqueue.lifecycle import RetryPolicy
-from pgqueue.options import (
+from pgqueue.enqueuing import flow, registry
+from pgqueue.enqueuing.api import items_of
+from pgqueue.enqueuing.flow import KeySpec, RetryOrder, Unique
+from pgqueue.enqueuing.handle import JobHandle
+from pgqueue.enqueuing.insert import enqueue_calls
+from pgqueue.enqueuing.options import (
     NO_OPTIONS,
     OPTION_NAMES,
     PRIORITY_MAX,
     PRIORITY_MIN,
     JobCall,
     JobOptions,
+    a_type,
     check_fraction,
     check_int,
     check_job_name,
@@ -28,6 +29,9 @@ from pgqueue.options import (
     check_queue,
     check_seconds,
 )
+from pgqueue.enqueuing.rows import flow_policy
+from pgqueue.exceptions import InvalidJob, NonRetryable
+from pgqueue.lifecycle import RetryPolicy
 
 
 class JobFunction:
@@ -119,16 +123,11 @@ class JobFunction:
 
     def flow_policy(self, options: JobOptions) -> flow.FlowPolicy:
         """This job's flow control merged with a call's options."""
-        return flow.policy(
-            self, unique=options.unique, unique_key=options.unique_key, idempotency_key=options.idempotency_key,
-            concurrency_key=options.concurrency_key, concurrency_limit=options.concurrency_limit,
-            ordering_key=options.ordering_key, rate_key=options.rate_key, rate_limit=options.rate_limit,
-            rate_window=options.rate_window,
-        )
+        return flow_policy(self, options)
 
     def enqueue(self, /, *args: Any, **kwargs: Any) -> JobHandle:
         """Enqueue one call in the caller's transaction and return its handle."""
-        return enqueueing.enqueue_calls([JobCall(job=self, args=args, kwargs=kwargs)])[0]
+        return enqueue_calls([JobCall(job=self, args=args, kwargs=kwargs)])[0]
 
     def enqueue_many(self, calls: Iterable[tuple[Any, ...] | list[Any] | JobCall]) -> list[JobHandle]:
         """Enqueue many calls of this job in one INSERT: tuples (or lists) of positional arguments, or calls."""
@@ -181,11 +180,11 @@ class BoundJob:
         return JobCall(job=self.job, args=args, kwargs=kwargs, options=self.opts)
 
     def enqueue(self, /, *args: Any, **kwargs: Any) -> JobHandle:
-        return enqueueing.enqueue_calls([self.call(*args, **kwargs)])[0]
+        return enqueue_calls([self.call(*args, **kwargs)])[0]
 
     def enqueue_many(self, calls: Iterable[tuple[Any, ...] | list[Any] | JobCall]) -> list[JobHandle]:
-        items = enqueueing.items_of(calls, f"{self.job.__name__}.enqueue_many()")
-        return enqueueing.enqueue_calls([self._as_call(item, i) for i, item in enumerate(items)])
+        items = items_of(calls, f"{self.job.__name__}.enqueue_many()")
+        return enqueue_calls([self._as_call(item, i) for i, item in enumerate(items)])
 
     def _as_call(self, item: Any, index: int) -> JobCall:
         where = f"Job {self.job.name}: enqueue_many() item {index}"

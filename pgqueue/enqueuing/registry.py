@@ -1,21 +1,20 @@
-"""The job registry: job name -> JobFunction, importing a job's module when a name is first looked up."""
+"""The job registry: job name -> job (a JobFunction), importing a job's module when a name is first looked up."""
 
 from __future__ import annotations
 
 import importlib
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
+from pgqueue.enqueuing.options import JobSpec
 from pgqueue.exceptions import InvalidJob, UnknownJob
 
-if TYPE_CHECKING:
-    from pgqueue.decorator import JobFunction
-
-_registry: dict[str, JobFunction] = {}
+_registry: dict[str, JobSpec] = {}
 _lock = threading.Lock()
+J = TypeVar("J", bound=JobSpec)
 
 
-def register(fn: JobFunction) -> JobFunction:
+def register(fn: J) -> J:
     """Add a job under fn.name (again, for the same function: the newer options win)."""
     with _lock:
         existing = _registry.get(fn.name)
@@ -33,7 +32,7 @@ def is_registered(fn: object) -> bool:
     return isinstance(name, str) and _registry.get(name) is fn
 
 
-def get(path: str) -> JobFunction:
+def get(path: str) -> JobSpec:
     """The job registered under `path`, importing its module if needed."""
     if not isinstance(path, str):
         raise UnknownJob(f"A job name is a string, got {type(path).__name__} {path!r:.80}.")
@@ -62,7 +61,7 @@ def get(path: str) -> JobFunction:
     return found
 
 
-def registered() -> dict[str, JobFunction]:
+def registered() -> dict[str, JobSpec]:
     """A copy of the registry."""
     return dict(_registry)
 

@@ -17,6 +17,7 @@ from pgqueue import db
 from pgqueue.conf import Settings, get_settings, seconds_text, short_repr
 from pgqueue.enqueuing.options import JOB_ID_MAX
 from pgqueue.exceptions import InvalidJobId, JobNotFound
+from pgqueue.lifecycle import bucket_tokens
 from pgqueue.models import (
     Attempt,
     Batch,
@@ -315,8 +316,8 @@ class _Look:
         rate, window = state["rate_limit"], state["rate_window"]
         if rate is not None and window:
             elapsed = max(0.0, (self.now - (state["rate_updated_at"] or self.now)).total_seconds())
-            tokens = min(float(rate), (state["rate_tokens"] if state["rate_tokens"] is not None else float(rate))
-                         + elapsed * rate / window)
+            tokens = bucket_tokens(state["rate_tokens"] if state["rate_tokens"] is not None else float(rate),
+                                   elapsed, rate, window)
             self.facts["queue_rate_limit"] = f"{rate} per {window:g} s"
             self.facts["queue_rate_tokens"] = round(tokens, 3)
             if tokens < 1:
@@ -721,7 +722,7 @@ class _Look:
         if row is None:
             return None
         elapsed = max(0.0, (self.now - row["updated_at"]).total_seconds())
-        row["tokens_now"] = min(float(row["limit"]), row["tokens"] + elapsed * row["limit"] / row["window"])
+        row["tokens_now"] = bucket_tokens(row["tokens"], elapsed, row["limit"], row["window"])
         self.facts["rate_limit"] = f"{row['limit']} per {row['window']:g} s"
         return row
 

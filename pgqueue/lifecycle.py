@@ -12,6 +12,10 @@ Flow control is part of the decision: a job that is done releases its uniqueness
 slot; a job that will retry after a delay gives its slot up and waits as 'blocked' (the next job of its
 key runs meanwhile), unless it holds the line (an ordering key with ordering_retry="block"); a job that
 runs again at once (released at shutdown, rescued) keeps its slot.
+
+Where a job that may run goes (runnable_state) and what a token bucket holds (bucket_tokens) are rules the
+SQL statements apply through the functions of the same names (migration 0021); the twins here serve
+explain and the admin, and a test holds each pair to the same answers.
 """
 
 from __future__ import annotations
@@ -308,3 +312,19 @@ def stripped(transition: Transition, problem: str) -> Transition:
         traceback="",
         worker=transition.worker.encode("ascii", "replace").decode("ascii"),
     )
+
+
+def runnable_state(run_at: dt.datetime, now: dt.datetime, concurrency_key: str | None, slot: int | None) -> JobState:
+    """Where a job that may run goes: scheduled while its run_at is ahead, blocked while it needs a semaphore
+    slot it does not hold, else ready (SQL: pgqueue_runnable_state)."""
+    if run_at > now:
+        return JobState.SCHEDULED
+    if concurrency_key is not None and slot is None:
+        return JobState.BLOCKED
+    return JobState.READY
+
+
+def bucket_tokens(tokens: float, elapsed: float, limit: float, window: float) -> float:
+    """What a token bucket holds `elapsed` seconds after it held `tokens`: refilled at `limit` per `window`
+    seconds, never above `limit` (SQL: pgqueue_bucket_tokens)."""
+    return min(float(limit), tokens + elapsed * limit / window)

@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 from pgqueue import operations
 from pgqueue.admin.actions import confirmed_action
 from pgqueue.admin.base import PgQueueAdmin, alias, duration_text, job_link
+from pgqueue.lifecycle import bucket_tokens
 from pgqueue.models import Job, Lock, RateLimit, Semaphore, SemaphoreSlot
 
 
@@ -107,7 +108,7 @@ class SemaphoreAdmin(PgQueueAdmin):
 def tokens_now(bucket: RateLimit) -> float:
     """The tokens the bucket holds now: what it held at updated_at, refilled since (as the lease counts)."""
     elapsed = max(0.0, (timezone.now() - bucket.updated_at).total_seconds())
-    return min(float(bucket.limit), bucket.tokens + elapsed * bucket.limit / bucket.window)
+    return bucket_tokens(bucket.tokens, elapsed, bucket.limit, bucket.window)
 
 
 @admin.register(RateLimit)

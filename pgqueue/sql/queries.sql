@@ -95,9 +95,7 @@ WITH input AS MATERIALIZED (
         i.job_id, i.queue, i.task, i.args::jsonb, i.kwargs::jsonb, i.priority,
         CASE WHEN i.cancel_reason IS NOT NULL THEN 'cancelled'
              WHEN i.waits > 0 THEN 'waiting'
-             WHEN i.later THEN 'scheduled'
-             WHEN i.concurrency_key IS NOT NULL AND a.number IS NULL THEN 'blocked'
-             ELSE 'ready' END,
+             ELSE pgqueue_runnable_state(COALESCE(i.run_at, now()), i.concurrency_key, a.number) END,
         COALESCE(i.run_at, now()), i.max_attempts, i.timeout, i.replay_of,
         i.lock_key, i.idempotency_key, i.concurrency_key, a.number, COALESCE(i.concurrency_hold, false), i.rate_key,
         i.batch_id, GREATEST(COALESCE(i.waits, 0), 0), COALESCE(i.has_dependents, false),
@@ -114,7 +112,7 @@ WITH input AS MATERIALIZED (
       AND l.job_id = x.id AND NOT l.released
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
-    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+    FROM (SELECT DISTINCT pgqueue_wake_payload(queue, rate_key) AS payload
           FROM inserted WHERE state = 'ready') q
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM inserted ORDER BY id;
@@ -140,17 +138,15 @@ WITH replaced AS (
     UPDATE pgqueue_job j
     SET args = r.args::jsonb, kwargs = r.kwargs::jsonb, run_at = COALESCE(r.run_at, now()),
         state = CASE WHEN j.state = 'waiting' THEN 'waiting'
-                     WHEN COALESCE(r.run_at > now(), false) THEN
-                         CASE WHEN j.state = 'blocked' THEN 'blocked' ELSE 'scheduled' END
-                     WHEN j.concurrency_key IS NOT NULL AND j.slot IS NULL THEN 'blocked'
-                     ELSE 'ready' END
+                     WHEN j.state = 'blocked' AND COALESCE(r.run_at > now(), false) THEN 'blocked'  -- keeps its place
+                     ELSE pgqueue_runnable_state(COALESCE(r.run_at, now()), j.concurrency_key, j.slot) END
     FROM unnest(%(ids)s::bigint[], %(args)s::text[], %(kwargs)s::text[], %(run_ats)s::timestamptz[])
         AS r(id, args, kwargs, run_at)
     WHERE j.id = r.id AND j.state IN ('scheduled', 'ready', 'blocked', 'waiting')
     RETURNING j.id, j.queue, j.state, j.rate_key
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
-    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+    FROM (SELECT DISTINCT pgqueue_wake_payload(queue, rate_key) AS payload
           FROM replaced WHERE state = 'ready') q
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM replaced;
@@ -200,8 +196,7 @@ WITH inserted AS (
     VALUES (
         COALESCE(%(id)s::bigint, nextval(pg_get_serial_sequence('pgqueue_job', 'id'))),
         %(queue)s, %(task)s, %(args)s::jsonb, %(kwargs)s::jsonb, %(priority)s,
-        CASE WHEN %(run_at)s::timestamptz IS NULL OR %(run_at)s::timestamptz <= now() THEN 'ready'
-             ELSE 'scheduled' END,
+        pgqueue_runnable_state(COALESCE(%(run_at)s::timestamptz, now()), NULL, NULL),
         COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout)s)
     ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, state
@@ -288,8 +283,8 @@ WITH queues AS (
     WHERE NOT COALESCE(s.paused, false)
 ), buckets AS (
     SELECT s.name,
-        LEAST(s.rate_limit::float8, COALESCE(s.rate_tokens, s.rate_limit::float8)
-              + EXTRACT(EPOCH FROM now() - COALESCE(s.rate_updated_at, now())) * s.rate_limit / s.rate_window) AS tokens
+        pgqueue_bucket_tokens(COALESCE(s.rate_tokens, s.rate_limit::float8), COALESCE(s.rate_updated_at, now()),
+                              s.rate_limit, s.rate_window, now()) AS tokens
     FROM pgqueue_queuestate s
     WHERE s.name = ANY(%(queues)s::text[]) AND s.rate_limit IS NOT NULL AND s.rate_window > 0 AND NOT s.paused
     FOR UPDATE
@@ -336,8 +331,7 @@ WITH queues AS (
     ) c
 ), rate_buckets AS (
     SELECT r.key, r."limit", r."window", r.deferred_until,
-        LEAST(r."limit"::float8,
-              r.tokens + EXTRACT(EPOCH FROM now() - r.updated_at) * r."limit" / r."window") AS tokens
+        pgqueue_bucket_tokens(r.tokens, r.updated_at, r."limit", r."window", now()) AS tokens
     FROM pgqueue_ratelimit r
     WHERE r.key IN (SELECT rate_key FROM rated)
     FOR UPDATE SKIP LOCKED
@@ -424,8 +418,7 @@ FROM leased x;
 -- at %(limit)s per %(window)s s; run alone in autocommit, so the row is locked for this statement only. No
 -- row: the bucket does not exist yet (ratelimit_create_enqueue, then again).
 WITH bucket AS (
-    SELECT key, LEAST(%(limit)s::float8, tokens + EXTRACT(EPOCH FROM clock_timestamp() - updated_at)
-                                          * %(limit)s / %(window)s) AS tokens
+    SELECT key, pgqueue_bucket_tokens(tokens, updated_at, %(limit)s, %(window)s, clock_timestamp()) AS tokens
     FROM pgqueue_ratelimit WHERE key = %(key)s
     FOR UPDATE
 )
@@ -528,8 +521,7 @@ WITH leased AS (
                             FOR UPDATE SKIP LOCKED) h))
 ), rate_spent AS (
     UPDATE pgqueue_ratelimit r
-    SET tokens = LEAST(r."limit"::float8,
-                       r.tokens + EXTRACT(EPOCH FROM now() - r.updated_at) * r."limit" / r."window") - 1,
+    SET tokens = pgqueue_bucket_tokens(r.tokens, r.updated_at, r."limit", r."window", now()) - 1,
         updated_at = now()
     FROM leased x JOIN pgqueue_job o ON o.id = x.id
     WHERE r.key = o.rate_key
@@ -735,7 +727,7 @@ WITH given_up AS (
     RETURNING j.id, j.queue, j.rate_key
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
-    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+    FROM (SELECT DISTINCT pgqueue_wake_payload(queue, rate_key) AS payload
           FROM unblocked) q
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken FROM unblocked;
@@ -793,9 +785,7 @@ WITH input AS (
     SET waiting_on = GREATEST(j.waiting_on - i.satisfied, 0),
         state = CASE WHEN i.reason IS NOT NULL THEN 'cancelled'
                      WHEN j.waiting_on - i.satisfied > 0 THEN 'waiting'
-                     WHEN j.run_at > now() THEN 'scheduled'
-                     WHEN j.concurrency_key IS NOT NULL AND j.slot IS NULL THEN 'blocked'
-                     ELSE 'ready' END,
+                     ELSE pgqueue_runnable_state(j.run_at, j.concurrency_key, j.slot) END,
         finished_at = CASE WHEN i.reason IS NOT NULL THEN now() END,
         reason_code = CASE WHEN i.reason IS NOT NULL THEN 'dependency' ELSE j.reason_code END,
         last_error = COALESCE(i.reason, j.last_error)
@@ -814,7 +804,7 @@ WITH input AS (
                             FOR UPDATE SKIP LOCKED) h))
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
-    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+    FROM (SELECT DISTINCT pgqueue_wake_payload(queue, rate_key) AS payload
           FROM moved WHERE state = 'ready') q
 )
 SELECT id, state, batch_id, has_dependents, key, (SELECT count(*) FROM wake) AS woken FROM moved;
@@ -1140,7 +1130,7 @@ FOR UPDATE OF j SKIP LOCKED;
 -- with a rate key).
 WITH due AS (
     UPDATE pgqueue_job j
-    SET state = CASE WHEN j.concurrency_key IS NOT NULL AND j.slot IS NULL THEN 'blocked' ELSE 'ready' END
+    SET state = pgqueue_runnable_state(j.run_at, j.concurrency_key, j.slot)  -- its run_at has come
     WHERE j.id = ANY(ARRAY(  -- by id, whatever the statistics say (see job_lease)
         SELECT id FROM pgqueue_job
         WHERE state = 'scheduled' AND run_at <= now()
@@ -1150,7 +1140,7 @@ WITH due AS (
     RETURNING j.id, j.queue, j.state, j.rate_key
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
-    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+    FROM (SELECT DISTINCT pgqueue_wake_payload(queue, rate_key) AS payload
           FROM due WHERE state = 'ready') q
 )
 SELECT count(*) AS staged, (SELECT count(*) FROM wake) AS woken FROM due;
@@ -1239,7 +1229,7 @@ SELECT id, state, NULL, NULL, NULL, false FROM running;
 -- still waits for its token (job_lease_limited).
 WITH moved AS (
     UPDATE pgqueue_job
-    SET state = CASE WHEN concurrency_key IS NOT NULL AND slot IS NULL THEN 'blocked' ELSE 'ready' END,
+    SET state = pgqueue_runnable_state(now(), concurrency_key, slot),
         run_at = now(), finished_at = NULL, reason_code = '', cancel_requested = false,
         max_attempts = CASE WHEN state IN ('dead', 'cancelled')
                             THEN GREATEST(max_attempts, attempts - lost_attempts + 1) ELSE max_attempts END,
@@ -1248,7 +1238,7 @@ WITH moved AS (
     RETURNING id, queue, state, concurrency_key, rate_key
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
-    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+    FROM (SELECT DISTINCT pgqueue_wake_payload(queue, rate_key) AS payload
           FROM moved WHERE state = 'ready') q
 )
 SELECT id, (SELECT count(*) FROM wake) AS woken, CASE WHEN state = 'blocked' THEN concurrency_key END AS key
@@ -1332,13 +1322,13 @@ WITH source AS (
 ), inserted AS (
     INSERT INTO pgqueue_job (queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id,
                              concurrency_key, concurrency_hold, rate_key)
-    SELECT queue, task, args, kwargs, priority, CASE WHEN concurrency_key IS NULL THEN 'ready' ELSE 'blocked' END,
+    SELECT queue, task, args, kwargs, priority, pgqueue_runnable_state(now(), concurrency_key, NULL),
         now(), max_attempts, timeout, id, concurrency_key, concurrency_hold, rate_key
     FROM source
     RETURNING id, queue, replay_of_id, state, concurrency_key, rate_key
 ), wake AS (
     SELECT pg_notify(%(channel)s, q.payload)
-    FROM (SELECT DISTINCT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END AS payload
+    FROM (SELECT DISTINCT pgqueue_wake_payload(queue, rate_key) AS payload
           FROM inserted WHERE state = 'ready') q
 )
 SELECT replay_of_id, id, (SELECT count(*) FROM wake) AS woken, concurrency_key AS key

@@ -9,12 +9,14 @@ import json
 import math
 import numbers
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+
+from pgqueue.exceptions import InvalidJob
+from pgqueue.text import short_repr, text_problem
 
 DAY = 24 * 3600.0
 # Upper bounds that keep every value usable in SQL interval and Python datetime arithmetic.
@@ -30,7 +32,6 @@ JITTER_MAX = 1.0  # a fraction of the delay
 QUEUE_NAME_MAX = 100  # the queue column's length
 RETAINED_STATES = ("succeeded", "dead", "cancelled")  # the finished states retention applies to
 
-_BAD_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,17 +231,6 @@ def _describe_limit(name: str, high: float) -> str:
     return f"{high:g}"
 
 
-def text_problem(text: str) -> str | None:
-    """What makes `text` unfit for a name PostgreSQL stores and the admin shows, or None if it is fine."""
-    found = _BAD_CHARACTER.search(text)
-    if found is None:
-        return None
-    char = found.group()
-    if "\ud800" <= char <= "\udfff":
-        return f"contains a lone surrogate (U+{ord(char):04X}), which is not valid Unicode"
-    return f"contains the control character U+{ord(char):04X}"
-
-
 def check_queue_name(name: object, *, setting: bool = False) -> str:
     """Return name if it is a usable queue name, else raise a precise error (InvalidJob, or
     ImproperlyConfigured for a setting)."""
@@ -250,8 +240,6 @@ def check_queue_name(name: object, *, setting: bool = False) -> str:
     message = f"Invalid queue name {short_repr(name)}: {problem}."
     if setting:
         raise ImproperlyConfigured(message)
-    from pgqueue.exceptions import InvalidJob
-
     raise InvalidJob(message)
 
 
@@ -270,28 +258,6 @@ def _queue_name_problem(name: object) -> str | None:
     if name != name.strip():
         return "it has spaces around it"
     return None
-
-
-def seconds_text(seconds: float) -> str:
-    """A length of time for a report, sign dropped: "0.4 s", "42 s", "12 min", "3.5 h", "2.0 d"."""
-    s = abs(seconds)
-    if s < 10:
-        return f"{s:.1f} s"
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 172800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
-
-
-def short_repr(value: object, limit: int = 80) -> str:
-    """repr(value), shortened for an error message."""
-    if isinstance(value, str) and len(value) > limit:
-        return f"{value[:limit]!r}... ({len(value)} characters)"
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}

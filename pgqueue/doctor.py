@@ -25,7 +25,8 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.models import UniqueConstraint
 
 from pgqueue import db
-from pgqueue.conf import Settings, get_settings, seconds_text
+from pgqueue.conf import Settings, get_settings
+from pgqueue.text import seconds_text, size_text
 from pgqueue.worker.maintenance import LEADER_LOCK_KEY
 
 APP = "pgqueue"
@@ -274,7 +275,7 @@ def check_tables(*, dead_ratio: float = 0.2, min_dead_rows: int = 10_000) -> Che
     rest = [r for r in rows if r not in shown]
     detail = [_table_line(r) for r in shown]
     if rest:
-        detail.append(f"{len(rest)} other tables: {_size(sum(r.table_bytes + r.index_bytes for r in rest))} in all")
+        detail.append(f"{len(rest)} other tables: {size_text(sum(r.table_bytes + r.index_bytes for r in rest))} in all")
     if not bloated:
         return Check(name="tables", verdict=Verdict.OK, detail="\n".join(detail))
     names = ", ".join(r.table_name for r in bloated)
@@ -582,7 +583,7 @@ def _notified(conn: psycopg.Connection[Any], channel: str, started: float, timeo
 def _table_line(r: TableRow) -> str:
     total = r.live_rows + r.dead_rows
     dead = f" ({r.dead_rows / total:.0%})" if total else ""
-    return (f"{r.table_name}: table {_size(r.table_bytes)}, indexes {_size(r.index_bytes)}, {r.live_rows} live and "
+    return (f"{r.table_name}: table {size_text(r.table_bytes)}, indexes {size_text(r.index_bytes)}, {r.live_rows} live and "
             f"{r.dead_rows} dead rows{dead}; vacuumed {_ago(r.last_vacuum, r.now)}"
             f"{' (auto)' if r.last_vacuum is not None and r.last_vacuum == r.last_autovacuum else ''}, analyzed "
             f"{_ago(r.last_analyze, r.now)}"
@@ -612,17 +613,6 @@ def _owner() -> str:
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    size, unit = n / 1024, "kB"
-    for bigger in ("MB", "GB", "TB"):
-        if size < 1024:
-            break
-        size, unit = size / 1024, bigger
-    return f"{size:.1f} {unit}"
 
 
 def _ago(when: dt.datetime | None, now: dt.datetime) -> str:

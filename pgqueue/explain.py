@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 from pgqueue import db
-from pgqueue.conf import Settings, get_settings, seconds_text, short_repr
+from pgqueue.conf import Settings, get_settings
 from pgqueue.enqueuing.options import JOB_ID_MAX
 from pgqueue.exceptions import InvalidJobId, JobNotFound
 from pgqueue.lifecycle import bucket_tokens
@@ -30,6 +30,7 @@ from pgqueue.models import (
     SemaphoreSlot,
     WorkerProcess,
 )
+from pgqueue.text import seconds_text, short_repr
 from pgqueue.worker.maintenance import REAP_EVERY
 
 AHEAD_MAX = 1_000  # ready jobs counted ahead of a job; beyond it: "at least 1000"

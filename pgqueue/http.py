@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from pgqueue.conf import BYTES_MAX, Settings, get_settings, short_repr
+from pgqueue.conf import BYTES_MAX, Settings, get_settings
 from pgqueue.enqueuing import registry
 from pgqueue.enqueuing.decorator import JobFunction
 from pgqueue.enqueuing.options import check_int, check_seconds
 from pgqueue.exceptions import InvalidJob, NonRetryable, NotSerializable
 from pgqueue.payload import Unstorable, dumps, storable_text
+from pgqueue.text import short_repr
 
 NAME = "pgqueue.http.request"
 LABEL = f"Job {NAME}:"

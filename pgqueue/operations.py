@@ -8,10 +8,11 @@ from typing import Any
 from django.db import transaction
 
 from pgqueue import db, settle
-from pgqueue.conf import check_queue_name, get_settings, short_repr
+from pgqueue.conf import check_queue_name, get_settings
 from pgqueue.enqueuing.flow import CONCURRENCY_LIMIT_MAX, check_rate_window
 from pgqueue.enqueuing.options import JOB_ID_MAX, check_seconds
 from pgqueue.exceptions import InvalidJob, InvalidJobId
+from pgqueue.text import short_repr
 
 
 def _ids(job_ids: int | Iterable[int]) -> list[int]:

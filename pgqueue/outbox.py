@@ -20,12 +20,13 @@ from typing import Any
 from django.db import connections
 
 from pgqueue import db, events
-from pgqueue.conf import Settings, get_settings, short_repr, text_problem
+from pgqueue.conf import Settings, get_settings
 from pgqueue.enqueuing import rows
 from pgqueue.enqueuing.decorator import JobFunction, job
 from pgqueue.enqueuing.flow import NO_FLOW, Flow
 from pgqueue.exceptions import InvalidJob, NotSerializable, PayloadTooLarge
 from pgqueue.payload import Unstorable, dumps
+from pgqueue.text import short_repr, text_problem
 
 TOPIC_MAX = 255  # the topic and key columns' length
 KEY_MAX = 255

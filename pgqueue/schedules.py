@@ -15,7 +15,7 @@ from croniter import croniter
 from django.db import transaction
 
 from pgqueue import db
-from pgqueue.conf import Settings, get_settings, short_repr, text_problem
+from pgqueue.conf import Settings, get_settings
 from pgqueue.enqueuing import registry
 from pgqueue.enqueuing.decorator import JobFunction
 from pgqueue.enqueuing.insert import enqueue_calls
@@ -23,6 +23,7 @@ from pgqueue.enqueuing.options import JobCall
 from pgqueue.enqueuing.rows import to_json
 from pgqueue.exceptions import InvalidJob
 from pgqueue.payload import dumps
+from pgqueue.text import short_repr, text_problem
 
 logger = logging.getLogger("pgqueue.scheduler")
 

@@ -35,17 +35,7 @@ def parse_id(text: str) -> int | None:
     return None
 
 
-def duration_text(seconds: float) -> str:
-    """Seconds as a short duration: "850 ms", "4.2 s", "3 min", "5 h", "2 d"."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 86400:.0f} d"
+
 
 
 def job_link(job_id: int | None) -> str:

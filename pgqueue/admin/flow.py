@@ -16,9 +16,10 @@ from django.utils.html import format_html, format_html_join
 
 from pgqueue import operations
 from pgqueue.admin.actions import confirmed_action
-from pgqueue.admin.base import PgQueueAdmin, alias, duration_text, job_link
+from pgqueue.admin.base import PgQueueAdmin, alias, job_link
 from pgqueue.lifecycle import bucket_tokens
 from pgqueue.models import Job, Lock, RateLimit, Semaphore, SemaphoreSlot
+from pgqueue.text import duration_text
 
 
 def _age(when: Any) -> str:

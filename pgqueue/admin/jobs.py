@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 
 from pgqueue import db, operations
 from pgqueue.admin.actions import confirmed_action
-from pgqueue.admin.base import PgQueueAdmin, alias, duration_text, job_link, parse_id
+from pgqueue.admin.base import PgQueueAdmin, alias, job_link, parse_id
 from pgqueue.admin.flow import tokens_now
 from pgqueue.conf import get_settings
 from pgqueue.models import (
@@ -31,6 +31,7 @@ from pgqueue.models import (
     Semaphore,
     SemaphoreSlot,
 )
+from pgqueue.text import duration_text
 
 RECENT = 5_000  # filters offer the queues and tasks seen among the newest jobs (bounded query)
 COUNT_CAP = 10_000  # filtered changelists count at most this many rows

@@ -11,8 +11,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from pgqueue import outbox
-from pgqueue.admin.base import PgQueueAdmin, alias, duration_text, job_link
+from pgqueue.admin.base import PgQueueAdmin, alias, job_link
 from pgqueue.models import Delivery, Job, OutboxEvent
+from pgqueue.text import duration_text
 
 
 class StatusFilter(admin.SimpleListFilter):

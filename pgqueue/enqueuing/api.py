@@ -8,8 +8,9 @@ from typing import Any
 from pgqueue.enqueuing import registry
 from pgqueue.enqueuing.handle import JobHandle
 from pgqueue.enqueuing.insert import enqueue_calls
-from pgqueue.enqueuing.options import JobCall, a_type
+from pgqueue.enqueuing.options import JobCall
 from pgqueue.exceptions import InvalidJob
+from pgqueue.text import a_type
 
 
 def enqueue(task: str, /, *args: Any, **kwargs: Any) -> JobHandle:

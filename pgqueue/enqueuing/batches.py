@@ -19,12 +19,13 @@ from django.db import transaction
 from django.db.models import Count
 
 from pgqueue import db, operations, settle
-from pgqueue.conf import get_settings, short_repr, text_problem
+from pgqueue.conf import get_settings
 from pgqueue.enqueuing import scope
 from pgqueue.enqueuing.api import enqueue_many
 from pgqueue.enqueuing.options import JOB_ID_MAX
 from pgqueue.enqueuing.rows import callback_spec
 from pgqueue.exceptions import InvalidJob
+from pgqueue.text import short_repr, text_problem
 
 DESCRIPTION_MAX = 255  # the description column's length
 

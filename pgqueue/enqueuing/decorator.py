@@ -20,7 +20,6 @@ from pgqueue.enqueuing.options import (
     PRIORITY_MIN,
     JobCall,
     JobOptions,
-    a_type,
     check_fraction,
     check_int,
     check_job_name,
@@ -32,6 +31,7 @@ from pgqueue.enqueuing.options import (
 from pgqueue.enqueuing.rows import flow_policy
 from pgqueue.exceptions import InvalidJob, NonRetryable
 from pgqueue.lifecycle import RetryPolicy
+from pgqueue.text import a_type
 
 
 class JobFunction:

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from pgqueue.conf import RATE_WINDOW_MIN, SECONDS_MAX, short_repr, text_problem
+from pgqueue.conf import RATE_WINDOW_MIN, SECONDS_MAX
 from pgqueue.exceptions import InvalidJob
+from pgqueue.text import short_repr, text_problem
 
 KEY_MAX = 255  # the key columns' length
 CONCURRENCY_LIMIT_MAX = 10_000  # slots are rows: a semaphore of more is not a limit worth a row each

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from pgqueue.conf import MAX_ATTEMPTS_MAX, SECONDS_MAX, check_queue_name, short_repr, text_problem
+from pgqueue.conf import MAX_ATTEMPTS_MAX, SECONDS_MAX, check_queue_name
 from pgqueue.enqueuing.flow import FlowJob
 from pgqueue.enqueuing.handle import JobHandle
 from pgqueue.exceptions import InvalidJob
 from pgqueue.lifecycle import RetryPolicy
+from pgqueue.text import short_repr, text_problem
 
 PRIORITY_MIN, PRIORITY_MAX = -100, 100  # the priority column is a smallint with this check
 JOB_NAME_MAX = 255  # the task column's length
@@ -96,12 +97,6 @@ class JobCall:
                 raise InvalidJob(f"Job {name}: keyword argument names must be strings, got {short_repr(key)}.")
         if not isinstance(self.options, JobOptions):
             raise InvalidJob(f"Job {name}: JobCall options must be a JobOptions, got {type(self.options).__name__}.")
-
-
-def a_type(value: Any) -> str:
-    """ "an int", "a dict": the type of value, for messages."""
-    name = type(value).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def check_int(label: str, value: Any, low: int, high: int) -> int:

@@ -21,7 +21,6 @@ from pgqueue.enqueuing.options import (
     JobCall,
     JobOptions,
     JobSpec,
-    a_type,
     check_depends_on,
     check_int,
     check_on_dependency_failure,
@@ -31,6 +30,7 @@ from pgqueue.enqueuing.options import (
 )
 from pgqueue.exceptions import InvalidJob, NotSerializable, PayloadTooLarge, UnknownQueue
 from pgqueue.payload import Unstorable, dumps
+from pgqueue.text import a_type
 
 # Deepest nesting of an argument value: deeper JSON is valid, but reading it back (the worker's
 # json.loads, the admin's display) recurses once per level and would hit Python's recursion limit.

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pgqueue.conf import short_repr, text_problem
 from pgqueue.enqueuing.handle import JobHandle
 from pgqueue.enqueuing.insert import enqueue_calls
-from pgqueue.enqueuing.options import JobCall, a_type, check_depends_on
+from pgqueue.enqueuing.options import JobCall, check_depends_on
 from pgqueue.exceptions import InvalidJob
+from pgqueue.text import a_type, short_repr, text_problem
 
 STEPS_MAX = 100_000
 STEP_NAME_MAX = 200

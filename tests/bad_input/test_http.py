@@ -10,8 +10,8 @@ import pytest
 
 import pgqueue
 from pgqueue import http
-from pgqueue.conf import short_repr
 from pgqueue.exceptions import InvalidJob, NotSerializable
+from pgqueue.text import short_repr
 from tests.bad_input.conftest import Refused
 
 URL = "https://api.example.com/hook"

@@ -226,7 +226,7 @@ def collector_cost(times: int = 20) -> dict[str, float]:
     """The database gauges' scrape cost (pgqueue.metrics.DatabaseCollector) on tables holding 1,000,000
     finished jobs with their attempts, plus 20,000 ready, 5,000 scheduled, 2,000 dead jobs in 4 queues:
     the median time of one collection, and the same on empty tables."""
-    from pgqueue import metrics
+    from pgqueue.ops import metrics
 
     def timed() -> float:
         spent = []

@@ -22,7 +22,7 @@ class PgQueueConfig(AppConfig):
                 conf.reset()
 
         setting_changed.connect(reset_settings, weak=False, dispatch_uid="pgqueue-reset-settings")
-        from pgqueue import metrics
+        from pgqueue.ops import metrics
 
         metrics.install()  # counts this process's enqueues and jobs from the events (pgqueue.events)
 

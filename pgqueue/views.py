@@ -8,9 +8,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from pgqueue import health as health_report
-from pgqueue import metrics as prometheus
 from pgqueue.conf import get_settings
+from pgqueue.ops import health as health_report
+from pgqueue.ops import metrics as prometheus
 
 
 @never_cache

@@ -11,8 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from pgqueue.conf import get_settings
-from pgqueue.models import AuditEntry
+from pgqueue.ops import audit
 
 CHUNK = 5_000  # ids per statement when an action covers many rows
 
@@ -63,13 +62,8 @@ def confirmed_action(
         changed: list[Any] = []
         for start in range(0, len(ids), CHUNK):
             changed.extend(run(ids[start:start + CHUNK]))
-        AuditEntry.objects.using(get_settings().DATABASE).create(
-            user=request.user if request.user.is_authenticated else None,
-            username=request.user.get_username() if request.user.is_authenticated else "",
-            action=name, target=target, count=len(changed), selected=selected,
-            object_ids=[str(i) for i in changed[:1000]],
-            scope=request.GET.urlencode() if selects_across(request) else "",
-        )
+        audit.record(action=name, target=target, changed=[str(i) for i in changed], selected=selected,
+                     scope=request.GET.urlencode() if selects_across(request) else "", user=request.user)
         level = messages.SUCCESS if changed else messages.WARNING
         modeladmin.message_user(request, f"{description}: {len(changed)} of {selected} selected {target}(s) "
                                          "changed (the others were not in a state this action applies to).", level)

@@ -22,7 +22,8 @@ from pgqueue import operations
 from pgqueue.admin.actions import confirmed_action, selects_across
 from pgqueue.admin.base import PgQueueAdmin, alias
 from pgqueue.exceptions import InvalidJob
-from pgqueue.models import AuditEntry, Job, QueueState
+from pgqueue.models import Job, QueueState
+from pgqueue.ops import audit
 
 WAITING_OR_RUNNING = ["ready", "running", "scheduled"]
 UNLISTED_MAX = 1000  # queues without a row shown at most (bounded query)
@@ -153,11 +154,8 @@ class QueueStateAdmin(PgQueueAdmin):
         if changed & {"breaker_threshold", "breaker_window", "breaker_cooldown"}:  # else the streak is kept
             operations.set_breaker(obj.name, failures=data["breaker_threshold"], within=data["breaker_window"],
                                    cooldown=data["breaker_cooldown"])
-        AuditEntry.objects.using(alias()).create(
-            user_id=request.user.pk, username=request.user.get_username(), action="set_queue_limits",
-            target="queue", count=1, selected=1, object_ids=[obj.name],
-            scope=", ".join(f"{k}={data[k]}" for k in QueueLimitsForm.Meta.fields if data[k] is not None),
-        )
+        audit.record(action="set_queue_limits", target="queue", changed=[obj.name], selected=1, user=request.user,
+                     scope=", ".join(f"{k}={data[k]}" for k in QueueLimitsForm.Meta.fields if data[k] is not None))
 
     def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
         return None  # the audit entry above records it (django_admin_log may live on another database)

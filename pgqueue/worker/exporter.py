@@ -15,8 +15,9 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from pgqueue import db, events, metrics
+from pgqueue import db, events
 from pgqueue.conf import Settings
+from pgqueue.ops import metrics
 from pgqueue.worker.signals import SignalPipe
 
 StartResponse = Callable[..., Any]

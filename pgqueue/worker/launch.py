@@ -11,10 +11,11 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
-from pgqueue import db, metrics, schedules
+from pgqueue import db, schedules
 from pgqueue.checks import check_migrations
 from pgqueue.conf import Settings, get_settings
 from pgqueue.exceptions import InvalidJob
+from pgqueue.ops import metrics
 from pgqueue.worker import exporter
 from pgqueue.worker.options import OptionError, WorkerOptions
 from pgqueue.worker.supervisor import Supervisor

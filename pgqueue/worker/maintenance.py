@@ -11,8 +11,9 @@ import socket
 import time
 from typing import Any
 
-from pgqueue import db, events, outbox, retention, settle
+from pgqueue import db, events, outbox, settle
 from pgqueue.conf import Settings
+from pgqueue.ops import retention
 from pgqueue.worker import rescue
 from pgqueue.worker.signals import SignalPipe
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import pgqueue
-from pgqueue import http
+from pgqueue.contrib import http
 from pgqueue.exceptions import InvalidJob, NotSerializable
 from pgqueue.text import short_repr
 from tests.bad_input.conftest import Refused

@@ -283,7 +283,7 @@ def test_the_maintenance_sweep_goes_round_all_unsettled_batches() -> None:
 
 def test_retention_keeps_a_dead_job_until_its_batch_has_settled() -> None:
     """Issue #18, class 5: a dead member pruned before its batch settled let the batch report success."""
-    from pgqueue import retention
+    from pgqueue.ops import retention
 
     with pgqueue.batch(**with_callbacks()) as b:
         jobs.mark.enqueue("bad")

@@ -22,10 +22,10 @@ from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
-from pgqueue import doctor
 from pgqueue.db import connection_kwargs
-from pgqueue.doctor import Verdict
 from pgqueue.models import Job, WorkerProcess
+from pgqueue.ops import doctor
+from pgqueue.ops.doctor import Verdict
 from tests.conftest import ROOT, wait_for
 from tests.conftest import WorkerProcess as WorkerSubprocess
 from tests.testapp import jobs

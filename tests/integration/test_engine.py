@@ -14,11 +14,12 @@ from django.db import connection
 
 import pgqueue
 import pgqueue.operations
-from pgqueue import db, retention
+from pgqueue import db
 from pgqueue.conf import get_settings
 from pgqueue.db import connection_kwargs
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
 from pgqueue.models import Attempt, Job, QueueState
+from pgqueue.ops import retention
 from pgqueue.types import JobState, LeasedJob, Outcome
 from pgqueue.worker import rescue
 from tests.testapp import jobs

@@ -20,9 +20,9 @@ import pgqueue
 from pgqueue import Unique, db, operations
 from pgqueue.db import connection_kwargs
 from pgqueue.exceptions import InvalidJobId, JobNotFound
-from pgqueue.explain import Explanation, explain
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
 from pgqueue.models import Job, RateLimit, WorkerProcess
+from pgqueue.ops.explain import Explanation, explain
 from pgqueue.types import LeasedJob
 from tests.conftest import ROOT
 from tests.conftest import WorkerProcess as WorkerSubprocess

@@ -647,7 +647,7 @@ def test_the_longest_window_never_defers_a_job_past_a_century() -> None:
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from pgqueue.explain import explain
+    from pgqueue.ops.explain import explain
 
     ids = [h.id for h in jobs.partner_call.options(rate_limit=1, rate_window=31_536_000).enqueue_many(
         [("a", f"a{i}") for i in range(150)])]

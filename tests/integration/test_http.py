@@ -27,10 +27,15 @@ from django.conf import settings
 from django.test import override_settings
 
 import pgqueue
-from pgqueue import http
 from pgqueue.conf import get_settings
+from pgqueue.contrib import http
+from pgqueue.contrib.http import (
+    BlockedRequest,
+    HttpClientError,
+    RetryableHttpError,
+    TooManyRedirects,
+)
 from pgqueue.exceptions import NonRetryable
-from pgqueue.http import BlockedRequest, HttpClientError, RetryableHttpError, TooManyRedirects
 from pgqueue.models import Job
 from pgqueue.payload import dumps
 

@@ -13,9 +13,10 @@ from django.test import Client, override_settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from pgqueue import db, events, health, logs, metrics, monitor, operations
+from pgqueue import db, events, operations
 from pgqueue.lifecycle import outcome_label
 from pgqueue.models import Job, OutboxEvent, WorkerProcess
+from pgqueue.ops import health, logs, metrics, monitor
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,10 +13,10 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from pgqueue import retention
 from pgqueue.conf import get_settings
 from pgqueue.db import connection_kwargs
 from pgqueue.models import ArchivedJob, Attempt, Job
+from pgqueue.ops import retention
 from pgqueue.settle import InDjango
 from pgqueue.worker.maintenance import Maintenance
 from tests.testapp import jobs

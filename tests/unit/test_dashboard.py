@@ -32,7 +32,7 @@ def event_families() -> dict[str, frozenset[str]]:
     """The counters and histograms: family name -> the sample names a scrape shows (_total, _bucket, ...)."""
     from prometheus_client import CollectorRegistry
 
-    from pgqueue import metrics
+    from pgqueue.ops import metrics
 
     created = metrics._create(CollectorRegistry())
     families: dict[str, frozenset[str]] = {}
@@ -49,7 +49,7 @@ def event_families() -> dict[str, frozenset[str]]:
 @cache
 def gauge_names() -> frozenset[str]:
     """The gauges DatabaseCollector.collect yields, read from its source."""
-    from pgqueue import metrics
+    from pgqueue.ops import metrics
 
     source = inspect.getsource(metrics.DatabaseCollector.collect)
     return frozenset(re.findall(r'(?:GaugeMetricFamily|_gauge)\(\s*"(\w+)"', source))

@@ -1,10 +1,14 @@
 """The package's layout holds: no import cycle between its modules, counting every import (module level, inside
-functions, under TYPE_CHECKING)."""
+functions, under TYPE_CHECKING); the core never imports the contrib job types; the documented import paths
+of moved modules still give their public names."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pgqueue"
 
@@ -80,3 +84,27 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import() -> Non
     source = "def f():\n    from pgqueue.enqueuing import insert\n"
     imported = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)]
     assert imported and imported[0].module == "pgqueue.enqueuing"  # ast.walk reaches into function bodies
+
+
+def test_the_core_never_imports_contrib() -> None:
+    importers = {m for m, targets in import_graph().items() if any(t.startswith("pgqueue.contrib") for t in targets)}
+    assert {m for m in importers if not m.startswith("pgqueue.contrib")} == {"pgqueue.http"}  # the documented path
+
+
+@pytest.mark.parametrize(("old", "new", "names"), [
+    ("pgqueue.http", "pgqueue.contrib.http", ["request", "BlockedRequest", "HttpClientError", "RetryableHttpError"]),
+    ("pgqueue.flow", "pgqueue.enqueuing.flow", ["Unique", "Until", "OnConflict", "RetryOrder", "KeySpec"]),
+    ("pgqueue.options", "pgqueue.enqueuing.options", ["JobCall", "JobOptions", "DEPENDENCIES_MAX"]),
+    ("pgqueue.batches", "pgqueue.enqueuing.batches", ["Batch", "BatchProgress", "batch"]),
+    ("pgqueue.workflows", "pgqueue.enqueuing.workflows", ["enqueue_workflow", "STEPS_MAX"]),
+    ("pgqueue.monitor", "pgqueue.ops.monitor", ["snapshot"]),
+    ("pgqueue.health", "pgqueue.ops.health", ["report"]),
+    ("pgqueue.explain", "pgqueue.ops.explain", ["explain", "format_text"]),
+    ("pgqueue.doctor", "pgqueue.ops.doctor", ["run_checks", "Verdict"]),
+    ("pgqueue.metrics", "pgqueue.ops.metrics", ["exposition", "uninstall", "PLACEHOLDER_TOKENS"]),
+    ("pgqueue.logs", "pgqueue.ops.logs", ["JsonFormatter", "subscribe", "JOB_FIELDS"]),
+    ("pgqueue.retention", "pgqueue.ops.retention", ["prune"]),
+])
+def test_the_documented_paths_of_moved_modules_give_the_same_objects(old: str, new: str, names: list[str]) -> None:
+    documented, home = importlib.import_module(old), importlib.import_module(new)
+    assert all(getattr(documented, n) is getattr(home, n) for n in names)

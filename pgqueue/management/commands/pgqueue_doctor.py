@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pgqueue import doctor
+from pgqueue.ops import doctor
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pgqueue.exceptions import InvalidJob, JobNotFound
-from pgqueue.explain import explain, format_text
+from pgqueue.ops.explain import explain, format_text
 
 
 class Command(BaseCommand):

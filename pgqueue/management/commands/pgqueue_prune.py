@@ -10,9 +10,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pgqueue import retention
 from pgqueue.conf import get_settings
 from pgqueue.exceptions import InvalidJob
+from pgqueue.ops import retention
 from pgqueue.settle import InDjango
 
 

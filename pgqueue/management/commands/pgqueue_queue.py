@@ -3,7 +3,6 @@ them. Each change is audited, as the admin's actions are."""
 
 from __future__ import annotations
 
-import getpass
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -12,7 +11,8 @@ from django.db import transaction
 from pgqueue import operations
 from pgqueue.conf import get_settings
 from pgqueue.exceptions import InvalidJob
-from pgqueue.models import AuditEntry, QueueState
+from pgqueue.models import QueueState
+from pgqueue.ops import audit
 
 VERBS = {
     "pause": (operations.pause, "pause_queue", "paused (workers lease nothing more from them):"),
@@ -73,10 +73,8 @@ class Command(BaseCommand):
                     for queue in queues:
                         operations.check_breaker(queue, **breaker)
                     names = [operations.set_breaker(q, **breaker) for q in queues]
-                AuditEntry.objects.using(alias).create(
-                    username=f"manage.py ({_os_user()})"[:150], action=action, target="queue", count=len(names),
-                    selected=len(queues), object_ids=names, scope=scope,
-                )
+                audit.record(action=action, target="queue", changed=names, selected=len(queues), scope=scope,
+                             alias=alias)
         except InvalidJob as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"{said} {', '.join(names)}")
@@ -91,10 +89,3 @@ class Command(BaseCommand):
 
 def _options_text(options: dict[str, Any], keys: tuple[str, ...]) -> str:
     return " ".join(f"--{k}={options[k]}" for k in keys if options.get(k) not in (None, False))
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment
-        return "unknown user"

@@ -11,8 +11,8 @@ from django.db import transaction
 from pgqueue import operations
 from pgqueue.conf import check_queue_name, get_settings
 from pgqueue.exceptions import InvalidJob
-from pgqueue.management.commands.pgqueue_queue import _os_user
-from pgqueue.models import AuditEntry, Job
+from pgqueue.models import Job
+from pgqueue.ops import audit
 
 BATCH = 1000
 
@@ -60,10 +60,9 @@ class Command(BaseCommand):
             with transaction.atomic(using=alias):
                 done = operations.retry(chosen[start:start + BATCH])
                 moved += done
-                AuditEntry.objects.using(alias).create(
-                    username=f"manage.py ({_os_user()})"[:150], action="retry_job", target="job", count=len(done),
-                    selected=len(chosen[start:start + BATCH]), object_ids=done[:1000],
-                    scope=" ".join(f"--{k}={v}" for k in ("queue", "task") for v in options[k] or ())
+                audit.record(
+                    action="retry_job", target="job", changed=done, selected=len(chosen[start:start + BATCH]),
+                    alias=alias, scope=" ".join(f"--{k}={v}" for k in ("queue", "task") for v in options[k] or ())
                     + (" --dead" if options["dead"] else "") + (" --cancelled" if options["cancelled"] else ""),
                 )
         skipped = len(chosen) - len(moved)

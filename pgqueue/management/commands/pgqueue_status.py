@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from pgqueue import monitor
+from pgqueue.ops import monitor
 
 COLUMNS = ("scheduled", "ready", "running", "blocked", "waiting", "dead")
 

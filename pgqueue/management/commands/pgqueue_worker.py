@@ -53,7 +53,7 @@ class Command(BaseCommand):
 
 
 def _configure_logging(level: str) -> None:
-    from pgqueue import logs
+    from pgqueue.ops import logs
 
     logger = logging.getLogger("pgqueue")
     if not logger.handlers and not logging.getLogger().handlers:

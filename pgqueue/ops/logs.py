@@ -1,0 +1,173 @@
+"""Log lines for engine events: subscribed to pgqueue.events, so the engine emits once and logs nothing itself.
+
+Each attempt's end is one INFO line on the logger "pgqueue.jobs" whose record also carries the facts as
+attributes (job_id, queue, task, attempt, duration, outcome, worker, error_class), which JsonFormatter
+writes as one JSON object per line (docs/operations.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pgqueue import events
+from pgqueue.lifecycle import exit_status, outcome_label
+
+worker_log = logging.getLogger("pgqueue.worker")
+supervisor_log = logging.getLogger("pgqueue.supervisor")
+maintenance_log = logging.getLogger("pgqueue.maintenance")
+db_log = logging.getLogger("pgqueue.db")
+jobs_log = logging.getLogger("pgqueue.jobs")
+# The record attributes of an attempt's line (and of JsonFormatter's output, beside time, level, logger, message).
+JOB_FIELDS = ("job_id", "queue", "task", "attempt", "duration", "outcome", "worker", "error_class")
+
+
+def _job_finished(worker: str, job_id: int, queue: str, task: str, attempt: int, outcome: str, state: str,
+                  applied: bool, duration: float, error_class: str = "", **_: Any) -> None:
+    if not applied or not jobs_log.isEnabledFor(logging.INFO):
+        return  # a refused completion has its own warning (job_completion_refused)
+    label = outcome_label(outcome, state)
+    jobs_log.info(
+        "job %s %s attempt %d on queue %s: %s in %.3f s%s", job_id, task, attempt, queue, label, duration,
+        f" ({error_class})" if error_class else "",
+        extra={"job_id": job_id, "queue": queue, "task": task, "attempt": attempt, "duration": round(duration, 6),
+               "outcome": label, "worker": worker, "error_class": error_class},
+    )
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the attempt fields when the record has them,
+    and the exception text if any. Use it in LOGGING: {"()": "pgqueue.logs.JsonFormatter"}."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "logger": record.name, "process": record.process,
+            "message": record.getMessage(),
+        }
+        for name in JOB_FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _worker_started(worker: str, kind: str, queues: tuple[str, ...] = (), concurrency: int = 0,
+                    processes: int = 0, **_: Any) -> None:
+    if kind == "supervisor":
+        supervisor_log.info("supervisor %s: %d worker(s) x %d threads on queues %s", worker, processes,
+                            concurrency, ",".join(queues))
+    elif kind == "worker":
+        worker_log.info("worker %s started: queues=%s concurrency=%d", worker, ",".join(queues), concurrency)
+    else:
+        maintenance_log.info("%s %s started", kind, worker)
+
+
+def _worker_stopping(worker: str, reason: str, running: int, timeout: float, **_: Any) -> None:
+    worker_log.info("worker %s stopping (%s): draining %d running jobs for up to %s s", worker, reason, running,
+                    timeout)
+
+
+def _worker_exiting(worker: str, running: int, **_: Any) -> None:
+    worker_log.warning("worker %s exiting now; %d running jobs are handed back", worker, running)
+
+
+def _worker_stopped(worker: str, kind: str, reason: str, **_: Any) -> None:
+    (supervisor_log if kind == "supervisor" else worker_log).info("%s %s stopped (%s)", kind, worker, reason)
+
+
+def _child_exited(worker: str, kind: str, pid: int, status: int, **_: Any) -> None:
+    if status == 0:
+        supervisor_log.info("%s %s (pid %d) exited", kind, worker, pid)
+    elif status == 3 and kind == "worker":  # pgqueue.worker.worker.EXIT_STUCK: asked to be replaced
+        supervisor_log.warning("%s %s (pid %d) exited to be replaced: a job in it was stuck past its timeout",
+                               kind, worker, pid)
+    else:
+        supervisor_log.error("%s %s (pid %d) died with %s", kind, worker, pid, exit_status(status))
+
+
+def _job_rescued(count: int, worker: str = "", status: int | None = None, **_: Any) -> None:
+    if status is None:
+        maintenance_log.warning("rescued %d jobs from dead workers or expired leases", count)
+    else:
+        supervisor_log.warning("rescued %d jobs of %s, which exited with %s", count, worker, exit_status(status))
+
+
+def _job_isolated(worker: str, job_id: int, crashes: int, **_: Any) -> None:
+    worker_log.warning("job %s runs alone in worker %s: its process crashed %d time(s) while it ran", job_id,
+                       worker, crashes)
+
+
+def _job_stuck(worker: str, job_id: int, task: str, timeout: float, **_: Any) -> None:
+    worker_log.error("job %s (%s) ran past its %s s timeout; it is given up on and worker %s will be replaced",
+                     job_id, task, timeout, worker)
+
+
+def _job_cancel_requested(worker: str, job_id: int, **_: Any) -> None:
+    worker_log.info("job %s: cancel requested", job_id)
+
+
+def _job_lease_lost(worker: str, job_id: int, **_: Any) -> None:
+    worker_log.warning("job %s: lease lost (rescued while worker %s was unreachable); asking it to stop, its "
+                       "outcome will not be recorded", job_id, worker)
+
+
+def _job_released(worker: str, count: int, **_: Any) -> None:
+    worker_log.warning("worker %s handed back %d unfinished jobs", worker, count)
+
+
+def _job_abandoned(worker: str, count: int, **_: Any) -> None:
+    worker_log.warning("worker %s exits with %d async jobs on its blocked event loop; its supervisor takes them "
+                       "back once it has exited", worker, count)
+
+
+def _job_completion_refused(worker: str, job_id: int, outcome: str, **_: Any) -> None:
+    worker_log.warning("job %s: lease lost before its %s was recorded; not applied", job_id, outcome)
+
+
+def _maintenance_leader(worker: str, **_: Any) -> None:
+    maintenance_log.info("maintenance %s is the leader", worker)
+
+
+def _queue_paused(queue: str, reason: str, **_: Any) -> None:
+    maintenance_log.info("queue %s is %s and now paused", queue, reason)
+
+
+def _db_reconnect(worker: str, error: str, **_: Any) -> None:
+    db_log.warning("%s lost its database connection (%s); will reconnect", worker, error)
+
+
+def _db_unavailable(worker: str, statement: str, **_: Any) -> None:
+    db_log.error("%s: database unavailable for %s", worker, statement)
+
+
+HANDLERS: dict[str, Callable[..., None]] = {
+    "job_finished": _job_finished,
+    "worker_started": _worker_started,
+    "worker_stopping": _worker_stopping,
+    "worker_exiting": _worker_exiting,
+    "worker_stopped": _worker_stopped,
+    "child_exited": _child_exited,
+    "job_rescued": _job_rescued,
+    "job_isolated": _job_isolated,
+    "job_stuck": _job_stuck,
+    "job_cancel_requested": _job_cancel_requested,
+    "job_lease_lost": _job_lease_lost,
+    "job_released": _job_released,
+    "job_abandoned": _job_abandoned,
+    "job_completion_refused": _job_completion_refused,
+    "maintenance_leader": _maintenance_leader,
+    "queue_paused": _queue_paused,
+    "db_reconnect": _db_reconnect,
+    "db_unavailable": _db_unavailable,
+}
+
+
+def subscribe() -> None:
+    """Log every engine event above (idempotent); pgqueue_worker calls it at start."""
+    for event, handler in HANDLERS.items():
+        events.subscribe(event, handler)

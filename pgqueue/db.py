@@ -129,8 +129,7 @@ class BatchSettled:
     failed: bool  # its failure callback's moment came now
     finished: bool
     succeeded: bool
-    callbacks: int  # callback jobs inserted by the statement (all batches)
-    woken: int
+    callbacks: list[list[Any]]  # the callbacks fired: [job id, queue, task, args, kwargs, priority, max_attempts, timeout]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +183,19 @@ class Beat:
 
 
 @dataclass(frozen=True, slots=True)
-class Replayed:
-    replay_of_id: int
+class Replayable:
     id: int
-    woken: int
-    key: str | None  # the semaphore the copy waits for
+    copy_id: int  # reserved for the copy
+    queue: str
+    task: str
+    args: str  # JSON text
+    kwargs: str
+    priority: int
+    max_attempts: int
+    timeout: float | None
+    concurrency_key: str | None
+    concurrency_hold: bool
+    rate_key: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +310,7 @@ RETURNS: dict[str, type] = {
     "job_cancel_many": Cancelled,
     "job_retry_many": Retried,
     "job_delete_finished_many": JobId,
-    "job_replay_many": Replayed,
+    "job_get_replayable": Replayable,
     "job_prune": Pruned,
     "job_prune_count": StateCount,
     "archive_prune": Count,

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from pgqueue import db, settle
 from pgqueue.conf import check_queue_name, get_settings
+from pgqueue.enqueuing import rows as newjobs
 from pgqueue.enqueuing.flow import CONCURRENCY_LIMIT_MAX, check_rate_window
 from pgqueue.enqueuing.options import JOB_ID_MAX, check_seconds
 from pgqueue.exceptions import InvalidJob, InvalidJobId
@@ -71,9 +72,13 @@ def replay(job_ids: int | Iterable[int]) -> dict[int, int]:
     ids = _ids(job_ids)
     settings = get_settings()
     with transaction.atomic(using=settings.DATABASE):
-        rows = db.run_in_django("job_replay_many", ids=ids, channel=settings.NOTIFY_CHANNEL)
-        _hand_off([row.key for row in rows if row.key is not None])
-    return {row.replay_of_id: row.id for row in rows}
+        sources = db.run_in_django("job_get_replayable", ids=ids)
+        if sources:
+            copies = [newjobs.replay_of(row) for row in sources]
+            db.run_in_django("job_insert_many", **newjobs.insert_params(copies, [r.copy_id for r in sources],
+                                                                         settings.NOTIFY_CHANNEL))
+            _hand_off(sorted({r.concurrency_key for r in sources if r.concurrency_key is not None}))
+    return {row.id: row.copy_id for row in sources}
 
 
 def retry(job_ids: int | Iterable[int]) -> list[int]:

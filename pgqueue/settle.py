@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from django.db import transaction
 
 from pgqueue import db, events
+from pgqueue.enqueuing import rows as newjobs
 from pgqueue.lifecycle import release
 from pgqueue.types import FINISHED_STATES
 
@@ -87,7 +88,16 @@ def settle(runner: Runner, *, parents: Iterable[int] = (), batches: Iterable[int
     if released or cancelled or waiting:
         events.emit("job_dependencies_settled", released=released, cancelled=cancelled, waiting=waiting)
     if to_settle:
-        for row in runner.run("batch_settle", ids=sorted(to_settle), channel=channel):
+        with runner.transaction():  # the guards set and the callback jobs inserted together
+            fired = runner.run("batch_settle", ids=sorted(to_settle))
+            jobs, ids = [], []
+            for row in fired:
+                more, reserved = newjobs.callbacks(row.id, row.callbacks)
+                jobs += more
+                ids += reserved
+            if jobs:
+                runner.run("job_insert_many", **newjobs.insert_params(jobs, ids, channel))
+        for row in fired:
             events.emit("batch_settled", batch_id=row.id, failed=row.failed, finished=row.finished,
                         succeeded=row.succeeded)
 

@@ -54,7 +54,8 @@ class NewJob:
     batch_id: int | None = None
     depends_on: tuple[int | str, ...] = ()  # job ids (and workflow step names, until resolved to ids)
     on_dependency_failure: str = "cancel"
-    replay_of: int | None = None
+    replay_of: int | None = None  # the dead or cancelled job this one replays
+    callback_of: int | None = None  # the batch whose callback this job is
     # set by the insert of linked jobs (pgqueue.enqueuing.insert): dependencies not finished yet, whether jobs
     # of the same insert depend on it, and why it is cancelled at once (a dependency already failed)
     waits: int | None = None
@@ -193,9 +194,29 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+def callbacks(batch_id: int, fired: Sequence[Sequence[Any]]) -> tuple[list[NewJob], list[int]]:
+    """The NewJobs of a batch's callbacks that batch_settle fired, and the ids it reserved for them: each
+    from the spec callback_spec wrote (already merged and checked when the batch was opened)."""
+    jobs = [NewJob(queue=queue, task=task, args=args, kwargs=kwargs, priority=priority, run_at=None,
+                   max_attempts=max_attempts, timeout=timeout, callback_of=batch_id)
+            for _id, queue, task, args, kwargs, priority, max_attempts, timeout in fired]
+    return jobs, [int(f[0]) for f in fired]
+
+
+def replay_of(source: Any) -> NewJob:
+    """The NewJob of a replay of a dead or cancelled job (a db.Replayable): its arguments and options as
+    stored, its semaphore and rate key kept (their limits as they are now), its uniqueness and idempotency
+    keys not."""
+    flow = NO_FLOW if source.concurrency_key is None and source.rate_key is None else Flow(
+        concurrency_key=source.concurrency_key, concurrency_hold=source.concurrency_hold, rate_key=source.rate_key)
+    return NewJob(queue=source.queue, task=source.task, args=source.args, kwargs=source.kwargs,
+                  priority=source.priority, run_at=None, max_attempts=source.max_attempts, timeout=source.timeout,
+                  flow=flow, replay_of=source.id)
+
+
 def callback_spec(call: Any, what: str) -> str:
-    """A batch's callback (on_success=fn.call(...)), checked as an enqueue of it would be, as the JSON row
-    batch_settle inserts when its moment comes."""
+    """A batch's callback (on_success=fn.call(...)), checked as an enqueue of it would be, as the JSON spec
+    the batch keeps until its moment comes (then batch_settle returns it and callbacks() makes its NewJob)."""
     if not isinstance(call, JobCall):
         raise InvalidJob(f"Batch {what} must be a call built with fn.call(...), got {a_type(call)}.")
     settings = get_settings()
@@ -217,7 +238,7 @@ def callback_spec(call: Any, what: str) -> str:
 # job_insert_many's array parameters, each from the NewJob field (or its flow's field) of the same name
 _COLUMNS = (
     ("queues", "queue"), ("tasks", "task"), ("args", "args"), ("kwargs", "kwargs"), ("priorities", "priority"),
-    ("run_ats", "run_at"), ("max_attempts", "max_attempts"), ("timeouts", "timeout"), ("replay_ofs", "replay_of"),
+    ("run_ats", "run_at"), ("max_attempts", "max_attempts"), ("timeouts", "timeout"),
 )
 _FLOW_COLUMNS = (
     ("lock_keys", "lock_key"), ("idempotency_keys", "idempotency_key"), ("concurrency_keys", "concurrency_key"),
@@ -226,7 +247,7 @@ _FLOW_COLUMNS = (
 )
 _LINK_COLUMNS = (
     ("batch_ids", "batch_id"), ("waits", "waits"), ("has_dependents", "has_dependents"),
-    ("cancel_reasons", "cancel_reason"),
+    ("cancel_reasons", "cancel_reason"), ("replay_ofs", "replay_of"), ("callback_ofs", "callback_of"),
 )
 assert {f for _, f in _COLUMNS + _LINK_COLUMNS} <= {f.name for f in fields(NewJob)}
 assert {f for _, f in _FLOW_COLUMNS} <= {f.name for f in fields(Flow)}
@@ -243,7 +264,7 @@ def insert_params(rows: Sequence[NewJob], ids: Sequence[int | None], channel: st
     for param, field in _FLOW_COLUMNS:
         params[param] = [getattr(r.flow, field) for r in rows] if flowing else none
     linked = any(r.batch_id is not None or r.waits is not None or r.has_dependents is not None
-                 or r.cancel_reason is not None for r in rows)
+                 or r.cancel_reason is not None or r.replay_of is not None or r.callback_of is not None for r in rows)
     for param, field in _LINK_COLUMNS:
         params[param] = [getattr(r, field) for r in rows] if linked else none
     return params

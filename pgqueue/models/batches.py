@@ -4,8 +4,8 @@ succeeds, finishes or first fails (docs/batches.md).
 Progress is counted from the member jobs (Job.batch_id) as they are now, never kept in counters here, so
 a retry or a cancel cannot make it wrong (jobs pruned after their retention are no longer counted; `total`
 keeps the count at close). The timestamps below are the guards that make each callback fire once:
-batch_settle sets one only while it is NULL, under the row's lock, and inserts the callback in the same
-statement."""
+batch_settle sets one only while it is NULL, under the row's lock, and the callback is inserted in the same
+transaction (pgqueue.settle)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@
 -- per statement), with ',rated:' before the queue's name for jobs with a rate key. A job in a batch
 -- records it; a job that depends on jobs not finished yet (waits > 0) is 'waiting' (it takes no slot
 -- until dependency_settle releases it); one whose dependency already failed is inserted 'cancelled',
--- with the reason that names it.
+-- with the reason that names it. A key given without its limit (a replayed copy) uses its semaphore or
+-- bucket as it is: no slot is taken at insert (semaphore_hand_off follows), nothing is created or changed.
 WITH input AS MATERIALIZED (
     SELECT i.*, COALESCE(i.id, nextval(pg_get_serial_sequence('pgqueue_job', 'id'))) AS job_id,
         COALESCE(i.run_at > now(), false) AS later,
@@ -20,16 +21,17 @@ WITH input AS MATERIALIZED (
     FROM unnest(
         %(ids)s::bigint[], %(queues)s::text[], %(tasks)s::text[], %(args)s::text[], %(kwargs)s::text[],
         %(priorities)s::smallint[], %(run_ats)s::timestamptz[], %(max_attempts)s::int[],
-        %(timeouts)s::float8[], %(replay_ofs)s::bigint[], %(lock_keys)s::text[], %(idempotency_keys)s::text[],
+        %(timeouts)s::float8[], %(replay_ofs)s::bigint[], %(callback_ofs)s::bigint[], %(lock_keys)s::text[],
+        %(idempotency_keys)s::text[],
         %(concurrency_keys)s::text[], %(concurrency_limits)s::int[], %(concurrency_holds)s::boolean[],
         %(rate_keys)s::text[], %(rate_limits)s::int[], %(rate_windows)s::float8[], %(batch_ids)s::bigint[],
         %(waits)s::int[], %(has_dependents)s::boolean[], %(cancel_reasons)s::text[]
     ) WITH ORDINALITY AS i(id, queue, task, args, kwargs, priority, run_at, max_attempts, timeout, replay_of,
-                           lock_key, idempotency_key, concurrency_key, concurrency_limit, concurrency_hold,
+                           callback_of, lock_key, idempotency_key, concurrency_key, concurrency_limit, concurrency_hold,
                            rate_key, rate_limit, rate_window, batch_id, waits, has_dependents, cancel_reason, ord)
 ), rates AS (
     SELECT rate_key AS key, max(rate_limit) AS lim, max(rate_window) AS win
-    FROM input WHERE rate_key IS NOT NULL GROUP BY rate_key
+    FROM input WHERE rate_key IS NOT NULL AND rate_limit IS NOT NULL GROUP BY rate_key
 ), rate_created AS (
     INSERT INTO pgqueue_ratelimit (key, "limit", "window", tokens, updated_at, created_at)
     SELECT key, lim, win, lim, now(), now() FROM rates
@@ -45,7 +47,7 @@ WITH input AS MATERIALIZED (
     FROM input WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key
 ), created AS (
     INSERT INTO pgqueue_semaphore (key, "limit", created_at)
-    SELECT key, lim, now() FROM limits
+    SELECT key, lim, now() FROM limits WHERE lim IS NOT NULL
     ON CONFLICT (key) DO NOTHING
     RETURNING key, "limit"
 ), relimited AS (
@@ -87,7 +89,7 @@ WITH input AS MATERIALIZED (
     FROM assigned a WHERE s.key = a.key AND s.number = a.number AND s.job_id IS NULL
 ), inserted AS (
     INSERT INTO pgqueue_job (
-        id, queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id,
+        id, queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id, callback_of_id,
         lock_key, idempotency_key, concurrency_key, slot, concurrency_hold, rate_key, batch_id, waiting_on,
         has_dependents, finished_at, reason_code, last_error
     )
@@ -96,7 +98,7 @@ WITH input AS MATERIALIZED (
         CASE WHEN i.cancel_reason IS NOT NULL THEN 'cancelled'
              WHEN i.waits > 0 THEN 'waiting'
              ELSE pgqueue_runnable_state(COALESCE(i.run_at, now()), i.concurrency_key, a.number) END,
-        COALESCE(i.run_at, now()), i.max_attempts, i.timeout, i.replay_of,
+        COALESCE(i.run_at, now()), i.max_attempts, i.timeout, i.replay_of, i.callback_of,
         i.lock_key, i.idempotency_key, i.concurrency_key, a.number, COALESCE(i.concurrency_hold, false), i.rate_key,
         i.batch_id, GREATEST(COALESCE(i.waits, 0), 0), COALESCE(i.has_dependents, false),
         CASE WHEN i.cancel_reason IS NOT NULL THEN now() END,
@@ -851,10 +853,13 @@ WHERE j.state NOT IN ('succeeded', 'dead', 'cancelled');
 -- name: batch_settle
 -- Fire the callbacks of these closed batches whose moment has come, each once: the failure callback when a
 -- job of the batch is first seen dead, the finish callback when none is left unfinished, the success
--- callback when moreover none is dead or cancelled (never for a cancelled batch). Each has its guard, the batch's failed_at, finished_at
--- or succeeded_at: set only while NULL, under the batch row's lock, by the statement that inserts the
--- callback job. Run after the jobs' transitions committed: when a batch's last two jobs finish at once in
--- two processes, the later of the two settles sees both finished.
+-- callback when moreover none is dead or cancelled (never for a cancelled batch). Each has its guard, the
+-- batch's failed_at, finished_at or succeeded_at: set only while NULL, under the batch row's lock, with an id
+-- reserved for the callback job, which the caller inserts (job_insert_many) in the same transaction.
+-- Returns per batch the callbacks fired: [job id, queue, task, args, kwargs, priority, max_attempts,
+-- timeout] from the spec written at Batch.open (pgqueue.enqueuing.rows.callback_spec). Run after the
+-- jobs' transitions committed: when a batch's last two jobs finish at once in two processes, the later of
+-- the two settles sees both finished.
 WITH status AS (
     SELECT b.id,
         EXISTS (SELECT 1 FROM pgqueue_job j WHERE j.batch_id = b.id
@@ -887,26 +892,16 @@ WITH status AS (
     WHERE b.id = d.id AND (d.fail OR d.finish OR d.succeed)
     RETURNING b.id, d.fail, d.finish, d.succeed, b.failure_job_id, b.finish_job_id, b.success_job_id,
         b.on_failure, b.on_finish, b.on_success
-), callbacks AS (
-    SELECT f.id AS batch_id, c.job_id, c.spec
-    FROM fired f
-    CROSS JOIN LATERAL (VALUES (f.fail, f.failure_job_id, f.on_failure), (f.finish, f.finish_job_id, f.on_finish),
-                               (f.succeed, f.success_job_id, f.on_success)) AS c(fire, job_id, spec)
-    WHERE c.fire AND c.spec IS NOT NULL
-), inserted AS (
-    INSERT INTO pgqueue_job (id, queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout,
-                             callback_of_id)
-    SELECT c.job_id, c.spec->>'queue', c.spec->>'task', c.spec->'args', c.spec->'kwargs',
-        (c.spec->>'priority')::smallint, 'ready', now(), (c.spec->>'max_attempts')::int,
-        (c.spec->>'timeout')::float8, c.batch_id
-    FROM callbacks c
-    RETURNING id, queue
-), wake AS (
-    SELECT pg_notify(%(channel)s, q.queue) FROM (SELECT DISTINCT queue FROM inserted) q
 )
 SELECT f.id, f.fail AS failed, f.finish AS finished, f.succeed AS succeeded,
-    (SELECT count(*) FROM inserted) AS callbacks, (SELECT count(*) FROM wake) AS woken
-FROM fired f;
+    COALESCE((SELECT json_agg(json_build_array(c.job_id, c.spec->>'queue', c.spec->>'task', (c.spec->'args')::text,
+                                               (c.spec->'kwargs')::text, (c.spec->>'priority')::int,
+                                               (c.spec->>'max_attempts')::int, (c.spec->>'timeout')::float8))
+              FROM (VALUES (f.fail, f.failure_job_id, f.on_failure), (f.finish, f.finish_job_id, f.on_finish),
+                           (f.succeed, f.success_job_id, f.on_success)) AS c(fire, job_id, spec)
+              WHERE c.fire AND c.spec IS NOT NULL), '[]') AS callbacks
+FROM fired f
+ORDER BY f.id;
 
 -- name: batch_unsettled
 -- Closed batches after id %(after)s (at most %(limit)s, in id order: the sweep goes round them all) that
@@ -1311,28 +1306,15 @@ ON CONFLICT (name) DO UPDATE
 SET pause_when_empty = true, paused = false, paused_reason = '', resume_at = NULL, updated_at = now()
 RETURNING name;
 
--- name: job_replay_many
--- Copy dead or cancelled jobs into new ready jobs that point back at them (a copy with a semaphore waits
--- for a slot, 'blocked': semaphore_hand_off follows; a rate key is kept; uniqueness and idempotency keys
--- are not copied).
-WITH source AS (
-    SELECT id, queue, task, args, kwargs, priority, max_attempts, timeout, concurrency_key, concurrency_hold, rate_key
-    FROM pgqueue_job
-    WHERE id = ANY(%(ids)s::bigint[]) AND state IN ('dead', 'cancelled')
-), inserted AS (
-    INSERT INTO pgqueue_job (queue, task, args, kwargs, priority, state, run_at, max_attempts, timeout, replay_of_id,
-                             concurrency_key, concurrency_hold, rate_key)
-    SELECT queue, task, args, kwargs, priority, pgqueue_runnable_state(now(), concurrency_key, NULL),
-        now(), max_attempts, timeout, id, concurrency_key, concurrency_hold, rate_key
-    FROM source
-    RETURNING id, queue, replay_of_id, state, concurrency_key, rate_key
-), wake AS (
-    SELECT pg_notify(%(channel)s, q.payload)
-    FROM (SELECT DISTINCT pgqueue_wake_payload(queue, rate_key) AS payload
-          FROM inserted WHERE state = 'ready') q
-)
-SELECT replay_of_id, id, (SELECT count(*) FROM wake) AS woken, concurrency_key AS key
-FROM inserted ORDER BY replay_of_id;
+-- name: job_get_replayable
+-- The dead or cancelled jobs among these ids, with an id reserved for the copy pgqueue.operations.replay
+-- inserts of each (job_insert_many: a copy keeps the semaphore and rate key, not the uniqueness and
+-- idempotency keys).
+SELECT j.id, nextval(pg_get_serial_sequence('pgqueue_job', 'id')) AS copy_id, j.queue, j.task, j.args::text AS args,
+    j.kwargs::text AS kwargs, j.priority, j.max_attempts, j.timeout, j.concurrency_key, j.concurrency_hold, j.rate_key
+FROM pgqueue_job j
+WHERE j.id = ANY(%(ids)s::bigint[]) AND j.state IN ('dead', 'cancelled')
+ORDER BY j.id;
 
 -- name: job_prune
 -- Delete finished jobs (and their attempts) past their retention, at most %(limit)s, oldest first; with

@@ -78,4 +78,4 @@ def test_no_statement_writes_the_rules_out_again() -> None:
     assert "',rated:' ||" not in text
     users = {name for name, sql in db.QUERIES.items() if "pgqueue_runnable_state(" in sql}
     assert users >= {"job_insert_many", "job_insert", "job_replace_waiting_many", "job_release_waiting_many",
-                     "job_stage_due", "job_retry_many", "job_replay_many"}
+                     "job_stage_due", "job_retry_many"}

@@ -19,6 +19,7 @@ from pgqueue.enqueuing.options import JOB_ID_MAX
 from pgqueue.exceptions import InvalidJobId, JobNotFound
 from pgqueue.lifecycle import bucket_tokens
 from pgqueue.models import (
+    ArchivedJob,
     Attempt,
     Batch,
     Dependency,
@@ -30,6 +31,7 @@ from pgqueue.models import (
     SemaphoreSlot,
     WorkerProcess,
 )
+from pgqueue.ops import retention
 from pgqueue.text import seconds_text, short_repr
 from pgqueue.worker.maintenance import REAP_EVERY
 
@@ -105,8 +107,13 @@ def _not_found(alias: str, job_id: int, settings: Settings) -> str:
     if last is None or job_id > last:
         given = "no id has been given yet" if last is None else f"the highest id given so far is {last}"
         return f"No job with id {job_id}: no job has been given that id yet ({given})."
+    archived = ArchivedJob.objects.using(alias).filter(pk=job_id).values_list("archived_at", "state").first()
+    if archived is not None:
+        return (f"No job with id {job_id}: it was archived at {_iso(archived[0])} ({archived[1]}), past its "
+                "retention; the archive keeps its row and attempts (/admin/pgqueue/archivedjob/).")
+    rules = f", RETENTION rules for {', '.join(sorted(settings.RETENTION))}" if settings.RETENTION else ""
     return (f"No job with id {job_id}: it was deleted, or pruned after its retention (KEEP_SUCCEEDED_SECONDS = "
-            f"{settings.KEEP_SUCCEEDED_SECONDS:g} s, KEEP_FAILED_SECONDS = {settings.KEEP_FAILED_SECONDS:g} s), "
+            f"{settings.KEEP_SUCCEEDED_SECONDS:g} s, KEEP_FAILED_SECONDS = {settings.KEEP_FAILED_SECONDS:g} s{rules}), "
             "or its enqueue rolled back or is not committed yet.")
 
 
@@ -583,9 +590,10 @@ class _Look:
         else:
             text = (f"It was cancelled{when}: an operator or the code asked (pgqueue.cancel, Batch.cancel), "
                     f"{tries}.")
-        keep = self.settings.KEEP_SUCCEEDED_SECONDS if state == "succeeded" else self.settings.KEEP_FAILED_SECONDS
-        if finished is not None:
+        keep = retention.from_settings(self.settings).keep_for(job["queue"], state)
+        if finished is not None and keep is not None:  # a batch's jobs stay longer, until it has settled
             self.facts["pruned_after"] = _iso(finished + dt.timedelta(seconds=keep))
+            self.facts["pruned_to"] = "the archive (pgqueue_archivedjob)" if self.settings.ARCHIVE else "deletion"
         self.add("finished", text)
         replays = list(Job.objects.using(self.alias).filter(replay_of_id=job["id"]).order_by("id")
                        .values_list("id", "state")[:LISTED_MAX])

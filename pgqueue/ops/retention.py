@@ -28,6 +28,12 @@ class Policy:
     queues: tuple[str, ...] | None = None
     archive: bool = False
 
+    def keep_for(self, queue: str, state: str) -> float | None:
+        """Seconds a finished job of this queue and state is kept (None: never pruned): its queue's rule for the
+        state if there is one, else the state's (job_prune applies the same order)."""
+        rule = self.rules.get(queue, {}).get(state)
+        return rule if rule is not None else self.keep.get(state)
+
     @property
     def prunes_anything(self) -> bool:
         return any(v is not None for v in self.keep.values()) or any(self.rules.values())

@@ -91,3 +91,12 @@ def test_the_command_refuses_to_start(args: list[str], env: dict[str, str], mess
     assert result.stderr.startswith("CommandError: "), result.stderr
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_command_help_names_every_process_it_starts() -> None:
+    from pgqueue.management.commands.pgqueue_worker import Command
+
+    text = " ".join(Command().create_parser("manage.py", "pgqueue_worker").format_help().split())
+    for process in ("worker processes (--processes)", "one maintenance process", "one scheduler process",
+                    "with --metrics-port, one metrics process"):
+        assert process in text, text

@@ -15,8 +15,10 @@ from django.utils import timezone
 
 from pgqueue.conf import get_settings
 from pgqueue.db import connection_kwargs
+from pgqueue.exceptions import JobNotFound
 from pgqueue.models import ArchivedJob, Attempt, Job
 from pgqueue.ops import retention
+from pgqueue.ops.explain import explain
 from pgqueue.settle import InDjango
 from pgqueue.worker.maintenance import Maintenance
 from tests.testapp import jobs
@@ -83,6 +85,23 @@ def test_the_archive_keeps_each_job_with_its_attempts_then_lets_them_go() -> Non
     ArchivedJob.objects.filter(pk=job_id).update(archived_at=timezone.now() - dt.timedelta(days=8))
     retention.prune_archive(runner, get_settings())
     assert not ArchivedJob.objects.exists()
+
+
+@override_settings(PGQUEUE={"KEEP_SUCCEEDED_SECONDS": 2 * DAY, "RETENTION": {"audit": {"succeeded": 30 * DAY}},
+                             "ARCHIVE": True})
+def test_explain_says_when_a_job_is_pruned_by_the_rule_prune_applies_and_finds_it_archived() -> None:
+    audit, plain = finished("succeeded", 1, queue="audit"), finished("succeeded", 1)
+    facts = {i: explain(i).facts for i in (audit, plain)}
+    for job_id, days in ((audit, 30), (plain, 2)):
+        done = Job.objects.get(pk=job_id).finished_at
+        assert facts[job_id]["pruned_after"] == (done + dt.timedelta(days=days)).isoformat()
+        assert facts[job_id]["pruned_to"] == "the archive (pgqueue_archivedjob)"
+    Job.objects.filter(pk__in=[audit, plain]).update(finished_at=timezone.now() - dt.timedelta(days=3))
+    retention.prune(InDjango("default"), retention.from_settings(get_settings()))
+    assert list(Job.objects.values_list("id", flat=True)) == [audit]  # kept by its queue's rule, as explain said
+    with pytest.raises(JobNotFound, match=rf"^No job with id {plain}: it was archived at .* \(succeeded\), past its "
+                                          "retention"):
+        explain(plain)
 
 
 def test_batches_skip_rows_another_transaction_holds() -> None:

@@ -1,4 +1,5 @@
-"""manage.py pgqueue_worker: start a supervisor with worker processes, the maintenance role and the scheduler."""
+"""manage.py pgqueue_worker: start a supervisor with worker processes, the maintenance role, the scheduler and
+(with --metrics-port) the metrics process."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pgqueue.worker.launch import LaunchError, launch, settings_for_launch
 
 
 class Command(BaseCommand):
-    help = "Run pgqueue workers: a supervisor forks worker processes and one maintenance process."
+    help = ("Run pgqueue: a supervisor forks worker processes (--processes), one maintenance process (unless "
+            "--no-maintenance), one scheduler process (unless --no-scheduler) and, with --metrics-port, one metrics "
+            "process; it replaces any that dies.")
     requires_system_checks = []  # checked in launch(), with the database
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -4,10 +4,7 @@ gauges read from the database at each scrape (pgqueue.metrics)."""
 
 from __future__ import annotations
 
-import os
 import select
-import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -15,10 +12,10 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from pgqueue import db, events
+from pgqueue import db
 from pgqueue.conf import Settings
 from pgqueue.ops import metrics
-from pgqueue.worker.signals import SignalPipe
+from pgqueue.worker.role import Role
 
 StartResponse = Callable[..., Any]
 
@@ -53,36 +50,38 @@ def _not_ready(environ: dict[str, Any], start_response: StartResponse) -> Iterab
     return [b"pgqueue metrics are starting\n"]
 
 
-class Exporter:
+class Exporter(Role):
+    kind = "metrics"
+
     def __init__(self, process_id: str, supervisor_id: str, settings: Settings, db_params: dict[str, Any],
                  server: WSGIServer, *, open_access: bool) -> None:
-        self.id = process_id
-        self.supervisor_id = supervisor_id
-        self.settings = settings
-        self.db = db.Database(db_params, owner=process_id, role="metrics")
+        super().__init__(process_id, supervisor_id, settings, db.Database(db_params, owner=process_id, role="metrics"))
+        self.db: db.Database = self.runner
         self.server = server
         self.open_access = open_access  # DEBUG with no METRICS_TOKEN: no token asked for
-        self.pipe = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT))
-        self.registered = False
-        self.next_heartbeat = 0.0
         self.db_lock = threading.Lock()  # connections have threads; the database connection is one
+        server.set_app(self.app)
 
-    def run(self) -> int:
-        events.emit("worker_started", worker=self.id, kind="metrics", queues=(), concurrency=0)
-        self.server.set_app(self.app)
-        parent = os.getppid()
-        while not self.pipe.drain() and os.getppid() == parent:
-            self._heartbeat()
-            readable, _, _ = select.select([self.server.fileno(), self.pipe.read_fd], [], [], 1.0)
+    def tick(self) -> float:
+        with self.db_lock:  # a scrape may be reading the database on another thread
+            return super().tick()
+
+    def round(self) -> float:
+        return 1.0  # the scrapes are served while waiting
+
+    def wait(self, seconds: float) -> None:
+        """Serve scrapes until `seconds` have passed or a stop signal came."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0 and not self.pipe.received:
+            readable, _, _ = select.select([self.server.fileno(), self.pipe.read_fd], [], [], left)
             if self.server.fileno() in readable:
                 self.server.handle_request()
+            elif self.pipe.read_fd in readable:
+                return
+
+    def close(self) -> None:
         with self.db_lock:
-            try:
-                self.db.run("workerprocess_set_state", ids=[self.id], state="stopped")
-            except db.CONNECTION_ERRORS:
-                pass
             self.db.close()
-        return 0
 
     def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "/") != "/metrics":
@@ -105,21 +104,3 @@ class Exporter:
         start_response("200 OK", [("Content-Type", metrics.CONTENT_TYPE), ("Cache-Control", "no-store"),
                                   ("Content-Length", str(len(body)))])
         return [b""] if method == "HEAD" else [body]
-
-    def _heartbeat(self) -> None:
-        if time.monotonic() < self.next_heartbeat:
-            return
-        self.next_heartbeat = time.monotonic() + self.settings.HEARTBEAT_SECONDS
-        with self.db_lock:
-            self._beat()
-
-    def _beat(self) -> None:
-        try:
-            if not self.registered:
-                self.db.run("workerprocess_register", id=self.id, kind="metrics", supervisor=self.supervisor_id,
-                            hostname=socket.gethostname(), pid=os.getpid(), queues="", concurrency=0)
-                self.registered = True
-            else:
-                self.db.run("workerprocess_heartbeat", id=self.id)
-        except db.CONNECTION_ERRORS:
-            self.registered = False

@@ -4,10 +4,6 @@ unsettled, resumes queues whose circuit breaker cooled down, reaps orphaned lock
 
 from __future__ import annotations
 
-import os
-import select
-import signal
-import socket
 import time
 from typing import Any
 
@@ -15,7 +11,7 @@ from pgqueue import db, events, outbox, settle
 from pgqueue.conf import Settings
 from pgqueue.ops import retention
 from pgqueue.worker import rescue
-from pgqueue.worker.signals import SignalPipe
+from pgqueue.worker.role import Role
 
 LEADER_LOCK_KEY = 0x70677175  # "pgqu": the advisory lock that elects the maintenance leader
 PRUNE_EVERY = 60.0
@@ -26,55 +22,34 @@ PRUNE_ROUNDS = 100
 STATS_KEEP_SECONDS = 8 * 24 * 3600.0  # per-minute outcome counts, for the admin's charts
 
 
-class Maintenance:
+class Maintenance(Role):
+    kind = "maintenance"
+
     def __init__(self, process_id: str, supervisor_id: str, settings: Settings, db_params: dict[str, Any]) -> None:
-        self.id = process_id
-        self.supervisor_id = supervisor_id
-        self.settings = settings
-        self.db = db.Database(db_params, owner=process_id, role="maintenance")
-        self.pipe = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT))
+        super().__init__(process_id, supervisor_id, settings,
+                         db.Database(db_params, owner=process_id, role="maintenance"))
+        self.db: db.Database = self.runner
         self.leader = False
         self.next_prune = 0.0
         self.next_reap = 0.0
-        self.registered = False
-        self.connected_at = 0.0  # monotonic: when this process last (re)gained the database
         self.policy = retention.from_settings(settings)
         self.batch_cursor = 0  # the settle sweep goes round the batches, SWEEP_KEYS at a time
 
-    def run(self) -> int:
-        events.emit("worker_started", worker=self.id, kind="maintenance", queues=(), concurrency=0)
-        parent = os.getppid()
-        while not self.pipe.drain() and os.getppid() == parent:  # stop with the supervisor, or if it is gone
-            try:
-                self.tick()
-            except db.CONNECTION_ERRORS:
-                self.leader = False  # the lock went with the connection
-                self.registered = False
-                self._sleep(self.db.backoff())
-                continue
-            self._sleep(self.settings.MAINTENANCE_SECONDS)
-        try:
-            self.db.run("workerprocess_set_state", ids=[self.id], state="stopped")
-        except db.CONNECTION_ERRORS:
-            pass
-        self.db.close()
-        return 0
+    def lost(self, exc: BaseException) -> float:
+        self.leader = False  # the lock went with the connection
+        return super().lost(exc)
 
-    def tick(self) -> None:
-        """One round: heartbeat; if leader, stage, rescue, reap and (now and then) prune."""
-        if not self.registered:
-            self.db.run("workerprocess_register", id=self.id, kind="maintenance", supervisor=self.supervisor_id,
-                        hostname=socket.gethostname(), pid=os.getpid(), queues="", concurrency=0)
-            self.registered = True
-            self.connected_at = time.monotonic()
-        else:
-            self.db.run("workerprocess_heartbeat", id=self.id)
+    def round(self) -> float:
+        """If leader (or now elected): stage, hand off, reap, rescue, relay, settle and (now and then) prune."""
         if not self.leader:
             self.leader = self.db.run("maintenance_try_lead", key=LEADER_LOCK_KEY)[0].leader
             if self.leader:
                 events.emit("maintenance_leader", worker=self.id)
-            else:
-                return
+        if self.leader:
+            self.work()
+        return self.settings.MAINTENANCE_SECONDS
+
+    def work(self) -> None:
         s = self.settings
         staged = self.db.run("job_stage_due", limit=BATCH, channel=s.NOTIFY_CHANNEL)[0].staged
         if staged:
@@ -130,6 +105,3 @@ class Maintenance:
             events.emit("flow_reaped", locks=locks.released, slots=len(slots))
         if slots:
             self._hand_off(slots)
-
-    def _sleep(self, seconds: float) -> None:
-        select.select([self.pipe.read_fd], [], [], seconds)

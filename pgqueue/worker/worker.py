@@ -13,7 +13,6 @@ import random
 import resource
 import selectors
 import signal
-import socket
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -30,6 +29,7 @@ from pgqueue.worker.executor import Executor, complete_in_transaction, now, retr
 from pgqueue.worker.heartbeat import Heartbeat
 from pgqueue.worker.listener import Listener
 from pgqueue.worker.options import WorkerOptions
+from pgqueue.worker.role import STOP_SIGNALS, ProcessRow
 from pgqueue.worker.signals import SignalPipe
 
 logger = logging.getLogger("pgqueue.worker")
@@ -77,6 +77,8 @@ class Worker:
         self.id = worker_id
         self.supervisor_id = supervisor_id
         self.lease_db = db.Database(db_params, owner=worker_id, role="worker")
+        self.row = ProcessRow(self.lease_db, worker_id, "worker", supervisor_id, queues=",".join(options.queues),
+                              concurrency=options.concurrency)
         self.completer = Completer(db.Database(db_params, owner=worker_id, role="completer"), worker_id, settings)
         self.heartbeat = Heartbeat(self.lease_db, worker_id, settings.LEASE_SECONDS)
         self.selector = selectors.DefaultSelector()
@@ -84,7 +86,7 @@ class Worker:
                                  settings.NOTIFY_CHANNEL, options.queues)
         self.inbox: queue.SimpleQueue[tuple[LeasedJob, AttemptEnd | None]] = queue.SimpleQueue()
         self.executor = Executor(options.concurrency, settings, worker_id, self._report)
-        self.pipe = SignalPipe((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT))
+        self.pipe = SignalPipe(STOP_SIGNALS)
         self.selector.register(self.pipe.read_fd, selectors.EVENT_READ, "pipe")
         self.phase = Phase.RUNNING
         self.isolation = Isolation.NONE
@@ -405,11 +407,9 @@ class Worker:
             events.emit("job_released", worker=self.id, count=len(left))
 
     def _register(self) -> None:
-        params = dict(id=self.id, kind="worker", supervisor=self.supervisor_id, hostname=socket.gethostname(),
-                      pid=os.getpid(), queues=",".join(self.options.queues), concurrency=self.options.concurrency)
         while self.phase is Phase.RUNNING:
             try:
-                self.lease_db.run("workerprocess_register", **params)
+                self.row.register()
                 return
             except db.CONNECTION_ERRORS:
                 self._handle_signals()
@@ -417,10 +417,7 @@ class Worker:
                     time.sleep(self.lease_db.backoff())
 
     def _set_state(self, state: str) -> None:
-        try:
-            self.lease_db.run("workerprocess_set_state", ids=[self.id], state=state)
-        except db.CONNECTION_ERRORS:
-            pass
+        self.row.set_state(state)
 
 
 def rss_mib() -> float:

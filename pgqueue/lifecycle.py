@@ -328,3 +328,23 @@ def bucket_tokens(tokens: float, elapsed: float, limit: float, window: float) ->
     """What a token bucket holds `elapsed` seconds after it held `tokens`: refilled at `limit` per `window`
     seconds, never above `limit` (SQL: pgqueue_bucket_tokens)."""
     return min(float(limit), tokens + elapsed * limit / window)
+
+
+def process_silent(last_heartbeat: dt.datetime | None, vouched_at: dt.datetime | None, now: dt.datetime,
+                   dead_after: float) -> bool:
+    """A process counts as dead once neither its own heartbeat nor its supervisor's vouching came within
+    dead_after seconds (SQL: pgqueue_process_silent)."""
+    seen = max((t for t in (last_heartbeat, vouched_at) if t is not None), default=None)
+    return seen is not None and seen < now - dt.timedelta(seconds=dead_after)
+
+
+def lease_rescuable(holder_state: str | None, lease_expires_at: dt.datetime | None,
+                    holder_heartbeat: dt.datetime | None, now: dt.datetime) -> bool:
+    """A running job is taken back when its process is dead or gone, or when its lease ran out and its worker
+    no longer holds it (its last heartbeat came after) or is unknown (holder_state None) (SQL:
+    pgqueue_lease_rescuable)."""
+    if holder_state is not None and holder_state not in ("running", "stopping"):
+        return True
+    if lease_expires_at is None or lease_expires_at >= now:
+        return False
+    return holder_state is None or (holder_heartbeat is not None and lease_expires_at < holder_heartbeat)

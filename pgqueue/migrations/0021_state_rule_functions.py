@@ -6,9 +6,15 @@ pgqueue.lifecycle, tested to agree: tests/integration/test_rules.py):
 - pgqueue_bucket_tokens: what a token bucket holds at a moment: what it held, refilled at limit per window
   seconds since, never above limit;
 - pgqueue_wake_payload: the NOTIFY payload that wakes the workers of a job's queue (',rated:' before the
-  queue's name for a job with a rate key: only workers leasing with limits take it).
+  queue's name for a job with a rate key: only workers leasing with limits take it);
+- pgqueue_process_silent: a process counts as dead once neither its own heartbeat nor its supervisor's
+  vouching came within dead_after seconds;
+- pgqueue_lease_rescuable: a running job is taken back when its process is dead or gone, or when its lease
+  ran out and its worker, alive, no longer holds it (its last heartbeat, which extends every lease it holds,
+  came after) or is unknown.
 
-Plain SQL expressions, so the planner inlines them (no call per row)."""
+Plain SQL expressions, so the planner inlines them (no call per row): each is declared no less volatile than
+its body (timestamptz minus an interval depends on the time zone: STABLE), or it would not be inlined."""
 
 from django.db import migrations
 
@@ -28,12 +34,26 @@ CREATE OR REPLACE FUNCTION pgqueue_wake_payload(queue text, rate_key text)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN rate_key IS NULL THEN queue ELSE ',rated:' || queue END
 $$;
+CREATE OR REPLACE FUNCTION pgqueue_process_silent(last_heartbeat timestamptz, vouched_at timestamptz,
+                                                  dead_after float8, at_time timestamptz)
+RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT greatest(last_heartbeat, vouched_at) < at_time - make_interval(secs => dead_after)
+$$;
+CREATE OR REPLACE FUNCTION pgqueue_lease_rescuable(holder_state text, lease_expires_at timestamptz,
+                                                   holder_heartbeat timestamptz, holder_known boolean,
+                                                   at_time timestamptz)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT COALESCE(holder_state NOT IN ('running', 'stopping'), false)
+        OR (lease_expires_at < at_time AND (NOT holder_known OR lease_expires_at < holder_heartbeat))
+$$;
 """
 
 DROP = """
 DROP FUNCTION IF EXISTS pgqueue_runnable_state(timestamptz, text, integer);
 DROP FUNCTION IF EXISTS pgqueue_bucket_tokens(float8, timestamptz, float8, float8, timestamptz);
 DROP FUNCTION IF EXISTS pgqueue_wake_payload(text, text);
+DROP FUNCTION IF EXISTS pgqueue_process_silent(timestamptz, timestamptz, float8, timestamptz);
+DROP FUNCTION IF EXISTS pgqueue_lease_rescuable(text, timestamptz, timestamptz, boolean, timestamptz);
 """
 
 

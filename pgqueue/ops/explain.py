@@ -17,7 +17,7 @@ from pgqueue import db
 from pgqueue.conf import Settings, get_settings
 from pgqueue.enqueuing.options import JOB_ID_MAX
 from pgqueue.exceptions import InvalidJobId, JobNotFound
-from pgqueue.lifecycle import bucket_tokens
+from pgqueue.lifecycle import bucket_tokens, lease_rescuable, process_silent
 from pgqueue.models import (
     ArchivedJob,
     Attempt,
@@ -519,8 +519,13 @@ class _Look:
                  f"{'' if expires is None or expires < 0 else f', its lease expires in {seconds_text(expires)}'}"
                  f"{progress}.")
         dead_after = self.settings.WORKER_DEAD_AFTER
+        silent = worker is not None and process_silent(worker["last_heartbeat"], worker["vouched_at"], self.now,
+                                                       dead_after)
         starved = (worker is not None and worker["state"] != "dead" and age is not None and age > dead_after
-                   and vouched is not None and vouched <= dead_after)
+                   and not silent)  # its own heartbeat is silent, its supervisor vouches for it
+        rescuable = lease_rescuable(worker["state"] if worker is not None else None, job["lease_expires_at"],
+                                    worker["last_heartbeat"] if worker is not None else None, self.now)
+        self.facts["rescuable"] = rescuable
         if starved:
             self.add("worker_starved",
                      f"Its worker's own heartbeat is silent for {seconds_text(age or 0.0)} but its supervisor saw the "
@@ -533,7 +538,7 @@ class _Look:
                      f"Its worker {owner} has no process row (it never registered, or was forgotten a day after it "
                      "stopped): only its lease's expiry lets maintenance rescue the job.",
                      blocking=True, short=f"its worker {owner} is unknown")
-        elif worker["state"] == "dead" or (age is not None and age > dead_after):
+        elif worker["state"] == "dead" or silent:
             self.add("worker_silent",
                      f"Its worker {owner} is {worker['state']}, last heartbeat {seconds_text(age or 0.0)} ago (a worker "
                      f"silent for WORKER_DEAD_AFTER = {dead_after:g} s is dead): the maintenance leader rescues the job "
@@ -543,7 +548,12 @@ class _Look:
         elif worker["state"] == "stopping":
             self.add("worker_stopping", f"Its worker {owner} is shutting down: the job finishes within the "
                                         "worker's --shutdown-timeout, or is handed back (ready again).")
-        if expires is not None and expires < 0 and not starved:
+        if expires is not None and expires < 0 and not rescuable and not starved:
+            self.add("lease_ran_out_held",
+                     f"Its lease ran out {seconds_text(-expires)} ago, but its worker, alive, has not heartbeated "
+                     "since: it may still be running the job, so the job is not taken back until the worker "
+                     "heartbeats without it or its process is dead.")
+        elif expires is not None and expires < 0 and rescuable:
             self.add("lease_expired",
                      f"Its lease expired {seconds_text(-expires)} ago (its worker stopped extending it): the maintenance "
                      "leader rescues it at its next round: ready again (the attempt counted as lost), or dead if lost "
@@ -640,16 +650,16 @@ class _Look:
                     f"({', '.join(silent[:LISTED_MAX])})" if silent else "")
             self.add("no_worker",
                      f"No live worker process serves queue {name!r} (a 'worker' row in state running, with a "
-                     f"heartbeat in the last WORKER_DEAD_AFTER = {self.settings.WORKER_DEAD_AFTER:g} s, whose "
+                     f"heartbeat or its supervisor's word in the last WORKER_DEAD_AFTER = "
+                     f"{self.settings.WORKER_DEAD_AFTER:g} s, whose "
                      f"--queues include it){tail}. Start one: manage.py pgqueue_worker --queues {name}.",
                      blocking=True, short=f"no live worker serves queue {name!r}")
 
     def _maintenance_check(self, what: str) -> None:
         if any(f.reason.code == "no_maintenance" for f in self.found):
             return
-        fresh = self.now - dt.timedelta(seconds=self.settings.WORKER_DEAD_AFTER)
-        alive = WorkerProcess.objects.using(self.alias).filter(kind="maintenance", state="running",
-                                                               last_heartbeat__gte=fresh).count()
+        alive = sum(1 for w in WorkerProcess.objects.using(self.alias).filter(kind="maintenance", state="running")
+                    .values("last_heartbeat", "vouched_at") if self._alive(w))
         self.facts["live_maintenance"] = alive
         if not alive:
             self.add("no_maintenance",
@@ -705,10 +715,9 @@ class _Look:
         """Live worker processes serving the job's queue, each with the jobs it runs now."""
         if self._live is not None:
             return self._live
-        fresh = self.now - dt.timedelta(seconds=self.settings.WORKER_DEAD_AFTER)
-        rows = [w for w in WorkerProcess.objects.using(self.alias).filter(
-                    kind="worker", state="running", last_heartbeat__gte=fresh).values("id", "queues", "concurrency")
-                if self.job["queue"] in w["queues"].split(",")]
+        rows = [w for w in WorkerProcess.objects.using(self.alias).filter(kind="worker", state="running").values(
+                    "id", "queues", "concurrency", "last_heartbeat", "vouched_at")
+                if self.job["queue"] in w["queues"].split(",") and self._alive(w)]
         running: dict[str, int] = {}
         if rows:
             for leased_by in Job.objects.using(self.alias).filter(
@@ -716,6 +725,11 @@ class _Look:
                 running[leased_by] = running.get(leased_by, 0) + 1
         self._live = [{**w, "running": running.get(w["id"], 0)} for w in rows]
         return self._live
+
+    def _alive(self, process: dict[str, Any]) -> bool:
+        """workerprocess_reap's rule: its own heartbeat or its supervisor's vouching within WORKER_DEAD_AFTER."""
+        return not process_silent(process["last_heartbeat"], process["vouched_at"], self.now,
+                                  self.settings.WORKER_DEAD_AFTER)
 
     def _silent_workers(self) -> list[str]:
         return [w["id"] for w in WorkerProcess.objects.using(self.alias).filter(

@@ -87,7 +87,7 @@ SELECT w.id, w.kind, w.hostname, w.pid, w.state,
     (SELECT count(*) FROM pgqueue_job j WHERE j.state = 'running' AND j.leased_by = w.id) AS running_jobs
 FROM pgqueue_workerprocess w
 WHERE w.state IN ('running', 'stopping')
-  AND greatest(w.last_heartbeat, w.vouched_at) < now() - make_interval(secs => %(dead_after)s)
+  AND pgqueue_process_silent(w.last_heartbeat, w.vouched_at, %(dead_after)s, now())
 ORDER BY greatest(w.last_heartbeat, w.vouched_at)
 LIMIT %(limit)s;
 

@@ -1114,8 +1114,7 @@ SELECT j.id, j.queue, j.task, j.attempts AS attempt, j.max_attempts, j.lost_atte
 FROM pgqueue_job j
 LEFT JOIN pgqueue_workerprocess w ON w.id = j.leased_by
 WHERE j.state = 'running'
-  AND (w.state NOT IN ('running', 'stopping')
-       OR (j.lease_expires_at < now() AND (w.id IS NULL OR j.lease_expires_at < w.last_heartbeat)))
+  AND pgqueue_lease_rescuable(w.state, j.lease_expires_at, w.last_heartbeat, w.id IS NOT NULL, now())
 LIMIT %(limit)s
 FOR UPDATE OF j SKIP LOCKED;
 
@@ -1434,7 +1433,7 @@ WITH dead AS (
     UPDATE pgqueue_workerprocess
     SET state = 'dead', stopped_at = now()
     WHERE state IN ('running', 'stopping')
-      AND greatest(last_heartbeat, vouched_at) < now() - make_interval(secs => %(dead_after)s)
+      AND pgqueue_process_silent(last_heartbeat, vouched_at, %(dead_after)s, now())
     RETURNING id
 ), forgotten AS (
     DELETE FROM pgqueue_workerprocess

@@ -323,6 +323,11 @@ def test_a_running_job_its_lease_its_worker_and_a_cancel_request() -> None:
     found = explain(handle.id)
     assert found.codes[:2] == ["lease_expired", "no_maintenance"]
     assert re.search(r"Its lease expired (5\.\d|6\.0) s ago", found.reasons[0].text)
+    assert found.facts["rescuable"] is True  # its worker heartbeated after the lease ran out: it no longer holds it
+    Job.objects.filter(id=handle.id).update(lease_expires_at=ago(1))
+    WorkerProcess.objects.filter(id="w1").update(last_heartbeat=ago(2))  # alive, silent since before the expiry
+    found = explain(handle.id)
+    assert found.codes[:2] == ["running", "lease_ran_out_held"] and found.facts["rescuable"] is False
     WorkerProcess.objects.filter(id="w1").update(last_heartbeat=ago(60))
     assert explain(handle.id).codes[0] == "worker_silent"
 

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from pgqueue import db
-from pgqueue.lifecycle import bucket_tokens, runnable_state
+from pgqueue.lifecycle import bucket_tokens, lease_rescuable, process_silent, runnable_state
 
 pytestmark = pytest.mark.django_db
 
@@ -57,15 +57,43 @@ def test_the_wake_payload_names_the_queue_and_marks_rated_jobs() -> None:
         assert cur.fetchone() == ("emails", ",rated:emails")
 
 
+@pytest.mark.parametrize(("heartbeat", "vouched"), [
+    (-5, None), (-50, None), (-50, -5), (-5, -50), (-50, -40), (None, None), (None, -50),
+])
+def test_process_silent_in_sql_and_python_agree(heartbeat: int | None, vouched: int | None) -> None:
+    now = sql_now()
+    at = [None if s is None else now + s * SECOND for s in (heartbeat, vouched)]
+    with connection.cursor() as cur:
+        cur.execute("SELECT pgqueue_process_silent(%s, %s, 30, now())", at)
+        in_sql = cur.fetchone()[0]
+    assert bool(in_sql) == process_silent(at[0], at[1], now, 30)
+
+
+@pytest.mark.parametrize(("state", "expires", "heartbeat"), [
+    ("running", 10, -5), ("running", -10, -20), ("running", -10, -5), ("running", -10, None), ("stopping", -10, -5),
+    ("dead", 10, -5), ("stopped", 10, None), (None, -10, None), (None, 10, None), ("running", None, -5),
+])
+def test_lease_rescuable_in_sql_and_python_agree(state: str | None, expires: int | None, heartbeat: int | None) -> None:
+    now = sql_now()
+    lease, beat = (None if s is None else now + s * SECOND for s in (expires, heartbeat))
+    with connection.cursor() as cur:
+        cur.execute("SELECT pgqueue_lease_rescuable(%s, %s, %s, %s, now())", [state, lease, beat, state is not None])
+        in_sql = cur.fetchone()[0]
+    assert bool(in_sql) == lease_rescuable(state, lease, beat, now)
+
+
 def test_the_planner_inlines_the_rule_functions() -> None:
     with connection.cursor() as cur:
         cur.execute("""EXPLAIN VERBOSE SELECT pgqueue_runnable_state(run_at, concurrency_key, slot),
-                           pgqueue_bucket_tokens(1.0, run_at, 5, 1.0, now()), pgqueue_wake_payload(queue, rate_key)
+                           pgqueue_bucket_tokens(1.0, run_at, 5, 1.0, now()), pgqueue_wake_payload(queue, rate_key),
+                           pgqueue_process_silent(run_at, run_at, 30, now()),
+                           pgqueue_lease_rescuable(state, lease_expires_at, run_at, true, now())
                        FROM pgqueue_job""")
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "CASE" in plan and "LEAST" in plan, plan
     assert "pgqueue_runnable_state" not in plan and "pgqueue_bucket_tokens" not in plan, plan
-    assert "pgqueue_wake_payload" not in plan, plan
+    assert "pgqueue_wake_payload" not in plan and "pgqueue_process_silent" not in plan, plan
+    assert "pgqueue_lease_rescuable" not in plan, plan
 
 
 def test_no_statement_writes_the_rules_out_again() -> None:
@@ -76,6 +104,8 @@ def test_no_statement_writes_the_rules_out_again() -> None:
     assert not re.search(r"\bELSE 'scheduled'|THEN 'scheduled'", text)
     assert not re.search(r"EXTRACT\(EPOCH FROM [^)]*updated_at[^)]*\)\s*\*", text)
     assert "',rated:' ||" not in text
+    assert not re.search(r"greatest\([^)]*last_heartbeat[^)]*\)\s*<", text, re.I)  # pgqueue_process_silent's
+    assert not re.search(r"lease_expires_at\s*<\s*\w+\.last_heartbeat", text)  # pgqueue_lease_rescuable's
     users = {name for name, sql in db.QUERIES.items() if "pgqueue_runnable_state(" in sql}
     assert users >= {"job_insert_many", "job_insert", "job_replace_waiting_many", "job_release_waiting_many",
                      "job_stage_due", "job_retry_many"}

@@ -554,7 +554,7 @@ class Database:
 
     def backoff(self) -> float:
         """Seconds to wait before the next try: 0.1 s doubling to 5 s."""
-        return min(5.0, 0.1 * (2 ** min(self.failures, 6)))
+        return min(5.0, 0.1 * (2.0 ** min(self.failures, 6)))
 
     def close(self) -> None:
         self._cursor = None

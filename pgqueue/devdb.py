@@ -97,7 +97,7 @@ def is_running(data: Path) -> bool:
         return False
     result = subprocess.run([_bin("pg_ctl"), "-D", str(data), "status"], capture_output=True,
                             **_as_server_user())  # type: ignore[call-overload]
-    return result.returncode == 0
+    return bool(result.returncode == 0)
 
 
 def start(data_dir: str | os.PathLike[str]) -> int:

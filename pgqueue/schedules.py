@@ -180,7 +180,8 @@ def ticks_between(spec: ScheduleSpec, after: dt.datetime, until: dt.datetime, li
 def next_tick(spec: ScheduleSpec, after: dt.datetime) -> dt.datetime:
     """The first tick after `after`, in UTC."""
     zone = zoneinfo.ZoneInfo(spec.timezone)
-    return croniter(spec.cron, after.astimezone(zone)).get_next(dt.datetime).astimezone(dt.UTC)
+    following: dt.datetime = croniter(spec.cron, after.astimezone(zone)).get_next(dt.datetime)
+    return following.astimezone(dt.UTC)
 
 
 def due(spec: ScheduleSpec, last: dt.datetime, now: dt.datetime) -> list[dt.datetime]:
@@ -235,7 +236,7 @@ def run_due(specs: dict[str, ScheduleSpec], alias: str) -> float | None:
     if not soonest or soonest[0].next_tick_at is None:
         return None
     now = soonest[0].now
-    return max(0.0, (soonest[0].next_tick_at - now).total_seconds())
+    return max(0.0, float((soonest[0].next_tick_at - now).total_seconds()))
 
 
 def _enqueue_tick(spec: ScheduleSpec, tick: dt.datetime | None, alias: str, *, manual: bool) -> int | None:

@@ -207,7 +207,8 @@ class JobAdmin(PgQueueAdmin):
 
     @admin.display(description="task", ordering="task")
     def task_name(self, job: Job) -> str:
-        return job.task.rsplit(".", 2)[-2] + "." + job.task.rsplit(".", 1)[-1] if "." in job.task else job.task
+        task = str(job.task)
+        return task.rsplit(".", 2)[-2] + "." + task.rsplit(".", 1)[-1] if "." in task else task
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, job: Job) -> str:

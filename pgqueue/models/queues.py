@@ -46,7 +46,7 @@ class QueueState(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.name
+        return str(self.name)
 
     def describe(self) -> str:
         """Its state, limits and breaker in words (pgqueue_queue list, the admin's queue list)."""

@@ -298,7 +298,7 @@ def check_autovacuum() -> Check:
 
     def effective(name: str) -> str:
         row = rows[name]
-        return row.table_value if row.table_value is not None else row.server_value
+        return str(row.table_value if row.table_value is not None else row.server_value)
 
     detail = [f"{name} = {effective(name)}"
               + (f" (table; server {row.server_value})" if row.table_value is not None else " (server)")

@@ -107,7 +107,7 @@ def install_multiprocess(path: str) -> Metrics:
     process it forks (the supervisor calls this before forking its children)."""
     global _installed
     os.environ[MULTIPROC_ENV] = path
-    values.ValueClass = values.MultiProcessValue()
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     _installed = _create(None)  # multi-process values are read from the files, not from a registry
     for event, handler in HANDLERS.items():
         events.subscribe(event, handler)
@@ -269,7 +269,7 @@ def exposition(runner: Runner | None = None, settings: Settings | None = None) -
     registry.register(DatabaseCollector(runner, settings))
     path = os.environ.get(MULTIPROC_ENV)
     if path:
-        MultiProcessCollector(registry, path=path)
+        MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     from prometheus_client import REGISTRY
 

@@ -36,11 +36,11 @@ class Beacon:
     def stalled(self, clock: float) -> bool:
         """From the supervisor: a deadline passed STALL_GRACE seconds ago and the loop has not run since."""
         seen, deadline, _ = _LAYOUT.unpack_from(self._memory, 0)
-        return seen < deadline and deadline + STALL_GRACE < clock
+        return bool(seen < deadline and deadline + STALL_GRACE < clock)
 
     def wants_replacement(self) -> bool:
         """From the supervisor: the worker asked for its replacement to start now."""
-        return _LAYOUT.unpack_from(self._memory, 0)[2] == 1.0
+        return bool(_LAYOUT.unpack_from(self._memory, 0)[2] == 1.0)
 
     def close(self) -> None:
         self._memory.close()

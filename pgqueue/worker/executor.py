@@ -41,7 +41,8 @@ def retry_policy(fn: Any | None, settings: Settings) -> RetryPolicy:
     defaults = (settings.RETRY_BACKOFF, settings.RETRY_BACKOFF_MAX, settings.RETRY_JITTER)
     if fn is None or isinstance(fn, BaseException):  # no function: unknown, or its module failed to import
         return RetryPolicy(backoff=defaults[0], backoff_max=defaults[1], jitter=defaults[2])
-    return fn.retry_policy(*defaults)
+    policy: RetryPolicy = fn.retry_policy(*defaults)
+    return policy
 
 
 # -- describing an ending (never raises) ------------------------------------------------------------

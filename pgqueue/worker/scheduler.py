@@ -37,7 +37,7 @@ class Scheduler(Role):
     def lost(self, exc: BaseException) -> float:
         events.emit("db_reconnect", worker=self.id, error=str(exc))
         connections[self.alias].close()
-        return min(30.0, 0.5 * 2 ** min(self.failures, 6))
+        return min(30.0, 0.5 * 2.0 ** min(self.failures, 6))
 
     def close(self) -> None:
         connections.close_all()

@@ -121,7 +121,7 @@ class Worker:
                     concurrency=self.options.concurrency)
         while self.phase is not Phase.EXITING:
             self._handle_signals()
-            if self.phase is Phase.EXITING:
+            if self._exiting():  # a signal may have ended the run
                 break
             self._collect()
             self._check_timeouts()
@@ -405,6 +405,9 @@ class Worker:
             self.completer.add(decide(entry.job, end, entry.policy))
         if left:
             events.emit("job_released", worker=self.id, count=len(left))
+
+    def _exiting(self) -> bool:
+        return self.phase is Phase.EXITING
 
     def _register(self) -> None:
         while self.phase is Phase.RUNNING:

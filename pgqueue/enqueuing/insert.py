@@ -23,7 +23,7 @@ from pgqueue.enqueuing.handle import JobHandle
 from pgqueue.enqueuing.options import NO_OPTIONS, JobCall
 from pgqueue.enqueuing.rows import NewJob, Resolved
 from pgqueue.exceptions import InvalidJob, JobNotUnique
-from pgqueue.lifecycle import dependency_failed
+from pgqueue.lifecycle import release
 from pgqueue.types import SettledDependency
 
 logger = logging.getLogger("pgqueue.enqueue")
@@ -255,10 +255,10 @@ def _insert_linked(rows: list[NewJob], ids: Sequence[int | None], alias: str, se
         parents = {p.id: p for p in db.run_in_django("job_lock_parents", using=alias, ids=external)} if external else {}
         edges: dict[str, list[Any]] = {"job_ids": [], "depends_on_ids": [], "on_failures": [], "settled": []}
         waits: list[int] = []
-        reasons: list[str | None] = []
+        settled: list[SettledDependency] = []  # dependencies on jobs already finished: settled at once
         for row, job_id in zip(rows, job_ids, strict=True):
-            pending, reason = 0, None
-            for parent_id in sorted(row.depends_on):  # by id, as lifecycle.release names a failed one
+            pending = 0
+            for parent_id in sorted(row.depends_on):
                 assert isinstance(parent_id, int)  # step names were resolved to ids
                 if parent_id == job_id:
                     raise InvalidJob(f"Job {row.task}: it cannot depend on itself (job {job_id}).")
@@ -271,16 +271,17 @@ def _insert_linked(rows: list[NewJob], ids: Sequence[int | None], alias: str, se
                 done = parent is not None and parent.state in settle.FINISHED
                 if parent is None or not done:
                     pending += 1
-                elif parent.state != "succeeded" and row.on_dependency_failure == "cancel" and reason is None:
-                    reason = dependency_failed(SettledDependency(
-                        job_id=job_id, parent_id=parent.id, parent_state=parent.state, parent_task=parent.task,
-                        on_failure=row.on_dependency_failure))
+                else:
+                    settled.append(SettledDependency(job_id=job_id, parent_id=parent.id, parent_state=parent.state,
+                                                     parent_task=parent.task, on_failure=row.on_dependency_failure))
                 edges["job_ids"].append(job_id)
                 edges["depends_on_ids"].append(parent_id)
                 edges["on_failures"].append(row.on_dependency_failure)
                 edges["settled"].append(done)
             waits.append(pending)
-            reasons.append(reason)
+        # what settling them decides (lifecycle.release, as when they finish later): a failed one cancels the job
+        cancels = {r.job_id: r.cancel_reason for r in release(settled)}
+        reasons = [cancels.get(job_id) for job_id in job_ids]
         in_insert = {d for r in rows for d in r.depends_on if d in own}
         linked = [replace(r, waits=w, has_dependents=i in in_insert, cancel_reason=reason)
                   for r, w, i, reason in zip(rows, waits, job_ids, reasons, strict=True)]

@@ -11,7 +11,9 @@ pgqueue.lifecycle, tested to agree: tests/integration/test_rules.py):
   vouching came within dead_after seconds;
 - pgqueue_lease_rescuable: a running job is taken back when its process is dead or gone, or when its lease
   ran out and its worker, alive, no longer holds it (its last heartbeat, which extends every lease it holds,
-  came after) or is unknown.
+  came after) or is unknown;
+- pgqueue_batch_may_settle: a batch may still fire a callback (it has not finished, or it finished with
+  failures within the hour and may still succeed: a dead job retried), so retention keeps its jobs.
 
 Plain SQL expressions, so the planner inlines them (no call per row): each is declared no less volatile than
 its body (timestamptz minus an interval depends on the time zone: STABLE), or it would not be inlined."""
@@ -46,6 +48,13 @@ RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT COALESCE(holder_state NOT IN ('running', 'stopping'), false)
         OR (lease_expires_at < at_time AND (NOT holder_known OR lease_expires_at < holder_heartbeat))
 $$;
+CREATE OR REPLACE FUNCTION pgqueue_batch_may_settle(finished_at timestamptz, succeeded_at timestamptz,
+                                                    cancelled_at timestamptz, on_success jsonb)
+RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT finished_at IS NULL
+        OR (finished_at > now() - interval '1 hour' AND succeeded_at IS NULL AND cancelled_at IS NULL
+            AND on_success IS NOT NULL)
+$$;
 """
 
 DROP = """
@@ -54,6 +63,7 @@ DROP FUNCTION IF EXISTS pgqueue_bucket_tokens(float8, timestamptz, float8, float
 DROP FUNCTION IF EXISTS pgqueue_wake_payload(text, text);
 DROP FUNCTION IF EXISTS pgqueue_process_silent(timestamptz, timestamptz, float8, timestamptz);
 DROP FUNCTION IF EXISTS pgqueue_lease_rescuable(text, timestamptz, timestamptz, boolean, timestamptz);
+DROP FUNCTION IF EXISTS pgqueue_batch_may_settle(timestamptz, timestamptz, timestamptz, jsonb);
 """
 
 

@@ -403,6 +403,14 @@ class _Look:
                      blocking=not free, short=f"a slot of {key!r} is held by a job that is gone or finished")
             self._maintenance_check("frees orphaned slots")
         holding = [h for h in holders if h not in orphans]
+        self._slot_wait(key, kind, limit, free, holding, held, ahead)
+        return f"{label} is blocked: {self._first_short(f'it waits for a slot of {key!r}')}."
+
+    def _slot_wait(self, key: str, kind: str, limit: int | None, free: list[int], holding: list[int],
+                   held: dict[int, dict[str, Any]], ahead: int) -> None:
+        """What a blocked job waits for, its semaphore's slots being as they are: the hand-off of a free one,
+        an ordering key's holder waiting to retry, another copy of a unique job, or a slot of a full semaphore."""
+        job = self.job
         line = [h for h in holding if held[h]["concurrency_hold"] and held[h]["state"] == "scheduled"]
         if free:
             if job["run_at"] <= self.now:  # else its retry delay holds it back, not the slots
@@ -434,7 +442,6 @@ class _Look:
                      f"(limit {limit}): {len(holding)} held by {self._jobs_text(holding, held) or 'nobody'}; "
                      f"{_count(ahead)} blocked job(s) of the key come before it (slots go in enqueue order).",
                      blocking=True, short=f"the {limit} slot(s) of {key!r} are taken")
-        return f"{label} is blocked: {self._first_short(f'it waits for a slot of {key!r}')}."
 
     # -- waiting ----------------------------------------------------------------------------------------
 
@@ -518,14 +525,33 @@ class _Look:
                  f"{seconds_text(age) + ' ago' if age is not None else 'never seen'}"
                  f"{'' if expires is None or expires < 0 else f', its lease expires in {seconds_text(expires)}'}"
                  f"{progress}.")
+        starved = self._holder(owner, worker, age, vouched)
+        self._lease(worker, expires, starved)
+        if job["cancel_requested"]:
+            self.add("cancel_requested",
+                     f"A cancel was requested: its worker sees it at its next heartbeat (every HEARTBEAT_SECONDS = "
+                     f"{self.settings.HEARTBEAT_SECONDS:g} s) and the job stops when it checks "
+                     "(ctx.raise_if_cancelled(), or its async task is cancelled); a retry or hand-back then becomes "
+                     "'cancelled'.",
+                     short="a cancel was requested")
+        if job["timeout"] is not None and started is not None and started > job["timeout"]:
+            self.add("past_timeout",
+                     f"It has run {seconds_text(started)}, past its timeout of {job['timeout']:g} s: its worker should "
+                     "record the timeout at once; if it does not, the worker is stuck or gone.")
+        first = next((f for f in self.found if f.blocking), None)
+        tail = f": {first.short}" if first is not None else (
+            f", its lease expires in {seconds_text(expires)}" if expires is not None else "")
+        return f"{label} is running on worker {owner} (attempt {job['attempts']}){tail}."
+
+    def _holder(self, owner: str | None, worker: dict[str, Any] | None, age: float | None,
+                vouched: float | None) -> bool:
+        """What the worker holding the job says of it (workerprocess_reap's rule); True if its own heartbeat is
+        silent while its supervisor vouches for it (a job holds its interpreter)."""
         dead_after = self.settings.WORKER_DEAD_AFTER
         silent = worker is not None and process_silent(worker["last_heartbeat"], worker["vouched_at"], self.now,
                                                        dead_after)
         starved = (worker is not None and worker["state"] != "dead" and age is not None and age > dead_after
                    and not silent)  # its own heartbeat is silent, its supervisor vouches for it
-        rescuable = lease_rescuable(worker["state"] if worker is not None else None, job["lease_expires_at"],
-                                    worker["last_heartbeat"] if worker is not None else None, self.now)
-        self.facts["rescuable"] = rescuable
         if starved:
             self.add("worker_starved",
                      f"Its worker's own heartbeat is silent for {seconds_text(age or 0.0)} but its supervisor saw the "
@@ -548,6 +574,13 @@ class _Look:
         elif worker["state"] == "stopping":
             self.add("worker_stopping", f"Its worker {owner} is shutting down: the job finishes within the "
                                         "worker's --shutdown-timeout, or is handed back (ready again).")
+        return starved
+
+    def _lease(self, worker: dict[str, Any] | None, expires: float | None, starved: bool) -> None:
+        """Whether the job's lease lets maintenance take it back (job_get_expired's rule)."""
+        rescuable = lease_rescuable(worker["state"] if worker is not None else None, self.job["lease_expires_at"],
+                                    worker["last_heartbeat"] if worker is not None else None, self.now)
+        self.facts["rescuable"] = rescuable
         if expires is not None and expires < 0 and not rescuable and not starved:
             self.add("lease_ran_out_held",
                      f"Its lease ran out {seconds_text(-expires)} ago, but its worker, alive, has not heartbeated "
@@ -560,21 +593,6 @@ class _Look:
                      "too often.",
                      blocking=True, short=f"its lease expired {seconds_text(-expires)} ago")
             self._maintenance_check("rescues expired leases")
-        if job["cancel_requested"]:
-            self.add("cancel_requested",
-                     f"A cancel was requested: its worker sees it at its next heartbeat (every HEARTBEAT_SECONDS = "
-                     f"{self.settings.HEARTBEAT_SECONDS:g} s) and the job stops when it checks "
-                     "(ctx.raise_if_cancelled(), or its async task is cancelled); a retry or hand-back then becomes "
-                     "'cancelled'.",
-                     short="a cancel was requested")
-        if job["timeout"] is not None and started is not None and started > job["timeout"]:
-            self.add("past_timeout",
-                     f"It has run {seconds_text(started)}, past its timeout of {job['timeout']:g} s: its worker should "
-                     "record the timeout at once; if it does not, the worker is stuck or gone.")
-        first = next((f for f in self.found if f.blocking), None)
-        tail = f": {first.short}" if first is not None else (
-            f", its lease expires in {seconds_text(expires)}" if expires is not None else "")
-        return f"{label} is running on worker {owner} (attempt {job['attempts']}){tail}."
 
     # -- finished -------------------------------------------------------------------------------------
 

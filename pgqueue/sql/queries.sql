@@ -906,7 +906,8 @@ ORDER BY f.id;
 -- name: batch_unsettled
 -- Closed batches after id %(after)s (at most %(limit)s, in id order: the sweep goes round them all) that
 -- have not finished, or finished with failures within the hour and may still succeed (a dead job retried),
--- for the maintenance sweep that settles them.
+-- for the maintenance sweep that settles them: pgqueue_batch_may_settle's two branches, written apart so
+-- that each is served by its own index.
 (SELECT id FROM pgqueue_batch
  WHERE closed_at IS NOT NULL AND finished_at IS NULL AND id > %(after)s ORDER BY id LIMIT %(limit)s)
 UNION
@@ -1336,9 +1337,7 @@ WITH rules AS (
       -- a dead job pruned first would let its batch report success
       AND (j.batch_id IS NULL OR NOT EXISTS (
           SELECT 1 FROM pgqueue_batch b WHERE b.id = j.batch_id
-            AND (b.finished_at IS NULL
-                 OR (b.finished_at > now() - interval '1 hour' AND b.succeeded_at IS NULL
-                     AND b.cancelled_at IS NULL AND b.on_success IS NOT NULL))))
+            AND pgqueue_batch_may_settle(b.finished_at, b.succeeded_at, b.cancelled_at, b.on_success)))
     ORDER BY j.finished_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -1376,9 +1375,7 @@ WHERE j.state IN ('succeeded', 'dead', 'cancelled')
                    ELSE %(keep_cancelled)s::float8 END))
   AND (j.batch_id IS NULL OR NOT EXISTS (  -- as in job_prune: a batch's jobs stay until it has settled
       SELECT 1 FROM pgqueue_batch b WHERE b.id = j.batch_id
-        AND (b.finished_at IS NULL
-             OR (b.finished_at > now() - interval '1 hour' AND b.succeeded_at IS NULL
-                 AND b.cancelled_at IS NULL AND b.on_success IS NOT NULL))))
+        AND pgqueue_batch_may_settle(b.finished_at, b.succeeded_at, b.cancelled_at, b.on_success)))
 GROUP BY j.state ORDER BY j.state;
 
 -- name: archive_prune

@@ -87,13 +87,14 @@ def test_the_planner_inlines_the_rule_functions() -> None:
         cur.execute("""EXPLAIN VERBOSE SELECT pgqueue_runnable_state(run_at, concurrency_key, slot),
                            pgqueue_bucket_tokens(1.0, run_at, 5, 1.0, now()), pgqueue_wake_payload(queue, rate_key),
                            pgqueue_process_silent(run_at, run_at, 30, now()),
-                           pgqueue_lease_rescuable(state, lease_expires_at, run_at, true, now())
+                           pgqueue_lease_rescuable(state, lease_expires_at, run_at, true, now()),
+                           pgqueue_batch_may_settle(run_at, run_at, run_at, args)
                        FROM pgqueue_job""")
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert "CASE" in plan and "LEAST" in plan, plan
     assert "pgqueue_runnable_state" not in plan and "pgqueue_bucket_tokens" not in plan, plan
     assert "pgqueue_wake_payload" not in plan and "pgqueue_process_silent" not in plan, plan
-    assert "pgqueue_lease_rescuable" not in plan, plan
+    assert "pgqueue_lease_rescuable" not in plan and "pgqueue_batch_may_settle" not in plan, plan
 
 
 def test_no_statement_writes_the_rules_out_again() -> None:
@@ -106,6 +107,8 @@ def test_no_statement_writes_the_rules_out_again() -> None:
     assert "',rated:' ||" not in text
     assert not re.search(r"greatest\([^)]*last_heartbeat[^)]*\)\s*<", text, re.I)  # pgqueue_process_silent's
     assert not re.search(r"lease_expires_at\s*<\s*\w+\.last_heartbeat", text)  # pgqueue_lease_rescuable's
+    assert [n for n, sql in db.QUERIES.items() if "interval '1 hour'" in sql] == ["batch_unsettled"]
+    assert {n for n, sql in db.QUERIES.items() if "pgqueue_batch_may_settle(" in sql} == {"job_prune", "job_prune_count"}
     users = {name for name, sql in db.QUERIES.items() if "pgqueue_runnable_state(" in sql}
     assert users >= {"job_insert_many", "job_insert", "job_replace_waiting_many", "job_release_waiting_many",
                      "job_stage_due", "job_retry_many"}

@@ -496,6 +496,11 @@ def connection_kwargs(alias: str | None = None) -> dict[str, Any]:
     return params
 
 
+def backoff_seconds(failures: int) -> float:
+    """Seconds to wait after `failures` connection errors in a row: 0.1 s doubling to 5 s."""
+    return min(5.0, 0.1 * (2.0 ** min(failures, 6)))
+
+
 class Database:
     """A worker role's own autocommit connection, opened lazily and replaced after a connection error."""
 
@@ -554,7 +559,7 @@ class Database:
 
     def backoff(self) -> float:
         """Seconds to wait before the next try: 0.1 s doubling to 5 s."""
-        return min(5.0, 0.1 * (2.0 ** min(self.failures, 6)))
+        return backoff_seconds(self.failures)
 
     def close(self) -> None:
         self._cursor = None

@@ -5,4 +5,5 @@ handle (JobHandle), flow (uniqueness, semaphores, rates), options (JobOptions, J
 registry (name -> job), guardrails (enqueue rate limits), scope (the batch jobs join), rows (the one merge
 of a call's options, the job's and the settings into a NewJob, and the one builder of insert parameters),
 insert (the named INSERT paths), api (enqueue, enqueue_many), decorator (@job), batches, workflows.
-Producers outside the wing (the outbox relay, schedule ticks, replay) go through rows and insert too."""
+Producers outside the wing go through rows too: schedule ticks through insert, the outbox relay, replay and
+batch callbacks (pgqueue.settle) through rows' builder and job_insert_many."""

@@ -108,7 +108,7 @@ class Role:
 
     def lost(self, exc: BaseException) -> float:
         """After a connection error: the seconds to wait before the next round (0.1 s doubling to 5 s)."""
-        return min(5.0, 0.1 * 2.0 ** min(self.failures, 6))
+        return db.backoff_seconds(self.failures)
 
     def wait(self, seconds: float) -> None:
         """Wait up to `seconds`, waking at once for a stop signal."""

@@ -38,7 +38,7 @@ from django.db import connection, transaction  # noqa: E402
 
 import pgqueue  # noqa: E402
 from benchmarks import jobs  # noqa: E402
-from pgqueue import db  # noqa: E402
+from pgqueue import db, sql  # noqa: E402
 from pgqueue.db import connection_kwargs  # noqa: E402
 from pgqueue.models import Attempt, Job, Lock, OutboxEvent, WorkerProcess  # noqa: E402
 
@@ -402,7 +402,7 @@ def _raw_pickup(params: dict[str, Any], n: int, ready: Any, out: Any) -> None:
                 for _note in listen.notifies(timeout=1.0, stop_after=1):
                     break
                 while True:
-                    rows = db.run(cur, "job_lease", queues=["bench"], limit=10, worker="raw", lease_seconds=30)
+                    rows = db.run(cur, sql.job_lease, queues=["bench"], limit=10, worker="raw", lease_seconds=30)
                     now = time.time()
                     picked.update((r.id, now) for r in rows)
                     if not rows:
@@ -430,16 +430,16 @@ def raw_w3_latency(n: int = 200, gap: float = 0.02) -> dict[str, float]:
 def _raw_loop(params: dict[str, Any], worker: str, limit: int) -> None:
     """The worker's lease and completion statements with as little Python as possible around them."""
     with psycopg.connect(**params, autocommit=True) as conn, conn.cursor() as cur:
-        db.run(cur, "session_generic_plans")  # as a worker's connection does
+        db.run(cur, sql.session_generic_plans)  # as a worker's connection does
         while True:
-            rows = db.run(cur, "job_lease", queues=["bench"], limit=limit, worker=worker, lease_seconds=30)
+            rows = db.run(cur, sql.job_lease, queues=["bench"], limit=limit, worker=worker, lease_seconds=30)
             if not rows:
                 return
             now = dt.datetime.now(dt.UTC).isoformat()
             transitions = json.dumps([[r.id, str(r.lease_token), "succeeded", False, None, "", "null", r.attempt, 0, 0,
                                        None, None, r.attempt, "succeeded", worker, now, "", "", "", None, False,
                                        False, None] for r in rows])
-            db.run(cur, "job_set_state_if_running_many", transitions=transitions, worker=worker, channel="pgqueue")
+            db.run(cur, sql.job_set_state_if_running_many, transitions=transitions, worker=worker, channel="pgqueue")
 
 
 def raw_reference(n: int, limit: int = 100) -> dict[str, float]:

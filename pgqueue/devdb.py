@@ -21,6 +21,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from pgqueue import sql
+
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 # pg_stat_statements is loaded so the tests can hold the engine to its per-job statement budget
@@ -167,9 +169,9 @@ def database_url(data_dir: str | os.PathLike[str], name: str) -> str:
         try:
             with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
                                  autocommit=True) as conn:
-                if not db.run(conn.cursor(), "devdb_database_exists", name=name)[0].exists:
+                if not db.run(conn.cursor(), sql.devdb_database_exists, name=name)[0].exists:
                     with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                        db.run(conn.cursor(), "devdb_create_database", database=name)
+                        db.run(conn.cursor(), sql.devdb_create_database, database=name)
                 break
         except psycopg.OperationalError:
             if attempt == 49:

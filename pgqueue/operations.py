@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
-from pgqueue import db, settle
+from pgqueue import db, settle, sql
 from pgqueue.conf import check_queue_name, get_settings
 from pgqueue.enqueuing import rows as newjobs
 from pgqueue.enqueuing.flow import CONCURRENCY_LIMIT_MAX, check_rate_window
@@ -59,9 +59,9 @@ def cancel(job_ids: int | Iterable[int]) -> dict[int, str]:
     ids = _ids(job_ids)
     settings = get_settings()
     with transaction.atomic(using=settings.DATABASE):
-        rows = db.run_in_django("job_cancel_many", ids=ids)
+        rows = db.run_in_django(sql.job_cancel_many, ids=ids)
         if any(row.slot_key is not None for row in rows):
-            db.run_in_django("semaphore_hand_off", **db.hand_off_params(rows, channel=settings.NOTIFY_CHANNEL))
+            db.run_in_django(sql.semaphore_hand_off, **db.hand_off_params(rows, channel=settings.NOTIFY_CHANNEL))
         settle.after_commit(settings.DATABASE, rows, channel=settings.NOTIFY_CHANNEL)
     return {row.id: row.state for row in rows}
 
@@ -72,10 +72,10 @@ def replay(job_ids: int | Iterable[int]) -> dict[int, int]:
     ids = _ids(job_ids)
     settings = get_settings()
     with transaction.atomic(using=settings.DATABASE):
-        sources = db.run_in_django("job_get_replayable", ids=ids)
+        sources = db.run_in_django(sql.job_get_replayable, ids=ids)
         if sources:
             copies = [newjobs.replay_of(row) for row in sources]
-            db.run_in_django("job_insert_many", **newjobs.insert_params(copies, [r.copy_id for r in sources],
+            db.run_in_django(sql.job_insert_many, **newjobs.insert_params(copies, [r.copy_id for r in sources],
                                                                          settings.NOTIFY_CHANNEL))
             _hand_off(sorted({r.concurrency_key for r in sources if r.concurrency_key is not None}))
     return {row.id: row.copy_id for row in sources}
@@ -87,7 +87,7 @@ def retry(job_ids: int | Iterable[int]) -> list[int]:
     ids = _ids(job_ids)
     settings = get_settings()
     with transaction.atomic(using=settings.DATABASE):
-        rows = db.run_in_django("job_retry_many", ids=ids, channel=settings.NOTIFY_CHANNEL)
+        rows = db.run_in_django(sql.job_retry_many, ids=ids, channel=settings.NOTIFY_CHANNEL)
         _hand_off([row.key for row in rows if row.key is not None])
     return [row.id for row in rows]
 
@@ -95,13 +95,13 @@ def retry(job_ids: int | Iterable[int]) -> list[int]:
 def _hand_off(keys: list[str]) -> None:
     """Give free slots of these semaphores to their blocked jobs (in the caller's transaction)."""
     if keys:
-        db.run_in_django("semaphore_hand_off", **db.hand_off_params([], channel=get_settings().NOTIFY_CHANNEL,
+        db.run_in_django(sql.semaphore_hand_off, **db.hand_off_params([], channel=get_settings().NOTIFY_CHANNEL,
                                                                      keys=keys))
 
 
 def delete_finished(job_ids: int | Iterable[int]) -> list[int]:
     """Delete finished jobs with their attempts; jobs not finished are kept. Returns the ids deleted."""
-    return [row.id for row in db.run_in_django("job_delete_finished_many", ids=_ids(job_ids))]
+    return [row.id for row in db.run_in_django(sql.job_delete_finished_many, ids=_ids(job_ids))]
 
 
 def pause(queues: str | Iterable[str]) -> list[str]:
@@ -116,14 +116,14 @@ def resume(queues: str | Iterable[str]) -> list[str]:
 
 def _set_paused(queues: str | Iterable[str], paused: bool) -> list[str]:
     names = _queue_names(queues)
-    rows = db.run_in_django("queuestate_set_paused", names=names, paused=paused,
+    rows = db.run_in_django(sql.queuestate_set_paused, names=names, paused=paused,
                             channel=get_settings().NOTIFY_CHANNEL)
     return [row.name for row in rows]
 
 
 def drain_and_pause(queues: str | Iterable[str]) -> list[str]:
     """Keep working a queue until nothing in it is ready or running, then pause it (maintenance does)."""
-    return [row.name for row in db.run_in_django("queuestate_drain", names=_queue_names(queues))]
+    return [row.name for row in db.run_in_django(sql.queuestate_drain, names=_queue_names(queues))]
 
 
 RATE_LIMIT_MAX = 1_000_000  # starts per window
@@ -136,7 +136,7 @@ def set_limits(queue: str, *, concurrency: int | None = None, rate: int | None =
     Workers of the queue apply them from their next heartbeat; jobs already running hold no running slot.
     Returns the queue name."""
     name = check_limits(queue, concurrency=concurrency, rate=rate, per=per)
-    rows = db.run_in_django("queuestate_set_limits", name=name, concurrency_limit=concurrency, rate_limit=rate,
+    rows = db.run_in_django(sql.queuestate_set_limits, name=name, concurrency_limit=concurrency, rate_limit=rate,
                             rate_window=float(per) if per is not None else None)
     return str(rows[0].name)
 
@@ -167,7 +167,7 @@ def set_breaker(queue: str, *, failures: int | None = None, within: float | None
     within `within` seconds pause the queue for `cooldown` seconds, with the reason recorded and audited;
     maintenance resumes it. A success ends the streak. Returns the queue name."""
     name = check_breaker(queue, failures=failures, within=within, cooldown=cooldown)
-    rows = db.run_in_django("queuestate_set_breaker", name=name, threshold=failures,
+    rows = db.run_in_django(sql.queuestate_set_breaker, name=name, threshold=failures,
                             window=float(within) if within is not None else None,
                             cooldown=float(cooldown) if cooldown is not None else None)
     return str(rows[0].name)
@@ -194,4 +194,4 @@ def check_breaker(queue: str, *, failures: Any, within: Any, cooldown: Any) -> s
 def release_locks(lock_ids: int | Iterable[int]) -> list[int]:
     """Free uniqueness or idempotency keys now (an operator's choice: the next enqueue with the key creates a
     job even if the holder still waits or runs). Returns the lock ids released."""
-    return [row.id for row in db.run_in_django("lock_release_many", ids=_ids(lock_ids))]
+    return [row.id for row in db.run_in_django(sql.lock_release_many, ids=_ids(lock_ids))]

@@ -19,13 +19,14 @@ from typing import Any
 
 from django.db import connections
 
-from pgqueue import db, events
+from pgqueue import db, events, sql
 from pgqueue.conf import Settings, get_settings
 from pgqueue.enqueuing import rows
 from pgqueue.enqueuing.decorator import JobFunction, job
 from pgqueue.enqueuing.flow import NO_FLOW, Flow
 from pgqueue.exceptions import InvalidJob, NotSerializable, PayloadTooLarge
 from pgqueue.payload import Unstorable, dumps
+from pgqueue.sql.rows import ClaimedEvent, Delivered
 from pgqueue.text import short_repr, text_problem
 
 TOPIC_MAX = 255  # the topic and key columns' length
@@ -165,7 +166,7 @@ def publish_many(items: Iterable[tuple[str, Any] | tuple[str, Any, str | None]])
                 f"transaction on {other!r} only, which the event could not commit or roll back with. Open "
                 f"transaction.atomic(using={alias!r}) around the publish too."
             )
-    rows = db.run_in_django("outbox_insert_many", topics=topics, keys=keys, payloads=payloads)
+    rows = db.run_in_django(sql.outbox_insert_many, topics=topics, keys=keys, payloads=payloads)
     return [row.id for row in rows]
 
 
@@ -204,24 +205,24 @@ def relay(database: db.Database, settings: Settings, *, limit: int = RELAY_BATCH
     Killed midway, it rolls back whole and the next run does it all. Returns the events relayed."""
     subs = subscribers()
     with database.transaction():
-        claimed = database.run("outbox_claim", limit=limit)
+        claimed = database.run(sql.outbox_claim, limit=limit)
         if not claimed:
             return 0
         pairs = [(event, sub) for event in claimed for sub in subs if sub.matches(event.topic)]
-        delivered = database.run("outbox_deliver_many", event_ids=[e.id for e, _ in pairs],
+        delivered = database.run(sql.outbox_deliver_many, event_ids=[e.id for e, _ in pairs],
                                  subscribers=[s.name for _, s in pairs]) if pairs else []
         if delivered:
             by_event = {e.id: e for e in claimed}
-            database.run("job_insert_many", **_job_params(delivered, by_event, settings))
+            database.run(sql.job_insert_many, **_job_params(delivered, by_event, settings))
         counts: dict[int, int] = {}
         for event, _ in pairs:
             counts[event.id] = counts.get(event.id, 0) + 1
-        database.run("outbox_mark_relayed", ids=[e.id for e in claimed], deliveries=[counts.get(e.id, 0) for e in claimed])
+        database.run(sql.outbox_mark_relayed, ids=[e.id for e in claimed], deliveries=[counts.get(e.id, 0) for e in claimed])
     events.emit("outbox_relayed", events=len(claimed), jobs=len(delivered))
     return len(claimed)
 
 
-def _job_params(delivered: list[db.Delivered], by_event: dict[int, db.ClaimedEvent], settings: Settings) -> dict[str, Any]:
+def _job_params(delivered: list[Delivered], by_event: dict[int, ClaimedEvent], settings: Settings) -> dict[str, Any]:
     """job_insert_many's parameters for the deliveries' jobs: each subscriber job called with its event (its
     @job options merged with the settings as any call's are), ordered ones holding their key's semaphore."""
     new = []

@@ -14,7 +14,7 @@ from typing import Any
 from croniter import croniter
 from django.db import transaction
 
-from pgqueue import db
+from pgqueue import db, sql
 from pgqueue.conf import Settings, get_settings
 from pgqueue.enqueuing import registry
 from pgqueue.enqueuing.decorator import JobFunction
@@ -196,7 +196,7 @@ def due(spec: ScheduleSpec, last: dt.datetime, now: dt.datetime) -> list[dt.date
 def sync(specs: list[ScheduleSpec], alias: str) -> None:
     """Write the declared schedules' definitions (an operator's enabled switch and the ticks are kept)."""
     db.run_in_django(
-        "schedule_sync_many", using=alias, names=[s.name for s in specs], tasks=[s.task for s in specs],
+        sql.schedule_sync_many, using=alias, names=[s.name for s in specs], tasks=[s.task for s in specs],
         crons=[s.cron for s in specs], timezones=[s.timezone for s in specs],
         args=[dumps(list(s.args)) for s in specs], kwargs=[dumps(dict(s.kwargs)) for s in specs],
         catch_ups=[s.catch_up for s in specs],
@@ -211,7 +211,7 @@ def run_due(specs: dict[str, ScheduleSpec], alias: str) -> float | None:
     scheduler enqueued is skipped), and move each schedule on. Returns the seconds until the next tick
     (None if no schedule is enabled)."""
     names = sorted(specs)  # only the schedules this code declares (another version runs its own)
-    for row in db.run_in_django("schedule_due", using=alias, names=names):
+    for row in db.run_in_django(sql.schedule_due, using=alias, names=names):
         spec = specs[row.name]
         last = row.last_tick_at or row.created_at
         try:
@@ -229,10 +229,10 @@ def run_due(specs: dict[str, ScheduleSpec], alias: str) -> float | None:
                 _enqueue_tick(spec, tick, alias, manual=False)
             except Exception:
                 logger.exception("pgqueue could not enqueue schedule %s's tick at %s; it moves on", spec.name, tick)
-        db.run_in_django("schedule_advance", using=alias, name=spec.name, last_tick=max(last, row.now),
+        db.run_in_django(sql.schedule_advance, using=alias, name=spec.name, last_tick=max(last, row.now),
                          next_tick=after)
     # a skipped schedule's next tick is never moved on: waiting for it would spin
-    soonest = db.run_in_django("schedule_soonest", using=alias, names=[n for n in names if n not in _FAILING])
+    soonest = db.run_in_django(sql.schedule_soonest, using=alias, names=[n for n in names if n not in _FAILING])
     if not soonest or soonest[0].next_tick_at is None:
         return None
     now = soonest[0].now
@@ -242,11 +242,11 @@ def run_due(specs: dict[str, ScheduleSpec], alias: str) -> float | None:
 def _enqueue_tick(spec: ScheduleSpec, tick: dt.datetime | None, alias: str, *, manual: bool) -> int | None:
     """Enqueue one tick with its tick row, in one transaction; None if another scheduler had it."""
     with transaction.atomic(using=alias):
-        taken = db.run_in_django("schedule_tick_take", using=alias, name=spec.name, tick=tick, manual=manual)
+        taken = db.run_in_django(sql.schedule_tick_take, using=alias, name=spec.name, tick=tick, manual=manual)
         if not taken:
             return None
         handle = enqueue_calls([JobCall(job=registry.get(spec.task), args=spec.args, kwargs=dict(spec.kwargs))])[0]
-        db.run_in_django("schedule_tick_set_job", using=alias, id=taken[0].id, name=spec.name, job_id=handle.id)
+        db.run_in_django(sql.schedule_tick_set_job, using=alias, id=taken[0].id, name=spec.name, job_id=handle.id)
     return handle.id
 
 
@@ -272,4 +272,4 @@ def run_now(names: list[str]) -> list[str]:
 def set_enabled(names: list[str], enabled: bool) -> list[str]:
     """An operator's switch: disabled schedules enqueue nothing until enabled again (their missed ticks
     then follow catch_up). Returns the names changed."""
-    return [row.name for row in db.run_in_django("schedule_set_enabled", names=names, enabled=enabled)]
+    return [row.name for row in db.run_in_django(sql.schedule_set_enabled, names=names, enabled=enabled)]

@@ -11,24 +11,26 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from django.db import transaction
 
-from pgqueue import db, events
+from pgqueue import db, events, sql
 from pgqueue.enqueuing import rows as newjobs
 from pgqueue.lifecycle import release
+from pgqueue.sql import Statement
 from pgqueue.types import FINISHED_STATES
 
 logger = logging.getLogger("pgqueue.settle")
 
 FINISHED = frozenset(s.value for s in FINISHED_STATES)
+R = TypeVar("R")
 
 
 class Runner(Protocol):
     """Runs named statements: a worker role's db.Database, or Django's connection (InDjango)."""
 
-    def run(self, name: str, /, **params: Any) -> list[Any]: ...
+    def run(self, statement: Statement[R], /, **params: Any) -> list[R]: ...
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]: ...
 
@@ -39,8 +41,8 @@ class InDjango:
     def __init__(self, alias: str) -> None:
         self.alias = alias
 
-    def run(self, name: str, /, **params: Any) -> list[Any]:
-        return db.run_in_django(name, using=self.alias, **params)
+    def run(self, statement: Statement[R], /, **params: Any) -> list[R]:
+        return db.run_in_django(statement, using=self.alias, **params)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -49,7 +51,7 @@ class InDjango:
 
 
 def needed(rows: Iterable[Any]) -> tuple[list[int], list[int]]:
-    """From rows of a statement that moved jobs (db.Moved, db.Cancelled, db.Released): the finished jobs
+    """From rows of a statement that moved jobs (Moved, Cancelled, Released): the finished jobs
     that have dependents, and the batches of finished jobs. Both empty for plain jobs."""
     parents: list[int] = []
     batches: list[int] = []
@@ -70,15 +72,15 @@ def settle(runner: Runner, *, parents: Iterable[int] = (), batches: Iterable[int
     released = cancelled = waiting = 0
     while pending:
         with runner.transaction():
-            decisions = release(runner.run("dependency_settle", ids=pending))
+            decisions = release(runner.run(sql.dependency_settle, ids=pending))
             rows = runner.run(
-                "job_release_waiting_many", ids=[d.job_id for d in decisions],
+                sql.job_release_waiting_many, ids=[d.job_id for d in decisions],
                 satisfied=[d.satisfied for d in decisions], reasons=[d.cancel_reason for d in decisions],
                 channel=channel,
             ) if decisions else []
             keys = sorted({r.key for r in rows if r.key is not None})
             if keys:  # released jobs with a semaphore take its free slots now
-                runner.run("semaphore_hand_off", **db.hand_off_params([], channel=channel, keys=keys))
+                runner.run(sql.semaphore_hand_off, **db.hand_off_params([], channel=channel, keys=keys))
         gone = [r for r in rows if r.state == "cancelled"]
         released += sum(1 for r in rows if r.state not in ("waiting", "cancelled"))
         waiting += sum(1 for r in rows if r.state == "waiting")
@@ -89,14 +91,14 @@ def settle(runner: Runner, *, parents: Iterable[int] = (), batches: Iterable[int
         events.emit("job_dependencies_settled", released=released, cancelled=cancelled, waiting=waiting)
     if to_settle:
         with runner.transaction():  # the guards set and the callback jobs inserted together
-            fired = runner.run("batch_settle", ids=sorted(to_settle))
+            fired = runner.run(sql.batch_settle, ids=sorted(to_settle))
             jobs, ids = [], []
             for row in fired:
                 more, reserved = newjobs.callbacks(row.id, row.callbacks)
                 jobs += more
                 ids += reserved
             if jobs:
-                runner.run("job_insert_many", **newjobs.insert_params(jobs, ids, channel))
+                runner.run(sql.job_insert_many, **newjobs.insert_params(jobs, ids, channel))
         for row in fired:
             events.emit("batch_settled", batch_id=row.id, failed=row.failed, finished=row.finished,
                         succeeded=row.succeeded)
@@ -141,8 +143,8 @@ def sweep(runner: Runner, *, channel: str, limit: int, after: int = 0) -> int:
     """Settle what a settle that did not run left: finished jobs with dependencies not settled, and closed
     batches not settled, `limit` batches after id `after` (maintenance runs this every round, going round
     all batches). Returns the `after` for the next round."""
-    parents = [row.id for row in runner.run("dependency_unsettled", limit=limit)]
-    batches = [row.id for row in runner.run("batch_unsettled", limit=limit, after=after)]
+    parents = [row.id for row in runner.run(sql.dependency_unsettled, limit=limit)]
+    batches = [row.id for row in runner.run(sql.batch_unsettled, limit=limit, after=after)]
     if parents or batches:
         settle(runner, parents=parents, batches=batches, channel=channel)
     return batches[-1] if len(batches) == limit else 0

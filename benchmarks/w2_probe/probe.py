@@ -80,7 +80,7 @@ from django.db import connections, transaction  # noqa: E402
 
 import pgqueue  # noqa: E402
 from benchmarks import jobs  # noqa: E402
-from pgqueue import events  # noqa: E402
+from pgqueue import events, sql  # noqa: E402
 from pgqueue.conf import get_settings  # noqa: E402
 from pgqueue.db import connection_kwargs  # noqa: E402
 from pgqueue.enqueuing import insert, registry  # noqa: E402
@@ -305,7 +305,7 @@ def _caller_transaction7(alias: str) -> str | None:
 
 def enqueue_7ae31bd() -> Any:
     """jobs.noop.enqueue() as 7ae31bd ran it: BoundJob(JobOptions()) -> JobCall -> enqueue_calls -> _prepare
-    -> db.run_in_django("job_insert") (list of tuples) -> events.emit -> JobHandle."""
+    -> db.run_in_django(sql.job_insert) (list of tuples) -> events.emit -> JobHandle."""
     call = BoundJob7(jobs.noop, JobOptions7()).call()  # noqa: F821
     settings = get_settings()
     job, opts = call.job, call.options
@@ -684,7 +684,7 @@ def python_only(reps: int) -> dict[str, float]:
         "piece: Django cursor() + close, no execute": lambda: connections["default"].cursor().close(),
         "piece: Django cursor + execute + fetchall (stubbed)": django_op("default", J0_HEAD),
         "piece: db.run_in_django('job_insert') (stubbed execute)": lambda: __import__("pgqueue.db").db.run_in_django(
-            "job_insert", using="default", **P),
+            sql.job_insert, using="default", **P),
     }
     conn.create_cursor = fake_create  # type: ignore[method-assign]
     try:

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
-from pgqueue import db, operations
+from pgqueue import db, operations, sql
 from pgqueue.admin.actions import confirmed_action
 from pgqueue.admin.base import PgQueueAdmin, alias, job_link, parse_id
 from pgqueue.admin.flow import tokens_now
@@ -45,7 +45,7 @@ class EstimatedCountPaginator(Paginator):
     def count(self) -> int:
         qs: QuerySet[Any] = self.object_list  # type: ignore[assignment]
         if not qs.query.where:
-            rows = db.run_in_django("table_estimated_rows", using=qs.db, table=qs.model._meta.db_table)
+            rows = db.run_in_django(sql.table_estimated_rows, using=qs.db, table=qs.model._meta.db_table)
             estimate = rows[0].estimate
             if estimate > COUNT_CAP:
                 return int(estimate)

@@ -18,7 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count
 
-from pgqueue import db, operations, settle
+from pgqueue import db, operations, settle, sql
 from pgqueue.conf import get_settings
 from pgqueue.enqueuing import scope
 from pgqueue.enqueuing.api import enqueue_many
@@ -83,7 +83,7 @@ class Batch:
             name: callback_spec(call, name) if call is not None else None
             for name, call in (("on_success", on_success), ("on_finish", on_finish), ("on_failure", on_failure))
         }
-        rows = db.run_in_django("batch_create", description=_description(description), **specs)
+        rows = db.run_in_django(sql.batch_create, description=_description(description), **specs)
         return cls(int(rows[0].id))
 
     @classmethod
@@ -113,8 +113,8 @@ class Batch:
         (at once, after the commit, if it has already come). Waits for transactions adding jobs to it."""
         settings = get_settings()
         with transaction.atomic(using=settings.DATABASE):
-            scope.check(db.run_in_django("batch_lock_for_update", id=self.id), self.id, "closed")
-            db.run_in_django("batch_close", id=self.id)
+            scope.check(db.run_in_django(sql.batch_lock_for_update, id=self.id), self.id, "closed")
+            db.run_in_django(sql.batch_close, id=self.id)
             settle.on_commit(settings.DATABASE, batches=[self.id], channel=settings.NOTIFY_CHANNEL)
 
     def cancel(self) -> dict[int, str]:
@@ -123,10 +123,10 @@ class Batch:
         stopped. Returns {job id: "cancelled" | "cancelling"}."""
         settings = get_settings()
         with transaction.atomic(using=settings.DATABASE):
-            locked = db.run_in_django("batch_lock_for_update", id=self.id)
+            locked = db.run_in_django(sql.batch_lock_for_update, id=self.id)
             if not locked:
                 raise InvalidJob(f"Batch {self.id} does not exist.")
-            ids = [row.id for row in db.run_in_django("batch_cancel", id=self.id)]
+            ids = [row.id for row in db.run_in_django(sql.batch_cancel, id=self.id)]
             result = operations.cancel(ids) if ids else {}
             settle.on_commit(settings.DATABASE, batches=[self.id], channel=settings.NOTIFY_CHANNEL)
         return result

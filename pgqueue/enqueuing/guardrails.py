@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 
-from pgqueue import db, events
+from pgqueue import db, events, sql
 from pgqueue.conf import Settings
 from pgqueue.exceptions import EnqueueRefused
 
@@ -53,10 +53,10 @@ def check_rate(rows: Iterable[tuple[str, str]], settings: Settings) -> None:
         params = {"key": f"pgqueue:enqueue:{queue}", "limit": rate, "window": per, "count": count}
         database = _database(settings)
         try:
-            taken = database.run("ratelimit_take_enqueue", **params)
+            taken = database.run(sql.ratelimit_take_enqueue, **params)
             if not taken:
-                database.run("ratelimit_create_enqueue", key=params["key"], limit=rate, window=per)
-                taken = database.run("ratelimit_take_enqueue", **params)
+                database.run(sql.ratelimit_create_enqueue, key=params["key"], limit=rate, window=per)
+                taken = database.run(sql.ratelimit_take_enqueue, **params)
         except db.CONNECTION_ERRORS as exc:  # the enqueue itself will meet the same database, or not
             logger.warning("pgqueue could not check the enqueue rate of queue %r (%s); enqueueing anyway", queue, exc)
             continue
@@ -79,7 +79,7 @@ def refused(settings: Settings, *, queue: str, task: str, reason: str, jobs: int
     if not settings.RECORD_REFUSALS:
         return
     try:
-        _database(settings).run("refusal_record", queue=queue[:100], task=task[:255], reason=reason, jobs=jobs,
+        _database(settings).run(sql.refusal_record, queue=queue[:100], task=task[:255], reason=reason, jobs=jobs,
                                 message=message[:2000])
     except Exception as exc:  # the refusal stands whether or not its record could be written
         logger.warning("pgqueue could not record a refused enqueue (%s)", exc)

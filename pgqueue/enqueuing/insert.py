@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import InterfaceError, OperationalError, connections, transaction
 
-from pgqueue import db, events, settle
+from pgqueue import db, events, settle, sql
 from pgqueue.conf import Settings, get_settings
 from pgqueue.enqueuing import guardrails, scope
 from pgqueue.enqueuing import rows as newjobs
@@ -87,7 +87,7 @@ def _caller_transaction(alias: str) -> str | None:
 
 def _defer_to_commit(rows: list[NewJob], alias: str, caller: str, settings: Settings) -> list[JobHandle]:
     """Reserve ids now; insert when the caller's transaction on `caller` commits (never if it rolls back)."""
-    ids = [row.id for row in db.run_in_django("job_reserve_ids", using=alias, count=len(rows))]
+    ids = [row.id for row in db.run_in_django(sql.job_reserve_ids, using=alias, count=len(rows))]
     transaction.on_commit(functools.partial(_insert_after_commit, rows, ids, alias, caller, settings), using=caller)
     return _handles(rows, ids, alias)
 
@@ -163,14 +163,14 @@ def _enqueue_with_locks(rows: list[NewJob], alias: str, settings: Settings) -> l
     ids: list[int | None] = [None] * len(rows)
     with transaction.atomic(using=alias):
         held: dict[int, tuple[int, str, str]] = {}  # index -> (holder id, kind, key) of a key it did not get
-        taken = db.run_in_django("lock_take_many", using=alias, count=len(rows), **lock_input)
-        for row in taken:  # ordered by call, idempotency key first: it decides before the uniqueness key
-            ids[row.call] = row.id  # every call: ids in call order, whether it has keys or not
-            if row.holder is not None and row.holder != row.id and row.call not in held:
-                held[row.call] = (row.holder, str(row.kind), str(row.key))
-        unused = [row for row in taken if row.call in held and row.holder == row.id]
+        taken = db.run_in_django(sql.lock_take_many, using=alias, count=len(rows), **lock_input)
+        for lock in taken:  # ordered by call, idempotency key first: it decides before the uniqueness key
+            ids[lock.call] = lock.id  # every call: ids in call order, whether it has keys or not
+            if lock.holder is not None and lock.holder != lock.id and lock.call not in held:
+                held[lock.call] = (lock.holder, str(lock.kind), str(lock.key))
+        unused = [lock for lock in taken if lock.call in held and lock.holder == lock.id]
         if unused:  # a call that is not inserted keeps none of its keys
-            db.run_in_django("lock_drop_many", using=alias, kinds=[r.kind for r in unused],
+            db.run_in_django(sql.lock_drop_many, using=alias, kinds=[r.kind for r in unused],
                              keys=[r.key for r in unused], job_ids=[r.id for r in unused])
         rejected = [(i, h) for i, h in held.items() if h[1] == "unique" and rows[i].flow.on_conflict is OnConflict.REJECT]
         if rejected:
@@ -213,7 +213,7 @@ def _replace_waiting(rows: list[NewJob], indexes: list[int], holders: list[int],
     if not indexes:
         return set()
     result = db.run_in_django(
-        "job_replace_waiting_many", using=alias, ids=holders, args=[rows[i].args for i in indexes],
+        sql.job_replace_waiting_many, using=alias, ids=holders, args=[rows[i].args for i in indexes],
         kwargs=[rows[i].kwargs for i in indexes], run_ats=[rows[i].run_at for i in indexes],
         channel=settings.NOTIFY_CHANNEL,
     )
@@ -226,7 +226,7 @@ def _enqueue_steps(rows: list[NewJob], steps: list[str], alias: str, settings: S
         raise InvalidJob("A workflow step cannot take a uniqueness or idempotency key: enqueue the workflow from "
                          "a job that holds the key instead.")
     with transaction.atomic(using=alias):
-        ids = [row.id for row in db.run_in_django("job_reserve_ids", using=alias, count=len(rows))]
+        ids = [row.id for row in db.run_in_django(sql.job_reserve_ids, using=alias, count=len(rows))]
         by_step = dict(zip(steps, ids, strict=True))
         rows = [replace(r, depends_on=tuple(by_step[d] if isinstance(d, str) else d for d in r.depends_on))
                 for r in rows]
@@ -248,11 +248,11 @@ def _insert_linked(rows: list[NewJob], ids: Sequence[int | None], alias: str, se
         for batch_id in sorted({r.batch_id for r in rows if r.batch_id is not None}):
             scope.hold_open(batch_id, alias)
         fresh = iter(row.id for row in db.run_in_django(
-            "job_reserve_ids", using=alias, count=sum(1 for i in ids if i is None))) if None in ids else iter(())
+            sql.job_reserve_ids, using=alias, count=sum(1 for i in ids if i is None))) if None in ids else iter(())
         job_ids: list[int] = [next(fresh) if i is None else i for i in ids]
         own = set(job_ids)
         external = sorted({d for r in rows for d in r.depends_on if d not in own})
-        parents = {p.id: p for p in db.run_in_django("job_lock_parents", using=alias, ids=external)} if external else {}
+        parents = {p.id: p for p in db.run_in_django(sql.job_lock_parents, using=alias, ids=external)} if external else {}
         edges: dict[str, list[Any]] = {"job_ids": [], "depends_on_ids": [], "on_failures": [], "settled": []}
         waits: list[int] = []
         settled: list[SettledDependency] = []  # dependencies on jobs already finished: settled at once
@@ -287,7 +287,7 @@ def _insert_linked(rows: list[NewJob], ids: Sequence[int | None], alias: str, se
                   for r, w, i, reason in zip(rows, waits, job_ids, reasons, strict=True)]
         inserted = _insert(linked, job_ids, alias, settings, linked=True)
         if edges["job_ids"]:
-            db.run_in_django("dependency_insert_many", using=alias, **edges)
+            db.run_in_django(sql.dependency_insert_many, using=alias, **edges)
         # A job cancelled at once whose own dependents were inserted with it: they are cancelled in turn.
         doomed = [i for i, reason in zip(job_ids, reasons, strict=True) if reason is not None and i in in_insert]
         if doomed:
@@ -305,11 +305,11 @@ def _insert(rows: list[NewJob], ids: Sequence[int | None], alias: str, settings:
         return _insert_linked(rows, ids, alias, settings)
     channel = settings.NOTIFY_CHANNEL
     if linked or len(rows) > 1 or rows[0].flow is not NO_FLOW:
-        result = db.run_in_django("job_insert_many", using=alias, **newjobs.insert_params(rows, ids, channel))
+        result = db.run_in_django(sql.job_insert_many, using=alias, **newjobs.insert_params(rows, ids, channel))
     elif ids[0] is None and rows[0].run_at is None:
-        result = db.run_in_django("job_insert_ready", using=alias, **newjobs.insert_ready_params(rows[0], channel))
+        result = db.run_in_django(sql.job_insert_ready, using=alias, **newjobs.insert_ready_params(rows[0], channel))
     else:
-        result = db.run_in_django("job_insert", using=alias, **newjobs.insert_one_params(rows[0], ids[0], channel))
+        result = db.run_in_django(sql.job_insert, using=alias, **newjobs.insert_one_params(rows[0], ids[0], channel))
     inserted = [row.id for row in result]
     if inserted and events.has_subscribers("job_enqueued"):
         if len(inserted) < len(rows):  # some reserved ids were taken already: count the rows written

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextvars
 
-from pgqueue import db
+from pgqueue import db, sql
 from pgqueue.exceptions import InvalidJob
+from pgqueue.sql.rows import BatchLocked
 
 _current: contextvars.ContextVar[int | None] = contextvars.ContextVar("pgqueue_batch", default=None)
 
@@ -26,10 +27,10 @@ def leave(token: contextvars.Token[int | None]) -> None:
 
 def hold_open(batch_id: int, alias: str) -> None:
     """Hold an open batch until the caller's transaction ends, while jobs are added to it (the enqueue path)."""
-    check(db.run_in_django("batch_lock", using=alias, id=batch_id), batch_id, "given jobs")
+    check(db.run_in_django(sql.batch_lock, using=alias, id=batch_id), batch_id, "given jobs")
 
 
-def check(rows: list[db.BatchLocked], batch_id: int, verb: str) -> None:
+def check(rows: list[BatchLocked], batch_id: int, verb: str) -> None:
     """InvalidJob unless the locked batch row exists and is neither cancelled nor closed."""
     if not rows:
         raise InvalidJob(f"Batch {batch_id} does not exist (not committed yet, or rolled back).")

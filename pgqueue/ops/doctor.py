@@ -24,8 +24,10 @@ from django.db import DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.db.models import UniqueConstraint
 
-from pgqueue import db
+from pgqueue import db, sql
 from pgqueue.conf import Settings, get_settings
+from pgqueue.sql import statement
+from pgqueue.sql.rows import Leader
 from pgqueue.text import seconds_text, size_text
 from pgqueue.worker.maintenance import LEADER_LOCK_KEY
 
@@ -151,10 +153,19 @@ class Clock:
     now: dt.datetime
 
 
-db.returns(doctor_indexes=IndexRow, doctor_prepared_statements=PreparedRow, doctor_plan=PlanLine,
-           doctor_table_sizes=TableRow, doctor_autovacuum=SettingRow, doctor_expired_leases=ExpiredLeases,
-           doctor_maintenance_leader=db.Leader, doctor_dead_workers=SilentProcess, doctor_long_transactions=Session,
-           doctor_prepared_transactions=PreparedXact, doctor_replication_slots=Slot, doctor_clock=Clock)
+INDEXES = statement("doctor_indexes", IndexRow)
+PREPARED_STATEMENTS = statement("doctor_prepared_statements", PreparedRow)
+PLAN_FUNCTION = statement("doctor_plan_function")
+PLAN = statement("doctor_plan", PlanLine)
+TABLE_SIZES = statement("doctor_table_sizes", TableRow)
+AUTOVACUUM = statement("doctor_autovacuum", SettingRow)
+EXPIRED_LEASES = statement("doctor_expired_leases", ExpiredLeases)
+MAINTENANCE_LEADER = statement("doctor_maintenance_leader", Leader)
+DEAD_WORKERS = statement("doctor_dead_workers", SilentProcess)
+LONG_TRANSACTIONS = statement("doctor_long_transactions", Session)
+PREPARED_TRANSACTIONS = statement("doctor_prepared_transactions", PreparedXact)
+REPLICATION_SLOTS = statement("doctor_replication_slots", Slot)
+CLOCK = statement("doctor_clock", Clock)
 
 
 # -- the checks -----------------------------------------------------------------------------------------------
@@ -236,7 +247,7 @@ def check_lease_plan(*, small_table_rows: int = 1000) -> Check:
     `small_table_rows` rows may be scanned: the planner rightly finds that cheaper."""
     settings = get_settings()
     plan = _lease_plan(settings)
-    estimate = max(0, db.run_in_django("table_estimated_rows", table=JOB_TABLE)[0].estimate)
+    estimate = max(0, db.run_in_django(sql.table_estimated_rows, table=JOB_TABLE)[0].estimate)
     index = [r for r in _index_rows([JOB_TABLE]) if r.index_name == LEASE_INDEX]
     index_ok = bool(index) and index[0].valid and index[0].ready
     scans = [re.sub(r"\s+\(cost=[^)]*\)", "", line).strip().removeprefix("->").strip() for line in plan
@@ -267,7 +278,7 @@ def check_tables(*, dead_ratio: float = 0.2, min_dead_rows: int = 10_000) -> Che
     """Size of pgqueue's tables and their indexes, and dead rows (what VACUUM has not reclaimed yet): a
     warning for a table with at least `min_dead_rows` dead rows making up `dead_ratio` of its rows."""
     settings = get_settings()
-    rows = db.run_in_django("doctor_table_sizes", tables=_tables())
+    rows = db.run_in_django(TABLE_SIZES, tables=_tables())
     bloated = [r for r in rows
                if r.dead_rows >= min_dead_rows and r.dead_rows >= dead_ratio * (r.live_rows + r.dead_rows)]
     shown = [r for r in rows if r in bloated or r.table_name in (JOB_TABLE, "pgqueue_attempt")
@@ -294,7 +305,7 @@ def check_tables(*, dead_ratio: float = 0.2, min_dead_rows: int = 10_000) -> Che
 def check_autovacuum() -> Check:
     """pgqueue_job's autovacuum settings (its reloptions, else the server's): a warning when they are the
     server defaults meant for ordinary tables, an error when autovacuum is off."""
-    rows = {r.name: r for r in db.run_in_django("doctor_autovacuum", table=JOB_TABLE)}
+    rows = {r.name: r for r in db.run_in_django(AUTOVACUUM, table=JOB_TABLE)}
 
     def effective(name: str) -> str:
         row = rows[name]
@@ -328,11 +339,11 @@ def check_expired_leases(*, grace: float | None = None) -> Check:
     least 5 s): the maintenance leader rescues them each round, so they mean it is not running."""
     settings = get_settings()
     grace = _grace(settings) if grace is None else grace
-    row = db.run_in_django("doctor_expired_leases", grace=grace)[0]
+    row = db.run_in_django(EXPIRED_LEASES, grace=grace)[0]
     if not row.count:
         return Check(name="expired_leases", verdict=Verdict.OK,
                      detail=f"no running job's lease expired more than {_number(grace)} s ago")
-    leader = db.run_in_django("doctor_maintenance_leader", key=LEADER_LOCK_KEY)[0].leader
+    leader = db.run_in_django(MAINTENANCE_LEADER, key=LEADER_LOCK_KEY)[0].leader
     return Check(name="expired_leases", verdict=Verdict.ERROR,
                  detail=f"{row.count} running job(s) whose lease expired, the oldest "
                         f"{seconds_text(row.oldest_seconds or 0)} ago (jobs {', '.join(map(str, row.ids))}"
@@ -347,11 +358,11 @@ def check_dead_workers(*, dead_after: float | None = None) -> Check:
     WORKER_DEAD_AFTER plus the expired-lease grace): maintenance marks them dead and rescues their jobs."""
     settings = get_settings()
     dead_after = settings.WORKER_DEAD_AFTER + _grace(settings) if dead_after is None else dead_after
-    rows = db.run_in_django("doctor_dead_workers", dead_after=dead_after, limit=LISTED)
+    rows = db.run_in_django(DEAD_WORKERS, dead_after=dead_after, limit=LISTED)
     if not rows:
         return Check(name="dead_workers", verdict=Verdict.OK,
                      detail=f"every process marked running has sent a heartbeat in the last {_number(dead_after)} s")
-    leader = db.run_in_django("doctor_maintenance_leader", key=LEADER_LOCK_KEY)[0].leader
+    leader = db.run_in_django(MAINTENANCE_LEADER, key=LEADER_LOCK_KEY)[0].leader
     detail = [f"{r.kind} {r.id} ({r.hostname} pid {r.pid}), {r.state}, silent for {seconds_text(r.silent_seconds)}, "
               f"holds {r.running_jobs} running job(s)" for r in rows]
     return Check(name="dead_workers", verdict=Verdict.ERROR,
@@ -364,9 +375,9 @@ def check_long_transactions(*, warn_after: float = 60.0, error_after: float = 60
     """Transactions that stop VACUUM from removing dead rows of any table, pgqueue_job among them: sessions
     of any database of the server in a transaction for over `warn_after` seconds (an error over
     `error_after`), prepared transactions, and replication slots holding an xmin."""
-    sessions = db.run_in_django("doctor_long_transactions", older_than=warn_after, limit=LISTED)
-    prepared = db.run_in_django("doctor_prepared_transactions", older_than=warn_after)
-    slots = [s for s in db.run_in_django("doctor_replication_slots") if not s.active]
+    sessions = db.run_in_django(LONG_TRANSACTIONS, older_than=warn_after, limit=LISTED)
+    prepared = db.run_in_django(PREPARED_TRANSACTIONS, older_than=warn_after)
+    slots = [s for s in db.run_in_django(REPLICATION_SLOTS) if not s.active]
     if not sessions and not prepared and not slots:
         return Check(name="long_transactions", verdict=Verdict.OK,
                      detail=f"no transaction older than {_number(warn_after)} s, no prepared transaction, no "
@@ -401,7 +412,7 @@ def check_clock_skew(*, warn_after: float = 1.0, error_after: float = 10.0,
     measured = []  # (round trip, server clock minus this machine's at the middle of the trip)
     for _ in range(max(1, samples)):
         before = clock()
-        server = db.run_in_django("doctor_clock")[0].now.timestamp()
+        server = db.run_in_django(CLOCK)[0].now.timestamp()
         after = clock()
         measured.append((after - before, server - (before + after) / 2))
     round_trip, skew = min(measured)
@@ -427,9 +438,9 @@ def check_listen(*, timeout: float = 2.0) -> Check:
     listener = db.Database(params, owner=_owner(), role="doctor listen")
     sender = db.Database(params, owner=_owner(), role="doctor notify")
     try:
-        listener.run("channel_listen", channel=channel)
+        listener.run(sql.channel_listen, channel=channel)
         started = time.monotonic()
-        sender.run("channel_notify", channel=channel, payloads=[channel])
+        sender.run(sql.channel_notify, channel=channel, payloads=[channel])
         arrived = _notified(listener.connect(), channel, started, timeout)
     finally:
         listener.close()
@@ -544,7 +555,7 @@ def _declared_indexes() -> list[tuple[str, str, str]]:
 
 
 def _index_rows(tables: list[str]) -> list[IndexRow]:
-    return db.run_in_django("doctor_indexes", tables=tables)
+    return db.run_in_django(INDEXES, tables=tables)
 
 
 def _tables() -> list[str]:
@@ -558,15 +569,15 @@ def _lease_plan(settings: Settings) -> list[str]:
     database = db.Database(db.connection_kwargs(settings.DATABASE), owner=_owner(), role="doctor")
     try:
         conn = database.connect()
-        database.run("session_generic_plans")  # as a worker's connection (whatever PREPARE_STATEMENTS says)
+        database.run(sql.session_generic_plans)  # as a worker's connection (whatever PREPARE_STATEMENTS says)
         conn.prepare_threshold = 0
-        database.run("job_lease", queues=[settings.DEFAULT_QUEUE], limit=0, worker="pgqueue doctor", lease_seconds=0.0)
+        database.run(sql.job_lease, queues=[settings.DEFAULT_QUEUE], limit=0, worker="pgqueue doctor", lease_seconds=0.0)
         conn.prepare_threshold = None
-        prepared = database.run("doctor_prepared_statements")
+        prepared = database.run(PREPARED_STATEMENTS)
         if len(prepared) != 1:
             raise RuntimeError(f"expected job_lease alone prepared on the doctor's connection, found {prepared}")
-        database.run("doctor_plan_function")
-        return [row.line for row in database.run("doctor_plan", prepared=prepared[0].name)]
+        database.run(PLAN_FUNCTION)
+        return [row.line for row in database.run(PLAN, prepared=prepared[0].name)]
     finally:
         database.close()
 

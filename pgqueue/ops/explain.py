@@ -32,6 +32,7 @@ from pgqueue.models import (
     WorkerProcess,
 )
 from pgqueue.ops import retention
+from pgqueue.sql import statement
 from pgqueue.text import seconds_text, short_repr
 from pgqueue.worker.maintenance import REAP_EVERY
 
@@ -55,7 +56,7 @@ class LastId:
     last_id: int | None  # the highest id the job sequence has given (None: none yet)
 
 
-db.returns(explain_job_id_last=LastId)
+JOB_ID_LAST = statement("explain_job_id_last", LastId)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,7 +104,7 @@ def explain(job_id: int) -> Explanation:
 
 
 def _not_found(alias: str, job_id: int, settings: Settings) -> str:
-    last = db.run_in_django("explain_job_id_last", using=alias)[0].last_id
+    last = db.run_in_django(JOB_ID_LAST, using=alias)[0].last_id
     if last is None or job_id > last:
         given = "no id has been given yet" if last is None else f"the highest id given so far is {last}"
         return f"No job with id {job_id}: no job has been given that id yet ({given})."

@@ -7,9 +7,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgqueue import db
 from pgqueue.conf import Settings, get_settings
 from pgqueue.settle import InDjango, Runner
+from pgqueue.sql import statement
 
 # The states counted per queue (succeeded and cancelled history is not: it is only ever pruned).
 COUNTED = ("scheduled", "ready", "running", "blocked", "waiting", "dead")
@@ -66,8 +66,10 @@ class Totals:
     attempt_rows: int
 
 
-db.returns(monitor_job_counts=JobCount, monitor_queue_states=QueueStateRow, monitor_processes=ProcessRow,
-           monitor_totals=Totals)
+JOB_COUNTS = statement("monitor_job_counts", JobCount)
+QUEUE_STATES = statement("monitor_queue_states", QueueStateRow)
+PROCESSES = statement("monitor_processes", ProcessRow)
+TOTALS = statement("monitor_totals", Totals)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,10 +144,10 @@ def snapshot(runner: Runner | None = None, settings: Settings | None = None) -> 
     """Read the picture now: on `runner` (a worker role's Database), else on Django's connection."""
     settings = settings or get_settings()
     runner = runner or InDjango(settings.DATABASE)
-    counts: list[JobCount] = runner.run("monitor_job_counts")
-    states: list[QueueStateRow] = runner.run("monitor_queue_states")
-    processes: list[ProcessRow] = runner.run("monitor_processes")
-    totals: Totals = runner.run("monitor_totals")[0]
+    counts = runner.run(JOB_COUNTS)
+    states = runner.run(QUEUE_STATES)
+    processes = runner.run(PROCESSES)
+    totals = runner.run(TOTALS)[0]
     now = totals.now
 
     serving: dict[str, list[ProcessRow]] = {}

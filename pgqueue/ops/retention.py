@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgqueue import sql
 from pgqueue.conf import RETAINED_STATES, RETENTION_MAX, Settings, check_queue_name
 from pgqueue.exceptions import InvalidJob
 from pgqueue.settle import Runner
@@ -38,8 +39,8 @@ class Policy:
     def prunes_anything(self) -> bool:
         return any(v is not None for v in self.keep.values()) or any(self.rules.values())
 
-    def params(self, limit: int) -> dict[str, Any]:
-        """The parameters of job_prune and job_prune_count."""
+    def params(self) -> dict[str, Any]:
+        """The parameters job_prune and job_prune_count share (job_prune takes a limit and archive too)."""
         rules = [(q, s, k) for q, states in sorted(self.rules.items()) for s, k in sorted(states.items())]
         keeps = [k for k in self.keep.values() if k is not None] + [k for _, _, k in rules]
         return {
@@ -47,7 +48,7 @@ class Policy:
             "keep_cancelled": self.keep.get("cancelled"),
             "rule_queues": [r[0] for r in rules], "rule_states": [r[1] for r in rules],
             "rule_keeps": [r[2] for r in rules], "min_keep": min(keeps, default=RETENTION_MAX),
-            "queues": list(self.queues) if self.queues is not None else None, "limit": limit,
+            "queues": list(self.queues) if self.queues is not None else None,
         }
 
 
@@ -97,7 +98,7 @@ def count(runner: Runner, rules: Policy) -> dict[str, int]:
     """Finished jobs past their retention now, per state (what a prune would take)."""
     if not rules.prunes_anything:
         return {}
-    return {row.state: row.count for row in runner.run("job_prune_count", **rules.params(0))}
+    return {row.state: row.count for row in runner.run(sql.job_prune_count, **rules.params())}
 
 
 def prune(runner: Runner, rules: Policy, *, batch: int = 1_000, rounds: int | None = None, pause: float = 0.0,
@@ -110,11 +111,11 @@ def prune(runner: Runner, rules: Policy, *, batch: int = 1_000, rounds: int | No
     (jobs, attempts) pruned."""
     if not rules.prunes_anything:
         return 0, 0
-    params = rules.params(batch)
+    params = rules.params()
     jobs = attempts = done_rounds = 0
     while True:
         started = time.monotonic()
-        row = runner.run("job_prune", **params, archive=rules.archive)[0]
+        row = runner.run(sql.job_prune, **params, limit=batch, archive=rules.archive)[0]
         took = time.monotonic() - started
         jobs += row.jobs
         attempts += row.attempts
@@ -133,5 +134,5 @@ def prune_archive(runner: Runner, settings: Settings, *, batch: int = 5_000, rou
     if settings.ARCHIVE_KEEP_SECONDS is None:
         return
     for _ in range(rounds):
-        if runner.run("archive_prune", keep=settings.ARCHIVE_KEEP_SECONDS, limit=batch)[0].count < batch:
+        if runner.run(sql.archive_prune, keep=settings.ARCHIVE_KEEP_SECONDS, limit=batch)[0].count < batch:
             return

@@ -261,7 +261,7 @@ WITH candidates AS (
                               AND h.until = 'started' AND NOT h.released
                             FOR UPDATE SKIP LOCKED) h))
 )
-SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (db.JSON_ROWS: LeasedJob's fields)
+SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (LeasedJob's fields in order: its handle's from_json)
     x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
     x.lease_token, x.started_at, x.lock_key, x.concurrency_key, x.slot, x.concurrency_hold, x.batch_id,
     x.callback_of, x.run_at)), '[]') AS rows
@@ -409,7 +409,7 @@ WITH queues AS (
                               AND h.until = 'started' AND NOT h.released
                             FOR UPDATE SKIP LOCKED) h))
 )
-SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (db.JSON_ROWS: LeasedJob's fields)
+SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (LeasedJob's fields in order: its handle's from_json)
     x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
     x.lease_token, x.started_at, x.lock_key, x.concurrency_key, x.slot, x.concurrency_hold, x.batch_id,
     x.callback_of, x.run_at)), '[]') AS rows
@@ -528,7 +528,7 @@ WITH leased AS (
     FROM leased x JOIN pgqueue_job o ON o.id = x.id
     WHERE r.key = o.rate_key
 )
-SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (db.JSON_ROWS: LeasedJob's fields)
+SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (LeasedJob's fields in order: its handle's from_json)
     x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
     x.lease_token, x.started_at, x.lock_key, x.concurrency_key, x.slot, x.concurrency_hold, x.batch_id,
     x.callback_of, x.run_at)), '[]') AS rows

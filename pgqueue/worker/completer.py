@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any
 
-from pgqueue import db, events, settle
+from pgqueue import db, events, settle, sql
 from pgqueue.conf import Settings
 from pgqueue.lifecycle import stripped
 from pgqueue.types import Progress, Transition
@@ -207,7 +207,7 @@ class Completer:
 
     def _write_progress(self, reports: list[Progress]) -> None:
         self.database.run(
-            "job_progress_many",
+            sql.job_progress_many,
             ids=[p.job_id for p in reports],
             tokens=[p.lease_token for p in reports],
             values=[p.value for p in reports],

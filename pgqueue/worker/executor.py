@@ -17,7 +17,7 @@ from typing import Any
 from django.db import connections, transaction
 from psycopg.pq import TransactionStatus
 
-from pgqueue import db, events, settle
+from pgqueue import db, events, settle, sql
 from pgqueue.conf import Settings
 from pgqueue.context import JobContext, _current
 from pgqueue.enqueuing import registry
@@ -195,7 +195,7 @@ def _with_problems(end: AttemptEnd, problems: list[str], fn: Any | None, worker:
 
 def _still_leased(job: LeasedJob) -> bool:
     try:
-        return bool(db.run_in_django("job_is_leased", id=job.id, token=job.lease_token)[0].held)
+        return bool(db.run_in_django(sql.job_is_leased, id=job.id, token=job.lease_token)[0].held)
     except BaseException:
         return True  # then the worker's own transition is tried, and refused if the job completed
 
@@ -338,10 +338,10 @@ def complete_in_transaction(job: LeasedJob, worker_id: str, settings: Settings, 
         )
     end = returned(result, worker_id, settings.MAX_RESULT_BYTES)
     transition = decide(job, end, retry_policy(None, settings))
-    rows = db.run_in_django("job_set_state_if_running_many", using=alias, **db.transition_params([transition]),
+    rows = db.run_in_django(sql.job_set_state_if_running_many, using=alias, **db.transition_params([transition]),
                             worker=worker_id, channel=settings.NOTIFY_CHANNEL)
     if rows and rows[0].slot_key is not None:  # its semaphore slot goes to the next job in the same transaction
-        db.run_in_django("semaphore_hand_off", using=alias, **db.hand_off_params(rows, channel=settings.NOTIFY_CHANNEL))
+        db.run_in_django(sql.semaphore_hand_off, using=alias, **db.hand_off_params(rows, channel=settings.NOTIFY_CHANNEL))
     settle.after_commit(alias, rows, channel=settings.NOTIFY_CHANNEL)  # its dependents and batch, once committed
     if rows:  # its attempt's line and counters, once it is true
         applied = {row.id: row.state for row in rows}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from pgqueue import db
+from pgqueue import db, sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class Heartbeat:
         """Say this worker is alive and extend the leases of these (job id, lease token) pairs; None when the
         database is unreachable."""
         try:
-            rows = self.database.run("job_heartbeat", worker=self.worker_id, ids=[h[0] for h in held],
+            rows = self.database.run(sql.job_heartbeat, worker=self.worker_id, ids=[h[0] for h in held],
                                      tokens=[h[1] for h in held], lease_seconds=self.lease_seconds)
         except db.CONNECTION_ERRORS:
             return None

@@ -9,7 +9,7 @@ import selectors
 
 import psycopg
 
-from pgqueue import db
+from pgqueue import db, sql
 
 SUSPECTS = ",suspects:"  # a queue name has no comma, so no queue's payload starts like this
 RATED = ",rated:"  # the statements that make jobs with a rate key ready write this before the queue's name
@@ -50,7 +50,7 @@ class Listener:
             return False
         try:
             conn = self.database.connect()
-            self.database.run("channel_listen", channel=self.channel)
+            self.database.run(sql.channel_listen, channel=self.channel)
             fd = conn.fileno()
             self.selector.register(fd, selectors.EVENT_READ, "listen")
             self.fd = fd

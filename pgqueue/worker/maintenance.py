@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pgqueue import db, events, outbox, settle
+from pgqueue import db, events, outbox, settle, sql
 from pgqueue.conf import Settings
 from pgqueue.ops import retention
 from pgqueue.worker import rescue
@@ -42,7 +42,7 @@ class Maintenance(Role):
     def round(self) -> float:
         """If leader (or now elected): stage, hand off, reap, rescue, relay, settle and (now and then) prune."""
         if not self.leader:
-            self.leader = self.db.run("maintenance_try_lead", key=LEADER_LOCK_KEY)[0].leader
+            self.leader = self.db.run(sql.maintenance_try_lead, key=LEADER_LOCK_KEY)[0].leader
             if self.leader:
                 events.emit("maintenance_leader", worker=self.id)
         if self.leader:
@@ -51,7 +51,7 @@ class Maintenance(Role):
 
     def work(self) -> None:
         s = self.settings
-        staged = self.db.run("job_stage_due", limit=BATCH, channel=s.NOTIFY_CHANNEL)[0].staged
+        staged = self.db.run(sql.job_stage_due, limit=BATCH, channel=s.NOTIFY_CHANNEL)[0].staged
         if staged:
             events.emit("job_staged", count=staged)
         self._hand_off()
@@ -60,11 +60,11 @@ class Maintenance(Role):
         # otherwise all look dead at once and their jobs run a second time beside them.
         settled = time.monotonic() - self.connected_at >= s.WORKER_DEAD_AFTER
         if settled:
-            self.db.run("workerprocess_reap", dead_after=s.WORKER_DEAD_AFTER)
-        for row in self.db.run("queuestate_pause_drained"):
+            self.db.run(sql.workerprocess_reap, dead_after=s.WORKER_DEAD_AFTER)
+        for row in self.db.run(sql.queuestate_pause_drained):
             events.emit("queue_paused", queue=row.name, reason="drained")
-        for row in self.db.run("queuestate_resume_due", channel=s.NOTIFY_CHANNEL):
-            events.emit("queue_resumed", queue=row.name, reason="circuit breaker cool-down over")
+        for resumed in self.db.run(sql.queuestate_resume_due, channel=s.NOTIFY_CHANNEL):
+            events.emit("queue_resumed", queue=resumed.name, reason="circuit breaker cool-down over")
         rescued = rescue.expired(self.db, s, BATCH, by=self.id) if settled else []
         if rescued:
             events.emit("job_rescued", count=len(rescued), worker=self.id, status=None)
@@ -76,31 +76,31 @@ class Maintenance(Role):
             self._reap()
         if time.monotonic() >= self.next_prune:
             self.next_prune = time.monotonic() + PRUNE_EVERY
-            self.db.run("stat_prune", keep=STATS_KEEP_SECONDS)
-            self.db.run("refusal_prune", keep=s.KEEP_FAILED_SECONDS)
+            self.db.run(sql.stat_prune, keep=STATS_KEEP_SECONDS)
+            self.db.run(sql.refusal_prune, keep=s.KEEP_FAILED_SECONDS)
             # up to PRUNE_ROUNDS x BATCH jobs a minute
             retention.prune(self.db, self.policy, batch=BATCH, rounds=PRUNE_ROUNDS, stop=lambda: bool(self.pipe.received))
             retention.prune_archive(self.db, s, batch=BATCH, rounds=PRUNE_ROUNDS)
-            self.db.run("schedule_tick_prune", keep=max(s.KEEP_SUCCEEDED_SECONDS, s.KEEP_FAILED_SECONDS), limit=BATCH)
+            self.db.run(sql.schedule_tick_prune, keep=max(s.KEEP_SUCCEEDED_SECONDS, s.KEEP_FAILED_SECONDS), limit=BATCH)
             for _ in range(PRUNE_ROUNDS):  # relayed outbox events past their retention
-                if self.db.run("outbox_prune", keep=s.OUTBOX_KEEP_SECONDS, limit=BATCH)[0].count < BATCH:
+                if self.db.run(sql.outbox_prune, keep=s.OUTBOX_KEEP_SECONDS, limit=BATCH)[0].count < BATCH:
                     break
 
     def _hand_off(self, keys: list[str] | None = None) -> None:
         """Blocked jobs whose key has a free slot get it: the ones staged just now, a retry whose delay is
         over, and any a hand-off missed (a slot freed while the job that would take it was not committed)."""
         if keys is None:
-            keys = [row.key for row in self.db.run("semaphore_waiting_keys", limit=SWEEP_KEYS)]
+            keys = [row.key for row in self.db.run(sql.semaphore_waiting_keys, limit=SWEEP_KEYS)]
         if keys:
-            unblocked = self.db.run("semaphore_hand_off", **db.hand_off_params(
+            unblocked = self.db.run(sql.semaphore_hand_off, **db.hand_off_params(
                 [], channel=self.settings.NOTIFY_CHANNEL, keys=keys))
             if unblocked:
                 events.emit("job_unblocked", count=len(unblocked))
 
     def _reap(self) -> None:
         """Release uniqueness keys and semaphore slots that no job holds any more."""
-        locks = self.db.run("lock_reap", limit=BATCH)[0]
-        slots = [row.key for row in self.db.run("semaphore_slot_reap")]
+        locks = self.db.run(sql.lock_reap, limit=BATCH)[0]
+        slots = [row.key for row in self.db.run(sql.semaphore_slot_reap)]
         if locks.released or slots:
             events.emit("flow_reaped", locks=locks.released, slots=len(slots))
         if slots:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pgqueue import db, events, settle
+from pgqueue import db, events, settle, sql
 from pgqueue.conf import Settings
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, decide, exit_status
+from pgqueue.sql.rows import Moved
 from pgqueue.types import HeldJob, Transition
 from pgqueue.worker.executor import now, retry_policy
 from pgqueue.worker.listener import SUSPECTS
@@ -17,12 +18,12 @@ def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_
     job that was alone in the process is the likely cause. A process killed because its loop `stalled`
     past a deadline: the jobs past their timeout timed out, the others are lost. Returns the jobs taken back."""
     with database.transaction():
-        held = database.run("job_get_held_by_worker", worker=worker)
+        held = database.run(sql.job_get_held_by_worker, worker=worker)
         transitions, moved = _apply(database, settings, held, worker, exit_code=exit_code, crash=crash,
                                     stalled=stalled)
         if crash and held:  # tell the workers of these queues that suspects wait to run alone
             payloads = sorted({SUSPECTS + job.queue for job in held})
-            database.run("channel_notify", channel=settings.NOTIFY_CHANNEL, payloads=payloads)
+            database.run(sql.channel_notify, channel=settings.NOTIFY_CHANNEL, payloads=payloads)
     events.attempts_ended(transitions, {row.id: row.state for row in moved}, worker)
     settle.moved(database, moved, channel=settings.NOTIFY_CHANNEL)  # dependents and batches, once committed
     return held
@@ -32,7 +33,7 @@ def expired(database: db.Database, settings: Settings, limit: int, *, by: str) -
     """Running jobs whose lease expired or whose worker is dead or silent (at most `limit`), taken back
     by maintenance process `by`. Returns the jobs taken back."""
     with database.transaction():
-        held = database.run("job_get_expired", dead_after=settings.WORKER_DEAD_AFTER, limit=limit)
+        held = database.run(sql.job_get_expired, limit=limit)
         transitions, moved = _apply(database, settings, held, by, exit_code=None, crash=False)
     events.attempts_ended(transitions, {row.id: row.state for row in moved}, by)
     settle.moved(database, moved, channel=settings.NOTIFY_CHANNEL)  # dependents and batches, once committed
@@ -40,7 +41,7 @@ def expired(database: db.Database, settings: Settings, limit: int, *, by: str) -
 
 
 def _apply(database: db.Database, settings: Settings, held: list[HeldJob], worker: str, *, exit_code: int | None,
-           crash: bool, stalled: bool = False) -> tuple[list[Transition], list[db.Moved]]:
+           crash: bool, stalled: bool = False) -> tuple[list[Transition], list[Moved]]:
     if not held:
         return [], []
     ended = now()

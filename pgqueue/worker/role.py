@@ -13,7 +13,7 @@ import socket
 import time
 from typing import Any, ClassVar
 
-from pgqueue import db, events
+from pgqueue import db, events, sql
 from pgqueue.conf import Settings
 from pgqueue.worker.signals import SignalPipe
 
@@ -30,15 +30,15 @@ class ProcessRow:
                            pid=os.getpid(), queues=queues, concurrency=concurrency)
 
     def register(self) -> None:
-        self.runner.run("workerprocess_register", **self.params)
+        self.runner.run(sql.workerprocess_register, **self.params)
 
     def heartbeat(self) -> None:
-        self.runner.run("workerprocess_heartbeat", id=self.params["id"])
+        self.runner.run(sql.workerprocess_heartbeat, id=self.params["id"])
 
     def set_state(self, state: str, errors: tuple[type[BaseException], ...] = db.CONNECTION_ERRORS) -> None:
         """Mark the row (stopping, stopped): best effort, the process is on its way out."""
         try:
-            self.runner.run("workerprocess_set_state", ids=[self.params["id"]], state=state)
+            self.runner.run(sql.workerprocess_set_state, ids=[self.params["id"]], state=state)
         except errors:
             pass
 

@@ -14,19 +14,21 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from django.db import connections
 
-from pgqueue import db, events
+from pgqueue import db, events, sql
 from pgqueue.conf import Settings
+from pgqueue.sql import Statement
 from pgqueue.worker import rescue
 from pgqueue.worker.beacon import Beacon
 from pgqueue.worker.options import WorkerOptions
 from pgqueue.worker.signals import SignalPipe, reset_to_default
 
 logger = logging.getLogger("pgqueue.supervisor")
+R = TypeVar("R")
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
 EXIT_STUCK = 3  # a worker's exit code when a job thread is stuck past its timeout (see worker.py)
@@ -66,7 +68,7 @@ class Supervisor:
 
     def run(self) -> int:
         self.pipe = SignalPipe(HANDLED)
-        self._db_call("workerprocess_register", id=self.id, kind="supervisor", supervisor="",
+        self._db_call(sql.workerprocess_register, id=self.id, kind="supervisor", supervisor="",
                       hostname=socket.gethostname(), pid=os.getpid(), queues=",".join(self.options.queues),
                       concurrency=self.options.concurrency)
         events.emit("worker_started", worker=self.id, kind="supervisor", queues=self.options.queues,
@@ -95,9 +97,9 @@ class Supervisor:
                 self.next_heartbeat = now + self.settings.HEARTBEAT_SECONDS
                 # for itself and its children: a job that starves its process's own heartbeat does not
                 # make the process look dead while it runs (the job would run twice at once)
-                self._db_call("supervisor_heartbeat", id=self.id, children=[c.id for c in self.children.values()])
+                self._db_call(sql.supervisor_heartbeat, id=self.id, children=[c.id for c in self.children.values()])
             select.select([self.pipe.read_fd], [], [], self._timeout())
-        self._db_call("workerprocess_set_state", ids=[self.id], state="stopped")
+        self._db_call(sql.workerprocess_set_state, ids=[self.id], state="stopped")
         self.db.close()
         events.emit("worker_stopped", worker=self.id, kind="supervisor", reason="stopped")
         return 0
@@ -184,7 +186,7 @@ class Supervisor:
         if child.kind == "worker":
             # A job still held after an exit nobody asked for was there when its process crashed.
             self._rescue(child, code, crash=not planned and not self.stopping)
-        self._db_call("workerprocess_set_state", ids=[child.id], state="stopped" if code == 0 else "dead")
+        self._db_call(sql.workerprocess_set_state, ids=[child.id], state="stopped" if code == 0 else "dead")
         if self.stopping or child.replaced:
             return
         delay = 0.0 if planned else self._restart_delay()
@@ -192,7 +194,7 @@ class Supervisor:
 
     def _rescue(self, child: Child, code: int, *, crash: bool) -> None:
         """Whatever the child still held goes back now, not after its lease expires."""
-        held = self._retrying("job_get_held_by_worker",
+        held = self._retrying(sql.job_get_held_by_worker,
                               lambda: rescue.held_by_worker(self.db, self.settings, child.id, code, crash=crash,
                                                             stalled=child.stalled))
         if held:
@@ -272,10 +274,10 @@ class Supervisor:
 
     # -- database -------------------------------------------------------------------------------
 
-    def _db_call(self, name: str, **params: Any) -> list[Any]:
-        return self._retrying(name, lambda: self.db.run(name, **params))
+    def _db_call(self, statement: Statement[R], **params: Any) -> list[R]:
+        return self._retrying(statement, lambda: self.db.run(statement, **params))
 
-    def _retrying(self, statement: str, call: Callable[[], list[Any]]) -> list[Any]:
+    def _retrying(self, statement: Statement[Any], call: Callable[[], list[R]]) -> list[R]:
         """Best effort, three tries: the supervisor keeps supervising while the database is away."""
         for attempt in range(3):
             try:
@@ -283,5 +285,5 @@ class Supervisor:
             except db.CONNECTION_ERRORS:
                 if attempt < 2:
                     time.sleep(self.db.backoff())
-        events.emit("db_unavailable", worker=self.id, statement=statement)
+        events.emit("db_unavailable", worker=self.id, statement=statement.name)
         return []

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from pgqueue import db, events
+from pgqueue import db, events, sql
 from pgqueue.conf import Settings
 from pgqueue.context import JobContext
 from pgqueue.lifecycle import AttemptEnd, Ending, RetryPolicy, decide
@@ -238,7 +238,7 @@ class Worker:
         self.leases += 1
         try:
             if self.suspects_possible and not self.running and not self.stuck:
-                suspect = self.lease_db.run("job_lease_suspect", queues=queues, worker=self.id,
+                suspect = self.lease_db.run(sql.job_lease_suspect, queues=queues, worker=self.id,
                                             lease_seconds=self.settings.LEASE_SECONDS)
                 if suspect:  # it runs alone: nothing else is leased until it ends
                     self.isolation = Isolation.ALONE
@@ -250,7 +250,7 @@ class Worker:
                 self.suspects_possible = False
                 self.isolation = Isolation.NONE
             jobs: list[LeasedJob] = self.lease_db.run(
-                "job_lease_limited" if self.limited else "job_lease", queues=queues, limit=free, worker=self.id,
+                sql.job_lease_limited if self.limited else sql.job_lease, queues=queues, limit=free, worker=self.id,
                 lease_seconds=self.settings.LEASE_SECONDS,
             )
         except db.CONNECTION_ERRORS:
@@ -311,7 +311,7 @@ class Worker:
             self.next_heartbeat = time.monotonic() + self.lease_db.backoff()
             return
         try:
-            self.limited = self.lease_db.run("queuestate_limited", queues=self.queue_array)[0].limited
+            self.limited = self.lease_db.run(sql.queuestate_limited, queues=self.queue_array)[0].limited
         except db.CONNECTION_ERRORS:
             pass  # the next heartbeat asks again
         for entry in held:

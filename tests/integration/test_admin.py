@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
 
-from pgqueue import db
+from pgqueue import db, sql
 from pgqueue.db import connection_kwargs
 from pgqueue.models import Attempt, AuditEntry, Job, QueueState
 from tests.testapp import jobs
@@ -189,7 +189,7 @@ def test_lock_and_semaphore_pages_and_what_blocks_a_job(root: Client) -> None:
 def test_the_rate_limit_page_and_a_deferred_jobs_page(root: Client) -> None:
     ids = [jobs.partner_call.enqueue("acme", f"c{i}").id for i in range(5)]
     with psycopg.connect(**connection_kwargs(), autocommit=True) as conn, conn.cursor() as cur:
-        assert len(db.run(cur, "job_lease_limited", queues=["rated"], limit=10, worker="w1", lease_seconds=30)) == 3
+        assert len(db.run(cur, sql.job_lease_limited, queues=["rated"], limit=10, worker="w1", lease_seconds=30)) == 3
     listing = root.get("/admin/pgqueue/ratelimit/").content.decode()
     assert "partner:acme" in listing and "3 per 60.0 s" in listing and "0.0" in listing
     detail = root.get("/admin/pgqueue/ratelimit/partner:acme/change/").content.decode()
@@ -251,7 +251,7 @@ def test_the_batch_pages_show_progress_callbacks_and_links_and_cancel_through_th
                        on_success=jobs.batch_callback.call("success")) as batch:
         ids = [jobs.mark.enqueue(f"m{i}").id for i in range(4)]
     with psycopg.connect(**connection_kwargs(), autocommit=True) as conn, conn.cursor() as cur:
-        leased = db.run(cur, "job_lease", queues=["marks"], limit=1, worker="w1", lease_seconds=30)
+        leased = db.run(cur, sql.job_lease, queues=["marks"], limit=1, worker="w1", lease_seconds=30)
     listing = root.get("/admin/pgqueue/batch/").content.decode()
     assert "nightly import" in listing and "0 of 4 done" in listing and "1 running, 3 waiting" in listing
     assert '<progress class="pgqueue-batch-progress" max="4" value="0">' in listing

@@ -13,11 +13,12 @@ import pytest
 from django.db import transaction
 
 import pgqueue
-from pgqueue import db, settle
+from pgqueue import db, settle, sql
 from pgqueue.db import connection_kwargs
 from pgqueue.exceptions import InvalidJob
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
 from pgqueue.models import Batch, Job
+from pgqueue.sql.rows import Moved
 from pgqueue.types import LeasedJob
 from pgqueue.worker.maintenance import Maintenance
 from tests.testapp import jobs
@@ -32,11 +33,11 @@ def database(worker: str = "w1") -> db.Database:
 
 
 def lease(database: db.Database, limit: int = 100, worker: str = "w1") -> list[LeasedJob]:
-    return database.run("job_lease", queues=["marks"], limit=limit, worker=worker, lease_seconds=30)
+    return database.run(sql.job_lease, queues=["marks"], limit=limit, worker=worker, lease_seconds=30)
 
 
 def end(database: db.Database, rows: list[LeasedJob], how: Ending = Ending.RETURNED, worker: str = "w1",
-        settled: bool = True) -> list[db.Moved]:
+        settled: bool = True) -> list[Moved]:
     """What a worker's completer does: decide, apply, and (once committed) settle."""
     now = dt.datetime.now(dt.UTC)
     error = None if how is Ending.RETURNED else ErrorInfo(error_class="RuntimeError", message="x")

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from django.db import transaction
 
-from pgqueue import db
+from pgqueue import db, sql
 from pgqueue.conf import get_settings
 from pgqueue.db import connection_kwargs
 from pgqueue.exceptions import JobCancelled
@@ -35,7 +35,7 @@ def database(role: str = "test") -> db.Database:
 
 def lease(n: int) -> list[LeasedJob]:
     with psycopg.connect(**connection_kwargs(), autocommit=True) as conn, conn.cursor() as cur:
-        return db.run(cur, "job_lease", queues=["default"], limit=n, worker="w1", lease_seconds=30)
+        return db.run(cur, sql.job_lease, queues=["default"], limit=n, worker="w1", lease_seconds=30)
 
 
 def returned(job: LeasedJob, result: str) -> AttemptEnd:

@@ -14,7 +14,7 @@ from django.db import connection
 
 import pgqueue
 import pgqueue.operations
-from pgqueue import db
+from pgqueue import db, sql
 from pgqueue.conf import get_settings
 from pgqueue.db import connection_kwargs
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
@@ -33,12 +33,12 @@ def connect() -> psycopg.Connection:
 
 def lease(conn: psycopg.Connection, worker: str, limit: int, queues: tuple[str, ...] = ("default",)) -> list[LeasedJob]:
     with conn.cursor() as cur:
-        return db.run(cur, "job_lease", queues=list(queues), limit=limit, worker=worker, lease_seconds=30)
+        return db.run(cur, sql.job_lease, queues=list(queues), limit=limit, worker=worker, lease_seconds=30)
 
 
 def lease_suspect(conn: psycopg.Connection, worker: str, queues: tuple[str, ...] = ("default",)) -> list[LeasedJob]:
     with conn.cursor() as cur:
-        return db.run(cur, "job_lease_suspect", queues=list(queues), worker=worker, lease_seconds=30)
+        return db.run(cur, sql.job_lease_suspect, queues=list(queues), worker=worker, lease_seconds=30)
 
 
 POLICY = RetryPolicy(backoff=0.0, backoff_max=0.0, jitter=0.0)
@@ -52,13 +52,25 @@ def finish(conn: psycopg.Connection, worker: str, rows: list[LeasedJob], how: En
     end = AttemptEnd(how=how, worker=worker, finished_at=now, result=result, error=error)
     transitions = [decide(r, end, POLICY) for r in rows]
     with conn.cursor() as cur:
-        done = db.run(cur, "job_set_state_if_running_many", **db.transition_params(transitions), worker=worker,
+        done = db.run(cur, sql.job_set_state_if_running_many, **db.transition_params(transitions), worker=worker,
                       channel="pgqueue")
     return {r.id for r in done}
 
 
 def database() -> db.Database:
     return db.Database(connection_kwargs(), owner="test", role="test")
+
+
+def test_a_statement_runs_with_exactly_its_parameters() -> None:
+    """A missing or misspelt parameter is named before anything reaches the server (psycopg would ignore a
+    keyword the statement does not use)."""
+    job = jobs.add.enqueue(1, 2)
+    with connect() as conn, conn.cursor() as cur:
+        with pytest.raises(TypeError, match=r"statement job_lease takes \['lease_seconds', 'limit', 'queues', "
+                                            r"'worker'\]; missing \['lease_seconds'\]; unknown \['lease_secs'\]"):
+            db.run(cur, sql.job_lease, queues=["default"], limit=1, worker="w", lease_secs=30)
+        assert cur.statusmessage is None  # nothing was sent on this cursor
+        assert [r.id for r in lease(conn, "w", 1)] == [job.id]
 
 
 def test_lease_takes_at_most_limit_in_priority_order() -> None:
@@ -124,7 +136,8 @@ def test_one_job_leases_alternate_queues_as_the_worker_rotates_them(statement: s
     taken = []
     with connect() as conn, conn.cursor() as cur:
         for names in [("busy", "quiet"), ("quiet", "busy")] * 3:
-            taken += db.run(cur, statement, queues=db.text_array(names), limit=1, worker="w", lease_seconds=30)
+            taken += db.run(cur, sql.STATEMENTS[statement], queues=db.text_array(names), limit=1, worker="w",
+                            lease_seconds=30)
     assert [r.queue for r in taken] == ["busy", "quiet"] * 3
     assert [r.id for r in taken if r.queue == "quiet"] == fresh
 
@@ -142,7 +155,7 @@ def test_leases_use_the_partial_ready_indexes(statement: str, indexes: list[str]
         cur.execute("INSERT INTO pgqueue_job (queue, task, rate_key) SELECT 'default', 'x.y', 'k' || (g % 7) "
                     "FROM generate_series(1, 2000) AS g")
         cur.execute("ANALYZE pgqueue_job")
-        cur.execute("EXPLAIN " + db.QUERIES[statement],
+        cur.execute("EXPLAIN " + sql.QUERIES[statement],
                     {"queues": ["default"], "limit": 10, "worker": "w", "lease_seconds": 30})
         plan = "\n".join(r[0] for r in cur.fetchall())
     assert all(index in plan for index in indexes), plan
@@ -150,7 +163,7 @@ def test_leases_use_the_partial_ready_indexes(statement: str, indexes: list[str]
     # Workers keep one generic plan per prepared statement (session_generic_plans): it must use the indexes too.
     if connection.pg_version >= 160000:  # EXPLAIN (GENERIC_PLAN) is new in PostgreSQL 16
         with connection.cursor() as cur:
-            cur.execute("EXPLAIN (GENERIC_PLAN) " + numbered(db.QUERIES[statement]))
+            cur.execute("EXPLAIN (GENERIC_PLAN) " + numbered(sql.QUERIES[statement]))
             generic = "\n".join(r[0] for r in cur.fetchall())
         assert all(index in generic for index in indexes) and "Seq Scan on pgqueue_job" not in generic, generic
 
@@ -170,13 +183,13 @@ def test_a_worker_connection_makes_its_kept_plans_again_as_the_table_grows() -> 
 
     try:
         database.connect().execute("VACUUM ANALYZE pgqueue_job")  # counted empty, as after a TRUNCATE
-        assert database.run("job_lease", **params) == []  # planned with an empty table
+        assert database.run(sql.job_lease, **params) == []  # planned with an empty table
         with connection.cursor() as cur:  # it grows; no ANALYZE (which would make the plans again)
             cur.execute("INSERT INTO pgqueue_job (queue, task, state, attempts) "
                         "SELECT 'q' || (g % 50), 'x.y', 'ready', 0 FROM generate_series(1, 20000) g")
         assert "Seq Scan on pgqueue_job" in kept_plan()
         database.replan_at = time.monotonic()  # REPLAN_SECONDS later
-        assert database.run("job_lease", **params) == []
+        assert database.run(sql.job_lease, **params) == []
         plan = kept_plan()
         assert "Seq Scan on pgqueue_job" not in plan and "pgqueue_job_ready" in plan, plan
         assert database.replan_at > time.monotonic() + db.REPLAN_SECONDS - 1
@@ -197,7 +210,7 @@ def test_completion_finds_its_rows_by_primary_key_whatever_the_statistics() -> N
             cur.execute("INSERT INTO pgqueue_job (queue, task, state, leased_by, attempts) "
                         "SELECT 'default', 'x.y', 'running', 'w', 1 FROM generate_series(1, 20000)")
         plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN (GENERIC_PLAN) " + numbered(db.QUERIES["job_set_state_if_running_many"])).fetchall())
+            "EXPLAIN (GENERIC_PLAN) " + numbered(sql.QUERIES["job_set_state_if_running_many"])).fetchall())
     finally:
         database.close()
     lookups = [line for line in plan.splitlines() if "Scan" in line and " on pgqueue_job " in line]
@@ -306,7 +319,7 @@ def test_heartbeat_extends_leases_and_reports_cancel_requests() -> None:
         rows = lease(conn, "w", 2)
         before = dict(Job.objects.values_list("id", "lease_expires_at"))
         assert pgqueue.cancel([b.id]) == {b.id: "cancelling"}
-        beat = db.run(cur, "job_heartbeat", worker="w", ids=[r.id for r in rows], tokens=[r.lease_token for r in rows],
+        beat = db.run(cur, sql.job_heartbeat, worker="w", ids=[r.id for r in rows], tokens=[r.lease_token for r in rows],
                           lease_seconds=300)
     assert {r.id: r.cancel_requested for r in beat} == {a.id: False, b.id: True}
     after = dict(Job.objects.values_list("id", "lease_expires_at"))
@@ -321,7 +334,7 @@ def test_heartbeat_never_waits_for_a_row_a_completion_is_writing() -> None:
         with completer.transaction(), completer.cursor() as writing:
             writing.execute("SELECT id FROM pgqueue_job WHERE id = %s FOR UPDATE", (a.id,))  # a completion holds a
             cur.execute("SET statement_timeout = '3s'")  # waiting would fail the test, not hang it
-            beat = db.run(cur, "job_heartbeat", worker="w", ids=[r.id for r in rows], tokens=[r.lease_token for r in rows],
+            beat = db.run(cur, sql.job_heartbeat, worker="w", ids=[r.id for r in rows], tokens=[r.lease_token for r in rows],
                           lease_seconds=300)
     assert {r.id for r in beat} == {a.id, b.id}  # both still held: neither is reported lost
     after = dict(Job.objects.values_list("id", "lease_expires_at"))
@@ -343,7 +356,7 @@ def test_stage_due_makes_scheduled_jobs_ready() -> None:
     later = jobs.add.options(delay=3600).enqueue(1, 1)
     Job.objects.filter(pk=due.id).update(run_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     with connect() as conn, conn.cursor() as cur:
-        assert db.run(cur, "job_stage_due", limit=100, channel="pgqueue")[0].staged == 1
+        assert db.run(cur, sql.job_stage_due, limit=100, channel="pgqueue")[0].staged == 1
     assert dict(Job.objects.values_list("id", "state")) == {due.id: "ready", later.id: "scheduled"}
 
 
@@ -353,8 +366,8 @@ def test_prune_deletes_old_finished_jobs_with_their_attempts() -> None:
         rows = lease(conn, "w", 3)
         finish(conn, "w", rows[:2])
         cur.execute("UPDATE pgqueue_job SET finished_at = now() - interval '2 days' WHERE id = %s", (rows[0].id,))
-        pruned = db.run(cur, "job_prune", **retention.Policy(keep=dict.fromkeys(("succeeded", "dead", "cancelled"), 86400.0)
-                                                             ).params(100), archive=False)
+        policy = retention.Policy(keep=dict.fromkeys(("succeeded", "dead", "cancelled"), 86400.0))
+        pruned = db.run(cur, sql.job_prune, **policy.params(), limit=100, archive=False)
         assert (pruned[0].jobs, pruned[0].attempts) == (1, 1)
     assert set(Job.objects.values_list("id", flat=True)) == {rows[1].id, rows[2].id}
     assert set(Attempt.objects.values_list("job_id", flat=True)) == {rows[1].id}
@@ -398,9 +411,9 @@ def test_drain_and_pause_pauses_once_nothing_is_ready() -> None:
     h = jobs.add.options(queue="q1").enqueue(1, 1)
     assert pgqueue.operations.drain_and_pause("q1") == ["q1"]
     with connect() as conn, conn.cursor() as cur:
-        assert db.run(cur, "queuestate_pause_drained") == []  # a job is still ready
+        assert db.run(cur, sql.queuestate_pause_drained) == []  # a job is still ready
         Job.objects.filter(pk=h.id).update(state="succeeded")
-        assert [r.name for r in db.run(cur, "queuestate_pause_drained")] == ["q1"]
+        assert [r.name for r in db.run(cur, sql.queuestate_pause_drained)] == ["q1"]
     state = QueueState.objects.get(name="q1")
     assert state.paused and not state.pause_when_empty
 
@@ -420,7 +433,7 @@ def test_heartbeat_revives_a_worker_declared_dead() -> None:
 
     WorkerProcess.objects.create(id="w-back", kind="worker", hostname="h", pid=1, state="dead")
     with connect() as conn, conn.cursor() as cur:
-        db.run(cur, "job_heartbeat", worker="w-back", ids=[], tokens=[], lease_seconds=30)
+        db.run(cur, sql.job_heartbeat, worker="w-back", ids=[], tokens=[], lease_seconds=30)
     assert WorkerProcess.objects.get(pk="w-back").state == "running"
 
 
@@ -445,8 +458,8 @@ def test_an_expired_lease_is_rescued_only_when_its_worker_no_longer_holds_it() -
     database_ = db.Database(connection_kwargs(), owner="m", role="test")
     try:
         # the supervisor's beat: two children alive (their own heartbeats silent), "orphan" reaped unrecorded
-        database_.run("supervisor_heartbeat", id="sup", children=["starved", "forgetful"])
-        assert database_.run("workerprocess_reap", dead_after=settings.WORKER_DEAD_AFTER) == []
+        database_.run(sql.supervisor_heartbeat, id="sup", children=["starved", "forgetful"])
+        assert database_.run(sql.workerprocess_reap, dead_after=settings.WORKER_DEAD_AFTER) == []
         assert WorkerProcess.objects.get(id="orphan").state == "dead"
         taken = {Job.objects.get(id=h.id).leased_by: h.id for h in handles}
         rescued = {j.leased_by for j in rescue.expired(database_, settings, 100, by="m")}
@@ -454,7 +467,7 @@ def test_an_expired_lease_is_rescued_only_when_its_worker_no_longer_holds_it() -
         assert Job.objects.get(id=taken["starved"]).state == "running"
         # once nobody vouches for it either, the silent process is dead and its job comes back
         WorkerProcess.objects.filter(id="starved").update(vouched_at=now - dt.timedelta(seconds=60))
-        assert [r.id for r in database_.run("workerprocess_reap", dead_after=settings.WORKER_DEAD_AFTER)] == ["starved"]
+        assert [r.id for r in database_.run(sql.workerprocess_reap, dead_after=settings.WORKER_DEAD_AFTER)] == ["starved"]
         assert [j.leased_by for j in rescue.expired(database_, settings, 100, by="m")] == ["starved"]
     finally:
         database_.close()

@@ -17,7 +17,7 @@ from django.core.management import CommandError, call_command
 from django.db.models.functions import Now
 
 import pgqueue
-from pgqueue import Unique, db, operations
+from pgqueue import Unique, db, operations, sql
 from pgqueue.db import connection_kwargs
 from pgqueue.exceptions import InvalidJobId, JobNotFound
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
@@ -36,12 +36,12 @@ MINUTE = RetryPolicy(backoff=60.0, backoff_max=60.0, jitter=0.0)
 
 def register(worker: str = "w1", queues: str = "default", concurrency: int = 4, kind: str = "worker") -> None:
     """A live process row, as pgqueue_worker's processes write theirs."""
-    db.run_in_django("workerprocess_register", id=worker, kind=kind, supervisor="s1", hostname="box", pid=4242,
+    db.run_in_django(sql.workerprocess_register, id=worker, kind=kind, supervisor="s1", hostname="box", pid=4242,
                      queues=queues, concurrency=concurrency)
 
 
 def lease(queue: str, worker: str = "w1", limit: int = 1, limited: bool = False) -> list[LeasedJob]:
-    return db.run_in_django("job_lease_limited" if limited else "job_lease", queues=[queue], limit=limit,
+    return db.run_in_django(sql.job_lease_limited if limited else sql.job_lease, queues=[queue], limit=limit,
                             worker=worker, lease_seconds=30)
 
 

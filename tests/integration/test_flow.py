@@ -15,11 +15,12 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 
 import pgqueue
-from pgqueue import db, operations
+from pgqueue import db, operations, sql
 from pgqueue.db import connection_kwargs
 from pgqueue.exceptions import JobNotUnique
 from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, RetryPolicy, decide
 from pgqueue.models import AuditEntry, Job, Lock, QueueState, RateLimit, Semaphore, SemaphoreSlot
+from pgqueue.sql.rows import Moved
 from pgqueue.types import LeasedJob
 from pgqueue.worker import rescue
 from pgqueue.worker.maintenance import Maintenance
@@ -37,11 +38,11 @@ def connect() -> psycopg.Connection:
 
 def lease(conn: psycopg.Connection, limit: int = 10) -> list[LeasedJob]:
     with conn.cursor() as cur:
-        return db.run(cur, "job_lease", queues=["flow"], limit=limit, worker="w1", lease_seconds=30)
+        return db.run(cur, sql.job_lease, queues=["flow"], limit=limit, worker="w1", lease_seconds=30)
 
 
 def end(conn: psycopg.Connection, rows: list[LeasedJob], how: Ending = Ending.RETURNED,
-        policy: RetryPolicy = NO_DELAY) -> list[db.Moved]:
+        policy: RetryPolicy = NO_DELAY) -> list[Moved]:
     """Decide and apply each attempt's transition as a worker's completer would."""
     now = dt.datetime.now(dt.UTC)
     error = None if how is Ending.RETURNED else ErrorInfo(error_class="RuntimeError", message="x")
@@ -194,12 +195,12 @@ def test_maintenance_reaps_an_orphaned_lock() -> None:
     handle = jobs.unique_note.enqueue("orphan")
     Job.objects.filter(id=handle.id).delete()  # a job gone without releasing its key
     assert held_keys() == {'tests.testapp.jobs.unique_note:["orphan"]'}
-    reaped = db.run_in_django("lock_reap", limit=100)[0]
+    reaped = db.run_in_django(sql.lock_reap, limit=100)[0]
     assert (reaped.released, reaped.deleted) == (1, 0)
     assert jobs.unique_note.enqueue("orphan").created  # a released key is taken over
     Job.objects.all().delete()
-    assert db.run_in_django("lock_reap", limit=100)[0].released == 1
-    assert db.run_in_django("lock_reap", limit=100)[0].deleted == 1  # released keys go in the next round
+    assert db.run_in_django(sql.lock_reap, limit=100)[0].released == 1
+    assert db.run_in_django(sql.lock_reap, limit=100)[0].deleted == 1  # released keys go in the next round
     assert Lock.objects.count() == 0
 
 
@@ -210,7 +211,7 @@ def test_an_idempotency_key_returns_the_first_jobs_handle_even_after_it_is_done(
     first = jobs.add.options(idempotency_key="order-42-paid").enqueue(1, 2)
     with connect() as conn:
         with conn.cursor() as cur:
-            rows = db.run(cur, "job_lease", queues=["default"], limit=5, worker="w1", lease_seconds=30)
+            rows = db.run(cur, sql.job_lease, queues=["default"], limit=5, worker="w1", lease_seconds=30)
         end(conn, rows)
     again = jobs.add.options(idempotency_key="order-42-paid").enqueue(3, 4)
     assert (again.id, again.created) == (first.id, False)
@@ -368,19 +369,19 @@ def test_blocked_jobs_are_not_in_the_lease_plan() -> None:
 
 def lease_limited(conn: psycopg.Connection, queues: list[str], limit: int = 10) -> list[LeasedJob]:
     with conn.cursor() as cur:
-        return db.run(cur, "job_lease_limited", queues=queues, limit=limit, worker="w1", lease_seconds=30)
+        return db.run(cur, sql.job_lease_limited, queues=queues, limit=limit, worker="w1", lease_seconds=30)
 
 
 def test_a_queue_concurrency_limit_leases_only_into_free_running_slots() -> None:
     operations.set_limits("lim", concurrency=2)
-    assert db.run_in_django("queuestate_limited", queues=["default", "lim"])[0].limited
-    assert not db.run_in_django("queuestate_limited", queues=["default"])[0].limited
+    assert db.run_in_django(sql.queuestate_limited, queues=["default", "lim"])[0].limited
+    assert not db.run_in_django(sql.queuestate_limited, queues=["default"])[0].limited
     ids = [jobs.add.options(queue="lim").enqueue(i, i).id for i in range(5)]
     plain = jobs.add.enqueue(9, 9).id
     with connect() as conn:
         first = lease_limited(conn, ["lim", "default"])
         assert sorted(r.id for r in first) == sorted([*ids[:2], plain])  # the unlimited queue is not held back
-        assert db.run_in_django("semaphore_slot_reap") == []  # running slots of running jobs are held
+        assert db.run_in_django(sql.semaphore_slot_reap) == []  # running slots of running jobs are held
         assert lease_limited(conn, ["lim"]) == []
         end(conn, [r for r in first if r.id == ids[0]], Ending.RAISED)  # a retry also stops running
         assert [r.id for r in lease_limited(conn, ["lim"])] == [ids[2]]  # its slot went to the next job
@@ -405,7 +406,7 @@ def test_a_queue_rate_limit_spends_tokens_and_refills_them() -> None:
             rate_updated_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=40))
         assert len(lease_limited(conn, ["rated"])) == 2
     operations.set_limits("rated")  # cleared
-    assert not db.run_in_django("queuestate_limited", queues=["rated"])[0].limited
+    assert not db.run_in_django(sql.queuestate_limited, queues=["rated"])[0].limited
 
 
 def test_queue_limits_are_checked() -> None:
@@ -427,7 +428,7 @@ def test_failures_in_a_row_trip_the_breaker_and_maintenance_resumes_it() -> None
     with connect() as conn:
         def attempt(how: Ending) -> None:
             with conn.cursor() as cur:
-                rows = db.run(cur, "job_lease", queues=["breaker"], limit=1, worker="w1", lease_seconds=30)
+                rows = db.run(cur, sql.job_lease, queues=["breaker"], limit=1, worker="w1", lease_seconds=30)
             end(conn, rows, how)
 
         attempt(Ending.RAISED)
@@ -442,12 +443,12 @@ def test_failures_in_a_row_trip_the_breaker_and_maintenance_resumes_it() -> None
         assert state.paused_reason == "circuit breaker: 3 failures in a row within 60 s (last: RuntimeError)"
         assert 25 < (state.resume_at - dt.datetime.now(dt.UTC)).total_seconds() <= 30
         with conn.cursor() as cur:
-            assert db.run(cur, "job_lease", queues=["breaker"], limit=5, worker="w1", lease_seconds=30) == []
+            assert db.run(cur, sql.job_lease, queues=["breaker"], limit=5, worker="w1", lease_seconds=30) == []
     audit = AuditEntry.objects.get(action="breaker_tripped")
     assert (audit.username, audit.object_ids, audit.scope) == ("pgqueue circuit breaker", ["breaker"],
                                                                state.paused_reason)
     QueueState.objects.filter(name="breaker").update(resume_at=dt.datetime.now(dt.UTC))
-    assert [r.name for r in db.run_in_django("queuestate_resume_due", channel="pgqueue")] == ["breaker"]
+    assert [r.name for r in db.run_in_django(sql.queuestate_resume_due, channel="pgqueue")] == ["breaker"]
     state = QueueState.objects.get(name="breaker")
     assert (state.paused, state.paused_reason, state.resume_at) == (False, "", None)
     assert AuditEntry.objects.filter(action="breaker_resumed", object_ids=["breaker"]).exists()
@@ -543,18 +544,18 @@ def seconds_from_now(when: dt.datetime) -> float:
 
 def lease_suspect(conn: psycopg.Connection, queues: list[str]) -> list[LeasedJob]:
     with conn.cursor() as cur:
-        return db.run(cur, "job_lease_suspect", queues=queues, worker="w1", lease_seconds=30)
+        return db.run(cur, sql.job_lease_suspect, queues=queues, worker="w1", lease_seconds=30)
 
 
 def test_a_rate_key_starts_jobs_only_with_tokens_and_defers_the_rest_in_order() -> None:
     ids = [jobs.partner_call.enqueue("a", f"a{i}").id for i in range(5)]  # 3 per 60 s for account a
     bucket = RateLimit.objects.get(key="partner:a")
     assert (bucket.limit, bucket.window, bucket.tokens) == (3, 60.0, 3.0)
-    assert db.run_in_django("queuestate_limited", queues=["rated"])[0].limited
-    assert not db.run_in_django("queuestate_limited", queues=["default"])[0].limited
+    assert db.run_in_django(sql.queuestate_limited, queues=["rated"])[0].limited
+    assert not db.run_in_django(sql.queuestate_limited, queues=["default"])[0].limited
     with connect() as conn:
         with conn.cursor() as cur:  # the plain lease never starts a job with a rate key
-            assert db.run(cur, "job_lease", queues=["rated"], limit=10, worker="w1", lease_seconds=30) == []
+            assert db.run(cur, sql.job_lease, queues=["rated"], limit=10, worker="w1", lease_seconds=30) == []
         assert sorted(r.id for r in lease_limited(conn, ["rated"])) == ids[:3]
     deferred = {j.id: j for j in Job.objects.filter(id__in=ids[3:])}
     assert {j.state for j in deferred.values()} == {"scheduled"}
@@ -589,7 +590,7 @@ def test_deferred_jobs_start_when_their_tokens_have_come() -> None:
         earlier = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=40)
         RateLimit.objects.filter(key="partner:a").update(updated_at=earlier, deferred_until=earlier)
         Job.objects.filter(id__in=ids[3:]).update(run_at=earlier)
-        assert db.run_in_django("job_stage_due", limit=100, channel="pgqueue")[0].staged == 2
+        assert db.run_in_django(sql.job_stage_due, limit=100, channel="pgqueue")[0].staged == 2
         assert sorted(r.id for r in lease_limited(conn, ["rated"])) == ids[3:]
     assert RateLimit.objects.get(key="partner:a").tokens < 0.01
 

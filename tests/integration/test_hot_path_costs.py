@@ -18,7 +18,7 @@ import pytest
 from django.db import connection
 
 import pgqueue
-from pgqueue import db
+from pgqueue import db, sql
 from pgqueue.db import connection_kwargs
 from pgqueue.types import LeasedJob
 from tests.testapp import jobs
@@ -73,13 +73,13 @@ class Explained:
 def worker_conn() -> Iterator[psycopg.Connection[Any]]:
     """A connection planning as a worker's does: one generic plan per prepared statement."""
     with psycopg.connect(**connection_kwargs(), autocommit=True) as conn:
-        conn.execute(db.QUERIES["session_generic_plans"])
+        conn.execute(sql.QUERIES["session_generic_plans"])
         yield conn
 
 
 def explain(conn: psycopg.Connection[Any], name: str, jobs: int, **params: Any) -> Explained:
     """EXPLAIN ANALYZE statement `name` as a kept generic plan, rolled back afterwards."""
-    text, names = numbered(db.QUERIES[name])
+    text, names = numbered(sql.QUERIES[name])
     conn.execute("DEALLOCATE ALL")
     conn.execute(f"PREPARE hot AS {text}")
     cursor = psycopg.ClientCursor(conn)  # the arguments become literals of EXECUTE; the plan stays generic
@@ -106,7 +106,7 @@ def backlog(n: int = BACKLOG, **options: Any) -> None:
 
 def lease(conn: psycopg.Connection[Any], limit: int, queue: str = "default") -> list[LeasedJob]:
     with conn.cursor() as cur:
-        return db.run(cur, "job_lease", queues=[queue], limit=limit, worker="w", lease_seconds=30)
+        return db.run(cur, sql.job_lease, queues=[queue], limit=limit, worker="w", lease_seconds=30)
 
 
 @pytest.mark.parametrize("empty", [True, False], ids=["counted-empty", "counted-full"])

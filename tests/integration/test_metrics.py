@@ -13,7 +13,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from pgqueue import db, events, operations
+from pgqueue import db, events, operations, sql
 from pgqueue.lifecycle import outcome_label
 from pgqueue.models import Job, OutboxEvent, WorkerProcess
 from pgqueue.ops import health, logs, metrics, monitor
@@ -34,7 +34,7 @@ def value(samples: dict, name: str, **labels: str) -> float | None:
 
 
 def register_worker(worker_id: str, queues: str, *, age: float = 0.0) -> None:
-    db.run_in_django("workerprocess_register", id=worker_id, kind="worker", supervisor="s", hostname="h", pid=1,
+    db.run_in_django(sql.workerprocess_register, id=worker_id, kind="worker", supervisor="s", hostname="h", pid=1,
                      queues=queues, concurrency=4)
     if age:
         WorkerProcess.objects.filter(id=worker_id).update(last_heartbeat=timezone.now() - dt.timedelta(seconds=age))
@@ -45,7 +45,7 @@ def test_database_gauges_after_a_known_setup() -> None:
         jobs.noop.enqueue()
     jobs.noop.options(queue="later", run_at=timezone.now() + dt.timedelta(hours=1)).enqueue()
     Job.objects.filter(queue="default").update(run_at=timezone.now() - dt.timedelta(seconds=90))
-    leased = db.run_in_django("job_lease", queues=["default"], limit=1, worker="w-test", lease_seconds=30)
+    leased = db.run_in_django(sql.job_lease, queues=["default"], limit=1, worker="w-test", lease_seconds=30)
     assert len(leased) == 1
     dead = jobs.give_up.options(queue="graveyard").enqueue()
     Job.objects.filter(pk=dead.id).update(state="dead", finished_at=timezone.now(), reason_code="max_attempts")

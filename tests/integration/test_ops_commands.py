@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from pgqueue import db
+from pgqueue import db, sql
 from pgqueue.models import AuditEntry, Job, QueueState
 from tests.testapp import jobs
 
@@ -36,7 +36,7 @@ def test_status_table_and_json() -> None:
         jobs.noop.enqueue()
     Job.objects.filter(queue="default").update(run_at=timezone.now() - dt.timedelta(seconds=75))
     dead("emails")
-    db.run_in_django("workerprocess_register", id="host-1-w0", kind="worker", supervisor="host-1", hostname="host",
+    db.run_in_django(sql.workerprocess_register, id="host-1-w0", kind="worker", supervisor="host-1", hostname="host",
                      pid=4242, queues="default,emails", concurrency=8)
     call_command("pgqueue_pause", "emails", stdout=io.StringIO())
 

@@ -10,7 +10,7 @@ import re
 import pytest
 from django.db import connection
 
-from pgqueue import db
+from pgqueue import sql
 from pgqueue.lifecycle import bucket_tokens, lease_rescuable, process_silent, runnable_state
 
 pytestmark = pytest.mark.django_db
@@ -100,15 +100,15 @@ def test_the_planner_inlines_the_rule_functions() -> None:
 def test_no_statement_writes_the_rules_out_again() -> None:
     """The rule's shapes (a CASE on a semaphore slot, a refill with EXTRACT ... * limit / window, the
     ',rated:' payload) appear in no statement: they call the functions."""
-    text = "\n".join(re.sub(r"--[^\n]*", "", sql) for sql in db.QUERIES.values())
+    text = "\n".join(re.sub(r"--[^\n]*", "", body) for body in sql.QUERIES.values())
     assert not re.search(r"slot IS NULL THEN 'blocked'", text)
     assert not re.search(r"\bELSE 'scheduled'|THEN 'scheduled'", text)
     assert not re.search(r"EXTRACT\(EPOCH FROM [^)]*updated_at[^)]*\)\s*\*", text)
     assert "',rated:' ||" not in text
     assert not re.search(r"greatest\([^)]*last_heartbeat[^)]*\)\s*<", text, re.I)  # pgqueue_process_silent's
     assert not re.search(r"lease_expires_at\s*<\s*\w+\.last_heartbeat", text)  # pgqueue_lease_rescuable's
-    assert [n for n, sql in db.QUERIES.items() if "interval '1 hour'" in sql] == ["batch_unsettled"]
-    assert {n for n, sql in db.QUERIES.items() if "pgqueue_batch_may_settle(" in sql} == {"job_prune", "job_prune_count"}
-    users = {name for name, sql in db.QUERIES.items() if "pgqueue_runnable_state(" in sql}
+    assert [n for n, text in sql.QUERIES.items() if "interval '1 hour'" in text] == ["batch_unsettled"]
+    assert {n for n, text in sql.QUERIES.items() if "pgqueue_batch_may_settle(" in text} == {"job_prune", "job_prune_count"}
+    users = {name for name, text in sql.QUERIES.items() if "pgqueue_runnable_state(" in text}
     assert users >= {"job_insert_many", "job_insert", "job_replace_waiting_many", "job_release_waiting_many",
                      "job_stage_due", "job_retry_many"}

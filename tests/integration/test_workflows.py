@@ -11,7 +11,7 @@ import pytest
 from django.db import transaction
 
 import pgqueue
-from pgqueue import db, operations, settle
+from pgqueue import db, operations, settle, sql
 from pgqueue.conf import get_settings
 from pgqueue.db import connection_kwargs
 from pgqueue.exceptions import InvalidJob
@@ -31,7 +31,7 @@ def database(worker: str = "w1") -> db.Database:
 
 
 def lease(database: db.Database, limit: int = 100) -> list[LeasedJob]:
-    return database.run("job_lease", queues=["marks"], limit=limit, worker=database.owner, lease_seconds=30)
+    return database.run(sql.job_lease, queues=["marks"], limit=limit, worker=database.owner, lease_seconds=30)
 
 
 def end(database: db.Database, rows: list[LeasedJob], how: Ending = Ending.RETURNED, settled: bool = True) -> None:

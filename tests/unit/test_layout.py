@@ -19,8 +19,9 @@ def module_of(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module -> the package's modules it imports (a package's __init__ is not a target: importing a
-    submodule runs it, but it imports nothing back here except lazily, by name, for the public API)."""
+    """module -> the package's modules it imports. A subpackage's __init__ is a module like the others
+    (pgqueue.sql holds the statement handles); the root's is not a target: importing any submodule runs
+    it, and it imports nothing back except lazily, by name, for the public API."""
     paths = {module_of(p): p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts}
     packages = {m for m, p in paths.items() if p.name == "__init__.py"}
     graph: dict[str, set[str]] = {m: set() for m in paths}
@@ -36,7 +37,7 @@ def import_graph() -> dict[str, set[str]]:
                     anchor = here.split(".")[: len(here.split(".")) - node.level + 1]
                     base = ".".join([*anchor, base] if base else anchor)
                 names = [base, *(f"{base}.{a.name}" for a in node.names)]
-            graph[module] |= {n for n in names if n in paths and n != module and n not in packages}
+            graph[module] |= {n for n in names if n in paths and n != module and n != "pgqueue"}
     return graph
 
 

@@ -41,15 +41,16 @@ def test_every_statement_has_one_handle_and_every_handle_is_run() -> None:
     for module in REPORTING:
         importlib.import_module(module)
     assert set(sql.STATEMENTS) == set(QUERIES)
+    engine = {name for name in QUERIES if not name.startswith(("doctor_", "monitor_", "explain_"))}
+    assert all(getattr(sql, name) is sql.STATEMENTS[name] for name in engine)  # sql.x is statement x
     code = {p: p.read_text() for p in (ROOT / "pgqueue").rglob("*.py") if p != ROOT / "pgqueue/sql/__init__.py"}
-    engine = "\n".join(code.values())
-    unused = [name for name in QUERIES if not name.startswith(("doctor_", "monitor_", "explain_"))
-              and not re.search(rf"\bsql\.{name}\b", engine)]
+    text = "\n".join(code.values())
+    unused = [name for name in sorted(engine) if not re.search(rf"\bsql\.{name}\b", text)]
     assert unused == [], f"statements nothing runs: {unused}"
     for module in REPORTING:
-        text = code[ROOT / (module.replace(".", "/") + ".py")]
-        for constant in re.findall(r"^([A-Z_]+) = statement\(", text, re.M):
-            assert len(re.findall(rf"\b{constant}\b", text)) >= 2, f"{module}.{constant} is never run"
+        source = code[ROOT / (module.replace(".", "/") + ".py")]
+        for constant in re.findall(r"^([A-Z_]+) = statement\(", source, re.M):
+            assert len(re.findall(rf"\b{constant}\b", source)) >= 2, f"{module}.{constant} is never run"
 
 
 def test_a_handle_names_its_parameters_and_row_columns() -> None:

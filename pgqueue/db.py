@@ -1,5 +1,6 @@
-"""The only code that runs pgqueue's runtime SQL: named statements returning typed rows, on Django's
-connection (joining the caller's transaction) or on a worker role's own psycopg connection."""
+"""The only code that runs pgqueue's runtime SQL: a statement's handle (pgqueue.sql) run with exactly its
+parameters, its rows returned as its row type, on Django's connection (joining the caller's transaction) or
+on a worker role's own psycopg connection."""
 
 from __future__ import annotations
 
@@ -31,7 +32,6 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psyc
 # on an idle queue) would outlive the table's growth until autovacuum's next ANALYZE, scanning what it
 # took for a few rows: so the plans are made again this often (session_discard_plans).
 REPLAN_SECONDS = 5.0
-
 
 # Statements run as server-side prepared statements on Django's connection (PGQUEUE['PREPARE_STATEMENTS']):
 # measured, the single ready-now enqueue spends ~90 µs of its ~850 µs parsing and planning when it is not.

@@ -1,4 +1,5 @@
-"""System checks: PostgreSQL database, valid PGQUEUE settings and schedules, migrations applied."""
+"""System checks: PostgreSQL database (and LISTEN_DATABASE), valid PGQUEUE settings and schedules, migrations
+applied."""
 
 from __future__ import annotations
 
@@ -25,6 +26,25 @@ def check_database(app_configs: Any = None, databases: Any = None, **_: Any) -> 
     if vendor != "postgresql":
         return [checks.Error(f"pgqueue needs PostgreSQL, but database {alias!r} is {vendor}.",
                              id="pgqueue.E003", hint="Point DATABASES[...] at a PostgreSQL 14+ server.")]
+    return _listen_database(settings)
+
+
+def _listen_database(settings: Any) -> list[checks.CheckMessage]:
+    """pgqueue.E006: LISTEN_DATABASE names a PostgreSQL alias, and only matters behind a transaction pooler."""
+    alias = settings.LISTEN_DATABASE
+    if alias is None:
+        return []
+    if alias not in connections:
+        return [checks.Error(f"PGQUEUE['LISTEN_DATABASE'] names database alias {alias!r}, which is not in DATABASES.",
+                             id="pgqueue.E006")]
+    if connections[alias].vendor != "postgresql":
+        return [checks.Error(f"PGQUEUE['LISTEN_DATABASE'] {alias!r} must be a PostgreSQL database (the one "
+                             f"PGQUEUE['DATABASE'] {settings.DATABASE!r} reaches, directly).", id="pgqueue.E006")]
+    if not settings.transaction_pooled:
+        return [checks.Warning(f"PGQUEUE['LISTEN_DATABASE'] {alias!r} is set but PGQUEUE['POOLER'] is "
+                               f"{settings.POOLER!r}: workers LISTEN on PGQUEUE['DATABASE'] and do not use it.",
+                               id="pgqueue.W006", hint="Set POOLER = 'transaction' if a transaction pooler sits in "
+                               "front of DATABASE; else remove LISTEN_DATABASE.")]
     return []
 
 

@@ -31,6 +31,7 @@ MAX_ATTEMPTS_MAX = 10_000
 JITTER_MAX = 1.0  # a fraction of the delay
 QUEUE_NAME_MAX = 100  # the queue column's length
 RETAINED_STATES = ("succeeded", "dead", "cancelled")  # the finished states retention applies to
+POOLERS = ("none", "session", "transaction")  # PGQUEUE['POOLER']
 
 
 
@@ -67,6 +68,10 @@ class Settings:
     POLL_SECONDS: float = 1.0
     # How often the maintenance leader stages due jobs and rescues lost ones.
     MAINTENANCE_SECONDS: float = 0.5
+    # The maintenance leader's lead (a row in pgqueue_leader) lasts this long unless renewed: another
+    # maintenance process takes over within it after the leader dies. None: 4 x MAINTENANCE_SECONDS, at
+    # least 5 s.
+    LEADER_SECONDS: float | None = None
     # Completions are written in batches: at most this many, at most this late.
     COMPLETION_BATCH: int = 500
     COMPLETION_FLUSH_MS: float = 25.0  # measured: 2 ms -> 25 ms raised W1 by ~10% (fewer, larger batches)
@@ -92,10 +97,18 @@ class Settings:
     # Supervisor: at most this many child restarts per RESTART_WINDOW seconds, then back off.
     RESTART_LIMIT: int = 10
     RESTART_WINDOW: float = 60.0
+    # What sits between pgqueue and PostgreSQL (docs/deployment.md): "none" (a direct connection), "session"
+    # (a pooler in session mode: a client keeps its server connection) or "transaction" (PgBouncer,
+    # Supavisor, RDS Proxy... in transaction mode: no session state survives a transaction, so pgqueue keeps
+    # none there, and LISTEN goes through LISTEN_DATABASE or is replaced by polling).
+    POOLER: str = "none"
+    # A Django database alias with a direct (or session-pooled) connection to the same database, used only
+    # for LISTEN when POOLER is "transaction". None: workers poll every POLL_SECONDS instead.
+    LISTEN_DATABASE: str | None = None
     # Run hot statements as server-side prepared statements (the single enqueue on Django's connection,
-    # and the workers' own connections). Turn off behind a pooler that cannot keep them (PgBouncer in
-    # transaction mode before 1.21, or with max_prepared_statements = 0).
-    PREPARE_STATEMENTS: bool = True
+    # and the workers' own connections). None: on, unless POOLER is "transaction" (set True there only for
+    # a pooler that keeps protocol-level prepared statements: PgBouncer 1.21+ with max_prepared_statements).
+    PREPARE_STATEMENTS: bool | None = None
     # Guardrails (docs/operations.md): enqueues per queue at most `rate` jobs per `per` seconds, cluster-wide
     # ({"emails": {"rate": 100, "per": 1}}); over it, enqueue raises EnqueueRefused and writes nothing.
     ENQUEUE_RATE_LIMITS: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -175,10 +188,43 @@ class Settings:
                     f"PGQUEUE['HTTP_ALLOWED_HOSTS'] has {short_repr(host)}: a host name (\"example.com\", or "
                     "\".example.com\" for it and its subdomains) without scheme, port or path."
                 )
+        if self.POOLER not in POOLERS:
+            raise ImproperlyConfigured(
+                f"PGQUEUE['POOLER'] must be one of {', '.join(map(repr, POOLERS))}, got {short_repr(self.POOLER)}."
+            )
+        if self.LISTEN_DATABASE is not None and not self.LISTEN_DATABASE:
+            raise ImproperlyConfigured("PGQUEUE['LISTEN_DATABASE'] must name a database alias or be None, got ''.")
+        if self.LEADER_SECONDS is not None:
+            _check_range("LEADER_SECONDS", self.LEADER_SECONDS, 0, False, SECONDS_MAX)
+            if self.LEADER_SECONDS <= 2 * self.MAINTENANCE_SECONDS:
+                raise ImproperlyConfigured(
+                    f"PGQUEUE['LEADER_SECONDS'] ({self.LEADER_SECONDS:g}) must be more than twice "
+                    f"PGQUEUE['MAINTENANCE_SECONDS'] ({self.MAINTENANCE_SECONDS:g}): the leader renews its lead "
+                    "between rounds, and a lead that runs out between them passes to another process."
+                )
         if self.QUEUES is not None and self.DEFAULT_QUEUE not in self.QUEUES:
             raise ImproperlyConfigured(
                 f"PGQUEUE['DEFAULT_QUEUE'] {self.DEFAULT_QUEUE!r} is not in PGQUEUE['QUEUES'] {list(self.QUEUES)!r}."
             )
+
+    @property
+    def lead_seconds(self) -> float:
+        """How long the maintenance leader's lead lasts unless renewed (LEADER_SECONDS or its default)."""
+        if self.LEADER_SECONDS is not None:
+            return self.LEADER_SECONDS
+        return max(5.0, 4 * self.MAINTENANCE_SECONDS)
+
+    @property
+    def transaction_pooled(self) -> bool:
+        """Whether connections go through a transaction pooler: no session state may be kept on them."""
+        return self.POOLER == "transaction"
+
+    @property
+    def prepare(self) -> bool:
+        """Whether hot statements run as server-side prepared statements (PREPARE_STATEMENTS or its default)."""
+        if self.PREPARE_STATEMENTS is not None:
+            return self.PREPARE_STATEMENTS
+        return not self.transaction_pooled
 
 
 # Numeric options: (lowest, whether the lowest itself is allowed, highest).
@@ -423,9 +469,12 @@ def _cast(name: str, value: Any, source: str) -> Any:
             if isinstance(value, str) and value.strip().lower() in ("", "none", "null") and "None" in kind:
                 return None
             return _to_float(value)
-        if kind == "bool":
+        if kind.startswith(("bool", "str")) and "None" in kind and source.startswith("environment") \
+                and value.strip().lower() in ("", "none", "null"):
+            return None  # an optional setting left unset from the environment
+        if kind.startswith("bool"):
             return _to_bool(value)
-        if kind == "str":
+        if kind.startswith("str"):
             if not isinstance(value, str):
                 raise TypeError(f"expected a string, got {type(value).__name__}")
             return value

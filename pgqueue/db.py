@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -24,8 +25,24 @@ from pgqueue.types import Transition
 logger = logging.getLogger("pgqueue.db")
 R = TypeVar("R")
 
+
+
+class PoolerError(psycopg.OperationalError):
+    """A statement met a prepared statement it did not make, or missed one it made: a transaction pooler hands
+    this connection's server session to other clients. Handled as a lost connection (closed, reported,
+    retried), never as a job's fault."""
+
+
 # Errors that mean "the connection or server is gone", not "this statement is wrong".
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+# What a transaction pooler does to a client that keeps prepared statements (SQLSTATE 42P05, 26000): each is
+# raised again as a PoolerError. ("bind message supplies 1 parameters, but prepared statement requires 3",
+# 08P01, is an OperationalError already.)
+POOLER_SIGNS: tuple[type[Exception], ...] = (psycopg.errors.DuplicatePreparedStatement,
+                                             psycopg.errors.InvalidSqlStatementName)
+POOLER_ADVICE = ("the server session is not this connection's own: a transaction pooler sits between pgqueue and "
+                 "PostgreSQL. Set PGQUEUE['POOLER'] = 'transaction' (docs/deployment.md); until then this "
+                 "process stops preparing statements")
 
 # A worker role's connection keeps one plan per prepared statement (session_generic_plans), made from the
 # table's size when it is first run. A plan made while the job table was empty or small (a worker started
@@ -33,7 +50,7 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (psycopg.OperationalError, psyc
 # took for a few rows: so the plans are made again this often (session_discard_plans).
 REPLAN_SECONDS = 5.0
 
-# Statements run as server-side prepared statements on Django's connection (PGQUEUE['PREPARE_STATEMENTS']):
+# Statements run as server-side prepared statements on Django's connection (Settings.prepare):
 # measured, the single ready-now enqueue spends ~90 µs of its ~850 µs parsing and planning when it is not.
 PREPARED = frozenset({sql.job_insert_ready})
 _CHECKED: set[str] = set()  # statements whose result columns matched their row type once
@@ -136,7 +153,7 @@ def run_in_django(statement: Statement[R], /, *, using: str | None = None, **par
     """Execute a statement on Django's connection for the pgqueue alias (joins its transaction)."""
     settings = get_settings()
     conn = connections[using or settings.DATABASE]
-    if statement in PREPARED and settings.PREPARE_STATEMENTS and not conn.queries_logged:
+    if statement in PREPARED and settings.prepare and not conn.queries_logged:
         return _run_prepared(conn, statement, params)
     with conn.cursor() as cursor:
         return run(cursor, statement, **params)
@@ -173,6 +190,40 @@ def connection_kwargs(alias: str | None = None) -> dict[str, Any]:
     return params
 
 
+def listen_kwargs(settings: Any) -> dict[str, Any] | None:
+    """psycopg.connect() arguments for a worker's LISTEN connection: the jobs' database, unless a transaction
+    pooler sits in front of it (LISTEN there hears nothing: a NOTIFY reaches the session that listened, and
+    the pooler hands that session to other clients). Then LISTEN_DATABASE, or None: the workers poll."""
+    if not settings.transaction_pooled:
+        return connection_kwargs(settings.DATABASE)
+    if settings.LISTEN_DATABASE is None:
+        return None
+    return connection_kwargs(settings.LISTEN_DATABASE)
+
+
+def notify_round_trip(listen_params: dict[str, Any], notify_params: dict[str, Any], *, owner: str,
+                      timeout: float) -> float | None:
+    """LISTEN on a private channel through `listen_params`, NOTIFY it through `notify_params`: the seconds until
+    the NOTIFY arrived, or None if it did not within `timeout` (a transaction pooler between the listener and
+    the server, or two different databases)."""
+    channel = f"pgqueue_probe_{uuid.uuid4().hex[:16]}"
+    listener = Database(listen_params, owner=owner, role="listen probe")
+    sender = Database(notify_params, owner=owner, role="notify probe")
+    try:
+        listener.run(sql.channel_listen, channel=channel)
+        started = time.monotonic()
+        sender.run(sql.channel_notify, channel=channel, payloads=[channel])
+        conn = listener.connect()
+        while (left := started + timeout - time.monotonic()) > 0:
+            for note in conn.notifies(timeout=left, stop_after=1):
+                if note.channel == channel:
+                    return time.monotonic() - started
+        return None
+    finally:
+        listener.close()
+        sender.close()
+
+
 def backoff_seconds(failures: int) -> float:
     """Seconds to wait after `failures` connection errors in a row: 0.1 s doubling to 5 s."""
     return min(5.0, 0.1 * (2.0 ** min(failures, 6)))
@@ -184,6 +235,8 @@ class Database:
     def __init__(self, params: dict[str, Any], *, owner: str, role: str) -> None:
         self.params = {**params, "application_name": f"pgqueue {role} {owner}"[:63]}
         self.owner = owner
+        self.role = role
+        self.pooled = False  # a pooler mixed this connection's sessions: keep no session state from now on
         self.conn: psycopg.Connection[Any] | None = None
         self.failures = 0
         self.replan_at: float | None = None  # when its kept plans are made again (None: it keeps none)
@@ -191,11 +244,16 @@ class Database:
 
     def connect(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(**self.params, autocommit=True, connect_timeout=5)
-            if not get_settings().PREPARE_STATEMENTS:
+            try:
+                self.conn = psycopg.connect(**self.params, autocommit=True, connect_timeout=5)
+            except CONNECTION_ERRORS as exc:
+                self.broken(exc, kind="connect")
+                raise
+            settings = get_settings()
+            if not settings.prepare or self.pooled:
                 self.conn.prepare_threshold = None
-            else:  # plan each prepared statement once in a while (see session_generic_plans)
-                with self.conn.cursor() as cursor:
+            elif not settings.transaction_pooled:  # plan each prepared statement once in a while (see
+                with self.conn.cursor() as cursor:  # session_generic_plans); a pooled one keeps no SET
                     run(cursor, sql.session_generic_plans)
                 self.replan_at = time.monotonic() + REPLAN_SECONDS
             if self.failures:
@@ -204,7 +262,8 @@ class Database:
         return self.conn
 
     def run(self, statement: Statement[R], /, **params: Any) -> list[R]:
-        """Run a statement; on a connection error close the connection and re-raise."""
+        """Run a statement; on a connection error close the connection and re-raise (a pooler's sign as a
+        PoolerError)."""
         conn = self.connect()
         try:
             cursor = self._cursor
@@ -217,11 +276,17 @@ class Database:
         except CONNECTION_ERRORS as exc:
             self.broken(exc)
             raise
+        except POOLER_SIGNS as exc:
+            self.pooled = True
+            self.replan_at = None
+            error = PoolerError(f"{type(exc).__name__}: {str(exc).strip()}: {POOLER_ADVICE}")
+            self.broken(error, kind="pooler")
+            raise error from exc
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Run the statements inside in one transaction (locks taken by one are held for the next)."""
-        conn = self.connect()
+        conn = self.connect()  # a failed connect reports itself
         try:
             with conn.transaction():
                 yield
@@ -229,9 +294,11 @@ class Database:
             self.broken(exc)
             raise
 
-    def broken(self, exc: BaseException) -> None:
+    def broken(self, exc: BaseException, kind: str = "lost") -> None:
+        """The connection failed (kind: connect, lost or pooler): count it, report it, close the connection."""
         self.failures += 1
-        events.emit("db_reconnect", worker=self.owner, error=str(exc))
+        events.emit("db_reconnect", worker=self.owner, role=self.role, kind=kind, error=str(exc).strip(),
+                    failures=self.failures)
         self.close()
 
     def backoff(self) -> float:

@@ -180,6 +180,74 @@ def database_url(data_dir: str | os.PathLike[str], name: str) -> str:
     return f"postgres://postgres@127.0.0.1:{port}/{name}"
 
 
+def start_pooler(server_url: str, folder: str | os.PathLike[str], *, pool_size: int = 2,
+                 reset_always: bool = True, mode: str = "transaction") -> str:
+    """Start PgBouncer (the pgbouncer binary on PATH or in /usr/sbin, 1.18+) in front of the database of
+    `server_url`, its files in `folder`: `mode` pooling, at most `pool_size` server connections, `DISCARD
+    ALL` after every transaction when `reset_always`. Returns the URL clients use (stop it with stop_pooler)."""
+    import shutil
+    from urllib.parse import urlsplit
+
+    binary = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None)
+    if binary is None:
+        raise RuntimeError("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    server = urlsplit(server_url)
+    dbname = server.path.lstrip("/")
+    where = Path(folder).resolve()
+    where.mkdir(parents=True, exist_ok=True)
+    where.chmod(0o777)  # pgbouncer will not run as root: it runs as the server's user and writes here
+    port = _free_port()
+    login = f" user={server.username}" + (f" password={server.password}" if server.password else "")
+    (where / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"{dbname} = host={server.hostname} port={server.port or 5432} dbname={dbname}{login} pool_size={pool_size}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = any\npool_mode = {mode}\nmax_client_conn = 1000\ndefault_pool_size = {pool_size}\n"
+        f"server_reset_query = DISCARD ALL\nserver_reset_query_always = {int(reset_always)}\n"
+        "ignore_startup_parameters = extra_float_digits,options\n"
+        f"logfile = {where / 'pgbouncer.log'}\npidfile = {where / 'pgbouncer.pid'}\n"
+        + (f"user = {_unprivileged_user()}\n" if os.geteuid() == 0 else "")
+    )
+    subprocess.run([binary, "-d", "-q", str(where / "pgbouncer.ini")], check=True, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:  # -d returns once it forked; wait until it accepts connections
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"pgbouncer did not listen on 127.0.0.1:{port}; see {where / 'pgbouncer.log'}")
+        time.sleep(0.05)
+    auth = server.username or "postgres"
+    if server.password:
+        auth += f":{server.password}"
+    return f"postgres://{auth}@127.0.0.1:{port}/{dbname}"
+
+
+def _unprivileged_user() -> str:
+    """A user for a program that refuses root: the embedded server's, else postgres, else nobody."""
+    import pwd
+
+    for name in (SERVER_USER, "postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name).pw_name
+    return "nobody"
+
+
+def stop_pooler(folder: str | os.PathLike[str]) -> None:
+    """Stop the PgBouncer start_pooler started in `folder` (if it runs)."""
+    import signal
+
+    pid_file = Path(folder).resolve() / "pgbouncer.pid"
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGINT)  # immediate shutdown
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.05)
+
+
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "status"
     data = argv[2] if len(argv) > 2 else ".pgdata"

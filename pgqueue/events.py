@@ -44,10 +44,11 @@ EVENTS = {
     "child_exited": "worker, kind, pid, status (exit code, or minus the signal number)",
     "child_stalled": "worker, pid (its loop did not run past a job's deadline: a job holds the interpreter; the "
                      "supervisor kills the process)",
-    "maintenance_leader": "worker",
+    "maintenance_leader": "worker, token (this maintenance process now leads: pgqueue_leader, the token its lead got)",
+    "maintenance_follower": "worker, token (it no longer leads: another process holds the lead)",
     "queue_paused": "queue, reason",
     "queue_resumed": "queue, reason (a circuit breaker's cool-down is over)",
-    "db_reconnect": "worker, error",
+    "db_reconnect": "worker, role, kind, error, failures (kind: connect, lost or pooler; failures in a row, 1 for the first)",
     "db_unavailable": "worker, statement",
 }
 

@@ -20,6 +20,10 @@ DATABASES = {
     # A second alias to the same server, for the "caller's transaction is on another database" tests.
     "other": env.db_url_config(os.environ["DATABASE_URL"]),
 }
+# Behind a pooler (tests/pooler): DATABASE_URL is the pool, this alias the server itself, for LISTEN.
+if os.environ.get("PGQUEUE_TEST_DIRECT_URL"):
+    DATABASES["direct"] = env.db_url_config(os.environ["PGQUEUE_TEST_DIRECT_URL"])
+    DATABASES["direct"]["TEST"] = {"MIRROR": "default"}
 # Worker processes started by tests may keep connections between jobs (CONN_MAX_AGE > 0).
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("PGQUEUE_TEST_CONN_MAX_AGE", "0"))
 # Named after the main test database, so runs against different DATABASE_URL names do not collide.
@@ -68,6 +72,7 @@ PGQUEUE = {
     "WORKER_DEAD_AFTER": 3.0,
     "POLL_SECONDS": 0.5,
     "MAINTENANCE_SECONDS": 0.2,
+    "LEADER_SECONDS": 2.0,
     "RETRY_BACKOFF": 0.1,
     "RETRY_BACKOFF_MAX": 0.5,
 }

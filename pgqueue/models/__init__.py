@@ -6,6 +6,7 @@ from pgqueue.models.audit import AuditEntry
 from pgqueue.models.batches import Batch
 from pgqueue.models.dependencies import Dependency
 from pgqueue.models.jobs import Job
+from pgqueue.models.leaders import Leader
 from pgqueue.models.locks import Lock
 from pgqueue.models.outbox import Delivery, OutboxEvent
 from pgqueue.models.queues import QueueState
@@ -16,5 +17,5 @@ from pgqueue.models.stats import QueueStat
 from pgqueue.models.workers import WorkerProcess
 
 __all__ = [
-    "ArchivedJob", "Attempt", "AuditEntry", "Batch", "Delivery", "Dependency", "Job", "Lock", "OutboxEvent", "QueueStat", "QueueState", "RateLimit", "Refusal", "Schedule", "ScheduleTick", "Semaphore", "SemaphoreSlot", "WorkerProcess",
+    "ArchivedJob", "Attempt", "AuditEntry", "Batch", "Delivery", "Dependency", "Job", "Leader", "Lock", "OutboxEvent", "QueueStat", "QueueState", "RateLimit", "Refusal", "Schedule", "ScheduleTick", "Semaphore", "SemaphoreSlot", "WorkerProcess",
 ]

@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,9 +26,9 @@ from django.db.models import UniqueConstraint
 from pgqueue import db, sql
 from pgqueue.conf import Settings, get_settings
 from pgqueue.sql import statement
-from pgqueue.sql.rows import Leader
+from pgqueue.sql.rows import Leadership
 from pgqueue.text import seconds_text, size_text
-from pgqueue.worker.maintenance import LEADER_LOCK_KEY
+from pgqueue.worker.maintenance import LEADER_ROLE
 
 APP = "pgqueue"
 JOB_TABLE = "pgqueue_job"
@@ -160,7 +159,6 @@ PLAN = statement("doctor_plan", PlanLine)
 TABLE_SIZES = statement("doctor_table_sizes", TableRow)
 AUTOVACUUM = statement("doctor_autovacuum", SettingRow)
 EXPIRED_LEASES = statement("doctor_expired_leases", ExpiredLeases)
-MAINTENANCE_LEADER = statement("doctor_maintenance_leader", Leader)
 DEAD_WORKERS = statement("doctor_dead_workers", SilentProcess)
 LONG_TRANSACTIONS = statement("doctor_long_transactions", Session)
 PREPARED_TRANSACTIONS = statement("doctor_prepared_transactions", PreparedXact)
@@ -184,7 +182,7 @@ def check_settings() -> Check:
               ", ".join(f"{name} {_number(getattr(s, name))}" for name in (
                   "LEASE_SECONDS", "HEARTBEAT_SECONDS", "WORKER_DEAD_AFTER", "POLL_SECONDS", "MAINTENANCE_SECONDS",
                   "KEEP_SUCCEEDED_SECONDS", "KEEP_FAILED_SECONDS")),
-              f"PREPARE_STATEMENTS {s.PREPARE_STATEMENTS}, NOTIFY_CHANNEL {s.NOTIFY_CHANNEL!r}"]
+              f"POOLER {s.POOLER!r}, PREPARE_STATEMENTS {s.prepare}, NOTIFY_CHANNEL {s.NOTIFY_CHANNEL!r}"]
     tight = [f"{name} ({_number(getattr(s, name))} s) is under 3 x HEARTBEAT_SECONDS ({_number(s.HEARTBEAT_SECONDS)} s)"
              for name in ("LEASE_SECONDS", "WORKER_DEAD_AFTER") if getattr(s, name) < 3 * s.HEARTBEAT_SECONDS]
     if tight:
@@ -246,7 +244,13 @@ def check_lease_plan(*, small_table_rows: int = 1000) -> Check:
     it must read pgqueue_job through pgqueue_job_ready, not scan it. A table of fewer than
     `small_table_rows` rows may be scanned: the planner rightly finds that cheaper."""
     settings = get_settings()
-    plan = _lease_plan(settings)
+    params = db.listen_kwargs(settings) if settings.transaction_pooled else db.connection_kwargs(settings.DATABASE)
+    if params is None:
+        return Check(name="lease_plan", verdict=Verdict.OK,
+                     detail="not checked: a prepared plan is a session's, and POOLER is 'transaction' with no "
+                            "LISTEN_DATABASE (a direct connection) to keep one on; behind the pooler workers plan "
+                            "each statement as they run it")
+    plan = _lease_plan(settings, params)
     estimate = max(0, db.run_in_django(sql.table_estimated_rows, table=JOB_TABLE)[0].estimate)
     index = [r for r in _index_rows([JOB_TABLE]) if r.index_name == LEASE_INDEX]
     index_ok = bool(index) and index[0].valid and index[0].ready
@@ -343,7 +347,7 @@ def check_expired_leases(*, grace: float | None = None) -> Check:
     if not row.count:
         return Check(name="expired_leases", verdict=Verdict.OK,
                      detail=f"no running job's lease expired more than {_number(grace)} s ago")
-    leader = db.run_in_django(MAINTENANCE_LEADER, key=LEADER_LOCK_KEY)[0].leader
+    leader = _leader()
     return Check(name="expired_leases", verdict=Verdict.ERROR,
                  detail=f"{row.count} running job(s) whose lease expired, the oldest "
                         f"{seconds_text(row.oldest_seconds or 0)} ago (jobs {', '.join(map(str, row.ids))}"
@@ -362,7 +366,7 @@ def check_dead_workers(*, dead_after: float | None = None) -> Check:
     if not rows:
         return Check(name="dead_workers", verdict=Verdict.OK,
                      detail=f"every process marked running has sent a heartbeat in the last {_number(dead_after)} s")
-    leader = db.run_in_django(MAINTENANCE_LEADER, key=LEADER_LOCK_KEY)[0].leader
+    leader = _leader()
     detail = [f"{r.kind} {r.id} ({r.hostname} pid {r.pid}), {r.state}, silent for {seconds_text(r.silent_seconds)}, "
               f"holds {r.running_jobs} running job(s)" for r in rows]
     return Check(name="dead_workers", verdict=Verdict.ERROR,
@@ -430,32 +434,40 @@ def check_clock_skew(*, warn_after: float = 1.0, error_after: float = 10.0,
 
 
 def check_listen(*, timeout: float = 2.0) -> Check:
-    """LISTEN on one connection, NOTIFY from another (on a private channel, not NOTIFY_CHANNEL), both made
-    as a worker's: the NOTIFY must arrive within `timeout` seconds."""
+    """LISTEN as the workers do (on DATABASE, or on LISTEN_DATABASE behind a transaction pooler), NOTIFY
+    through DATABASE as an enqueue does (on a private channel): the NOTIFY must arrive within `timeout`."""
     settings = get_settings()
-    params = db.connection_kwargs(settings.DATABASE)
-    channel = f"pgqueue_doctor_{uuid.uuid4().hex[:16]}"
-    listener = db.Database(params, owner=_owner(), role="doctor listen")
-    sender = db.Database(params, owner=_owner(), role="doctor notify")
-    try:
-        listener.run(sql.channel_listen, channel=channel)
-        started = time.monotonic()
-        sender.run(sql.channel_notify, channel=channel, payloads=[channel])
-        arrived = _notified(listener.connect(), channel, started, timeout)
-    finally:
-        listener.close()
-        sender.close()
+    listen = db.listen_kwargs(settings)
+    poll = f"POLL_SECONDS ({_number(settings.POLL_SECONDS)} s)"
+    if listen is None:
+        return Check(name="listen_notify", verdict=Verdict.WARNING,
+                     detail=f"POOLER is 'transaction' and LISTEN_DATABASE is not set: workers do not listen; they "
+                            f"poll every {poll}, so a job waits up to that long to start",
+                     fix="For wake-ups within milliseconds, set PGQUEUE['LISTEN_DATABASE'] to the alias of a direct "
+                         "(or session-pooled) connection to the same database (docs/deployment.md).")
+    arrived = db.notify_round_trip(listen, db.connection_kwargs(settings.DATABASE), owner=_owner(), timeout=timeout)
+    where = (f"LISTEN_DATABASE {settings.LISTEN_DATABASE!r}" if settings.transaction_pooled
+             else f"DATABASE {settings.DATABASE!r}")
     if arrived is not None:
         return Check(name="listen_notify", verdict=Verdict.OK,
-                     detail=f"a NOTIFY from a second connection reached the listening one in {arrived * 1000:.0f} ms")
+                     detail=f"a NOTIFY sent through DATABASE {settings.DATABASE!r} reached a connection listening "
+                            f"on {where} in {arrived * 1000:.0f} ms")
     return Check(name="listen_notify", verdict=Verdict.ERROR,
-                 detail=f"a NOTIFY from a second connection did not reach the listening one within "
-                        f"{_number(timeout)} s: workers do not wake when jobs are enqueued; they find them by polling "
-                        "every POLL_SECONDS "
-                        f"({_number(settings.POLL_SECONDS)} s)",
-                 fix=f"LISTEN needs a session that keeps its server connection. PgBouncer in transaction or statement "
-                     f"mode breaks it: point DATABASES[{settings.DATABASE!r}] (the alias PGQUEUE['DATABASE'] names) "
-                     "at a session-mode pool or at the server directly.")
+                 detail=f"a NOTIFY sent through DATABASE {settings.DATABASE!r} did not reach a connection listening "
+                        f"on {where} within {_number(timeout)} s: workers do not wake when jobs are enqueued; "
+                        f"they find them by polling every {poll}",
+                 fix=listen_fix(settings))
+
+
+def listen_fix(settings: Settings) -> str:
+    """What to change when a NOTIFY does not reach the workers' LISTEN connection."""
+    if settings.transaction_pooled:
+        return (f"LISTEN_DATABASE {settings.LISTEN_DATABASE!r} must reach the same database as DATABASE "
+                f"{settings.DATABASE!r}, directly or through a session-mode pool (not a transaction pooler).")
+    return ("LISTEN needs a session that keeps its server connection; a transaction pooler (PgBouncer in "
+            "transaction mode, Supavisor, RDS Proxy) breaks it. Set PGQUEUE['POOLER'] = 'transaction' (pgqueue "
+            "then keeps no session state on pooled connections) and PGQUEUE['LISTEN_DATABASE'] to the alias of a "
+            "direct connection, or point DATABASES at the server directly (docs/deployment.md).")
 
 
 CHECKS: tuple[tuple[str, Callable[[], Check]], ...] = (
@@ -562,11 +574,11 @@ def _tables() -> list[str]:
     return sorted({m._meta.db_table for m in apps.get_app_config(APP).get_models()})
 
 
-def _lease_plan(settings: Settings) -> list[str]:
+def _lease_plan(settings: Settings, params: dict[str, Any]) -> list[str]:
     """job_lease's plan on a connection made as a worker's: the driver prepares it (a worker's does after a
     few leases) under plan_cache_mode = force_generic_plan. To prepare it, it runs once with limit 0, which
     leases nothing and locks no job (the driver forgets a statement prepared in a rolled-back transaction)."""
-    database = db.Database(db.connection_kwargs(settings.DATABASE), owner=_owner(), role="doctor")
+    database = db.Database(params, owner=_owner(), role="doctor")
     try:
         conn = database.connect()
         database.run(sql.session_generic_plans)  # as a worker's connection (whatever PREPARE_STATEMENTS says)
@@ -580,15 +592,6 @@ def _lease_plan(settings: Settings) -> list[str]:
         return [row.line for row in database.run(PLAN, prepared=prepared[0].name)]
     finally:
         database.close()
-
-
-def _notified(conn: psycopg.Connection[Any], channel: str, started: float, timeout: float) -> float | None:
-    """Seconds from `started` (time.monotonic()) until a NOTIFY on `channel` arrived; None if none did in time."""
-    while (left := started + timeout - time.monotonic()) > 0:
-        for note in conn.notifies(timeout=left, stop_after=1):
-            if note.channel == channel:
-                return time.monotonic() - started
-    return None
 
 
 def _table_line(r: TableRow) -> str:
@@ -606,13 +609,20 @@ def _grace(settings: Settings) -> float:
     return max(5.0, 10 * settings.MAINTENANCE_SECONDS)
 
 
-def _leader_text(leader: bool) -> str:
-    return ("a maintenance leader is connected (it holds the advisory lock) but has not rescued them" if leader
-            else "no maintenance leader is connected (no session holds its advisory lock)")
+def _leader() -> Leadership | None:
+    """The maintenance leader while its lease runs, else None."""
+    rows = db.run_in_django(sql.leader_get, role=LEADER_ROLE)
+    return rows[0] if rows and rows[0].live else None
 
 
-def _maintenance_fix(leader: bool) -> str:
-    if leader:
+def _leader_text(leader: Leadership | None) -> str:
+    if leader is None:
+        return "no maintenance process leads (none holds an unexpired lead in pgqueue_leader)"
+    return f"maintenance process {leader.holder} leads (token {leader.token}) but has not rescued them"
+
+
+def _maintenance_fix(leader: Leadership | None) -> str:
+    if leader is not None:
         return ("The maintenance leader is stuck or failing: read its log (pgqueue_worker, role maintenance) and "
                 "restart that pgqueue_worker.")
     return "Run pgqueue_worker (each supervisor runs the maintenance role; one of them leads) on this database."

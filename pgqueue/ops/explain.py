@@ -682,8 +682,8 @@ class _Look:
         self.facts["live_maintenance"] = alive
         if not alive:
             self.add("no_maintenance",
-                     f"No live maintenance process (each pgqueue_worker supervisor runs one; the one holding the "
-                     f"advisory lock leads): nothing {what}. Start pgqueue_worker.",
+                     f"No live maintenance process (each pgqueue_worker supervisor runs one unless told not to; one "
+                     f"of them leads, elected through pgqueue_leader): nothing {what}. Start pgqueue_worker.",
                      blocking=True, short="no maintenance process is running")
 
     def _uniqueness(self) -> None:

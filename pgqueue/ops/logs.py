@@ -129,16 +129,29 @@ def _job_completion_refused(worker: str, job_id: int, outcome: str, **_: Any) ->
     worker_log.warning("job %s: lease lost before its %s was recorded; not applied", job_id, outcome)
 
 
-def _maintenance_leader(worker: str, **_: Any) -> None:
-    maintenance_log.info("maintenance %s is the leader", worker)
+def _maintenance_leader(worker: str, token: int, **_: Any) -> None:
+    maintenance_log.info("maintenance %s is the leader (token %d)", worker, token)
+
+
+def _maintenance_follower(worker: str, token: int, **_: Any) -> None:
+    maintenance_log.warning("maintenance %s no longer leads (its lead, token %d, ran out and another process "
+                            "took it)", worker, token)
 
 
 def _queue_paused(queue: str, reason: str, **_: Any) -> None:
     maintenance_log.info("queue %s is %s and now paused", queue, reason)
 
 
-def _db_reconnect(worker: str, error: str, **_: Any) -> None:
-    db_log.warning("%s lost its database connection (%s); will reconnect", worker, error)
+def _db_reconnect(worker: str, kind: str, error: str, failures: int = 1, **_: Any) -> None:
+    """The first failure of a streak, with its cause (the metric counts every one)."""
+    if failures != 1:
+        return
+    if kind == "connect":
+        db_log.error("%s could not connect to the database (%s); retrying with backoff", worker, error)
+    elif kind == "pooler":
+        db_log.error("%s: %s", worker, error)
+    else:
+        db_log.warning("%s lost its database connection (%s); will reconnect", worker, error)
 
 
 def _db_unavailable(worker: str, statement: str, **_: Any) -> None:
@@ -161,6 +174,7 @@ HANDLERS: dict[str, Callable[..., None]] = {
     "job_abandoned": _job_abandoned,
     "job_completion_refused": _job_completion_refused,
     "maintenance_leader": _maintenance_leader,
+    "maintenance_follower": _maintenance_follower,
     "queue_paused": _queue_paused,
     "db_reconnect": _db_reconnect,
     "db_unavailable": _db_unavailable,

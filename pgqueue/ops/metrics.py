@@ -53,6 +53,7 @@ class Metrics:
     stuck: Counter
     relayed: Counter
     delivered: Counter
+    db_errors: Counter
 
 
 _installed: Metrics | None = None
@@ -85,6 +86,10 @@ def _create(registry: CollectorRegistry | None) -> Metrics:
         relayed=Counter("pgqueue_outbox_relayed_events", "Outbox events relayed to their subscribers.",
                         registry=registry),
         delivered=Counter("pgqueue_outbox_delivered_jobs", "Subscriber jobs the outbox relay enqueued.",
+                          registry=registry),
+        db_errors=Counter("pgqueue_database_errors", "Database errors a pgqueue process met and retried after "
+                          "(each closes its connection): connect (no connection could be made), lost (the "
+                          "connection broke) or pooler (a transaction pooler mixed sessions).", ["role", "kind"],
                           registry=registry),
     )
 
@@ -184,6 +189,11 @@ def status_label(status: int) -> str:
     return str(status)
 
 
+def _db_error(role: str, kind: str, **_: Any) -> None:
+    if _installed is not None:
+        _installed.db_errors.labels(role, kind).inc()
+
+
 HANDLERS: dict[str, events.Handler] = {
     "job_enqueued": _enqueued,
     "job_enqueue_refused": _enqueue_refused,
@@ -193,6 +203,7 @@ HANDLERS: dict[str, events.Handler] = {
     "child_exited": _child_exited,
     "job_stuck": _stuck,
     "outbox_relayed": _relayed,
+    "db_reconnect": _db_error,
 }
 
 

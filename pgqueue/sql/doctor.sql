@@ -70,15 +70,6 @@ SELECT count(*) AS count, EXTRACT(EPOCH FROM now() - min(lease_expires_at))::flo
 FROM pgqueue_job
 WHERE state = 'running' AND lease_expires_at < now() - make_interval(secs => %(grace)s);
 
--- name: doctor_maintenance_leader
--- Whether a session of this database holds the maintenance leader's advisory lock (pg_try_advisory_lock(key)).
-SELECT EXISTS (
-    SELECT 1 FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND objsubid = 1
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND classid::bigint = (%(key)s::bigint >> 32) AND objid::bigint = (%(key)s::bigint & 4294967295)
-) AS leader;
-
 -- name: doctor_dead_workers
 -- Processes still marked running or stopping that neither heartbeat nor were vouched for by their supervisor
 -- for %(dead_after)s seconds (workerprocess_reap's rule), the longest silent first, with the jobs they hold.

@@ -1438,9 +1438,35 @@ WITH dead AS (
 )
 SELECT id FROM dead;
 
--- name: maintenance_try_lead
--- Try to become the maintenance leader: a session advisory lock held while the connection lives.
-SELECT pg_try_advisory_lock(%(key)s) AS leader;
+-- name: leader_claim
+-- Become the leader of a role if nobody leads it or its leader's lease ran out (by the database's clock):
+-- the holder gets the next token. No row back: another process leads.
+INSERT INTO pgqueue_leader AS l (role, holder, token, acquired_at, renewed_at, expires_at)
+VALUES (%(role)s, %(holder)s, 1, now(), now(), now() + make_interval(secs => %(seconds)s))
+ON CONFLICT (role) DO UPDATE
+    SET holder = excluded.holder, token = l.token + 1, acquired_at = now(), renewed_at = now(),
+        expires_at = excluded.expires_at
+    WHERE l.expires_at <= now() OR l.holder = excluded.holder
+RETURNING token;
+
+-- name: leader_renew
+-- Extend the leader's lease while it still holds it (same holder and token, not run out). No row back:
+-- it no longer leads and must stop acting.
+UPDATE pgqueue_leader
+SET renewed_at = now(), expires_at = now() + make_interval(secs => %(seconds)s)
+WHERE role = %(role)s AND holder = %(holder)s AND token = %(token)s AND expires_at > now()
+RETURNING token;
+
+-- name: leader_resign
+-- A leader stopping on purpose lets its lease run out now, so another process takes over at its next round.
+UPDATE pgqueue_leader SET expires_at = now()
+WHERE role = %(role)s AND holder = %(holder)s AND token = %(token)s AND expires_at > now()
+RETURNING token;
+
+-- name: leader_get
+-- Who leads a role, since when, and whether its lease still runs (doctor, explain, status).
+SELECT holder, token, acquired_at, renewed_at, expires_at, expires_at > now() AS live
+FROM pgqueue_leader WHERE role = %(role)s;
 
 -- name: channel_notify
 -- Send NOTIFYs on the channel (at commit of the caller's transaction), one per payload.

@@ -210,8 +210,20 @@ class Name:
 
 
 @dataclass(frozen=True, slots=True)
-class Leader:
-    leader: bool
+class Token:
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    """leader_get: who leads a role; `live` while its lease runs (by the database's clock)."""
+
+    holder: str
+    token: int
+    acquired_at: dt.datetime
+    renewed_at: dt.datetime
+    expires_at: dt.datetime
+    live: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import importlib
 import shutil
 import tempfile
 
+import psycopg
 from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -16,6 +17,7 @@ from pgqueue.checks import check_migrations
 from pgqueue.conf import Settings, get_settings
 from pgqueue.exceptions import InvalidJob
 from pgqueue.ops import metrics
+from pgqueue.ops.doctor import listen_fix
 from pgqueue.worker import exporter
 from pgqueue.worker.options import OptionError, WorkerOptions
 from pgqueue.worker.supervisor import Supervisor
@@ -41,6 +43,7 @@ def launch(options: WorkerOptions) -> int:
         raise LaunchError(f"Database {settings.DATABASE!r} is not reachable: {exc}".strip()) from None
     if problems:
         raise LaunchError("\n".join(f"{m.id}: {m.msg}" for m in problems))
+    check_wake_ups(settings)
     import_job_modules()
     try:  # with every @schedule registered now: a name declared twice stops the start, not the scheduler
         schedules.declared(settings)
@@ -48,7 +51,8 @@ def launch(options: WorkerOptions) -> int:
         raise LaunchError(f"pgqueue.E005: {exc}") from None
     if options.metrics_port is None:
         metrics.uninstall()  # nobody could read this process's counters: the jobs do not pay for them
-        return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE)).run()
+        return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE),
+                          listen_params=db.listen_kwargs(settings)).run()
     open_access = _check_metrics_token(settings)
     try:
         server = exporter.listen(options.metrics_address, options.metrics_port)
@@ -58,11 +62,31 @@ def launch(options: WorkerOptions) -> int:
     folder = tempfile.mkdtemp(prefix="pgqueue-metrics-")  # this supervisor's counters, from zero
     try:
         metrics.install_multiprocess(folder)
-        return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE), metrics_server=server,
+        return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE),
+                          listen_params=db.listen_kwargs(settings), metrics_server=server,
                           open_metrics=open_access).run()
     finally:
         server.server_close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_wake_ups(settings: Settings, *, timeout: float = 5.0) -> None:
+    """A NOTIFY sent as an enqueue sends it must reach a connection listening as the workers will: else a
+    transaction pooler sits in front (pgqueue's session state would leak into other clients' sessions and its
+    prepared statements collide), or LISTEN_DATABASE is not the jobs' database. Refused at start, with what
+    to set, instead of workers that never wake or crash on the pooler's errors."""
+    listen = db.listen_kwargs(settings)
+    if listen is None:
+        return  # transaction pooler without LISTEN_DATABASE: the workers poll (pgqueue_doctor says so)
+    try:
+        arrived = db.notify_round_trip(listen, db.connection_kwargs(settings.DATABASE), owner="pgqueue_worker",
+                                       timeout=timeout)
+    except psycopg.Error as exc:
+        raise LaunchError(f"Checking LISTEN/NOTIFY failed: {str(exc).strip()}") from None
+    if arrived is None:
+        where = f"LISTEN_DATABASE {settings.LISTEN_DATABASE!r}" if settings.transaction_pooled else "it"
+        raise LaunchError(f"A NOTIFY sent through DATABASE {settings.DATABASE!r} did not reach a connection listening "
+                          f"on {where} within {timeout:g} s. {listen_fix(settings)}")
 
 
 def _check_metrics_token(settings: Settings) -> bool:

@@ -28,9 +28,10 @@ class Wake:
 
 
 class Listener:
-    """LISTEN on the notify channel; read() tells whether a NOTIFY named one of `queues`."""
+    """LISTEN on the notify channel; read() tells whether a NOTIFY named one of `queues`. With no database
+    (a transaction pooler and no LISTEN_DATABASE) it never listens: the worker polls every POLL_SECONDS."""
 
-    def __init__(self, database: db.Database, selector: selectors.BaseSelector, channel: str,
+    def __init__(self, database: db.Database | None, selector: selectors.BaseSelector, channel: str,
                  queues: tuple[str, ...]) -> None:
         self.database = database
         self.selector = selector
@@ -46,11 +47,11 @@ class Listener:
 
     def ensure(self) -> bool:
         """Listen if not listening yet. True when it just (re)started: NOTIFYs may have been missed."""
-        if self.listening:
+        if self.listening or self.database is None:
             return False
         try:
+            self.database.run(sql.channel_listen, channel=self.channel)  # connects (a failure is reported)
             conn = self.database.connect()
-            self.database.run(sql.channel_listen, channel=self.channel)
             fd = conn.fileno()
             self.selector.register(fd, selectors.EVENT_READ, "listen")
             self.fd = fd
@@ -60,6 +61,7 @@ class Listener:
 
     def read(self) -> Wake:
         """Consume pending NOTIFYs. A broken connection wakes for all (anything may have been missed)."""
+        assert self.database is not None  # only a listening Listener's socket is registered
         conn = self.database.conn
         if conn is None:
             self.stop()

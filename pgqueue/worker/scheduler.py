@@ -35,7 +35,8 @@ class Scheduler(Role):
         return IDLE_SECONDS if until_next is None else min(IDLE_SECONDS, until_next)
 
     def lost(self, exc: BaseException) -> float:
-        events.emit("db_reconnect", worker=self.id, error=str(exc))
+        events.emit("db_reconnect", worker=self.id, role=self.kind, kind="lost", error=str(exc).strip(),
+                    failures=self.failures)
         connections[self.alias].close()
         return min(30.0, 0.5 * 2.0 ** min(self.failures, 6))
 

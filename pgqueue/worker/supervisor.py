@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
+import psycopg
 from django.db import connections
 
 from pgqueue import db, events, sql
@@ -32,6 +33,7 @@ R = TypeVar("R")
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
 EXIT_STUCK = 3  # a worker's exit code when a job thread is stuck past its timeout (see worker.py)
+EXIT_DATABASE = 4  # a child stopped on a database error of pgqueue's own statements: not its jobs' fault
 KILL_GRACE = 10.0  # seconds after the shutdown timeout before children are killed
 
 
@@ -49,8 +51,10 @@ class Child:
 
 class Supervisor:
     def __init__(self, options: WorkerOptions, settings: Settings, db_params: dict[str, Any], *,
-                 metrics_server: WSGIServer | None = None, open_metrics: bool = False) -> None:
+                 listen_params: dict[str, Any] | None = None, metrics_server: WSGIServer | None = None,
+                 open_metrics: bool = False) -> None:
         self.options = options
+        self.listen_params = listen_params  # the workers' LISTEN connection; None: they poll
         self.metrics_server = metrics_server  # bound by launch; served by the metrics process
         self.open_metrics = open_metrics
         self.settings = settings
@@ -185,7 +189,7 @@ class Supervisor:
             child.beacon.close()
         if child.kind == "worker":
             # A job still held after an exit nobody asked for was there when its process crashed.
-            self._rescue(child, code, crash=not planned and not self.stopping)
+            self._rescue(child, code, crash=not planned and not self.stopping and code != EXIT_DATABASE)
         self._db_call(sql.workerprocess_set_state, ids=[child.id], state="stopped" if code == 0 else "dead")
         if self.stopping or child.replaced:
             return
@@ -252,7 +256,8 @@ class Supervisor:
             assert server is not None
             return lambda: Exporter(child_id, self.id, self.settings, self.db_params, server,
                                     open_access=self.open_metrics).run()
-        return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params, beacon=beacon).run()
+        return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params,
+                              listen_params=self.listen_params, beacon=beacon).run()
 
     def _run_child(self, run: Callable[[], int]) -> None:
         """In the forked child: drop the parent's pipe and handlers, run the role, never return."""
@@ -264,6 +269,9 @@ class Supervisor:
             for conn in connections.all(initialized_only=True):
                 conn.connection = None  # closed by the parent before the fork; never reuse its socket
             code = run()
+        except psycopg.Error:
+            logger.exception("pgqueue child process stopped on a database error (its jobs are not blamed)")
+            code = EXIT_DATABASE
         except BaseException:
             logger.exception("pgqueue child process crashed")
             code = 1

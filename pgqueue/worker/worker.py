@@ -66,7 +66,8 @@ class Running:
 
 class Worker:
     def __init__(self, options: WorkerOptions, worker_id: str, supervisor_id: str, settings: Settings,
-                 db_params: dict[str, Any], *, beacon: Beacon | None = None) -> None:
+                 db_params: dict[str, Any], *, listen_params: dict[str, Any] | None = None,
+                 beacon: Beacon | None = None) -> None:
         self.options = options
         self.beacon = beacon or Beacon()  # read by the supervisor
         self.queue_array = db.text_array(options.queues)  # bound as one string, lease after lease
@@ -82,8 +83,8 @@ class Worker:
         self.completer = Completer(db.Database(db_params, owner=worker_id, role="completer"), worker_id, settings)
         self.heartbeat = Heartbeat(self.lease_db, worker_id, settings.LEASE_SECONDS)
         self.selector = selectors.DefaultSelector()
-        self.listener = Listener(db.Database(db_params, owner=worker_id, role="listener"), self.selector,
-                                 settings.NOTIFY_CHANNEL, options.queues)
+        listen_db = None if listen_params is None else db.Database(listen_params, owner=worker_id, role="listener")
+        self.listener = Listener(listen_db, self.selector, settings.NOTIFY_CHANNEL, options.queues)
         self.inbox: queue.SimpleQueue[tuple[LeasedJob, AttemptEnd | None]] = queue.SimpleQueue()
         self.executor = Executor(options.concurrency, settings, worker_id, self._report)
         self.pipe = SignalPipe(STOP_SIGNALS)
@@ -237,7 +238,7 @@ class Worker:
         queues = self.rotations[self.leases % len(self.rotations)]
         self.leases += 1
         try:
-            if self.suspects_possible and not self.running and not self.stuck:
+            if (self.suspects_possible or self.listener.database is None) and not self.running and not self.stuck:
                 suspect = self.lease_db.run(sql.job_lease_suspect, queues=queues, worker=self.id,
                                             lease_seconds=self.settings.LEASE_SECONDS)
                 if suspect:  # it runs alone: nothing else is leased until it ends
@@ -383,7 +384,8 @@ class Worker:
         events.emit("worker_stopped", worker=self.id, kind="worker", reason=self.stop_reason or "stopped")
         self.executor.shutdown()
         for database in (self.lease_db, self.listener.database, self.completer.database):
-            database.close()
+            if database is not None:
+                database.close()
 
     def _exit_now(self) -> int:
         self.stop_reason = "exit now"

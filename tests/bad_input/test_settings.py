@@ -52,6 +52,17 @@ SETTINGS: list[tuple[dict[Any, Any], str]] = [
     ({"NOTIFY_CHANNEL": "\udcff"},
      "PGQUEUE['NOTIFY_CHANNEL'] '\\udcff' contains a lone surrogate (U+DCFF), which is not valid Unicode."),
     ({"DATABASE": ""}, "PGQUEUE['DATABASE'] must name a database alias, got ''."),
+    ({"POOLER": "pgbouncer"}, "PGQUEUE['POOLER'] must be one of 'none', 'session', 'transaction', got 'pgbouncer'."),
+    ({"POOLER": 1}, "settings.PGQUEUE['POOLER'] has an invalid value 1: expected a string, got int."),
+    ({"LISTEN_DATABASE": ""}, "PGQUEUE['LISTEN_DATABASE'] must name a database alias or be None, got ''."),
+    ({"LEADER_SECONDS": 0}, "PGQUEUE['LEADER_SECONDS'] must be greater than 0, got 0.0."),
+    ({"LEADER_SECONDS": math.inf}, "settings.PGQUEUE['LEADER_SECONDS'] has an invalid value inf: expected a finite "
+     "number."),
+    ({"LEADER_SECONDS": 1.0}, "PGQUEUE['LEADER_SECONDS'] (1) must be more than twice PGQUEUE['MAINTENANCE_SECONDS'] "
+     "(0.5): the leader renews its lead between rounds, and a lead that runs out between them passes to another "
+     "process."),
+    ({"PREPARE_STATEMENTS": "maybe"}, "settings.PGQUEUE['PREPARE_STATEMENTS'] has an invalid value 'maybe': expected "
+     "True or False (or one of 1, true, yes, on, 0, false, no, off in the environment)."),
     ({1: 2}, "settings.PGQUEUE has unknown option(s) 1; known options: "),
 ]
 
@@ -84,6 +95,9 @@ ENVIRONMENT: list[tuple[dict[str, str], str]] = [
      "(set by environment variable PGQUEUE_LEASE_SECONDS)."),
     ({"PGQUEUE_DEFAULT_QUEUE": "caf\udce9"},  # an undecodable byte, as os.environ holds it
      "Invalid queue name 'caf\\udce9': it contains a lone surrogate (U+DCE9), which is not valid Unicode."),
+    ({"PGQUEUE_POOLER": "transactions"},
+     "PGQUEUE['POOLER'] must be one of 'none', 'session', 'transaction', got 'transactions' (set by environment "
+     "variable PGQUEUE_POOLER)."),
     ({"PGQUEUE_DATABASE": "$PGQUEUE_NOT_SET_ANYWHERE"},
      "environment variable PGQUEUE_DATABASE: Set the PGQUEUE_NOT_SET_ANYWHERE environment variable."),
     ({"PGQUEUE_DATABASE": "$PGQUEUE_DATABASE"},
@@ -142,3 +156,19 @@ def test_whole_floats_and_spaces_are_fine_for_integer_options() -> None:
     s = conf.load({"COMPLETION_BATCH": 2.0}, environ={"PGQUEUE_RESTART_LIMIT": " 7 ", "PGQUEUE_MAX_RESULT_BYTES": "1e3"})
     assert (s.COMPLETION_BATCH, s.RESTART_LIMIT, s.MAX_RESULT_BYTES) == (2, 7, 1000)
     assert conf.load({}, environ={}).MAX_RESULT_BYTES == 1024 * 1024
+
+
+def test_manage_py_check_reports_a_listen_database_it_cannot_use() -> None:
+    def problems(**options: Any) -> list[tuple[str, str]]:
+        conf.reset()
+        with override_settings(PGQUEUE={**options}):
+            found = [(m.id, m.msg) for m in checks.run_checks(databases=["default"]) if m.id.endswith("006")]
+        conf.reset()
+        return found
+
+    assert problems(POOLER="transaction", LISTEN_DATABASE="nowhere") == [
+        ("pgqueue.E006", "PGQUEUE['LISTEN_DATABASE'] names database alias 'nowhere', which is not in DATABASES.")]
+    assert problems(LISTEN_DATABASE="other") == [
+        ("pgqueue.W006", "PGQUEUE['LISTEN_DATABASE'] 'other' is set but PGQUEUE['POOLER'] is 'none': workers LISTEN "
+                         "on PGQUEUE['DATABASE'] and do not use it.")]
+    assert problems(POOLER="transaction", LISTEN_DATABASE="other") == []

@@ -23,7 +23,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
 from pgqueue.db import connection_kwargs
-from pgqueue.models import Job, WorkerProcess
+from pgqueue.models import Job, Leader, WorkerProcess
 from pgqueue.ops import doctor
 from pgqueue.ops.doctor import Verdict
 from tests.conftest import ROOT, wait_for
@@ -216,8 +216,15 @@ def test_an_expired_lease_is_an_error_saying_maintenance_does_not_run() -> None:
     assert check.verdict is Verdict.ERROR
     assert check.detail.startswith("2 running job(s) whose lease expired, the oldest 60 min ago (jobs ")
     assert f"{late.id}, {recent.id}" in check.detail
-    assert "no maintenance leader is connected" in check.detail
+    assert "no maintenance process leads (none holds an unexpired lead in pgqueue_leader)" in check.detail
     assert "Run pgqueue_worker" in check.fix
+    # a leader whose lead still runs but who does not rescue them is named, and the fix says to read its log
+    Leader.objects.create(role="maintenance", holder="host-1-m0", token=7, expires_at=now + dt.timedelta(seconds=5))
+    check = doctor.check_expired_leases(grace=0)
+    assert "maintenance process host-1-m0 leads (token 7) but has not rescued them" in check.detail
+    assert "stuck or failing" in check.fix
+    Leader.objects.filter(role="maintenance").update(expires_at=now - dt.timedelta(seconds=1))  # its lead ran out
+    assert "no maintenance process leads" in doctor.check_expired_leases(grace=0).detail
 
 
 def test_a_silent_worker_still_marked_running_is_an_error() -> None:
@@ -235,7 +242,7 @@ def test_a_silent_worker_still_marked_running_is_an_error() -> None:
     assert check.verdict is Verdict.ERROR
     lines = check.detail.splitlines()
     assert lines[0] == "worker w-silent (box pid 4242), running, silent for 5 min, holds 1 running job(s)"
-    assert lines[1:] == ["no maintenance leader is connected (no session holds its advisory lock)"]
+    assert lines[1:] == ["no maintenance process leads (none holds an unexpired lead in pgqueue_leader)"]
     assert "kill -TERM <pid>" in check.fix and "Run pgqueue_worker" in check.fix
     WorkerProcess.objects.filter(pk="w-silent").update(state="dead")  # what maintenance does
     assert doctor.check_dead_workers().verdict is Verdict.OK
@@ -254,14 +261,30 @@ def test_clock_skew_is_measured_net_of_the_round_trip() -> None:
 def test_listen_notify_reaches_a_second_connection_on_the_real_server() -> None:
     check = doctor.check_listen()
     assert check.verdict is Verdict.OK, check
-    assert check.detail.startswith("a NOTIFY from a second connection reached the listening one in ")
+    assert check.detail.startswith("a NOTIFY sent through DATABASE 'default' reached a connection listening on "
+                                   "DATABASE 'default' in ")
 
 
 def test_a_notify_that_does_not_arrive_in_time_is_an_error_naming_the_pooler() -> None:
     check = doctor.check_listen(timeout=0)  # nothing arrives within no time at all
     assert check.verdict is Verdict.ERROR
-    assert "did not reach the listening one within 0 s" in check.detail and "POLL_SECONDS (0.5 s)" in check.detail
-    assert "PgBouncer in transaction or statement mode" in check.fix and "session-mode pool" in check.fix
+    assert "did not reach a connection listening on DATABASE 'default' within 0 s" in check.detail
+    assert "polling every POLL_SECONDS (0.5 s)" in check.detail
+    assert "a transaction pooler (PgBouncer in transaction mode" in check.fix
+    assert "PGQUEUE['POOLER'] = 'transaction'" in check.fix and "LISTEN_DATABASE" in check.fix
+
+
+def test_behind_a_transaction_pooler_listen_goes_through_listen_database_or_workers_poll(settings: Any) -> None:
+    settings.PGQUEUE = {**settings.PGQUEUE, "POOLER": "transaction"}
+    check = doctor.check_listen()
+    assert check.verdict is Verdict.WARNING
+    assert "LISTEN_DATABASE is not set: workers do not listen; they poll every POLL_SECONDS (0.5 s)" in check.detail
+    # a LISTEN_DATABASE on another database never hears the jobs' NOTIFYs ("other" is a database of its own)
+    settings.PGQUEUE = {**settings.PGQUEUE, "LISTEN_DATABASE": "other"}
+    check = doctor.check_listen(timeout=0.5)
+    assert check.verdict is Verdict.ERROR
+    assert "listening on LISTEN_DATABASE 'other'" in check.detail
+    assert "must reach the same database as DATABASE 'default'" in check.fix
 
 
 def test_settings_leaving_no_room_for_a_late_heartbeat_are_a_warning(settings: Any) -> None:

@@ -318,8 +318,6 @@ def test_scheduled_jobs_with_a_semaphore_wait_for_a_slot_when_due() -> None:
     assert states(ids) == ["scheduled"] * 3
     Job.objects.update(run_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
     maintenance = Maintenance("m1", "s1", pgqueue.conf.get_settings(), connection_kwargs())
-    maintenance.leader = True
-    maintenance.registered = True
     maintenance.tick()
     maintenance.db.close()
     assert states(ids) == ["ready", "ready", "blocked"]
@@ -338,7 +336,6 @@ def test_maintenance_frees_a_slot_whose_job_is_gone_and_hands_it_on() -> None:
     ids = [jobs.limited.enqueue("o", f"j{i}").id for i in range(3)]
     Job.objects.filter(id=ids[0]).delete()
     maintenance = Maintenance("m1", "s1", pgqueue.conf.get_settings(), connection_kwargs())
-    maintenance.leader = maintenance.registered = True
     maintenance._reap()
     maintenance.db.close()
     assert states(ids[1:]) == ["ready", "ready"]

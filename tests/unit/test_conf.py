@@ -50,3 +50,17 @@ def test_settings_object_is_frozen() -> None:
     s = conf.load({}, environ={})
     with pytest.raises(AttributeError):
         s.LEASE_SECONDS = 1  # type: ignore[misc]
+
+
+def test_pooler_settings_decide_preparing_and_the_lead() -> None:
+    direct = conf.load({}, environ={})
+    assert direct.POOLER == "none" and direct.prepare and not direct.transaction_pooled
+    assert direct.lead_seconds == 5.0  # 4 x MAINTENANCE_SECONDS (0.5 s), at least 5 s
+    pooled = conf.load({}, environ={"PGQUEUE_POOLER": "transaction", "PGQUEUE_LISTEN_DATABASE": "direct"})
+    assert pooled.transaction_pooled and not pooled.prepare and pooled.LISTEN_DATABASE == "direct"
+    # PgBouncer 1.21+ keeps protocol-level prepared statements: the operator may say so
+    assert conf.load({"POOLER": "transaction", "PREPARE_STATEMENTS": True}, environ={}).prepare
+    assert not conf.load({}, environ={"PGQUEUE_PREPARE_STATEMENTS": "off"}).prepare
+    assert conf.load({}, environ={"PGQUEUE_PREPARE_STATEMENTS": "none"}).PREPARE_STATEMENTS is None
+    assert conf.load({"MAINTENANCE_SECONDS": 3}, environ={}).lead_seconds == 12.0
+    assert conf.load({"LEADER_SECONDS": 2.5, "MAINTENANCE_SECONDS": 1}, environ={}).lead_seconds == 2.5

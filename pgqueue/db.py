@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -230,7 +231,8 @@ def backoff_seconds(failures: int) -> float:
 
 
 class Database:
-    """A worker role's own autocommit connection, opened lazily and replaced after a connection error."""
+    """A worker role's own autocommit connection, opened lazily and replaced after a connection error. Threads
+    may share it (a worker's loop and its completer): statements and transactions take it in turn."""
 
     def __init__(self, params: dict[str, Any], *, owner: str, role: str) -> None:
         self.params = {**params, "application_name": f"pgqueue {role} {owner}"[:63]}
@@ -241,6 +243,7 @@ class Database:
         self.failures = 0
         self.replan_at: float | None = None  # when its kept plans are made again (None: it keeps none)
         self._cursor: psycopg.Cursor[Any] | None = None
+        self._turn = threading.RLock()  # one statement (or transaction) at a time on the connection
 
     def connect(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
@@ -264,6 +267,10 @@ class Database:
     def run(self, statement: Statement[R], /, **params: Any) -> list[R]:
         """Run a statement; on a connection error close the connection and re-raise (a pooler's sign as a
         PoolerError)."""
+        with self._turn:
+            return self._run(statement, params)
+
+    def _run(self, statement: Statement[R], params: dict[str, Any]) -> list[R]:
         conn = self.connect()
         try:
             cursor = self._cursor
@@ -285,14 +292,16 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Run the statements inside in one transaction (locks taken by one are held for the next)."""
-        conn = self.connect()  # a failed connect reports itself
-        try:
-            with conn.transaction():
-                yield
-        except CONNECTION_ERRORS as exc:
-            self.broken(exc)
-            raise
+        """Run the statements inside in one transaction (locks taken by one are held for the next); other
+        threads' statements wait until it ends."""
+        with self._turn:
+            conn = self.connect()  # a failed connect reports itself
+            try:
+                with conn.transaction():
+                    yield
+            except CONNECTION_ERRORS as exc:
+                self.broken(exc)
+                raise
 
     def broken(self, exc: BaseException, kind: str = "lost") -> None:
         """The connection failed (kind: connect, lost or pooler): count it, report it, close the connection."""

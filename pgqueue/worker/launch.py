@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import shutil
 import tempfile
@@ -46,9 +47,11 @@ def launch(options: WorkerOptions) -> int:
     check_wake_ups(settings)
     import_job_modules()
     try:  # with every @schedule registered now: a name declared twice stops the start, not the scheduler
-        schedules.declared(settings)
+        declared = schedules.declared(settings)
     except InvalidJob as exc:
         raise LaunchError(f"pgqueue.E005: {exc}") from None
+    if not declared:  # nothing to tick: no scheduler process (nor its connection)
+        options = dataclasses.replace(options, scheduler=False)
     if options.metrics_port is None:
         metrics.uninstall()  # nobody could read this process's counters: the jobs do not pay for them
         return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE),

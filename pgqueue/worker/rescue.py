@@ -8,7 +8,7 @@ from pgqueue.lifecycle import AttemptEnd, Ending, ErrorInfo, decide, exit_status
 from pgqueue.sql.rows import Moved
 from pgqueue.types import HeldJob, Transition
 from pgqueue.worker.executor import now, retry_policy
-from pgqueue.worker.listener import SUSPECTS
+from pgqueue.worker.wakeups import SUSPECTS
 
 
 def held_by_worker(database: db.Database, settings: Settings, worker: str, exit_code: int, *,

@@ -27,6 +27,7 @@ from pgqueue.worker import rescue
 from pgqueue.worker.beacon import Beacon
 from pgqueue.worker.options import WorkerOptions
 from pgqueue.worker.signals import SignalPipe, reset_to_default
+from pgqueue.worker.wakeups import Relay
 
 logger = logging.getLogger("pgqueue.supervisor")
 R = TypeVar("R")
@@ -54,7 +55,6 @@ class Supervisor:
                  listen_params: dict[str, Any] | None = None, metrics_server: WSGIServer | None = None,
                  open_metrics: bool = False) -> None:
         self.options = options
-        self.listen_params = listen_params  # the workers' LISTEN connection; None: they poll
         self.metrics_server = metrics_server  # bound by launch; served by the metrics process
         self.open_metrics = open_metrics
         self.settings = settings
@@ -62,6 +62,11 @@ class Supervisor:
         host = socket.gethostname().split(".")[0][:20]
         self.id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.db = db.Database(db_params, owner=self.id, role="supervisor")
+        # one LISTEN for all its workers: on its own connection, or on LISTEN_DATABASE behind a transaction
+        # pooler (None there: nobody listens; the workers poll)
+        listen_db = None if listen_params is None else self.db if listen_params == db_params else \
+            db.Database(listen_params, owner=self.id, role="listener")
+        self.relay = Relay(listen_db, settings.NOTIFY_CHANNEL)
         self.children: dict[int, Child] = {}
         self.pending: list[tuple[float, str, int]] = []  # (when, kind, slot) to (re)start
         self.restarts: deque[float] = deque()
@@ -102,8 +107,15 @@ class Supervisor:
                 # for itself and its children: a job that starves its process's own heartbeat does not
                 # make the process look dead while it runs (the job would run twice at once)
                 self._db_call(sql.supervisor_heartbeat, id=self.id, children=[c.id for c in self.children.values()])
-            select.select([self.pipe.read_fd], [], [], self._timeout())
+            if not self.stopping:
+                self.relay.ensure()
+                self.relay.owed()
+            watched = [self.pipe.read_fd] if self.relay.fd < 0 else [self.pipe.read_fd, self.relay.fd]
+            ready, _, _ = select.select(watched, [], [], self._timeout())
+            if self.relay.fd in ready:
+                self.relay.read()
         self._db_call(sql.workerprocess_set_state, ids=[self.id], state="stopped")
+        self.relay.close()
         self.db.close()
         events.emit("worker_stopped", worker=self.id, kind="supervisor", reason="stopped")
         return 0
@@ -156,6 +168,7 @@ class Supervisor:
             if pid == 0:
                 return
             child = self.children.pop(pid, None)
+            self.relay.remove(pid)
             if child is not None:
                 self._child_exited(child, status)
 
@@ -227,9 +240,12 @@ class Supervisor:
     def _spawn(self, kind: str, slot: int) -> None:
         child_id = f"{self.id}-{kind[0]}{slot}-{uuid.uuid4().hex[:4]}"
         beacon = Beacon() if kind == "worker" else None
-        run = self._role(kind, child_id, beacon)
+        wake_read, wake_write = self.relay.pipe() if kind == "worker" and self.relay.active else (None, None)
+        run = self._role(kind, child_id, beacon, wake_read)
         # Nothing connected may cross the fork: a child closing an inherited socket ends the parent's session.
+        # (The relay listens again at the next loop, and tells every worker it may have missed a NOTIFY.)
         self.db.close()
+        self.relay.close()
         connections.close_all()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -237,10 +253,16 @@ class Supervisor:
         if pid == 0:
             if self.metrics_server is not None and kind != "metrics":
                 self.metrics_server.socket.close()  # only the metrics process listens
+            self.relay.close_in_child()
+            if wake_write is not None:
+                os.close(wake_write)
             self._run_child(run)
+        if wake_read is not None and wake_write is not None:
+            os.close(wake_read)
+            self.relay.add(pid, wake_write)
         self.children[pid] = Child(pid=pid, id=child_id, kind=kind, slot=slot, started=time.monotonic(), beacon=beacon)
 
-    def _role(self, kind: str, child_id: str, beacon: Beacon | None) -> Callable[[], int]:
+    def _role(self, kind: str, child_id: str, beacon: Beacon | None, wake_fd: int | None) -> Callable[[], int]:
         from pgqueue.worker.maintenance import Maintenance
         from pgqueue.worker.scheduler import Scheduler
         from pgqueue.worker.worker import Worker
@@ -256,8 +278,8 @@ class Supervisor:
             assert server is not None
             return lambda: Exporter(child_id, self.id, self.settings, self.db_params, server,
                                     open_access=self.open_metrics).run()
-        return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params,
-                              listen_params=self.listen_params, beacon=beacon).run()
+        return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params, wake_fd=wake_fd,
+                              beacon=beacon).run()
 
     def _run_child(self, run: Callable[[], int]) -> None:
         """In the forked child: drop the parent's pipe and handlers, run the role, never return."""
@@ -289,8 +311,10 @@ class Supervisor:
         """Best effort, three tries: the supervisor keeps supervising while the database is away."""
         for attempt in range(3):
             try:
-                return call()
-            except db.CONNECTION_ERRORS:
+                rows = call()
+                self.relay.read()  # NOTIFYs that came in while it ran wait in the driver, not on the socket
+                return rows
+            except psycopg.Error:  # a lost connection, or a statement a pooler refused: try again
                 if attempt < 2:
                     time.sleep(self.db.backoff())
         events.emit("db_unavailable", worker=self.id, statement=statement.name)

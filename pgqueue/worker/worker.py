@@ -27,10 +27,10 @@ from pgqueue.worker.beacon import Beacon
 from pgqueue.worker.completer import Completer
 from pgqueue.worker.executor import Executor, complete_in_transaction, now, retry_policy, timed_out
 from pgqueue.worker.heartbeat import Heartbeat
-from pgqueue.worker.listener import Listener
 from pgqueue.worker.options import WorkerOptions
 from pgqueue.worker.role import STOP_SIGNALS, ProcessRow
 from pgqueue.worker.signals import SignalPipe
+from pgqueue.worker.wakeups import Listener
 
 logger = logging.getLogger("pgqueue.worker")
 
@@ -66,8 +66,7 @@ class Running:
 
 class Worker:
     def __init__(self, options: WorkerOptions, worker_id: str, supervisor_id: str, settings: Settings,
-                 db_params: dict[str, Any], *, listen_params: dict[str, Any] | None = None,
-                 beacon: Beacon | None = None) -> None:
+                 db_params: dict[str, Any], *, wake_fd: int | None = None, beacon: Beacon | None = None) -> None:
         self.options = options
         self.beacon = beacon or Beacon()  # read by the supervisor
         self.queue_array = db.text_array(options.queues)  # bound as one string, lease after lease
@@ -80,11 +79,12 @@ class Worker:
         self.lease_db = db.Database(db_params, owner=worker_id, role="worker")
         self.row = ProcessRow(self.lease_db, worker_id, "worker", supervisor_id, queues=",".join(options.queues),
                               concurrency=options.concurrency)
-        self.completer = Completer(db.Database(db_params, owner=worker_id, role="completer"), worker_id, settings)
+        # one connection per worker: the completer writes on the loop's, in turn with leases and heartbeats
+        self.completer = Completer(self.lease_db, worker_id, settings)
         self.heartbeat = Heartbeat(self.lease_db, worker_id, settings.LEASE_SECONDS)
         self.selector = selectors.DefaultSelector()
-        listen_db = None if listen_params is None else db.Database(listen_params, owner=worker_id, role="listener")
-        self.listener = Listener(listen_db, self.selector, settings.NOTIFY_CHANNEL, options.queues)
+        # the supervisor's LISTEN connection passes NOTIFYs down this pipe (None: nobody listens, we poll)
+        self.listener = Listener(wake_fd, self.selector, options.queues)
         self.inbox: queue.SimpleQueue[tuple[LeasedJob, AttemptEnd | None]] = queue.SimpleQueue()
         self.executor = Executor(options.concurrency, settings, worker_id, self._report)
         self.pipe = SignalPipe(STOP_SIGNALS)
@@ -238,7 +238,7 @@ class Worker:
         queues = self.rotations[self.leases % len(self.rotations)]
         self.leases += 1
         try:
-            if (self.suspects_possible or self.listener.database is None) and not self.running and not self.stuck:
+            if (self.suspects_possible or not self.listener.active) and not self.running and not self.stuck:
                 suspect = self.lease_db.run(sql.job_lease_suspect, queues=queues, worker=self.id,
                                             lease_seconds=self.settings.LEASE_SECONDS)
                 if suspect:  # it runs alone: nothing else is leased until it ends
@@ -383,9 +383,7 @@ class Worker:
             self._set_state("stopped")
         events.emit("worker_stopped", worker=self.id, kind="worker", reason=self.stop_reason or "stopped")
         self.executor.shutdown()
-        for database in (self.lease_db, self.listener.database, self.completer.database):
-            if database is not None:
-                database.close()
+        self.lease_db.close()
 
     def _exit_now(self) -> int:
         self.stop_reason = "exit now"

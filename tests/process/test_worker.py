@@ -197,13 +197,32 @@ def test_killed_database_sessions_are_survived(start_worker) -> None:
         killed = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE application_name LIKE 'pgqueue %%' AND pid <> pg_backend_pid()").fetchone()[0]
-    assert killed >= 6  # lease, listen and completer sessions of two workers, and more
+    assert killed == 4  # the supervisor's (heartbeats and LISTEN), maintenance's, one per worker
     connections.close_all()
     jobs.mark.enqueue_many([(f"b{i}",) for i in range(50)])
     wait_for(finished(100), timeout=30, what="second batch after reconnect")
     assert states() == {"succeeded": 100}
     assert sorted(worker_pids()) == pids  # the same processes reconnected: none crashed and was replaced
     assert "crashed" not in worker.output() and "died with" not in worker.output()
+
+
+def test_a_two_process_supervisor_holds_four_connections_when_its_jobs_do_not_use_the_orm(start_worker) -> None:
+    jobs.noop.enqueue_many([() for _ in range(200)])
+    start_worker("--queues", "default", "--processes", "2", "--concurrency", "4")
+    wait_for(finished(200), what="200 jobs")
+    database = connections["default"].settings_dict["NAME"]
+
+    def sessions() -> list[str]:
+        with psycopg.connect(**connection_kwargs(), autocommit=True) as admin:
+            return [r[0] for r in admin.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'", [database]).fetchall()]
+
+    wait_for(lambda: len(sessions()) <= 5, what="the supervisor settled")  # the test's own Django session
+    jobs.noop.enqueue_many([() for _ in range(200)])
+    wait_for(finished(400), what="200 more jobs")
+    names = sorted(n.split(" ")[1] for n in sessions() if n.startswith("pgqueue "))
+    assert names == ["maintenance", "supervisor", "worker", "worker"]  # no listener, completer or scheduler
 
 
 @pytest.mark.skipif(not os.environ.get("PGQUEUE_TEST_DEVDB"), reason="restarting needs the embedded server")

@@ -10,17 +10,21 @@ Uses DATABASE_URL if set, else the embedded PostgreSQL in .pgdata/ (database pgq
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import multiprocessing
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +81,38 @@ def fill_history(n: int = HISTORY, *, age_hours: float = 1.0) -> int:
         return cur.fetchone()[0] or 0
 
 
+@contextlib.contextmanager
+def pooled(*, listen: bool = True, pool_size: int = 4) -> Iterator[dict[str, str]]:
+    """PgBouncer (Debian's 1.18) in transaction mode in front of the benchmark database, with `pool_size`
+    server connections and its default reset (none after a transaction), and the environment that points a
+    pgqueue_worker at it: POOLER 'transaction', and LISTEN_DATABASE the server itself (listen=False: none,
+    the workers poll every POLL_SECONDS)."""
+    from pgqueue import devdb
+
+    folder = tempfile.mkdtemp(prefix="pgqueue-bench-pgbouncer-")
+    direct = WorkerDirect.url()
+    try:
+        url = devdb.start_pooler(direct, folder, pool_size=pool_size, reset_always=False)
+        env = {"DATABASE_URL": url, "PGQUEUE_POOLER": "transaction"}
+        if listen:
+            env |= {"PGQUEUE_LISTEN_DATABASE": "direct", "PGQUEUE_BENCH_DIRECT_URL": direct}
+        yield env
+    finally:
+        devdb.stop_pooler(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class WorkerDirect:
+    @staticmethod
+    def url() -> str:
+        """The benchmark database's URL, as the workers reach it without a pooler."""
+        params = connection_kwargs()
+        auth = urllib.parse.quote(params.get("user", ""), safe="")
+        if params.get("password"):
+            auth += ":" + urllib.parse.quote(params["password"], safe="")
+        return f"postgres://{auth}@{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params['dbname']}"
+
+
 class Worker:
     def __init__(self, *extra: str, env: dict[str, str] | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -98,6 +134,30 @@ class Worker:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
+
+
+def smaps(pid: int) -> dict[str, float]:
+    """A process's memory from /proc/PID/smaps_rollup, in MiB: Pss (its share of pages it shares) and USS
+    (Private_Clean + Private_Dirty: what only it holds)."""
+    fields: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            name, _, rest = line.partition(":")
+            if rest.strip().endswith("kB"):
+                fields[name] = int(rest.split()[0]) / 1024
+    except OSError:
+        return {"pss": 0.0, "uss": 0.0}
+    return {"pss": fields.get("Pss", 0.0), "uss": fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0)}
+
+
+def tree_memory(supervisor: int) -> dict[str, float]:
+    """supervisor_pss_mib: the PSS of a supervisor and every child (what the tree really costs the host);
+    worker_uss_mib: the largest private memory of one of its workers."""
+    children = [int(c) for c in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()]
+    workers = set(WorkerProcess.objects.filter(kind="worker", state="running").values_list("pid", flat=True))
+    seen = {pid: smaps(pid) for pid in [supervisor, *children]}
+    return {"supervisor_pss_mib": sum(m["pss"] for m in seen.values()),
+            "worker_uss_mib": max((m["uss"] for pid, m in seen.items() if pid in workers), default=0.0)}
 
 
 def peak_rss_mib(pids: list[int]) -> float:
@@ -150,13 +210,14 @@ def _backend_pids() -> list[int]:
 def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
     """W1: n jobs enqueued in bulk (5,000 per call), then the worker runs them all. The variants run the
     same no-op under a semaphore (limit 5 on each of 10 keys), with a uniqueness key per job, with
-    1,000,000 finished jobs of history in the tables ("history"), or with the supervisor serving Prometheus
-    metrics, every worker counting each job in the multi-process files ("metrics")."""
+    1,000,000 finished jobs of history in the tables ("history"), with the supervisor serving Prometheus
+    metrics, every worker counting each job in the multi-process files ("metrics"), or with the workers
+    behind PgBouncer in transaction mode ("pooled")."""
     reset()
     after = fill_history() if variant == "history" else 0
     calls = {"": lambda i: jobs.noop.call(), "semaphore": lambda i: jobs.noop_limited.call(i % 10),
              "unique": lambda i: jobs.noop_unique.call(i), "history": lambda i: jobs.noop.call(),
-             "metrics": lambda i: jobs.noop.call()}[variant]
+             "metrics": lambda i: jobs.noop.call(), "pooled": lambda i: jobs.noop.call()}[variant]
     enqueue_started = time.perf_counter()
     for start in range(0, n, 5000):
         pgqueue.enqueue_many([calls(i) for i in range(start, min(n, start + 5000))])
@@ -164,15 +225,26 @@ def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
     extra = ("--metrics-port", "19464", "--metrics-address", "127.0.0.1") if variant == "metrics" else ()
     time.sleep(0.6)  # pg_stat_database counts the enqueue's commits within its flush interval (0.5 s)
     before = _wal_and_commits()
-    worker = Worker(*extra, env={"PGQUEUE_METRICS_TOKEN": METRICS_TOKEN})
+    with contextlib.ExitStack() as stack:
+        env = stack.enter_context(pooled()) if variant == "pooled" else {}
+        return _w1_run(n, variant, after, enqueue_seconds, extra, before, env)
+
+
+def _w1_run(n: int, variant: str, after: int, enqueue_seconds: float, extra: tuple[str, ...],
+            before: tuple[str, int], env: dict[str, str]) -> dict[str, float]:
+    worker = Worker(*extra, env={"PGQUEUE_METRICS_TOKEN": METRICS_TOKEN, **env})
     launched = time.monotonic()
     pids = worker.wait_ready()
     backends = _backend_pids()
     cpu_before = {pid: _cpu_seconds(pid) for pid in pids + backends}
+    memory: dict[str, float] = {}
     while _unfinished():  # each probe reads a partial index: never the history (w1_history)
+        if not memory and time.monotonic() - launched > 2.0:  # well into the run: every worker has run jobs
+            memory = tree_memory(worker.proc.pid)
         time.sleep(0.05)
     wall = time.monotonic() - launched
     rss = peak_rss_mib(pids)
+    memory = memory or tree_memory(worker.proc.pid)
     worker_cpu = sum(_cpu_seconds(pid) - cpu_before[pid] for pid in pids)
     db_cpu = sum(_cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in set(backends) | set(_backend_pids()))
     time.sleep(0.6)
@@ -193,7 +265,7 @@ def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
     result = {f"{name}_jobs_per_s": n / (last - first).total_seconds(),
               f"{name}_bulk_enqueue_per_s": n / enqueue_seconds}
     if not variant:
-        result |= {"w1_wall_jobs_per_s": n / wall, "worker_rss_mib": rss, **costs,
+        result |= {"w1_wall_jobs_per_s": n / wall, "worker_rss_mib": rss, **costs, **memory,
                    "w1_worker_cpu_us_per_job": worker_cpu / n * 1e6, "w1_db_cpu_us_per_job": db_cpu / n * 1e6}
     if scrape_ms is not None:
         result["metrics_port_scrape_ms"] = scrape_ms
@@ -378,17 +450,25 @@ def _quantiles(prefix: str, latencies: list[float]) -> dict[str, float]:
     return {f"{prefix}_p50_ms": q[49], f"{prefix}_p95_ms": q[94], f"{prefix}_p99_ms": q[98]}
 
 
-def w3_latency(n: int = 200, gap: float = 0.02) -> dict[str, float]:
+def w3_latency(n: int = 200, gap: float = 0.02, *, env: dict[str, str] | None = None,
+               prefix: str = "w3") -> dict[str, float]:
     reset()
-    worker = Worker()
+    worker = Worker(env=env)
     worker.wait_ready()
     time.sleep(1.0)  # let the workers settle into their idle wait
     committed = _enqueue_spaced(n, gap)
     while Job.objects.filter(state="succeeded").count() < n:
         time.sleep(0.05)
     worker.stop()
-    return _quantiles("w3", [(result - committed[job_id]) * 1000
-                             for job_id, result in Job.objects.values_list("id", "result")])
+    return _quantiles(prefix, [(result - committed[job_id]) * 1000
+                               for job_id, result in Job.objects.values_list("id", "result")])
+
+
+def w3_pooled(*, listen: bool) -> dict[str, float]:
+    """W3 with the workers behind PgBouncer: LISTEN on LISTEN_DATABASE (w3_pooled_*), or none (the workers
+    poll every POLL_SECONDS, 1 s: w3_pooled_poll_*)."""
+    with pooled(listen=listen) as env:
+        return w3_latency(env=env, prefix="w3_pooled" if listen else "w3_pooled_poll")
 
 
 def _raw_pickup(params: dict[str, Any], n: int, ready: Any, out: Any) -> None:
@@ -527,7 +607,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--only", default="", help="comma-separated subset of w1,w1_semaphore,w1_unique,raw,raw10,peer,w2,"
-                        "w3,raw_w3,batch,outbox,w1_history,w1_metrics,collector,prune; prints the medians and writes "
+                        "w3,raw_w3,batch,outbox,w1_history,w1_metrics,collector,prune,w1_pooled,w3_pooled,w3_pooled_poll; prints "
+                        "the medians and writes "
                         "nothing")
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
@@ -539,6 +620,8 @@ def main() -> int:
                  "w2": w2_enqueue, "w3": w3_latency, "raw_w3": raw_w3_latency, "batch": batch_10k,
                  "outbox": outbox_relay, "w1_history": lambda: w1_throughput(args.jobs, "history"),
                  "w1_metrics": lambda: w1_throughput(args.jobs, "metrics"), "collector": collector_cost,
+                 "w1_pooled": lambda: w1_throughput(args.jobs, "pooled"),
+                 "w3_pooled": lambda: w3_pooled(listen=True), "w3_pooled_poll": lambda: w3_pooled(listen=False),
                  "prune": prune_latency}
     chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(workloads)
     unknown = set(chosen) - set(workloads)
@@ -558,13 +641,13 @@ def main() -> int:
             run["raw10_vs_peer_ratio"] = run["raw10_w1_jobs_per_s"] / run["peer_w1_jobs_per_s"]
         if "w1_jobs_per_s" in run and "peer_w1_jobs_per_s" in run:
             run["w1_vs_peer_ratio"] = run["w1_jobs_per_s"] / run["peer_w1_jobs_per_s"]
-        for variant in ("w1_semaphore", "w1_unique_enqueue", "w1_with_history", "w1_metrics"):
+        for variant in ("w1_semaphore", "w1_unique_enqueue", "w1_with_history", "w1_metrics", "w1_pooled"):
             if f"{variant}_jobs_per_s" in run and "w1_jobs_per_s" in run:
                 run[f"{variant}_vs_w1_ratio"] = run[f"{variant}_jobs_per_s"] / run["w1_jobs_per_s"]
         if "w2_enqueues_per_s" in run:
             run["w2_vs_raw_ratio"] = run["w2_enqueues_per_s"] / run["raw_w2_inserts_per_s"]
         runs.append(run)
-        print(f"run {i + 1}: " + ", ".join(f"{k}={v:.1f}" for k, v in run.items()), flush=True)
+        print(f"run {i + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in run.items()), flush=True)
     keys = runs[0].keys()
     medians = {k: round(statistics.median(r[k] for r in runs), 3 if k.endswith("_ratio") else 2) for k in keys}
     if args.only:
@@ -576,7 +659,8 @@ def main() -> int:
         "workloads": {
             "w1": f"{args.jobs} no-op jobs enqueued in bulk, then {PROCESSES} processes x {CONCURRENCY} threads; "
                   "w1_jobs_per_s = jobs / (first attempt start .. last attempt end); w1_wall_jobs_per_s includes "
-                  "worker start-up",
+                  "worker start-up; supervisor_pss_mib is the PSS of the supervisor and all its children, "
+                  "worker_uss_mib the largest private memory of a worker (/proc/PID/smaps_rollup, 2 s into the run)",
             "w1_semaphore": "W1's jobs, each under a semaphore of limit 5 on one of 10 keys (at most 50 ready or "
                             "running at once); *_vs_w1_ratio is each run's ratio to its own plain W1",
             "w1_unique": "W1's jobs, each with its own uniqueness key held until it finishes "
@@ -617,6 +701,12 @@ def main() -> int:
                      "prune_idle_p99_ms; then the same, repeated while pgqueue_prune --older-than 30m deletes "
                      "all 1,000,000 and their attempts: prune_busy_p99_ms, their ratio, prune_jobs_per_s",
             "w3": "200 jobs enqueued ~20 ms apart to idle workers; job start time minus commit time",
+            "w1_pooled": "W1 with the workers behind PgBouncer 1.18 in transaction mode (4 server connections, "
+                         "POOLER 'transaction', no prepared statements, LISTEN on LISTEN_DATABASE, the server "
+                         "itself): w1_pooled_jobs_per_s; w1_pooled_vs_w1_ratio is each run's ratio to its own W1",
+            "w3_pooled": "W3 with the workers behind the same PgBouncer, LISTEN on LISTEN_DATABASE "
+                         "(w3_pooled_*), and without LISTEN_DATABASE: the workers poll every POLL_SECONDS (1 s), "
+                         "w3_pooled_poll_*",
             "raw_w3": "the same enqueues picked up by a psycopg loop that LISTENs and runs job_lease (one "
                       "durable commit per pickup): the least a pickup costs on this machine",
         },

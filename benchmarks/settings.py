@@ -17,3 +17,6 @@ USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "pgqueue", "benchmarks"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PGQUEUE = {"DEFAULT_QUEUE": "bench"}
+# The pooled workloads (w1_pooled, w3_pooled): the workers' DATABASE_URL is the pooler, this the server itself.
+if os.environ.get("PGQUEUE_BENCH_DIRECT_URL"):
+    DATABASES["direct"] = environ.Env().db_url_config(os.environ["PGQUEUE_BENCH_DIRECT_URL"])

@@ -206,6 +206,7 @@ def start_pooler(server_url: str, folder: str | os.PathLike[str], *, pool_size: 
         f"auth_type = any\npool_mode = {mode}\nmax_client_conn = 1000\ndefault_pool_size = {pool_size}\n"
         f"server_reset_query = DISCARD ALL\nserver_reset_query_always = {int(reset_always)}\n"
         "ignore_startup_parameters = extra_float_digits,options\n"
+        "server_login_retry = 1\n"  # after a server restart, try logging in again within 1 s (default 15)
         f"logfile = {where / 'pgbouncer.log'}\npidfile = {where / 'pgbouncer.pid'}\n"
         + (f"user = {_unprivileged_user()}\n" if os.geteuid() == 0 else "")
     )

@@ -152,6 +152,33 @@ class Clock:
     now: dt.datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Connections:
+    max_connections: int
+    reserved: int
+    sessions: int
+    pgqueue_sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Supervisor:
+    id: str
+    hostname: str
+    workers: int
+    job_threads: int
+    roles: int
+
+    @property
+    def fewest(self) -> int:
+        """Connections it holds when its jobs do not use the ORM: its own, one per role and per worker."""
+        return 1 + self.roles + self.workers
+
+    @property
+    def most(self) -> int:
+        """...and when every job thread holds a Django connection too."""
+        return self.fewest + self.job_threads
+
+
 INDEXES = statement("doctor_indexes", IndexRow)
 PREPARED_STATEMENTS = statement("doctor_prepared_statements", PreparedRow)
 PLAN_FUNCTION = statement("doctor_plan_function")
@@ -164,6 +191,8 @@ LONG_TRANSACTIONS = statement("doctor_long_transactions", Session)
 PREPARED_TRANSACTIONS = statement("doctor_prepared_transactions", PreparedXact)
 REPLICATION_SLOTS = statement("doctor_replication_slots", Slot)
 CLOCK = statement("doctor_clock", Clock)
+CONNECTIONS = statement("doctor_connections", Connections)
+SUPERVISORS = statement("doctor_supervisors", Supervisor)
 
 
 # -- the checks -----------------------------------------------------------------------------------------------
@@ -470,6 +499,39 @@ def listen_fix(settings: Settings) -> str:
             "direct connection, or point DATABASES at the server directly (docs/deployment.md).")
 
 
+def check_connections(*, warn_at: float = 0.8) -> Check:
+    """The connections the live supervisors may open (`2 + processes` each, plus a scheduler, a metrics
+    process, and one per job thread that uses the ORM) against what the server allows: a warning past
+    `warn_at` of it, an error past all of it (then jobs, and the application's own requests, get refused)."""
+    settings = get_settings()
+    now = db.run_in_django(CONNECTIONS)[0]
+    supervisors = db.run_in_django(SUPERVISORS, dead_after=settings.WORKER_DEAD_AFTER)
+    usable = now.max_connections - now.reserved
+    fewest, most = sum(s.fewest for s in supervisors), sum(s.most for s in supervisors)
+    detail = [f"{now.sessions} client sessions now ({now.pgqueue_sessions} of them pgqueue's), max_connections "
+              f"{now.max_connections} ({now.reserved} reserved for superusers)",
+              f"{len(supervisors)} live supervisor(s) hold {fewest} connection(s) when their jobs do not use the ORM, "
+              f"up to {most} when every job thread does (each: 1 + its maintenance, scheduler and metrics "
+              f"processes + 1 per worker + 1 per job thread)"]
+    detail += [f"supervisor {s.id} on {s.hostname}: {s.workers} worker(s), {s.job_threads} job thread(s): "
+               f"{s.fewest} to {s.most}" for s in supervisors[:LISTED]]
+    if settings.transaction_pooled:
+        detail.append("POOLER is 'transaction': these connections go to the pooler, which holds fewer on the server")
+        return Check(name="connections", verdict=Verdict.OK, detail="\n".join(detail))
+    others = now.sessions - now.pgqueue_sessions
+    if fewest + others > usable:
+        verdict = Verdict.ERROR
+    elif most + others > warn_at * usable:
+        verdict = Verdict.WARNING
+    else:
+        return Check(name="connections", verdict=Verdict.OK, detail="\n".join(detail))
+    return Check(name="connections", verdict=verdict, detail="\n".join(detail),
+                 fix=f"Raise max_connections (now {now.max_connections}), run fewer or smaller supervisors "
+                     "(--processes, --concurrency; --no-maintenance on all but a few, no --metrics-port where not "
+                     "scraped), or put a transaction pooler in front (PGQUEUE['POOLER'] = 'transaction', "
+                     "docs/deployment.md).")
+
+
 CHECKS: tuple[tuple[str, Callable[[], Check]], ...] = (
     ("settings", check_settings),
     ("migrations", check_migrations),
@@ -482,6 +544,7 @@ CHECKS: tuple[tuple[str, Callable[[], Check]], ...] = (
     ("long_transactions", check_long_transactions),
     ("clock_skew", check_clock_skew),
     ("listen_notify", check_listen),
+    ("connections", check_connections),
 )
 
 

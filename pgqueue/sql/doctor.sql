@@ -116,3 +116,25 @@ ORDER BY age(xmin) DESC;
 -- name: doctor_clock
 -- The database server's clock now (clock_timestamp(): not the start of the transaction).
 SELECT clock_timestamp() AS now;
+
+-- name: doctor_connections
+-- The server's connection limit, and the client sessions open now (pgqueue's: application_name 'pgqueue ...').
+SELECT current_setting('max_connections')::int AS max_connections,
+    current_setting('superuser_reserved_connections')::int AS reserved,
+    count(*) FILTER (WHERE backend_type = 'client backend') AS sessions,
+    count(*) FILTER (WHERE backend_type = 'client backend' AND application_name LIKE 'pgqueue %') AS pgqueue_sessions
+FROM pg_stat_activity;
+
+-- name: doctor_supervisors
+-- Each live supervisor (pgqueue_process_silent's rule, %(dead_after)s seconds) with its live children: its
+-- workers, their job threads (the sum of their concurrency) and its other roles (maintenance, scheduler, metrics).
+SELECT s.id, s.hostname,
+    count(c.id) FILTER (WHERE c.kind = 'worker') AS workers,
+    COALESCE(sum(c.concurrency) FILTER (WHERE c.kind = 'worker'), 0)::int AS job_threads,
+    count(c.id) FILTER (WHERE c.kind IN ('maintenance', 'scheduler', 'metrics')) AS roles
+FROM pgqueue_workerprocess s
+LEFT JOIN pgqueue_workerprocess c ON c.supervisor_id = s.id AND c.state IN ('running', 'stopping')
+WHERE s.kind = 'supervisor' AND s.state IN ('running', 'stopping')
+  AND NOT pgqueue_process_silent(s.last_heartbeat, s.vouched_at, %(dead_after)s, now())
+GROUP BY s.id, s.hostname
+ORDER BY s.id;

@@ -29,6 +29,9 @@ class WorkerOptions:
     max_lifetime: float | None = None
     maintenance: bool = True
     scheduler: bool = True
+    # one connection per worker (completions on the lease connection) and one LISTEN per supervisor, passed
+    # down pipes: 2 + processes connections instead of 2 + 3 x processes, for a slower W1 and pickup
+    share_connections: bool = False
     metrics_port: int | None = None  # serve Prometheus metrics on this port (a metrics process)
     metrics_address: str = "0.0.0.0"
 
@@ -45,6 +48,7 @@ def parse(
     max_lifetime: Any = None,
     maintenance: bool = True,
     scheduler: bool = True,
+    share_connections: bool = False,
     metrics_port: Any = None,
     metrics_address: str = "0.0.0.0",
 ) -> WorkerOptions:
@@ -59,6 +63,7 @@ def parse(
         max_lifetime=None if max_lifetime is None else _seconds("--max-lifetime", max_lifetime),
         maintenance=bool(maintenance),
         scheduler=bool(scheduler),
+        share_connections=bool(share_connections),
         metrics_port=None if metrics_port is None else _int("--metrics-port", metrics_port, 1, 65535),
         metrics_address=_address(metrics_address),
     )

@@ -3,6 +3,7 @@ jobs."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import select
@@ -62,10 +63,11 @@ class Supervisor:
         host = socket.gethostname().split(".")[0][:20]
         self.id = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.db = db.Database(db_params, owner=self.id, role="supervisor")
-        # one LISTEN for all its workers: on its own connection, or on LISTEN_DATABASE behind a transaction
-        # pooler (None there: nobody listens; the workers poll)
-        listen_db = None if listen_params is None else self.db if listen_params == db_params else \
-            db.Database(listen_params, owner=self.id, role="listener")
+        self.listen_params = listen_params  # None: nobody listens (a transaction pooler, no LISTEN_DATABASE)
+        # --share-connections: one LISTEN for all its workers, on its own connection (or on LISTEN_DATABASE
+        # behind a transaction pooler); else each worker listens on a connection of its own
+        listen_db = None if listen_params is None or not options.share_connections else \
+            self.db if listen_params == db_params else db.Database(listen_params, owner=self.id, role="listener")
         self.relay = Relay(listen_db, settings.NOTIFY_CHANNEL)
         self.children: dict[int, Child] = {}
         self.pending: list[tuple[float, str, int]] = []  # (when, kind, slot) to (re)start
@@ -249,6 +251,10 @@ class Supervisor:
         connections.close_all()
         sys.stdout.flush()
         sys.stderr.flush()
+        # Everything imported and set up so far (Django, the job modules) is shared with the child until one
+        # of them writes to it: frozen, the child's garbage collector never walks (and so copies) it.
+        gc.collect()
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             if self.metrics_server is not None and kind != "metrics":
@@ -278,8 +284,8 @@ class Supervisor:
             assert server is not None
             return lambda: Exporter(child_id, self.id, self.settings, self.db_params, server,
                                     open_access=self.open_metrics).run()
-        return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params, wake_fd=wake_fd,
-                              beacon=beacon).run()
+        return lambda: Worker(self.options, child_id, self.id, self.settings, self.db_params,
+                              listen_params=self.listen_params, wake_fd=wake_fd, beacon=beacon).run()
 
     def _run_child(self, run: Callable[[], int]) -> None:
         """In the forked child: drop the parent's pipe and handlers, run the role, never return."""

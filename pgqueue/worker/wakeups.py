@@ -1,6 +1,7 @@
-"""Wake-ups from one LISTEN connection per supervisor: the supervisor listens on the notify channel and
-passes each NOTIFY's payload down a pipe to every worker it forked, so a supervisor holds one listening
-connection instead of one per worker. A worker reads its pipe in its loop's selector.
+"""Wake-ups: NOTIFYs on the notify channel tell workers that one of their queues got work. Each worker
+LISTENs on a connection of its own, or (pgqueue_worker --share-connections) the supervisor listens once for
+all its workers and passes each payload down a pipe to every worker it forked, so a supervisor holds one
+listening connection instead of one per worker, for one more hop per wake-up.
 
 A payload is the queue's name (RATED + the name for jobs with a rate key, which only job_lease_limited
 leases; SUSPECTS + the name for a crash suspect to run alone), one per line. WAKE_ALL says anything may
@@ -20,6 +21,7 @@ from pgqueue import db, sql
 SUSPECTS = ",suspects:"  # a queue name has no comma, so no queue's payload starts like this
 RATED = ",rated:"  # the statements that make jobs with a rate key ready write this before the queue's name
 WAKE_ALL = b",*"  # a line no payload can be (the only payloads that start with a comma are the two above)
+WAKE_ALL_TEXT = WAKE_ALL.decode()
 READ_SIZE = 65536  # a pipe's default capacity: read at most this much at once
 
 
@@ -152,65 +154,102 @@ ALL = Wake(work=True, suspects=True, rated=True)
 
 
 class Listener:
-    """The worker's side: its pipe from the supervisor in the loop's selector; read() tells whether a
-    payload named one of `queues`. With no pipe (nobody listens) it never wakes: the worker polls."""
+    """The worker's side: NOTIFY payloads from the supervisor's pipe (`pipe`, with --share-connections) or
+    from its own LISTEN connection (`database`), in the loop's selector; read() tells whether a payload
+    named one of `queues`. With neither (nobody listens) it never wakes: the worker polls."""
 
-    def __init__(self, fd: int | None, selector: selectors.BaseSelector, queues: tuple[str, ...]) -> None:
-        self.fd = fd
-        if fd is not None:
-            os.set_blocking(fd, False)
+    def __init__(self, selector: selectors.BaseSelector, queues: tuple[str, ...], *, pipe: int | None = None,
+                 database: db.Database | None = None, channel: str = "") -> None:
+        self.pipe = pipe
+        if pipe is not None:
+            os.set_blocking(pipe, False)
+        self.database = database
+        self.channel = channel
         self.selector = selector
         self.queues = frozenset(queues)
         self.suspect_payloads = frozenset(SUSPECTS + q for q in queues)
         self.rated_payloads = frozenset(RATED + q for q in queues)
-        self.registered = False
-        self.closed = False  # the supervisor is gone: never read again
-        self.tail = b""  # a line cut by the end of the last read
+        self.fd = -1  # the registered pipe or socket while listening, -1 otherwise
+        self.closed = False  # the supervisor is gone (its pipe's end): never read again
+        self.tail = b""  # a line cut by the end of the last read of the pipe
 
     @property
     def active(self) -> bool:
         """Whether NOTIFYs reach this worker (else it finds work by polling)."""
-        return self.fd is not None
+        return self.pipe is not None or self.database is not None
 
     def ensure(self) -> bool:
-        """Register the pipe if not yet. True when it just started: wake-ups may have been missed."""
-        if self.registered or self.closed or self.fd is None:
+        """Listen if not listening. True when it just (re)started: wake-ups may have been missed."""
+        if self.fd >= 0 or self.closed:
             return False
-        self.selector.register(self.fd, selectors.EVENT_READ, "listen")
-        self.registered = True
+        if self.pipe is not None:
+            fd = self.pipe
+        elif self.database is not None:
+            try:
+                self.database.run(sql.channel_listen, channel=self.channel)  # connects (a failure is reported)
+                fd = self.database.connect().fileno()
+            except db.CONNECTION_ERRORS:
+                return False  # Database.run closed it; try again at the next wait
+        else:
+            return False
+        self.selector.register(fd, selectors.EVENT_READ, "listen")
+        self.fd = fd
         return True
 
     def read(self) -> Wake:
-        """Consume what the pipe holds. A WAKE_ALL line or the supervisor gone wake for all."""
-        assert self.fd is not None
-        try:
-            data = os.read(self.fd, READ_SIZE)
-        except BlockingIOError:
-            return Wake()
-        except OSError:
-            data = b""
-        if not data:  # the supervisor is gone: stop listening (the loop sees it gone at its next check)
-            self.stop()
-            self.closed = True
+        """Consume what arrived. A WAKE_ALL line, a broken connection or the supervisor gone wake for all."""
+        payloads = self._pipe_payloads() if self.pipe is not None else self._notified()
+        if payloads is None:
             return ALL
-        lines = (self.tail + data).split(b"\n")
-        self.tail = lines.pop()
         wake = Wake()
-        for line in lines:
-            payload = line.decode(errors="replace")
+        for payload in payloads:
             if payload in self.queues:
                 wake.work = True
             elif payload in self.rated_payloads:
                 wake.work = wake.rated = True
             elif payload in self.suspect_payloads:
                 wake.suspects = True
-            elif line == WAKE_ALL:
+            elif payload == WAKE_ALL_TEXT:
                 return ALL
         return wake
 
+    def _pipe_payloads(self) -> list[str] | None:
+        assert self.pipe is not None
+        try:
+            data = os.read(self.pipe, READ_SIZE)
+        except BlockingIOError:
+            return []
+        except OSError:
+            data = b""
+        if not data:  # the supervisor is gone: stop listening (the loop sees it gone at its next check)
+            self.stop()
+            self.closed = True
+            return None
+        lines = (self.tail + data).split(b"\n")
+        self.tail = lines.pop()
+        return [line.decode(errors="replace") for line in lines]
+
+    def _notified(self) -> list[str] | None:
+        assert self.database is not None
+        conn = self.database.conn
+        if conn is None:
+            self.stop()
+            return None
+        try:
+            return [note.payload for note in conn.notifies(timeout=0)]
+        except psycopg.Error as exc:
+            self.stop()
+            self.database.broken(exc)
+            return None
+
     def stop(self) -> None:
-        """Stop reading (draining: no new work is wanted)."""
-        if self.registered and self.fd is not None:
+        """Stop reading (draining: no new work is wanted); a LISTEN connection listens again at ensure()."""
+        if self.fd >= 0:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self.selector.unregister(self.fd)
-        self.registered = False
+        self.fd = -1
+
+    def close(self) -> None:
+        self.stop()
+        if self.database is not None:
+            self.database.close()

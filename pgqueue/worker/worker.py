@@ -66,7 +66,8 @@ class Running:
 
 class Worker:
     def __init__(self, options: WorkerOptions, worker_id: str, supervisor_id: str, settings: Settings,
-                 db_params: dict[str, Any], *, wake_fd: int | None = None, beacon: Beacon | None = None) -> None:
+                 db_params: dict[str, Any], *, listen_params: dict[str, Any] | None = None,
+                 wake_fd: int | None = None, beacon: Beacon | None = None) -> None:
         self.options = options
         self.beacon = beacon or Beacon()  # read by the supervisor
         self.queue_array = db.text_array(options.queues)  # bound as one string, lease after lease
@@ -79,12 +80,18 @@ class Worker:
         self.lease_db = db.Database(db_params, owner=worker_id, role="worker")
         self.row = ProcessRow(self.lease_db, worker_id, "worker", supervisor_id, queues=",".join(options.queues),
                               concurrency=options.concurrency)
-        # one connection per worker: the completer writes on the loop's, in turn with leases and heartbeats
-        self.completer = Completer(self.lease_db, worker_id, settings)
+        # --share-connections: the completer writes on the loop's connection, in turn with leases and heartbeats
+        completions = self.lease_db if options.share_connections else \
+            db.Database(db_params, owner=worker_id, role="completer")
+        self.completer = Completer(completions, worker_id, settings)
         self.heartbeat = Heartbeat(self.lease_db, worker_id, settings.LEASE_SECONDS)
         self.selector = selectors.DefaultSelector()
-        # the supervisor's LISTEN connection passes NOTIFYs down this pipe (None: nobody listens, we poll)
-        self.listener = Listener(wake_fd, self.selector, options.queues)
+        # NOTIFYs come down the supervisor's pipe (--share-connections), or to a LISTEN connection of our own;
+        # with neither (a transaction pooler and no LISTEN_DATABASE) nobody listens and we poll
+        listen_db = None if listen_params is None or wake_fd is not None else \
+            db.Database(listen_params, owner=worker_id, role="listener")
+        self.listener = Listener(self.selector, options.queues, pipe=wake_fd, database=listen_db,
+                                 channel=settings.NOTIFY_CHANNEL)
         self.inbox: queue.SimpleQueue[tuple[LeasedJob, AttemptEnd | None]] = queue.SimpleQueue()
         self.executor = Executor(options.concurrency, settings, worker_id, self._report)
         self.pipe = SignalPipe(STOP_SIGNALS)
@@ -383,7 +390,9 @@ class Worker:
             self._set_state("stopped")
         events.emit("worker_stopped", worker=self.id, kind="worker", reason=self.stop_reason or "stopped")
         self.executor.shutdown()
-        self.lease_db.close()
+        self.listener.close()
+        for database in {self.lease_db, self.completer.database}:
+            database.close()
 
     def _exit_now(self) -> int:
         self.stop_reason = "exit now"

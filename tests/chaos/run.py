@@ -4,6 +4,7 @@ what really ran is checked against pgqueue's two promises: nothing is lost, and 
 
     python3 tests/chaos/run.py            # the short run (about a minute; CI runs it)
     python3 tests/chaos/run.py --long     # the long run (docs/reliability.md reports it)
+    python3 tests/chaos/run.py --pooled   # the same through PgBouncer in transaction mode
 
 It starts its own embedded PostgreSQL (in a temporary directory: it restarts it) and two supervisors
 (`manage.py pgqueue_worker`, 2 worker processes x 4 threads each). Every job records each execution (job
@@ -51,6 +52,7 @@ class Plan:
     concurrency: int = 4
 
 
+POOL_SIZE = 6  # --pooled: server connections PgBouncer keeps, for some 20 clients (processes, job threads)
 SHORT = Plan(jobs=1_500, work=(0.005, 0.05), enqueue_seconds=30.0, worker_kills=3)
 LONG = Plan(jobs=20_000, work=(0.005, 0.2), enqueue_seconds=240.0, worker_kills=20)
 
@@ -377,9 +379,15 @@ def check(server: Server, plan: Plan, faults: list[Fault], enqueuer: Enqueuer, l
 
 # -- the run --------------------------------------------------------------------------------------------
 
-def run(plan: Plan, workdir: Path) -> dict[str, Any]:
+def run(plan: Plan, workdir: Path, *, pooled: bool = False) -> dict[str, Any]:
     server = Server(workdir / "pgdata")
     os.environ["DATABASE_URL"] = server.url
+    if pooled:  # every pgqueue connection and the enqueuer through PgBouncer; LISTEN and the driver direct
+        from pgqueue import devdb
+
+        os.environ["DATABASE_URL"] = devdb.start_pooler(server.url, workdir / "pgbouncer", pool_size=POOL_SIZE)
+        os.environ.update({"PGQUEUE_POOLER": "transaction", "PGQUEUE_LISTEN_DATABASE": "direct",
+                           "PGQUEUE_TEST_DIRECT_URL": server.url})
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     os.environ.pop("PGQUEUE_TEST_DEVDB", None)
     sys.path.insert(0, str(ROOT))
@@ -455,6 +463,7 @@ def run(plan: Plan, workdir: Path) -> dict[str, Any]:
         supervisor.stop()
     report = check(server, plan, faults, enqueuer, last_fault, drained_at)
     report["plan"] = asdict(plan)
+    report["pooled"] = pooled
     report["seconds"] = round(time.monotonic() - began, 1)
     report["logs"] = str(logs)
     report["fault_log"] = [{"kind": f.kind, "at": f.at.isoformat(), **f.detail} for f in faults]
@@ -466,6 +475,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--long", action="store_true", help="the long run (20,000 jobs, about 5 minutes)")
     parser.add_argument("--report", type=Path, help="also write the report here, as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the server's data and the logs")
+    parser.add_argument("--pooled", action="store_true", help="run pgqueue and the enqueuer through PgBouncer in "
+                        "transaction mode (POOLER 'transaction', LISTEN on the server itself)")
     args = parser.parse_args(argv)
     ensure_django()
     plan = LONG if args.long else SHORT
@@ -473,11 +484,12 @@ def main(argv: list[str]) -> int:
     workdir.chmod(0o755)  # as root, the server runs as another user, who must reach its data directory
     server_dir = workdir / "pgdata"
     try:
-        report = run(plan, workdir)
+        report = run(plan, workdir, pooled=args.pooled)
     finally:
         try:
             from pgqueue import devdb
 
+            devdb.stop_pooler(workdir / "pgbouncer")
             devdb.stop(server_dir)
         except Exception as exc:  # pragma: no cover
             print(f"could not stop the chaos server: {exc}", file=sys.stderr)

@@ -3,6 +3,8 @@ through the named statements, per-action permissions, the overview."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import psycopg
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -11,7 +13,7 @@ from django.utils import timezone
 
 from pgqueue import db, sql
 from pgqueue.db import connection_kwargs
-from pgqueue.models import Attempt, AuditEntry, Job, QueueState
+from pgqueue.models import Attempt, AuditEntry, Job, Leader, QueueState, WorkerProcess
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,6 +65,17 @@ def test_pages_render_and_the_timeline_shows_attempts(root: Client) -> None:
     assert "Attempts timeline" in page and "RuntimeError" in page and "Traceback: boom" in page
     assert "<details>" in page  # tracebacks are collapsible
     assert '"pgqueue-json"' in page  # args shown as formatted JSON
+
+
+def test_the_workers_page_names_the_maintenance_leader(root: Client) -> None:
+    now = timezone.now()
+    for name in ("m-leads", "m-waits"):
+        WorkerProcess.objects.create(id=name, kind="maintenance", hostname="box", pid=1)
+    Leader.objects.create(role="maintenance", holder="m-leads", token=3, expires_at=now + dt.timedelta(seconds=5))
+    page = root.get("/admin/pgqueue/workerprocess/").content.decode()
+    assert page.count("leader (token 3)") == 1
+    Leader.objects.update(expires_at=now - dt.timedelta(seconds=1))  # its lead ran out: nobody leads
+    assert "leader (token" not in root.get("/admin/pgqueue/workerprocess/").content.decode()
 
 
 def test_actions_ask_for_confirmation_with_the_count(root: Client) -> None:

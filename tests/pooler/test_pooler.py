@@ -86,7 +86,8 @@ def test_two_supervisors_run_every_job_once_with_one_leader_through_the_pool(poo
     assert pgqueue.cancel(later.id) == {later.id: "cancelled"}
 
     first = start_worker("--queues", "marks,default", "--processes", "2", "--concurrency", "4", env=env)
-    second = start_worker("--queues", "marks,default", "--processes", "2", "--concurrency", "4", env=env)
+    second = start_worker("--queues", "marks,default", "--processes", "2", "--concurrency", "4",
+                          "--share-connections", env=env)  # one LISTEN for its workers, on LISTEN_DATABASE
     samples: list[tuple[str | None, int]] = []
     stop = threading.Event()
 

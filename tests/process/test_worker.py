@@ -132,6 +132,21 @@ def test_two_processes_run_2000_jobs_exactly_once(start_worker) -> None:
     assert QueueStat.objects.aggregate(n=Sum("succeeded"))["n"] == 2000
 
 
+def test_with_shared_connections_two_processes_run_jobs_exactly_once_and_wake_at_once(start_worker) -> None:
+    handles = jobs.mark.enqueue_many([(f"shared-{i}",) for i in range(1000)])
+    start_worker("--queues", "marks", "--processes", "2", "--concurrency", "8", "--share-connections")
+    wait_for(finished(1000), timeout=120, what="1000 jobs")
+    assert Mark.objects.values("job_id").distinct().count() == Mark.objects.count() == 1000
+    assert {h.id for h in handles} == set(Mark.objects.values_list("job_id", flat=True))
+    assert len(set(Mark.objects.values_list("pid", flat=True))) == 2
+    time.sleep(1.0)  # idle: each worker now waits on its pipe from the supervisor, polling every 0.5 s
+    for i in range(5):  # a NOTIFY through the supervisor's pipe wakes a worker well before its next poll
+        enqueued = time.monotonic()
+        handle = jobs.mark.enqueue(f"woken-{i}")
+        wait_for(lambda h=handle: Job.objects.get(pk=h.id).state == "succeeded", timeout=5, interval=0.005)
+        assert time.monotonic() - enqueued < 0.3
+
+
 def test_sigterm_drains_the_running_job(start_worker) -> None:
     h = jobs.mark_after.enqueue("drained", 1.5)
     worker = start_worker("--queues", "marks", "--shutdown-timeout", "20")
@@ -197,7 +212,7 @@ def test_killed_database_sessions_are_survived(start_worker) -> None:
         killed = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE application_name LIKE 'pgqueue %%' AND pid <> pg_backend_pid()").fetchone()[0]
-    assert killed == 4  # the supervisor's (heartbeats and LISTEN), maintenance's, one per worker
+    assert killed == 8  # the supervisor's, maintenance's, and lease, listen and completer of each worker
     connections.close_all()
     jobs.mark.enqueue_many([(f"b{i}",) for i in range(50)])
     wait_for(finished(100), timeout=30, what="second batch after reconnect")
@@ -206,9 +221,15 @@ def test_killed_database_sessions_are_survived(start_worker) -> None:
     assert "crashed" not in worker.output() and "died with" not in worker.output()
 
 
-def test_a_two_process_supervisor_holds_four_connections_when_its_jobs_do_not_use_the_orm(start_worker) -> None:
+@pytest.mark.parametrize(("share", "expected"), [
+    (False, ["listener", "listener", "maintenance", "supervisor", "completer", "completer", "worker", "worker"]),
+    (True, ["maintenance", "supervisor", "worker", "worker"]),
+], ids=["own connections", "--share-connections"])
+def test_the_connections_a_two_process_supervisor_holds_when_its_jobs_do_not_use_the_orm(
+        start_worker, share: bool, expected: list[str]) -> None:
     jobs.noop.enqueue_many([() for _ in range(200)])
-    start_worker("--queues", "default", "--processes", "2", "--concurrency", "4")
+    start_worker("--queues", "default", "--processes", "2", "--concurrency", "4",
+                 *(["--share-connections"] if share else []))
     wait_for(finished(200), what="200 jobs")
     database = connections["default"].settings_dict["NAME"]
 
@@ -218,11 +239,10 @@ def test_a_two_process_supervisor_holds_four_connections_when_its_jobs_do_not_us
                 "SELECT application_name FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
                 "AND backend_type = 'client backend'", [database]).fetchall()]
 
-    wait_for(lambda: len(sessions()) <= 5, what="the supervisor settled")  # the test's own Django session
     jobs.noop.enqueue_many([() for _ in range(200)])
     wait_for(finished(400), what="200 more jobs")
     names = sorted(n.split(" ")[1] for n in sessions() if n.startswith("pgqueue "))
-    assert names == ["maintenance", "supervisor", "worker", "worker"]  # no listener, completer or scheduler
+    assert sorted(names) == sorted(expected)  # and no scheduler: no schedule is declared
 
 
 @pytest.mark.skipif(not os.environ.get("PGQUEUE_TEST_DEVDB"), reason="restarting needs the embedded server")

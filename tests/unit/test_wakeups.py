@@ -1,6 +1,6 @@
-"""The wake-up pipe between a supervisor's LISTEN connection and its workers: payloads by line, a line cut
-between two reads, a full pipe or a WAKE_ALL line wakes for everything, the supervisor gone wakes once and
-stops."""
+"""The wake-up pipe between a supervisor's LISTEN connection and its workers (--share-connections): payloads
+by line, a line cut between two reads, a WAKE_ALL line wakes for everything, a full pipe is owed one, the
+supervisor gone wakes once and stops."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def piped() -> Iterator[tuple[Listener, int, selectors.BaseSelector]]:
     relay = Relay(None, "pgqueue")
     read_fd, write_fd = relay.pipe()
     selector = selectors.DefaultSelector()
-    listener = Listener(read_fd, selector, ("emails", "reports"))
+    listener = Listener(selector, ("emails", "reports"), pipe=read_fd)
     yield listener, write_fd, selector
     selector.close()
     for fd in (read_fd, write_fd):
@@ -85,10 +85,10 @@ def test_the_supervisor_gone_wakes_once_and_the_pipe_is_left(piped) -> None:
     listener.ensure()
     os.close(write_fd)
     assert woken(listener) == (True, True, True)
-    assert listener.closed and not listener.registered and not listener.ensure()
+    assert listener.closed and listener.fd == -1 and not listener.ensure()
     assert selector.get_map() == {}
 
 
 def test_without_a_pipe_the_worker_polls() -> None:
-    listener = Listener(None, selectors.DefaultSelector(), ("emails",))
+    listener = Listener(selectors.DefaultSelector(), ("emails",))
     assert not listener.active and not listener.ensure()

@@ -31,6 +31,9 @@ class Command(BaseCommand):
                             help="Do not run the maintenance role in this supervisor.")
         parser.add_argument("--no-scheduler", action="store_true",
                             help="Do not run the scheduler (recurring jobs) in this supervisor.")
+        parser.add_argument("--share-connections", action="store_true",
+                            help="One database connection per worker and one LISTEN for all of them: 2 + "
+                                 "processes connections (default: 2 + 3 x processes), for less throughput.")
         parser.add_argument("--metrics-port", type=int, default=None,
                             help="Serve Prometheus metrics on this port (needs PGQUEUE['METRICS_TOKEN'] unless DEBUG).")
         parser.add_argument("--metrics-address", default="0.0.0.0",
@@ -45,7 +48,8 @@ class Command(BaseCommand):
                 concurrency=options["concurrency"], shutdown_timeout=options["shutdown_timeout"],
                 max_jobs=options["max_jobs"], max_memory_mb=options["max_memory"],
                 max_lifetime=options["max_lifetime"], maintenance=not options["no_maintenance"],
-                scheduler=not options["no_scheduler"], metrics_port=options["metrics_port"],
+                scheduler=not options["no_scheduler"], share_connections=options["share_connections"],
+                metrics_port=options["metrics_port"],
                 metrics_address=options["metrics_address"],
             )
             code = launch(parsed)

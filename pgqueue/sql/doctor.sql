@@ -122,7 +122,7 @@ SELECT clock_timestamp() AS now;
 SELECT current_setting('max_connections')::int AS max_connections,
     current_setting('superuser_reserved_connections')::int AS reserved,
     count(*) FILTER (WHERE backend_type = 'client backend') AS sessions,
-    count(*) FILTER (WHERE backend_type = 'client backend' AND application_name LIKE 'pgqueue %') AS pgqueue_sessions
+    count(*) FILTER (WHERE backend_type = 'client backend' AND application_name LIKE 'pgqueue %%') AS pgqueue_sessions
 FROM pg_stat_activity;
 
 -- name: doctor_supervisors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,9 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
         time.sleep(interval)
+
+
+LEADER = re.compile(r"maintenance (\S+) is the leader \(token (\d+)\)")  # its log line when it gains the lead
 
 
 class WorkerProcess:
@@ -59,6 +63,10 @@ class WorkerProcess:
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text()
+
+    def leads(self) -> list[tuple[str, int]]:
+        """The (maintenance process, token) of each lead its maintenance processes gained, in order."""
+        return [(holder, int(token)) for holder, token in LEADER.findall(self.output())]
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -29,7 +28,6 @@ from tests.testapp.models import Mark
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True)]
 
-LEADER = re.compile(r"maintenance (\S+) is the leader \(token (\d+)\)")
 EVERY_SECOND = json.dumps({"every-second": {"task": "tests.testapp.jobs.mark", "cron": "* * * * * *",
                                             "args": ["tick"]}})
 
@@ -108,22 +106,22 @@ def test_two_supervisors_run_every_job_once_with_one_leader_through_the_pool(poo
     wait_for(lambda: ScheduleTick.objects.count() >= 4, timeout=30, what="four ticks")
 
     # exactly one leader so far: one of the two maintenance processes, one token
-    leaders = LEADER.findall(first.output() + second.output())
+    leaders = first.leads() + second.leads()
     assert len(leaders) == 1, leaders
     holder, token = leaders[0]
-    assert {s for s in samples if s[0] is not None} == {(holder, int(token))}
+    assert {s for s in samples if s[0] is not None} == {(holder, token)}
 
     # kill the leader's whole tree: the other maintenance process takes over within the lead's length
     lead_seconds = get_settings().lead_seconds
-    victim, survivor = (first, second) if _leads(first, holder) else (second, first)
+    victim, survivor = (first, second) if first.leads() else (second, first)
     killed_at = time.monotonic()
     os.killpg(victim.proc.pid, signal.SIGKILL)
     victim.proc.wait(10)
-    wait_for(lambda: len(LEADER.findall(survivor.output())) == 1, timeout=lead_seconds + 10, what="a new leader")
+    wait_for(lambda: len(survivor.leads()) == 1, timeout=lead_seconds + 10, what="a new leader")
     took = time.monotonic() - killed_at
     assert took <= lead_seconds + 2 * get_settings().MAINTENANCE_SECONDS + 1.0, took
-    new_holder, new_token = LEADER.findall(survivor.output())[0]
-    assert new_holder != holder and int(new_token) == int(token) + 1
+    new_holder, new_token = survivor.leads()[0]
+    assert new_holder != holder and new_token == token + 1
     ticks_before = ScheduleTick.objects.count()
     wait_for(lambda: ScheduleTick.objects.count() >= ticks_before + 2, timeout=30, what="ticks after the kill")
     stop.set()
@@ -149,10 +147,6 @@ def test_two_supervisors_run_every_job_once_with_one_leader_through_the_pool(poo
     ticks = list(ScheduleTick.objects.values_list("tick", flat=True))
     assert len(ticks) == len(set(ticks))  # each tick once, by whichever scheduler
     assert not Job.objects.filter(state="dead", reason_code="crashed").exists()  # no pooler error blamed a job
-
-
-def _leads(worker, holder: str) -> bool:
-    return f"maintenance {holder} is the leader" in worker.output()
 
 
 def leaks(conn: psycopg.Connection) -> list[str]:

@@ -14,8 +14,8 @@ from pgqueue.worker.launch import LaunchError, launch, settings_for_launch
 
 class Command(BaseCommand):
     help = ("Run pgqueue: a supervisor forks worker processes (--processes), one maintenance process (unless "
-            "--no-maintenance), one scheduler process (unless --no-scheduler) and, with --metrics-port, one metrics "
-            "process; it replaces any that dies.")
+            "--no-maintenance), one scheduler process (when schedules are declared, unless --no-scheduler) and, "
+            "with --metrics-port, one metrics process; it replaces any that dies.")
     requires_system_checks = []  # checked in launch(), with the database
 
     def add_arguments(self, parser: CommandParser) -> None:

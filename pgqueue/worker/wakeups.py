@@ -133,9 +133,10 @@ class Relay:
                 if write_fd is None:
                     self.overflowed.discard(pid)
                     continue
+                line = b"\n" + WAKE_ALL + b"\n"
                 with contextlib.suppress(BlockingIOError, OSError):
-                    if os.write(write_fd, b"\n" + WAKE_ALL + b"\n"):
-                        self.overflowed.discard(pid)
+                    if os.write(write_fd, line) == len(line):  # cut short, it is owed again (the next begins
+                        self.overflowed.discard(pid)            # with a newline that ends the cut line)
 
 
 class Wake:

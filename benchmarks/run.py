@@ -136,28 +136,15 @@ class Worker:
         self.proc.wait(60)
 
 
-def smaps(pid: int) -> dict[str, float]:
-    """A process's memory from /proc/PID/smaps_rollup, in MiB: Pss (its share of pages it shares) and USS
-    (Private_Clean + Private_Dirty: what only it holds)."""
-    fields: dict[str, float] = {}
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if rest.strip().endswith("kB"):
-                fields[name] = int(rest.split()[0]) / 1024
-    except OSError:
-        return {"pss": 0.0, "uss": 0.0}
-    return {"pss": fields.get("Pss", 0.0), "uss": fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0)}
-
-
 def tree_memory(supervisor: int) -> dict[str, float]:
     """supervisor_pss_mib: the PSS of a supervisor and every child (what the tree really costs the host);
-    worker_uss_mib: the largest private memory of one of its workers."""
-    children = [int(c) for c in Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()]
+    worker_uss_mib: the largest private memory of one of its workers (the metrics port's own gauges)."""
+    from pgqueue.ops.metrics import process_memory, process_tree
+
     workers = set(WorkerProcess.objects.filter(kind="worker", state="running").values_list("pid", flat=True))
-    seen = {pid: smaps(pid) for pid in [supervisor, *children]}
-    return {"supervisor_pss_mib": sum(m["pss"] for m in seen.values()),
-            "worker_uss_mib": max((m["uss"] for pid, m in seen.items() if pid in workers), default=0.0)}
+    seen = {pid: process_memory(pid) or (0, 0) for pid in process_tree(supervisor)}
+    return {"supervisor_pss_mib": sum(pss for pss, _ in seen.values()) / 2**20,
+            "worker_uss_mib": max((uss for pid, (_, uss) in seen.items() if pid in workers), default=0) / 2**20}
 
 
 def peak_rss_mib(pids: list[int]) -> float:

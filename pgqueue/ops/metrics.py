@@ -269,15 +269,69 @@ class DatabaseCollector:
                      time.perf_counter() - started)
 
 
+def process_memory(pid: int) -> tuple[int, int] | None:
+    """A process's (PSS, USS) in bytes from /proc/PID/smaps_rollup (Linux): its share of the pages it shares,
+    and the pages only it holds. None where that cannot be read (gone, another OS)."""
+    fields: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                name, _, rest = line.partition(":")
+                parts = rest.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    fields[name] = int(parts[0]) * 1024
+    except (OSError, ValueError):
+        return None
+    return fields.get("Pss", 0), fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+
+
+def process_tree(root: int) -> list[int]:
+    """A process and its children (one level: a supervisor's forked processes), from /proc (Linux)."""
+    try:
+        with open(f"/proc/{root}/task/{root}/children") as children:
+            return [root, *map(int, children.read().split())]
+    except (OSError, ValueError):
+        return [root]
+
+
+class MemoryCollector:
+    """The memory of the supervisor whose metrics process serves the scrape, and of each of its processes:
+    PSS (what each costs the host, shared pages split between their users) and USS (what only it holds)."""
+
+    def __init__(self, supervisor: int) -> None:
+        self.supervisor = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        pss = GaugeMetricFamily("pgqueue_process_pss_bytes", "Proportional set size of each process of this "
+                                "supervisor (the supervisor's own pid included).", labels=["pid"])
+        uss = GaugeMetricFamily("pgqueue_process_uss_bytes", "Memory only this process holds (private pages), "
+                                "for each process of this supervisor.", labels=["pid"])
+        total = 0
+        for pid in process_tree(self.supervisor):
+            memory = process_memory(pid)
+            if memory is not None:
+                pss.add_metric([str(pid)], memory[0])
+                uss.add_metric([str(pid)], memory[1])
+                total += memory[0]
+        yield pss
+        yield uss
+        yield _gauge("pgqueue_supervisor_pss_bytes", "Proportional set size of this supervisor and all its "
+                     "processes: what the tree costs the host.", total)
+
+
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
-def exposition(runner: Runner | None = None, settings: Settings | None = None) -> bytes:
-    """The text a scrape gets: the database gauges, then the counters: every process's under
+def exposition(runner: Runner | None = None, settings: Settings | None = None, *,
+               supervisor: int | None = None) -> bytes:
+    """The text a scrape gets: the database gauges, the memory of `supervisor`'s processes (the metrics
+    process of a supervisor passes its pid), then the counters: every process's under
     PROMETHEUS_MULTIPROC_DIR when it is set, else this process's own."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(runner, settings))
+    if supervisor is not None:
+        registry.register(MemoryCollector(supervisor))
     path = os.environ.get(MULTIPROC_ENV)
     if path:
         MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]

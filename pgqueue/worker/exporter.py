@@ -4,6 +4,7 @@ gauges read from the database at each scrape (pgqueue.metrics)."""
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 import time
@@ -97,7 +98,7 @@ class Exporter(Role):
             return [b"pgqueue metrics need Authorization: Bearer <PGQUEUE['METRICS_TOKEN']>\n"]
         try:
             with self.db_lock:
-                body = metrics.exposition(self.db, self.settings)
+                body = metrics.exposition(self.db, self.settings, supervisor=os.getppid())
         except db.CONNECTION_ERRORS as exc:
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [f"pgqueue metrics: the database is unavailable ({exc})\n".encode()]

@@ -72,6 +72,15 @@ def test_counters_add_up_across_two_worker_processes(start_worker) -> None:
     assert value(samples, "pgqueue_queue_jobs", queue="default", state="dead") == 5
     assert value(samples, "pgqueue_queue_workers", queue="default") == 2
     assert value(samples, "pgqueue_processes", kind="metrics") == 1
+    # the memory of the supervisor's tree: each process (supervisor, 2 workers, maintenance, metrics), and
+    # the sum of their PSS
+    pids = {labels for (name, labels) in samples if name == "pgqueue_process_pss_bytes"}
+    assert len(pids) == 5, pids
+    live = set(WorkerProcess.objects.filter(state="running").values_list("pid", flat=True))
+    assert {int(dict(labels)["pid"]) for labels in pids} == live
+    pss = sum(v for (name, _), v in samples.items() if name == "pgqueue_process_pss_bytes")
+    assert samples[("pgqueue_supervisor_pss_bytes", ())] == pss > 10 * 2**20
+    assert all(0 < v < pss for (name, _), v in samples.items() if name == "pgqueue_process_uss_bytes")
 
 
 def test_the_port_asks_for_the_token(start_worker) -> None:

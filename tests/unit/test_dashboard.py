@@ -48,10 +48,10 @@ def event_families() -> dict[str, frozenset[str]]:
 
 @cache
 def gauge_names() -> frozenset[str]:
-    """The gauges DatabaseCollector.collect yields, read from its source."""
+    """The gauges the collectors yield (DatabaseCollector, MemoryCollector), read from their source."""
     from pgqueue.ops import metrics
 
-    source = inspect.getsource(metrics.DatabaseCollector.collect)
+    source = inspect.getsource(metrics.DatabaseCollector.collect) + inspect.getsource(metrics.MemoryCollector.collect)
     return frozenset(re.findall(r'(?:GaugeMetricFamily|_gauge)\(\s*"(\w+)"', source))
 
 

@@ -124,6 +124,10 @@ def test_two_supervisors_run_every_job_once_with_one_leader_through_the_pool(poo
     assert new_holder != holder and new_token == token + 1
     ticks_before = ScheduleTick.objects.count()
     wait_for(lambda: ScheduleTick.objects.count() >= ticks_before + 2, timeout=30, what="ticks after the kill")
+    # the survivor takes the killed tree's jobs back (once its processes are silent for WORKER_DEAD_AFTER)
+    # and runs them
+    wait_for(lambda: not Job.objects.filter(task__endswith=".mark").exclude(state__in=["succeeded", "cancelled"])
+             .exists(), timeout=60, what="the killed tree's jobs rescued and run")
     stop.set()
     sampler.join(5)
     survivor.stop()
@@ -133,8 +137,6 @@ def test_two_supervisors_run_every_job_once_with_one_leader_through_the_pool(poo
     assert [t for _, t in live] == sorted(t for _, t in live)
     assert {h for h, _ in live} <= {holder, new_holder}
     # every job ran to success, once, but for the attempts the kill interrupted (lost, then run again)
-    wait_for(lambda: not Job.objects.filter(task__endswith=".mark").exclude(state__in=["succeeded", "cancelled"])
-             .exists(), timeout=60, what="the killed tree's jobs rescued and run")
     marked = Mark.objects.exclude(label="tick").exclude(job_id=None)  # what the mark jobs recorded
     assert set(marked.values_list("label", flat=True)) == {f"auto-{i}" for i in range(100)} | \
         {f"atomic-{i}" for i in range(100)} | {f"many-{i}" for i in range(200)}

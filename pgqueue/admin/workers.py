@@ -11,8 +11,8 @@ from pgqueue.models import Leader, WorkerProcess
 
 @admin.register(WorkerProcess)
 class WorkerProcessAdmin(PgQueueAdmin):
-    list_display = ("id", "kind", "state", "hostname", "pid", "queues", "concurrency", "started_at", "heartbeat_age",
-                    "leads")
+    list_display = ("id", "kind", "state", "hostname", "pid", "queues", "concurrency", "connections", "started_at",
+                    "heartbeat_age", "leads")
     list_filter = ("kind", "state")
     search_fields = ("id", "hostname")
     readonly_fields = [f.name for f in WorkerProcess._meta.fields]

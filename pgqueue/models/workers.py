@@ -19,6 +19,8 @@ class WorkerProcess(models.Model):
     pid = models.IntegerField()
     queues = models.CharField(max_length=1000, blank=True)
     concurrency = models.IntegerField(db_default=0)
+    # database connections pgqueue opens for this process (not those of job code using the ORM)
+    connections = models.IntegerField(db_default=1)
     state = models.CharField(max_length=16, choices=STATE_CHOICES, db_default="running")
     started_at = models.DateTimeField(db_default=Now())
     last_heartbeat = models.DateTimeField(db_default=Now())  # written by the process itself

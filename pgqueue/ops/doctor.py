@@ -167,11 +167,12 @@ class Supervisor:
     workers: int
     job_threads: int
     roles: int
+    connections: int  # what its processes opened, as they registered (see docs/worker.md)
 
     @property
     def fewest(self) -> int:
-        """Connections it holds when its jobs do not use the ORM: its own, one per role and per worker."""
-        return 1 + self.roles + self.workers
+        """Connections it holds when its jobs do not use the ORM."""
+        return self.connections
 
     @property
     def most(self) -> int:
@@ -500,9 +501,10 @@ def listen_fix(settings: Settings) -> str:
 
 
 def check_connections(*, warn_at: float = 0.8) -> Check:
-    """The connections the live supervisors may open (`2 + processes` each, plus a scheduler, a metrics
-    process, and one per job thread that uses the ORM) against what the server allows: a warning past
-    `warn_at` of it, an error past all of it (then jobs, and the application's own requests, get refused)."""
+    """The connections the live supervisors may open (what their processes registered: `2 + 3 × processes`
+    each by default, `2 + processes` with --share-connections, plus a scheduler, a metrics process, and one
+    per job thread that uses the ORM) against what the server allows: a warning past `warn_at` of it, an
+    error past all of it (then jobs, and the application's own requests, get refused)."""
     settings = get_settings()
     now = db.run_in_django(CONNECTIONS)[0]
     supervisors = db.run_in_django(SUPERVISORS, dead_after=settings.WORKER_DEAD_AFTER)
@@ -511,8 +513,8 @@ def check_connections(*, warn_at: float = 0.8) -> Check:
     detail = [f"{now.sessions} client sessions now ({now.pgqueue_sessions} of them pgqueue's), max_connections "
               f"{now.max_connections} ({now.reserved} reserved for superusers)",
               f"{len(supervisors)} live supervisor(s) hold {fewest} connection(s) when their jobs do not use the ORM, "
-              f"up to {most} when every job thread does (each: 1 + its maintenance, scheduler and metrics "
-              f"processes + 1 per worker + 1 per job thread)"]
+              f"up to {most} when every job thread does (each: its own, 1 per maintenance, scheduler and metrics "
+              f"process, 3 per worker or 1 with --share-connections, + 1 per job thread)"]
     detail += [f"supervisor {s.id} on {s.hostname}: {s.workers} worker(s), {s.job_threads} job thread(s): "
                f"{s.fewest} to {s.most}" for s in supervisors[:LISTED]]
     if settings.transaction_pooled:

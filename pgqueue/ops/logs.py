@@ -86,6 +86,9 @@ def _child_exited(worker: str, kind: str, pid: int, status: int, **_: Any) -> No
     elif status == 3 and kind == "worker":  # pgqueue.worker.worker.EXIT_STUCK: asked to be replaced
         supervisor_log.warning("%s %s (pid %d) exited to be replaced: a job in it was stuck past its timeout",
                                kind, worker, pid)
+    elif status == 4:  # pgqueue.worker.supervisor.EXIT_DATABASE: its own statement refused; restarted
+        supervisor_log.error("%s %s (pid %d) stopped on a database error (exit code 4); starting another",
+                             kind, worker, pid)
     else:
         supervisor_log.error("%s %s (pid %d) died with %s", kind, worker, pid, exit_status(status))
 

@@ -47,6 +47,7 @@ class ProcessRow:
     pid: int
     queues: str
     concurrency: int
+    connections: int  # the database connections pgqueue opened for it (not job code's ORM connections)
     state: str
     heartbeat_age: float
     uptime: float
@@ -64,6 +65,7 @@ class Totals:
     slots: int
     job_rows: int
     attempt_rows: int
+    usable_connections: int  # max_connections less superuser_reserved_connections
 
 
 JOB_COUNTS = statement("monitor_job_counts", JobCount)
@@ -120,6 +122,11 @@ class Snapshot:
         """Processes of this kind that heartbeat in time."""
         return [p for p in self.processes if p.kind == kind and p.heartbeat_age < self.dead_after]
 
+    @property
+    def connections(self) -> int:
+        """Database connections held by pgqueue processes that heartbeat in time (job code's ORM ones aside)."""
+        return sum(p.connections for p in self.processes if p.heartbeat_age < self.dead_after)
+
     def to_dict(self) -> dict[str, Any]:
         t = self.totals
         return {
@@ -127,7 +134,8 @@ class Snapshot:
             "queues": [q.to_dict() for q in self.queues],
             "processes": [
                 {"id": p.id, "kind": p.kind, "supervisor": p.supervisor_id, "hostname": p.hostname, "pid": p.pid,
-                 "queues": p.queues.split(",") if p.queues else [], "concurrency": p.concurrency, "state": p.state,
+                 "queues": p.queues.split(",") if p.queues else [], "concurrency": p.concurrency, "connections": p.connections,
+                 "state": p.state,
                  "heartbeat_age": round(p.heartbeat_age, 3), "uptime": round(p.uptime, 3),
                  "alive": p.heartbeat_age < self.dead_after}
                 for p in self.processes
@@ -137,6 +145,7 @@ class Snapshot:
             "locks": {"unique": t.unique_keys, "idempotency": t.idempotency_keys},
             "semaphore_slots": {"held": t.slots_held, "total": t.slots},
             "estimated_rows": {"jobs": t.job_rows, "attempts": t.attempt_rows},
+            "connections": {"pgqueue": self.connections, "usable": t.usable_connections},
         }
 
 

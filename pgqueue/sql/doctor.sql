@@ -127,14 +127,16 @@ FROM pg_stat_activity;
 
 -- name: doctor_supervisors
 -- Each live supervisor (pgqueue_process_silent's rule, %(dead_after)s seconds) with its live children: its
--- workers, their job threads (the sum of their concurrency) and its other roles (maintenance, scheduler, metrics).
+-- workers, their job threads (the sum of their concurrency), its other roles (maintenance, scheduler,
+-- metrics), and the connections they all say they opened (not counting job code's own ORM connections).
 SELECT s.id, s.hostname,
     count(c.id) FILTER (WHERE c.kind = 'worker') AS workers,
     COALESCE(sum(c.concurrency) FILTER (WHERE c.kind = 'worker'), 0)::int AS job_threads,
-    count(c.id) FILTER (WHERE c.kind IN ('maintenance', 'scheduler', 'metrics')) AS roles
+    count(c.id) FILTER (WHERE c.kind IN ('maintenance', 'scheduler', 'metrics')) AS roles,
+    (s.connections + COALESCE(sum(c.connections), 0))::int AS connections
 FROM pgqueue_workerprocess s
 LEFT JOIN pgqueue_workerprocess c ON c.supervisor_id = s.id AND c.state IN ('running', 'stopping')
 WHERE s.kind = 'supervisor' AND s.state IN ('running', 'stopping')
   AND NOT pgqueue_process_silent(s.last_heartbeat, s.vouched_at, %(dead_after)s, now())
-GROUP BY s.id, s.hostname
+GROUP BY s.id, s.hostname, s.connections
 ORDER BY s.id;

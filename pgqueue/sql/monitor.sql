@@ -28,16 +28,17 @@ SELECT name, paused, pause_when_empty AS draining, paused_reason, resume_at, con
 FROM pgqueue_queuestate ORDER BY name;
 
 -- name: monitor_processes
--- Worker processes believed alive (running or stopping), with the age of their last heartbeat in seconds.
-SELECT id, kind, supervisor_id, hostname, pid, queues, concurrency, state,
+-- Worker processes believed alive (running or stopping), with the database connections each opened and the
+-- age of their last heartbeat in seconds.
+SELECT id, kind, supervisor_id, hostname, pid, queues, concurrency, connections, state,
     extract(epoch FROM clock_timestamp() - last_heartbeat)::float8 AS heartbeat_age,
     extract(epoch FROM clock_timestamp() - started_at)::float8 AS uptime
 FROM pgqueue_workerprocess WHERE state IN ('running', 'stopping') ORDER BY kind, id;
 
 -- name: monitor_totals
 -- The rest of the picture in one row: the database's clock, expired leases, the outbox's backlog and
--- its oldest event, uniqueness and idempotency keys held, semaphore slots held, and the planner's row
--- estimates of the two history tables.
+-- its oldest event, uniqueness and idempotency keys held, semaphore slots held, the planner's row
+-- estimates of the two history tables, and the server's connection limit (less those kept for superusers).
 SELECT clock_timestamp() AS now,
     (SELECT count(*) FROM pgqueue_job WHERE state = 'running' AND lease_expires_at < now()) AS expired_leases,
     (SELECT count(*) FROM pgqueue_outbox WHERE relayed_at IS NULL) AS outbox_pending,
@@ -47,4 +48,6 @@ SELECT clock_timestamp() AS now,
     (SELECT count(*) FROM pgqueue_semaphore_slot WHERE job_id IS NOT NULL) AS slots_held,
     (SELECT count(*) FROM pgqueue_semaphore_slot) AS slots,
     (SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = 'pgqueue_job'::regclass) AS job_rows,
-    (SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = 'pgqueue_attempt'::regclass) AS attempt_rows;
+    (SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = 'pgqueue_attempt'::regclass) AS attempt_rows,
+    current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+        AS usable_connections;

@@ -1393,11 +1393,15 @@ SELECT count(*) FROM deleted;
 DELETE FROM pgqueue_stat WHERE bucket < now() - make_interval(secs => %(keep)s);
 
 -- name: workerprocess_register
--- Record a process (supervisor, worker or maintenance) as alive, or revive its row.
-INSERT INTO pgqueue_workerprocess (id, kind, supervisor_id, hostname, pid, queues, concurrency, state, started_at, last_heartbeat)
-VALUES (%(id)s, %(kind)s, %(supervisor)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, 'running', now(), now())
+-- Record a process (supervisor, worker or another role) as alive, with the database connections it opens,
+-- or revive its row.
+INSERT INTO pgqueue_workerprocess (id, kind, supervisor_id, hostname, pid, queues, concurrency, connections, state,
+    started_at, last_heartbeat)
+VALUES (%(id)s, %(kind)s, %(supervisor)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(connections)s,
+    'running', now(), now())
 ON CONFLICT (id) DO UPDATE
-SET state = 'running', pid = EXCLUDED.pid, last_heartbeat = now(), stopped_at = NULL;
+SET state = 'running', pid = EXCLUDED.pid, connections = EXCLUDED.connections, last_heartbeat = now(),
+    stopped_at = NULL;
 
 -- name: workerprocess_heartbeat
 -- Say a process without leases (supervisor, maintenance) is alive.

@@ -24,10 +24,10 @@ class ProcessRow:
     """A process's row in pgqueue_workerprocess, written through `runner` (a db.Database, or settle.InDjango)."""
 
     def __init__(self, runner: Any, process_id: str, kind: str, supervisor_id: str, *, queues: str = "",
-                 concurrency: int = 0) -> None:
+                 concurrency: int = 0, connections: int = 1) -> None:
         self.runner = runner
         self.params = dict(id=process_id, kind=kind, supervisor=supervisor_id, hostname=socket.gethostname(),
-                           pid=os.getpid(), queues=queues, concurrency=concurrency)
+                           pid=os.getpid(), queues=queues, concurrency=concurrency, connections=connections)
 
     def register(self) -> None:
         self.runner.run(sql.workerprocess_register, **self.params)

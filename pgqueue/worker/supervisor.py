@@ -81,7 +81,7 @@ class Supervisor:
         self.pipe = SignalPipe(HANDLED)
         self._db_call(sql.workerprocess_register, id=self.id, kind="supervisor", supervisor="",
                       hostname=socket.gethostname(), pid=os.getpid(), queues=",".join(self.options.queues),
-                      concurrency=self.options.concurrency)
+                      concurrency=self.options.concurrency, connections=self._connections())
         events.emit("worker_started", worker=self.id, kind="supervisor", queues=self.options.queues,
                     concurrency=self.options.concurrency, processes=self.options.processes)
         for slot in range(self.options.processes):
@@ -121,6 +121,10 @@ class Supervisor:
         self.db.close()
         events.emit("worker_stopped", worker=self.id, kind="supervisor", reason="stopped")
         return 0
+
+    def _connections(self) -> int:
+        """Its own connection, and one for the shared LISTEN when that goes to LISTEN_DATABASE."""
+        return 1 if self.relay.database in (None, self.db) else 2
 
     def _timeout(self) -> float:
         timeout = 1.0

@@ -78,8 +78,6 @@ class Worker:
         self.id = worker_id
         self.supervisor_id = supervisor_id
         self.lease_db = db.Database(db_params, owner=worker_id, role="worker")
-        self.row = ProcessRow(self.lease_db, worker_id, "worker", supervisor_id, queues=",".join(options.queues),
-                              concurrency=options.concurrency)
         # --share-connections: the completer writes on the loop's connection, in turn with leases and heartbeats
         completions = self.lease_db if options.share_connections else \
             db.Database(db_params, owner=worker_id, role="completer")
@@ -90,6 +88,9 @@ class Worker:
         # with neither (a transaction pooler and no LISTEN_DATABASE) nobody listens and we poll
         listen_db = None if listen_params is None or wake_fd is not None else \
             db.Database(listen_params, owner=worker_id, role="listener")
+        opened = {id(d) for d in (self.lease_db, completions, listen_db) if d is not None}
+        self.row = ProcessRow(self.lease_db, worker_id, "worker", supervisor_id, queues=",".join(options.queues),
+                              concurrency=options.concurrency, connections=len(opened))
         self.listener = Listener(self.selector, options.queues, pipe=wake_fd, database=listen_db,
                                  channel=settings.NOTIFY_CHANNEL)
         self.inbox: queue.SimpleQueue[tuple[LeasedJob, AttemptEnd | None]] = queue.SimpleQueue()

@@ -360,29 +360,34 @@ def test_the_exit_status_of_manage_py_pgqueue_doctor(tuned_autovacuum: None) -> 
 def test_the_connection_budget_of_the_live_supervisors_against_max_connections() -> None:
     now = timezone.now()
 
-    def supervisor(n: int, *, processes: int = 2, concurrency: int = 4, silent: bool = False) -> None:
+    def supervisor(n: int, *, processes: int = 2, concurrency: int = 4, connections: int = 3,
+                   silent: bool = False) -> None:
         seen = now - dt.timedelta(minutes=5) if silent else now
         WorkerProcess.objects.create(id=f"s{n}", kind="supervisor", hostname=f"host{n}", pid=n, last_heartbeat=seen)
         WorkerProcess.objects.create(id=f"s{n}-m", kind="maintenance", supervisor_id=f"s{n}", hostname=f"host{n}",
                                      pid=n + 1, last_heartbeat=seen)
         for w in range(processes):
             WorkerProcess.objects.create(id=f"s{n}-w{w}", kind="worker", supervisor_id=f"s{n}", hostname=f"host{n}",
-                                         pid=n + 2 + w, concurrency=concurrency, last_heartbeat=seen)
+                                         pid=n + 2 + w, concurrency=concurrency, connections=connections,
+                                         last_heartbeat=seen)
 
     supervisor(1)
     supervisor(2, silent=True)  # a dead one opens nothing
     check = doctor.check_connections()
     assert check.verdict is Verdict.OK, check
     lines = check.detail.splitlines()
-    assert lines[1].startswith("1 live supervisor(s) hold 4 connection(s) when their jobs do not use the ORM, up "
-                               "to 12 when every job thread does")
-    assert lines[2] == "supervisor s1 on host1: 2 worker(s), 8 job thread(s): 4 to 12"
+    assert lines[1].startswith("1 live supervisor(s) hold 8 connection(s) when their jobs do not use the ORM, up "
+                               "to 16 when every job thread does")
+    assert lines[2] == "supervisor s1 on host1: 2 worker(s), 8 job thread(s): 8 to 16"
+    supervisor(3, connections=1)  # --share-connections: one per worker
+    assert doctor.check_connections().detail.splitlines()[3] == \
+        "supervisor s3 on host3: 2 worker(s), 8 job thread(s): 4 to 12"
     limit = db.run_in_django(doctor.CONNECTIONS)[0]
     usable = limit.max_connections - limit.reserved
-    for n in range(10, 10 + usable // 12):  # every job thread using the ORM would take most of them
+    for n in range(10, 10 + usable // 16):  # every job thread using the ORM would take most of them
         supervisor(n * 10)
     check = doctor.check_connections()
     assert check.verdict is Verdict.WARNING and "Raise max_connections" in check.fix
-    for n in range(1000, 1000 + usable // 4):  # even without the ORM they would not fit
+    for n in range(1000, 1000 + usable // 8):  # even without the ORM they would not fit
         supervisor(n * 10, processes=2, concurrency=1)
     assert doctor.check_connections().verdict is Verdict.ERROR

@@ -37,7 +37,7 @@ MINUTE = RetryPolicy(backoff=60.0, backoff_max=60.0, jitter=0.0)
 def register(worker: str = "w1", queues: str = "default", concurrency: int = 4, kind: str = "worker") -> None:
     """A live process row, as pgqueue_worker's processes write theirs."""
     db.run_in_django(sql.workerprocess_register, id=worker, kind=kind, supervisor="s1", hostname="box", pid=4242,
-                     queues=queues, concurrency=concurrency)
+                     queues=queues, concurrency=concurrency, connections=1)
 
 
 def lease(queue: str, worker: str = "w1", limit: int = 1, limited: bool = False) -> list[LeasedJob]:

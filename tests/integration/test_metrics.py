@@ -35,7 +35,7 @@ def value(samples: dict, name: str, **labels: str) -> float | None:
 
 def register_worker(worker_id: str, queues: str, *, age: float = 0.0) -> None:
     db.run_in_django(sql.workerprocess_register, id=worker_id, kind="worker", supervisor="s", hostname="h", pid=1,
-                     queues=queues, concurrency=4)
+                     queues=queues, concurrency=4, connections=3)
     if age:
         WorkerProcess.objects.filter(id=worker_id).update(last_heartbeat=timezone.now() - dt.timedelta(seconds=age))
 

@@ -37,7 +37,7 @@ def test_status_table_and_json() -> None:
     Job.objects.filter(queue="default").update(run_at=timezone.now() - dt.timedelta(seconds=75))
     dead("emails")
     db.run_in_django(sql.workerprocess_register, id="host-1-w0", kind="worker", supervisor="host-1", hostname="host",
-                     pid=4242, queues="default,emails", concurrency=8)
+                     pid=4242, queues="default,emails", concurrency=8, connections=3)
     call_command("pgqueue_pause", "emails", stdout=io.StringIO())
 
     text = run("pgqueue_status")
@@ -50,7 +50,8 @@ def test_status_table_and_json() -> None:
     assert default[7].startswith("1m1") and default[8:] == ["1", "(8", "threads)", "active"]
     assert lines[header + 2].split()[:7] == ["emails", "0", "0", "0", "0", "0", "1"]
     assert lines[header + 2].endswith("paused")
-    assert "worker  host-1-w0  host  4242  default,emails" in text
+    assert "worker  host-1-w0  host  4242  default,emails            3" in text
+    assert "database connections: 3 held by pgqueue's processes, up to 11 if every job thread uses the ORM" in text
     assert "expired leases: 0 · outbox: 0 pending" in text
 
     data = json.loads(run("pgqueue_status", "--json"))
@@ -58,6 +59,8 @@ def test_status_table_and_json() -> None:
     assert queues["default"]["counts"]["ready"] == 3 and 74 <= queues["default"]["lag_seconds"] < 140
     assert queues["emails"]["paused"] and queues["emails"]["counts"]["dead"] == 1
     assert [p["id"] for p in data["processes"]] == ["host-1-w0"] and data["processes"][0]["alive"]
+    assert data["processes"][0]["connections"] == 3 and data["connections"]["pgqueue"] == 3
+    assert data["connections"]["usable"] > 0
 
 
 def test_status_with_nothing_yet() -> None:

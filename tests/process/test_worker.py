@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -10,12 +11,14 @@ import time
 
 import psycopg
 import pytest
+from django.core.management import call_command
 from django.db import connections
 from django.db.models import Count, Sum
 
 import pgqueue
 from pgqueue.db import connection_kwargs
 from pgqueue.models import Attempt, Job, QueueStat, WorkerProcess
+from pgqueue.ops import doctor, monitor
 from tests.conftest import ROOT, wait_for
 from tests.testapp import jobs
 from tests.testapp.models import Mark
@@ -243,6 +246,15 @@ def test_the_connections_a_two_process_supervisor_holds_when_its_jobs_do_not_use
     wait_for(finished(400), what="200 more jobs")
     names = sorted(n.split(" ")[1] for n in sessions() if n.startswith("pgqueue "))
     assert sorted(names) == sorted(expected)  # and no scheduler: no schedule is declared
+    # what the processes registered is what they hold: pgqueue_status and pgqueue_doctor add it up
+    assert monitor.snapshot().connections == len(expected)
+    budget = doctor.check_connections().detail.splitlines()[1]
+    assert budget.startswith(f"1 live supervisor(s) hold {len(expected)} connection(s) when their jobs do not use "
+                             f"the ORM, up to {len(expected) + 8} when every job thread does"), budget
+    out = io.StringIO()
+    call_command("pgqueue_status", stdout=out)
+    assert f"database connections: {len(expected)} held by pgqueue's processes, up to {len(expected) + 8} if " \
+           "every job thread uses the ORM" in out.getvalue()
 
 
 @pytest.mark.skipif(not os.environ.get("PGQUEUE_TEST_DEVDB"), reason="restarting needs the embedded server")
@@ -332,3 +344,29 @@ def test_children_stop_when_their_supervisor_is_killed(start_worker) -> None:
     job = Job.objects.get(pk=h.id)
     assert (job.state, job.attempts) == ("ready", 0)  # handed back, not left running
     assert list(Attempt.objects.filter(job_id=h.id).values_list("outcome", flat=True)) == ["released"]
+
+
+def test_a_database_error_of_pgqueues_own_statements_exits_4_and_blames_no_job(start_worker) -> None:
+    """A statement of pgqueue's own refused (not a lost connection: here its table is briefly gone, as in a
+    botched migration) stops the worker with exit code 4: restarted, its job given back as lost, not crashed."""
+    slow = jobs.mark.enqueue("slow", 2.0)
+    worker = start_worker("--queues", "marks", "--processes", "1", "--concurrency", "2")
+    wait_for(lambda: Mark.objects.filter(label="slow").exists(), what="the job to start")
+    first = Mark.objects.get(label="slow").pid
+    connections.close_all()
+    with psycopg.connect(**connection_kwargs(), autocommit=True) as admin:
+        admin.execute("SET lock_timeout = '5s'")
+        admin.execute("ALTER TABLE pgqueue_workerprocess RENAME TO pgqueue_workerprocess_away")
+        try:
+            wait_for(lambda: "stopped on a database error (its jobs are not blamed)" in worker.output(),
+                     timeout=10, what="the worker to stop on the refused statement")
+        finally:
+            admin.execute("ALTER TABLE pgqueue_workerprocess_away RENAME TO pgqueue_workerprocess")
+    wait_for(lambda: Job.objects.get(id=slow.id).state == "succeeded", timeout=30, what="the job to run again")
+    job = Job.objects.get(id=slow.id)
+    assert job.crashes == 0
+    attempts = list(Attempt.objects.filter(job_id=slow.id).order_by("number").values_list("outcome", "exit_code"))
+    assert attempts[0] == ("lost", 4) and attempts[-1][0] == "succeeded", attempts
+    assert Mark.objects.filter(label="slow").exclude(pid=first).exists()  # run again by the restarted worker
+    assert "crashed" not in worker.output() and "died with" not in worker.output()
+    assert worker.proc.poll() is None  # the supervisor itself rode it out

@@ -31,11 +31,11 @@ class Command(BaseCommand):
         self.stdout.write(f"pgqueue at {snap.now:%Y-%m-%d %H:%M:%S %Z} (database clock)\n")
         self.stdout.write(table(rows) if snap.queues else "No queues yet.")
         self.stdout.write("")
-        procs = [["KIND", "ID", "HOST", "PID", "QUEUES", "HEARTBEAT", "UP"]]
+        procs = [["KIND", "ID", "HOST", "PID", "QUEUES", "CONNECTIONS", "HEARTBEAT", "UP"]]
         for p in snap.processes:
             late = "" if p.heartbeat_age < snap.dead_after else " (silent)"
-            procs.append([p.kind, p.id, p.hostname, str(p.pid), p.queues or "-", duration(p.heartbeat_age) + late,
-                          duration(p.uptime)])
+            procs.append([p.kind, p.id, p.hostname, str(p.pid), p.queues or "-", str(p.connections),
+                          duration(p.heartbeat_age) + late, duration(p.uptime)])
         self.stdout.write(table(procs) if snap.processes else "No pgqueue process is running.")
         t = snap.totals
         self.stdout.write(
@@ -43,6 +43,12 @@ class Command(BaseCommand):
             f"{duration(snap.outbox_lag_seconds)} · uniqueness keys: {t.unique_keys} · idempotency keys: "
             f"{t.idempotency_keys} · semaphore slots: {t.slots_held}/{t.slots} held · rows (estimated): "
             f"{t.job_rows:,} jobs, {t.attempt_rows:,} attempts"
+        )
+        threads = sum(p.concurrency for p in snap.live())
+        self.stdout.write(
+            f"database connections: {snap.connections} held by pgqueue's processes, up to {snap.connections + threads} "
+            f"if every job thread uses the ORM, of {t.usable_connections} the server allows (max_connections less "
+            f"superuser_reserved_connections)"
         )
 
 

@@ -202,12 +202,20 @@ def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
     behind PgBouncer in transaction mode ("pooled")."""
     reset()
     after = fill_history() if variant == "history" else 0
-    calls = {"": lambda i: jobs.noop.call(), "semaphore": lambda i: jobs.noop_limited.call(i % 10),
-             "unique": lambda i: jobs.noop_unique.call(i), "history": lambda i: jobs.noop.call(),
-             "metrics": lambda i: jobs.noop.call(), "pooled": lambda i: jobs.noop.call()}[variant]
     enqueue_started = time.perf_counter()
-    for start in range(0, n, 5000):
-        pgqueue.enqueue_many([calls(i) for i in range(start, min(n, start + 5000))])
+    if variant == "tasks":  # django.tasks has no bulk enqueue: one Task.enqueue() each, 5,000 per transaction
+        from benchmarks import tasks
+
+        for start in range(0, n, 5000):
+            with transaction.atomic():
+                for _ in range(start, min(n, start + 5000)):
+                    tasks.noop.enqueue()
+    else:
+        calls = {"": lambda i: jobs.noop.call(), "semaphore": lambda i: jobs.noop_limited.call(i % 10),
+                 "unique": lambda i: jobs.noop_unique.call(i), "history": lambda i: jobs.noop.call(),
+                 "metrics": lambda i: jobs.noop.call(), "pooled": lambda i: jobs.noop.call()}[variant]
+        for start in range(0, n, 5000):
+            pgqueue.enqueue_many([calls(i) for i in range(start, min(n, start + 5000))])
     enqueue_seconds = time.perf_counter() - enqueue_started
     extra = ("--metrics-port", "19464", "--metrics-address", "127.0.0.1") if variant == "metrics" else ()
     time.sleep(0.6)  # pg_stat_database counts the enqueue's commits within its flush interval (0.5 s)
@@ -390,11 +398,12 @@ def outbox_relay(n: int = 20_000) -> dict[str, float]:
     return {"outbox_events_per_s": n / seconds}
 
 
-def w2_enqueue(n: int = 2000, block: int = 100) -> dict[str, float]:
+def w2_enqueue(n: int = 2000, block: int = 100, *, tasks: bool = False) -> dict[str, float]:
     """A view's enqueue in autocommit (its own transaction), in an explicit atomic block, and the raw
     ceiling of this machine: psycopg inserting one bare row per committed transaction. The three take
     turns in blocks of `block`, so a drift of the machine's speed (fsync time swings 2x within minutes
-    here) hits all three alike and their ratio holds."""
+    here) hits all three alike and their ratio holds. With `tasks`, a fourth turn enqueues through the
+    django.tasks API (Task.enqueue() in autocommit): w2_tasks_enqueues_per_s."""
     reset()
 
     def autocommit() -> None:
@@ -410,8 +419,13 @@ def w2_enqueue(n: int = 2000, block: int = 100) -> dict[str, float]:
         def raw() -> None:
             conn.execute("INSERT INTO pgqueue_job (queue, task) VALUES ('raw', 'raw')")
 
-        turns = (("w2_enqueues_per_s", autocommit), ("raw_w2_inserts_per_s", raw),
-                 ("w2_atomic_enqueues_per_s", atomic))
+        turns: tuple[tuple[str, Any], ...] = (("w2_enqueues_per_s", autocommit), ("raw_w2_inserts_per_s", raw),
+                                              ("w2_atomic_enqueues_per_s", atomic))
+        if tasks:
+            from benchmarks import tasks as bench_tasks
+
+            turns += (("w2_tasks_enqueues_per_s", bench_tasks.noop.enqueue),)
+            spent["w2_tasks_enqueues_per_s"] = 0.0
         for _ in range(n // block):
             for key, once in turns:
                 started = time.perf_counter()
@@ -421,13 +435,16 @@ def w2_enqueue(n: int = 2000, block: int = 100) -> dict[str, float]:
     return {key: (n // block) * block / seconds for key, seconds in spent.items()}
 
 
-def _enqueue_spaced(n: int, gap: float) -> dict[int, float]:
-    """Enqueue n stamp jobs one transaction each, `gap` s apart; their commit times by job id."""
+def _enqueue_spaced(n: int, gap: float, *, tasks: bool = False) -> dict[int, float]:
+    """Enqueue n stamp jobs (or django.tasks stamp tasks) one transaction each, `gap` s apart; their commit
+    times by job id."""
     committed: dict[int, float] = {}
+    if tasks:
+        from benchmarks import tasks as bench_tasks
     for _ in range(n):
         with transaction.atomic():
-            handle = jobs.stamp.enqueue()
-        committed[handle.id] = time.time()
+            job_id = int(bench_tasks.stamp.enqueue().id) if tasks else jobs.stamp.enqueue().id
+        committed[job_id] = time.time()
         time.sleep(gap)
     return committed
 
@@ -438,17 +455,29 @@ def _quantiles(prefix: str, latencies: list[float]) -> dict[str, float]:
 
 
 def w3_latency(n: int = 200, gap: float = 0.02, *, env: dict[str, str] | None = None,
-               prefix: str = "w3") -> dict[str, float]:
+               prefix: str = "w3", tasks: bool = False) -> dict[str, float]:
     reset()
     worker = Worker(env=env)
     worker.wait_ready()
     time.sleep(1.0)  # let the workers settle into their idle wait
-    committed = _enqueue_spaced(n, gap)
+    committed = _enqueue_spaced(n, gap, tasks=tasks)
     while Job.objects.filter(state="succeeded").count() < n:
         time.sleep(0.05)
     worker.stop()
     return _quantiles(prefix, [(result - committed[job_id]) * 1000
                                for job_id, result in Job.objects.values_list("id", "result")])
+
+
+def tasks_beside_native(n: int) -> dict[str, float]:
+    """W1, W2 and W3 through the django.tasks API (Django 6.0+), each beside the native API in the same run:
+    w1_tasks_jobs_per_s after w1_jobs_per_s, W2's turns with a fourth (Task.enqueue()), W3 then W3 with
+    stamp tasks."""
+    results = {**w1_throughput(n), **w1_throughput(n, "tasks"), **w2_enqueue(tasks=True), **w3_latency(),
+               **w3_latency(prefix="w3_tasks", tasks=True)}
+    results["w2_tasks_vs_w2_ratio"] = results["w2_tasks_enqueues_per_s"] / results["w2_enqueues_per_s"]
+    for q in ("p50", "p99"):
+        results[f"w3_tasks_{q}_over_w3_ms"] = results[f"w3_tasks_{q}_ms"] - results[f"w3_{q}_ms"]
+    return results
 
 
 def w3_pooled(*, listen: bool) -> dict[str, float]:
@@ -594,7 +623,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--only", default="", help="comma-separated subset of w1,w1_semaphore,w1_unique,raw,raw10,peer,w2,"
-                        "w3,raw_w3,batch,outbox,w1_history,w1_metrics,collector,prune,w1_pooled,w3_pooled,w3_pooled_poll; prints "
+                        "w3,raw_w3,batch,outbox,w1_history,w1_metrics,collector,prune,w1_pooled,w3_pooled,w3_pooled_poll,tasks (Django 6 only); prints "
                         "the medians and writes "
                         "nothing")
     args = parser.parse_args()
@@ -609,8 +638,9 @@ def main() -> int:
                  "w1_metrics": lambda: w1_throughput(args.jobs, "metrics"), "collector": collector_cost,
                  "w1_pooled": lambda: w1_throughput(args.jobs, "pooled"),
                  "w3_pooled": lambda: w3_pooled(listen=True), "w3_pooled_poll": lambda: w3_pooled(listen=False),
-                 "prune": prune_latency}
-    chosen = [w.strip() for w in args.only.split(",") if w.strip()] or list(workloads)
+                 "prune": prune_latency, "tasks": lambda: tasks_beside_native(args.jobs)}
+    everything = [w for w in workloads if w != "tasks" or django.VERSION >= (6, 0)]
+    chosen = [w.strip() for w in args.only.split(",") if w.strip()] or everything
     unknown = set(chosen) - set(workloads)
     if unknown:
         parser.error(f"--only: unknown workload(s) {', '.join(sorted(unknown))}")
@@ -628,7 +658,7 @@ def main() -> int:
             run["raw10_vs_peer_ratio"] = run["raw10_w1_jobs_per_s"] / run["peer_w1_jobs_per_s"]
         if "w1_jobs_per_s" in run and "peer_w1_jobs_per_s" in run:
             run["w1_vs_peer_ratio"] = run["w1_jobs_per_s"] / run["peer_w1_jobs_per_s"]
-        for variant in ("w1_semaphore", "w1_unique_enqueue", "w1_with_history", "w1_metrics", "w1_pooled"):
+        for variant in ("w1_semaphore", "w1_unique_enqueue", "w1_with_history", "w1_metrics", "w1_pooled", "w1_tasks"):
             if f"{variant}_jobs_per_s" in run and "w1_jobs_per_s" in run:
                 run[f"{variant}_vs_w1_ratio"] = run[f"{variant}_jobs_per_s"] / run["w1_jobs_per_s"]
         if "w2_enqueues_per_s" in run:
@@ -688,6 +718,12 @@ def main() -> int:
                      "prune_idle_p99_ms; then the same, repeated while pgqueue_prune --older-than 30m deletes "
                      "all 1,000,000 and their attempts: prune_busy_p99_ms, their ratio, prune_jobs_per_s",
             "w3": "200 jobs enqueued ~20 ms apart to idle workers; job start time minus commit time",
+            "tasks": "Django 6 only (python3.12, `--only tasks`): W1, W2 and W3 through the django.tasks API "
+                     "(pgqueue.tasks.PgQueueBackend), each beside the native API in the same run: "
+                     "w1_tasks_jobs_per_s (20,000 Task.enqueue() calls, 5,000 per transaction, then the same "
+                     "worker run as W1) and w1_tasks_vs_w1_ratio; w2_tasks_enqueues_per_s (a fourth turn of W2: "
+                     "Task.enqueue() in autocommit) and w2_tasks_vs_w2_ratio; w3_tasks_p50_ms / p99 (stamp tasks) "
+                     "and w3_tasks_*_over_w3_ms, their difference to the same run's native W3",
             "w1_pooled": "W1 with the workers behind PgBouncer 1.18 in transaction mode (4 server connections, "
                          "POOLER 'transaction', no prepared statements, LISTEN on LISTEN_DATABASE, the server "
                          "itself): w1_pooled_jobs_per_s; w1_pooled_vs_w1_ratio is each run's ratio to its own W1",

@@ -20,3 +20,8 @@ PGQUEUE = {"DEFAULT_QUEUE": "bench"}
 # The pooled workloads (w1_pooled, w3_pooled): the workers' DATABASE_URL is the pooler, this the server itself.
 if os.environ.get("PGQUEUE_BENCH_DIRECT_URL"):
     DATABASES["direct"] = environ.Env().db_url_config(os.environ["PGQUEUE_BENCH_DIRECT_URL"])
+# The django.tasks workloads (Django 6.0+, `--only tasks`): the same queue through pgqueue's backend.
+import django  # noqa: E402
+
+if django.VERSION >= (6, 0):
+    TASKS = {"default": {"BACKEND": "pgqueue.tasks.PgQueueBackend", "QUEUES": ["bench"]}}

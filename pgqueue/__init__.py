@@ -54,6 +54,13 @@ _LAZY = {
     "enqueue_many": "pgqueue.enqueuing.api",
     "JobHandle": "pgqueue.enqueuing.handle",
     "JobNotUnique": "pgqueue.exceptions",
+    # attempt rows name these (django.tasks' TaskError.exception_class imports them by that path)
+    "LostLease": "pgqueue.exceptions",
+    "WorkerDied": "pgqueue.exceptions",
+    "ResultTooLarge": "pgqueue.exceptions",
+    "UnreportableOutcome": "pgqueue.exceptions",
+    "UnstorableOutcome": "pgqueue.exceptions",
+    "TransactionLeftOpen": "pgqueue.exceptions",
     "Unique": "pgqueue.enqueuing.flow",
     "JobContext": "pgqueue.context",
     "current_job": "pgqueue.context",

@@ -25,4 +25,12 @@ class PgQueueConfig(AppConfig):
         from pgqueue.ops import metrics
 
         metrics.install()  # counts this process's enqueues and jobs from the events (pgqueue.events)
+        from django.conf import settings
+
+        backends = getattr(settings, "TASKS", None)
+        if isinstance(backends, dict) and any(
+                isinstance(c, dict) and c.get("BACKEND") == "pgqueue.tasks.PgQueueBackend" for c in backends.values()):
+            # the django.tasks backend: a worker then finds any Task by its module_path (and Django 5.2 is
+            # told at start that it needs 6.0)
+            import pgqueue.tasks  # noqa: F401
 

@@ -27,6 +27,8 @@ class JobContext:
     lease_token: uuid.UUID
     batch_id: int | None = None  # the batch it belongs to (pgqueue.Batch(batch_id).progress())
     callback_of: int | None = None  # the batch whose callback it is
+    worker: str = ""  # the worker process running this attempt
+    _job: Any = field(default=None, repr=False)  # the LeasedJob (started_at, created_at: django.tasks results)
     _report: Callable[[Progress], None] = field(repr=False)
     _cancelled: bool = field(default=False, repr=False)
     _task: Any = field(default=None, repr=False)  # the asyncio task of an async job

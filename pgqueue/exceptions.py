@@ -63,3 +63,34 @@ class JobCancelled(PgQueueError):
 
 class NonRetryable(PgQueueError):
     """Raise (or subclass) to send a job straight to dead without further attempts."""
+
+
+# The error classes an attempt row names when the job itself raised nothing (pgqueue.lifecycle and the
+# executor write these paths): real classes, so a django.tasks TaskError's exception_class resolves them.
+
+class AttemptProblem(PgQueueError):
+    """Base class of the endings pgqueue records for an attempt whose job raised nothing."""
+
+
+class LostLease(AttemptProblem):
+    """The worker went silent or the attempt's lease expired: the job was taken back to run again."""
+
+
+class WorkerDied(LostLease):
+    """The worker process ended (killed, crashed) while the attempt ran."""
+
+
+class ResultTooLarge(AttemptProblem):
+    """The job returned more JSON than PGQUEUE['MAX_RESULT_BYTES']: not stored, the job not run again."""
+
+
+class UnreportableOutcome(AttemptProblem):
+    """How the attempt ended could not be described (its exception misbehaved)."""
+
+
+class UnstorableOutcome(AttemptProblem):
+    """The database refused the attempt's outcome as written; it was stored without its details."""
+
+
+class TransactionLeftOpen(AttemptProblem):
+    """The job left a database transaction open; pgqueue rolled it back."""

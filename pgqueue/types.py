@@ -73,6 +73,7 @@ class LeasedJob(NamedTuple):
     batch_id: int | None = None  # the batch it belongs to
     callback_of: int | None = None  # the batch it is a callback of
     run_at: dt.datetime | None = None  # when it became due (its pickup latency is started_at - run_at)
+    created_at: str | None = None  # when it was enqueued, as the lease's JSON text (a django.tasks result's enqueued_at)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

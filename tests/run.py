@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Run pgqueue's whole test suite from a fresh checkout: `python3 tests/run.py [pytest args]`.
 
-Creates .venv with tox, then runs tox: Django 5.2 on Python 3.11 and Django 6 on Python 3.12 (found on
-PATH or in pyenv), plus ruff and mypy. PostgreSQL: DATABASE_URL if set, else an embedded PostgreSQL 18
+Creates .venv with tox, then runs tox: Django 5.2 on Python 3.11 and Django 6.1 on Python 3.12 (found on
+PATH or in pyenv), the django.tasks tests on Django 6.0 too, plus ruff and mypy. PostgreSQL: DATABASE_URL if set, else an embedded PostgreSQL 18
 started in .pgdata/ (stopped again when the tests end). Standard library only.
 """
 
@@ -34,7 +34,7 @@ def main(args: list[str]) -> int:
     pyenv_root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
     extra = sorted(glob.glob(f"{pyenv_root}/versions/3.1[1-9]*/bin"), reverse=True)
     env["PATH"] = os.pathsep.join([*extra, env.get("PATH", "")])
-    envs = env.pop("PGQUEUE_TOX_ENVS", "lint,py311-django52,py312-django6")
+    envs = env.pop("PGQUEUE_TOX_ENVS", "lint,py311-django52,py312-django6,py312-django60")
     return run(python, "-m", "tox", "run", "-e", envs, "--", *args, env=env)
 
 

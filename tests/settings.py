@@ -76,3 +76,13 @@ PGQUEUE = {
     "RETRY_BACKOFF": 0.1,
     "RETRY_BACKOFF_MAX": 0.5,
 }
+
+# The django.tasks backend (Django 6.0+): tests/tasks and tests/process/test_tasks.py.
+import django  # noqa: E402
+
+if django.VERSION >= (6, 0):
+    TASKS = {
+        "default": {"BACKEND": "pgqueue.tasks.PgQueueBackend", "QUEUES": [], "OPTIONS": {"max_attempts": 1}},
+        "declared": {"BACKEND": "pgqueue.tasks.PgQueueBackend", "QUEUES": ["default", "tasks-b"]},
+        "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+    }

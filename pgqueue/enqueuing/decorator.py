@@ -82,6 +82,7 @@ class JobFunction:
         self.rate_window = rate_window
         self.on_dependency_failure = on_dependency_failure
         self.is_async = inspect.iscoroutinefunction(func)
+        self.takes_context = pass_context  # its signature's first parameter is given by the worker, not the caller
         self.signature = _signature(func)
         self._arity = _plain_arity(self.signature, pass_context)
         self.__doc__ = func.__doc__
@@ -138,7 +139,7 @@ class JobFunction:
         if self.signature is None or (not kwargs and len(args) == self._arity):
             return
         try:
-            self.signature.bind(*((None, *args) if self.pass_context else args), **kwargs)
+            self.signature.bind(*((None, *args) if self.takes_context else args), **kwargs)
         except TypeError as exc:
             hint = ""
             options = sorted(set(kwargs) & set(OPTION_NAMES))
@@ -243,55 +244,94 @@ def job(
     rate_limit=N starts per rate_window seconds (default 1), per rate_key=... (default: the job's name).
     on_dependency_failure: what a call enqueued with depends_on=[...] does when one of them is dead or
     cancelled, "cancel" (default) or "run" (docs/workflows.md)."""
+    options: dict[str, Any] = dict(
+        queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout, retry_backoff=retry_backoff,
+        retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter, non_retryable=non_retryable,
+        pass_context=pass_context, unique=unique, concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit, ordering_key=ordering_key, ordering_retry=ordering_retry,
+        rate_limit=rate_limit, rate_window=rate_window, rate_key=rate_key,
+        on_dependency_failure=on_dependency_failure,
+    )
 
     def register(fn: Callable[..., Any]) -> JobFunction:
-        path = _job_name(fn, name)
-        label = f"@job {path}:"
-        if queue is not None:
-            check_queue(label, queue)
-        check_int(f"{label} priority", priority, PRIORITY_MIN, PRIORITY_MAX)
-        if max_attempts is not None:
-            check_int(f"{label} max_attempts", max_attempts, 1, MAX_ATTEMPTS_MAX)
-        if timeout is not None:
-            check_seconds(f"{label} timeout", timeout)
-        if retry_backoff is not None:
-            check_seconds(f"{label} retry_backoff", retry_backoff, zero=True)
-        if retry_backoff_max is not None:
-            check_seconds(f"{label} retry_backoff_max", retry_backoff_max, zero=True)
-        if retry_jitter is not None:
-            check_fraction(f"{label} retry_jitter", retry_jitter, JITTER_MAX)
-        if not isinstance(pass_context, bool):
-            raise InvalidJob(f"{label} pass_context must be True or False, got {pass_context!r}.")
-        uniqueness = flow.as_unique(label, unique)
-        flow.check_semaphore(label, concurrency_key, concurrency_limit, ordering_key, uniqueness)
-        retry_order = flow.RetryOrder(flow.choice(f"{label} ordering_retry", ordering_retry, flow.RetryOrder))
-        flow.check_rate(label, rate_key, rate_limit, rate_window)
-        check_on_dependency_failure(label, on_dependency_failure)
-        wrapped = JobFunction(
-            fn, name=path, queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
-            retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
-            non_retryable=_exception_classes(label, non_retryable), pass_context=pass_context,
-            unique=uniqueness, concurrency_key=concurrency_key, concurrency_limit=concurrency_limit,
-            ordering_key=ordering_key, ordering_retry=retry_order, rate_key=rate_key, rate_limit=rate_limit,
-            rate_window=rate_window, on_dependency_failure=on_dependency_failure,
-        )
-        flow.check_unique_args(label, uniqueness, wrapped)
-        for what, spec in (("concurrency_key", concurrency_key), ("ordering_key", ordering_key), ("rate_key", rate_key)):
-            if spec is not None:
-                flow.check_template(f"{label} {what}", spec, wrapped)
-        if pass_context and wrapped.signature is not None:
-            try:
-                wrapped.signature.bind_partial(None)
-            except TypeError:
-                raise InvalidJob(
-                    f"{label} pass_context=True passes the JobContext as the first positional argument, "
-                    f"but {wrapped.parameters()} takes none."
-                ) from None
-        return registry.register(wrapped)
+        return registry.register(make_job(fn, _job_name(fn, name), **options))
 
     if func is not None:
         return register(func)
     return register
+
+
+def make_job(
+    fn: Callable[..., Any],
+    path: str,
+    *,
+    label: str = "",
+    job_class: type[JobFunction] = JobFunction,
+    extra: dict[str, Any] | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    retry_backoff: float | None = None,
+    retry_backoff_max: float | None = None,
+    retry_jitter: float | None = None,
+    non_retryable: type[BaseException] | Iterable[type[BaseException]] = (),
+    pass_context: bool = False,
+    unique: Unique | bool | None = None,
+    concurrency_key: KeySpec | None = None,
+    concurrency_limit: int | None = None,
+    ordering_key: KeySpec | None = None,
+    ordering_retry: RetryOrder | str = RetryOrder.BLOCK,
+    rate_limit: int | None = None,
+    rate_window: float | None = None,
+    rate_key: KeySpec | None = None,
+    on_dependency_failure: str = "cancel",
+) -> JobFunction:
+    """A job named `path` running `fn`, every option checked (InvalidJob naming `label`, "@job <path>:" by
+    default), not registered. `job_class` (with `extra` arguments) builds it: @job's JobFunction, or the
+    django.tasks backend's TaskJob, so a @task's options are checked with the same messages."""
+    label = label or f"@job {path}:"
+    if queue is not None:
+        check_queue(label, queue)
+    check_int(f"{label} priority", priority, PRIORITY_MIN, PRIORITY_MAX)
+    if max_attempts is not None:
+        check_int(f"{label} max_attempts", max_attempts, 1, MAX_ATTEMPTS_MAX)
+    if timeout is not None:
+        check_seconds(f"{label} timeout", timeout)
+    if retry_backoff is not None:
+        check_seconds(f"{label} retry_backoff", retry_backoff, zero=True)
+    if retry_backoff_max is not None:
+        check_seconds(f"{label} retry_backoff_max", retry_backoff_max, zero=True)
+    if retry_jitter is not None:
+        check_fraction(f"{label} retry_jitter", retry_jitter, JITTER_MAX)
+    if not isinstance(pass_context, bool):
+        raise InvalidJob(f"{label} pass_context must be True or False, got {pass_context!r}.")
+    uniqueness = flow.as_unique(label, unique)
+    flow.check_semaphore(label, concurrency_key, concurrency_limit, ordering_key, uniqueness)
+    retry_order = flow.RetryOrder(flow.choice(f"{label} ordering_retry", ordering_retry, flow.RetryOrder))
+    flow.check_rate(label, rate_key, rate_limit, rate_window)
+    check_on_dependency_failure(label, on_dependency_failure)
+    wrapped = job_class(
+        fn, name=path, queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
+        retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
+        non_retryable=_exception_classes(label, non_retryable), pass_context=pass_context,
+        unique=uniqueness, concurrency_key=concurrency_key, concurrency_limit=concurrency_limit,
+        ordering_key=ordering_key, ordering_retry=retry_order, rate_key=rate_key, rate_limit=rate_limit,
+        rate_window=rate_window, on_dependency_failure=on_dependency_failure, **(extra or {}),
+    )
+    flow.check_unique_args(label, uniqueness, wrapped)
+    for what, spec in (("concurrency_key", concurrency_key), ("ordering_key", ordering_key), ("rate_key", rate_key)):
+        if spec is not None:
+            flow.check_template(f"{label} {what}", spec, wrapped)
+    if wrapped.takes_context and wrapped.signature is not None:
+        try:
+            wrapped.signature.bind_partial(None)
+        except TypeError:
+            raise InvalidJob(
+                f"{label} pass_context=True passes the JobContext as the first positional argument, "
+                f"but {wrapped.parameters()} takes none."
+            ) from None
+    return wrapped
 
 
 def _job_name(fn: Any, name: str | None) -> str:

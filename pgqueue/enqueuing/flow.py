@@ -94,7 +94,7 @@ class FlowJob(Protocol):
 
     name: str
     signature: inspect.Signature | None
-    pass_context: bool
+    takes_context: bool  # the signature's first parameter is the worker's, not the caller's
     unique: Unique | None
     concurrency_key: KeySpec | None
     concurrency_limit: int | None
@@ -391,10 +391,10 @@ def arguments(job: FlowJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> di
     """The call's arguments by parameter name, defaults applied (the context parameter left out)."""
     if job.signature is None:
         return {str(i): v for i, v in enumerate(args)} | kwargs
-    bound = job.signature.bind(*((None, *args) if job.pass_context else args), **kwargs)
+    bound = job.signature.bind(*((None, *args) if job.takes_context else args), **kwargs)
     bound.apply_defaults()
     values = dict(bound.arguments)
-    if job.pass_context:
+    if job.takes_context:
         values.pop(next(iter(job.signature.parameters)), None)
     for name, parameter in job.signature.parameters.items():  # **kwargs parameters: their keys by name
         if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in values:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pgqueue.enqueuing.options import JobSpec
 from pgqueue.exceptions import InvalidJob, UnknownJob
 
 _registry: dict[str, JobSpec] = {}
+# Functions that may know a job @job did not register, by its path (the django.tasks backend: a Task there)
+_resolvers: list[Callable[[str], JobSpec | None]] = []
 _lock = threading.Lock()
 J = TypeVar("J", bound=JobSpec)
 
@@ -24,6 +27,12 @@ def register(fn: J) -> J:
             )
         _registry[fn.name] = fn
     return fn
+
+
+def add_resolver(resolve: Callable[[str], JobSpec | None]) -> None:
+    """Ask `resolve(path)` for a job no @job registered under `path`, once its module is imported."""
+    if resolve not in _resolvers:
+        _resolvers.append(resolve)
 
 
 def is_registered(fn: object) -> bool:
@@ -53,6 +62,10 @@ def get(path: str) -> JobSpec:
                 raise UnknownJob(f"Job {path!r}: importing {module_name!r} failed: {exc!r}.") from exc
         module_name = module_name.rpartition(".")[0]
     found = _registry.get(path)
+    for resolve in _resolvers:
+        if found is not None:
+            break
+        found = resolve(path)
     if found is None:
         raise UnknownJob(
             f"No job is registered as {path!r:.300}. Decorate the function with @pgqueue.job and make sure "

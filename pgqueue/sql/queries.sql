@@ -251,7 +251,7 @@ WITH candidates AS (
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
-        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at
+        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at, j.created_at
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true  -- each key by (kind, key): never a walk of all keys
     WHERE l.id = ANY(ARRAY(
@@ -264,7 +264,7 @@ WITH candidates AS (
 SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (LeasedJob's fields in order: its handle's from_json)
     x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
     x.lease_token, x.started_at, x.lock_key, x.concurrency_key, x.slot, x.concurrency_hold, x.batch_id,
-    x.callback_of, x.run_at)), '[]') AS rows
+    x.callback_of, x.run_at, x.created_at)), '[]') AS rows
 FROM leased x;
 
 -- name: job_lease_limited
@@ -399,7 +399,7 @@ WITH queues AS (
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))  -- by id, whatever the statistics say (as in job_lease)
     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
-        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at
+        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at, j.created_at
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true  -- each key by (kind, key): never a walk of all keys
     WHERE l.id = ANY(ARRAY(
@@ -412,7 +412,7 @@ WITH queues AS (
 SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (LeasedJob's fields in order: its handle's from_json)
     x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
     x.lease_token, x.started_at, x.lock_key, x.concurrency_key, x.slot, x.concurrency_hold, x.batch_id,
-    x.callback_of, x.run_at)), '[]') AS rows
+    x.callback_of, x.run_at, x.created_at)), '[]') AS rows
 FROM leased x;
 
 -- name: ratelimit_take_enqueue
@@ -512,7 +512,7 @@ WITH leased AS (
         FOR UPDATE SKIP LOCKED)
     RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts AS attempt, j.max_attempts, j.lost_attempts,
         j.crashes, j.timeout, j.lease_token, j.started_at, j.lock_key, j.concurrency_key, j.slot,
-        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at
+        j.concurrency_hold, j.batch_id, j.callback_of_id AS callback_of, j.run_at, j.created_at
 ), unlocked AS (
     UPDATE pgqueue_lock l SET released = true  -- each key by (kind, key): never a walk of all keys
     WHERE l.id = ANY(ARRAY(
@@ -531,7 +531,7 @@ WITH leased AS (
 SELECT COALESCE(json_agg(json_build_array(  -- the rows as one JSON document (LeasedJob's fields in order: its handle's from_json)
     x.id, x.queue, x.task, x.args, x.kwargs, x.attempt, x.max_attempts, x.lost_attempts, x.crashes, x.timeout,
     x.lease_token, x.started_at, x.lock_key, x.concurrency_key, x.slot, x.concurrency_hold, x.batch_id,
-    x.callback_of, x.run_at)), '[]') AS rows
+    x.callback_of, x.run_at, x.created_at)), '[]') AS rows
 FROM leased x;
 
 -- name: job_set_state_if_running_many

@@ -252,7 +252,8 @@ class WorkerId:
 
 
 def leased(v: list[Any]) -> LeasedJob:
-    """A LeasedJob from its fields in a JSON array (lease token and times as JSON text)."""
+    """A LeasedJob from its fields in a JSON array (lease token and times as JSON text; created_at is left
+    as text, parsed only by who reads it)."""
     return LeasedJob(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], uuid.UUID(v[10]),
                      dt.datetime.fromisoformat(v[11]), v[12], v[13], v[14], v[15], v[16], v[17],
-                     None if v[18] is None else dt.datetime.fromisoformat(v[18]))
+                     None if v[18] is None else dt.datetime.fromisoformat(v[18]), v[19])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import shutil
+import sys
 import tempfile
 
 import psycopg
@@ -110,15 +111,17 @@ def _check_metrics_token(settings: Settings) -> bool:
 
 
 def import_job_modules() -> None:
-    """Import the `jobs` module of every installed app (registering its @job functions); one that exists
-    but fails to import stops the launch with the app and the error named."""
-    for config in apps.get_app_configs():
-        name = f"{config.name}.jobs"
+    """Import the `jobs` module of every installed app (registering its @job functions), and its `tasks`
+    module when pgqueue is a django.tasks backend; one that exists but fails to import stops the launch
+    with the app and the error named."""
+    kinds = ("jobs", "tasks") if "pgqueue.tasks" in sys.modules else ("jobs",)  # imported by the app's ready()
+    for config, kind in ((c, k) for c in apps.get_app_configs() for k in kinds):
+        name = f"{config.name}.{kind}"
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name == name:
-                continue  # the app has no jobs module
+                continue  # the app has no such module
             raise LaunchError(f"Importing {name} (app {config.label!r}) failed: {exc!r}") from exc
         except Exception as exc:
             raise LaunchError(f"Importing {name} (app {config.label!r}) failed: {exc!r}") from exc

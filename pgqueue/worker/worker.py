@@ -277,7 +277,7 @@ class Worker:
         fn = self.executor.function(job.task)
         ctx = JobContext(job_id=job.id, attempt=job.attempt, max_attempts=job.max_attempts, queue=job.queue,
                          task=job.task, lease_token=job.lease_token, batch_id=job.batch_id,
-                         callback_of=job.callback_of, _report=self.completer.add,
+                         callback_of=job.callback_of, worker=self.id, _job=job, _report=self.completer.add,
                          _complete=lambda result: complete_in_transaction(job, self.id, self.settings, result))
         deadline = None
         is_async = bool(getattr(fn, "is_async", False))

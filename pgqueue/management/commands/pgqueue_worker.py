@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -63,12 +64,17 @@ def _configure_logging(level: str) -> None:
     from pgqueue.ops import logs
 
     logger = logging.getLogger("pgqueue")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
     if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
     try:
         logger.setLevel(level.upper())
     except ValueError:
         raise CommandError(f"--log-level: unknown level {level!r}") from None
+    tasks_logger = logging.getLogger("django.tasks")  # Django's lines for each task (pgqueue as its backend)
+    if "pgqueue.tasks" in sys.modules and not tasks_logger.handlers and not logging.getLogger().handlers:
+        tasks_logger.addHandler(handler)
+        tasks_logger.setLevel(level.upper())
+        tasks_logger.propagate = False  # Django's "django" logger prints only with DEBUG: ours always
     logs.subscribe()

@@ -203,13 +203,14 @@ def w1_throughput(n: int, variant: str = "") -> dict[str, float]:
     reset()
     after = fill_history() if variant == "history" else 0
     enqueue_started = time.perf_counter()
-    if variant == "tasks":  # django.tasks has no bulk enqueue: one Task.enqueue() each, 5,000 per transaction
+    if variant in ("tasks", "single"):  # django.tasks has no bulk enqueue: one enqueue() each, 5,000 a transaction
         from benchmarks import tasks
 
+        once = tasks.noop.enqueue if variant == "tasks" else jobs.noop.enqueue
         for start in range(0, n, 5000):
             with transaction.atomic():
                 for _ in range(start, min(n, start + 5000)):
-                    tasks.noop.enqueue()
+                    once()
     else:
         calls = {"": lambda i: jobs.noop.call(), "semaphore": lambda i: jobs.noop_limited.call(i % 10),
                  "unique": lambda i: jobs.noop_unique.call(i), "history": lambda i: jobs.noop.call(),
@@ -470,10 +471,12 @@ def w3_latency(n: int = 200, gap: float = 0.02, *, env: dict[str, str] | None = 
 
 def tasks_beside_native(n: int) -> dict[str, float]:
     """W1, W2 and W3 through the django.tasks API (Django 6.0+), each beside the native API in the same run:
-    w1_tasks_jobs_per_s after w1_jobs_per_s, W2's turns with a fourth (Task.enqueue()), W3 then W3 with
-    stamp tasks."""
-    results = {**w1_throughput(n), **w1_throughput(n, "tasks"), **w2_enqueue(tasks=True), **w3_latency(),
-               **w3_latency(prefix="w3_tasks", tasks=True)}
+    w1_tasks_jobs_per_s after w1_jobs_per_s and w1_single_jobs_per_s (native jobs enqueued one enqueue() call
+    each, as the tasks are), W2's turns with a fourth (Task.enqueue()), W3 then W3 with stamp tasks."""
+    results = {**w1_throughput(n), **w1_throughput(n, "single"), **w1_throughput(n, "tasks"),
+               **w2_enqueue(tasks=True), **w3_latency(), **w3_latency(prefix="w3_tasks", tasks=True)}
+    # the same jobs enqueued the same way (one enqueue() each), native and through django.tasks
+    results["w1_tasks_vs_w1_single_ratio"] = results["w1_tasks_jobs_per_s"] / results["w1_single_jobs_per_s"]
     results["w2_tasks_vs_w2_ratio"] = results["w2_tasks_enqueues_per_s"] / results["w2_enqueues_per_s"]
     for q in ("p50", "p99"):
         results[f"w3_tasks_{q}_over_w3_ms"] = results[f"w3_tasks_{q}_ms"] - results[f"w3_{q}_ms"]
@@ -658,7 +661,7 @@ def main() -> int:
             run["raw10_vs_peer_ratio"] = run["raw10_w1_jobs_per_s"] / run["peer_w1_jobs_per_s"]
         if "w1_jobs_per_s" in run and "peer_w1_jobs_per_s" in run:
             run["w1_vs_peer_ratio"] = run["w1_jobs_per_s"] / run["peer_w1_jobs_per_s"]
-        for variant in ("w1_semaphore", "w1_unique_enqueue", "w1_with_history", "w1_metrics", "w1_pooled", "w1_tasks"):
+        for variant in ("w1_semaphore", "w1_unique_enqueue", "w1_with_history", "w1_metrics", "w1_pooled", "w1_tasks", "w1_single"):
             if f"{variant}_jobs_per_s" in run and "w1_jobs_per_s" in run:
                 run[f"{variant}_vs_w1_ratio"] = run[f"{variant}_jobs_per_s"] / run["w1_jobs_per_s"]
         if "w2_enqueues_per_s" in run:
@@ -721,7 +724,8 @@ def main() -> int:
             "tasks": "Django 6 only (python3.12, `--only tasks`): W1, W2 and W3 through the django.tasks API "
                      "(pgqueue.tasks.PgQueueBackend), each beside the native API in the same run: "
                      "w1_tasks_jobs_per_s (20,000 Task.enqueue() calls, 5,000 per transaction, then the same "
-                     "worker run as W1) and w1_tasks_vs_w1_ratio; w2_tasks_enqueues_per_s (a fourth turn of W2: "
+                     "worker run as W1) and w1_tasks_vs_w1_ratio; w1_single_jobs_per_s, native jobs enqueued the "
+                     "same way (jobs.noop.enqueue()), and w1_tasks_vs_w1_single_ratio; w2_tasks_enqueues_per_s (a fourth turn of W2: "
                      "Task.enqueue() in autocommit) and w2_tasks_vs_w2_ratio; w3_tasks_p50_ms / p99 (stamp tasks) "
                      "and w3_tasks_*_over_w3_ms, their difference to the same run's native W3",
             "w1_pooled": "W1 with the workers behind PgBouncer 1.18 in transaction mode (4 server connections, "

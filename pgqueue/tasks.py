@@ -268,7 +268,7 @@ class PgQueueBackend(BaseTaskBackend):
         this backend and to the job's queue and priority."""
         try:
             found = import_string(path)
-        except ImportError:
+        except Exception:  # gone since it was enqueued, or its module fails to import now
             return None
         if not isinstance(found, Task):
             return None
@@ -290,7 +290,10 @@ class PgQueueBackend(BaseTaskBackend):
                 f"TASKS[{self.alias!r}] uses pgqueue.tasks.PgQueueBackend, but 'pgqueue' is not in INSTALLED_APPS.",
                 hint="Add 'pgqueue' to INSTALLED_APPS and run manage.py migrate.", id="pgqueue.E010"))
             return messages
-        alias = get_settings().DATABASE
+        try:
+            alias = get_settings().DATABASE
+        except ImproperlyConfigured:
+            return messages  # pgqueue's own checks report settings that do not parse (pgqueue.E001)
         vendor = connections[alias].vendor if alias in connections.settings else None
         if vendor != "postgresql":
             messages.append(checks.Error(
@@ -333,9 +336,11 @@ def _job_id(result_id: Any) -> int | None:
 def _resolve(path: str) -> TaskJob | None:
     """The registry's fallback for a job name no @job or PgQueueTask registered: a Task defined for another
     backend (or as a plain django.tasks Task) and enqueued on this one with .using(backend=...)."""
+    if "." not in path or not all(part.isidentifier() for part in path.split(".")):
+        return None  # no dotted path of names: nothing to import (".x", "a b")
     try:
         found = import_string(path)
-    except ImportError:
+    except Exception:  # no such attribute, or a module that fails: the registry reports the job unknown
         return None
     if not isinstance(found, Task):
         return None

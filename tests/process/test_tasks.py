@@ -143,3 +143,19 @@ def test_a_sigkilled_workers_task_is_rescued_and_finishes(start_worker) -> None:
     assert victim.errors[0].exception_class_path == "pgqueue.WorkerDied"
     assert "died with signal 9 (SIGKILL)" in victim.errors[0].traceback
     assert worker.proc.poll() is None
+
+
+def test_priority_and_run_after_order_the_runs(start_worker) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    later = tasks.urgent.using(queue_name="default", priority=100,
+                               run_after=timezone.now() + timedelta(seconds=5)).enqueue("later")
+    for label, priority in (("low", -50), ("high", 50), ("middle", 0)):
+        tasks.urgent.using(queue_name="default", priority=priority).enqueue(label)
+    start_worker("--queues", "default", "--processes", "1", "--concurrency", "1")
+    wait_for(lambda: finished(later), timeout=30, what="the deferred task")
+    order = list(Mark.objects.order_by("id").values_list("label", flat=True))
+    assert order == ["high", "middle", "low", "later"]  # by priority; the deferred one only from its run_after
+    assert later.started_at >= later.enqueued_at + timedelta(seconds=4.9)

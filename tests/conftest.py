@@ -99,6 +99,23 @@ def wait() -> Callable[..., Any]:
     return wait_for
 
 
+# The engine's process and pooler tiers (raw SQL, forked workers: the same on every Django) run on one Django
+# in CI; the other environment sets this and runs what depends on Django: models, ORM, admin, settings,
+# enqueue, the django.tasks backend (its worker tests included). CI time stays under 15 minutes.
+ENGINE_TIERS_ELSEWHERE = os.environ.get("PGQUEUE_ENGINE_TIERS_ELSEWHERE") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not ENGINE_TIERS_ELSEWHERE:
+        return
+    skip = pytest.mark.skip(reason="the engine's process and pooler tiers run in the py311-django52 environment")
+    for item in items:
+        path = Path(str(item.path)).relative_to(ROOT).as_posix()
+        if (path.startswith("tests/process/") and path != "tests/process/test_tasks.py") or \
+                path.startswith("tests/pooler/"):
+            item.add_marker(skip)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Stop the embedded server this run started (CI must not leave a daemon behind).
     data = os.environ.get("PGQUEUE_TEST_DEVDB")

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Run pgqueue's whole test suite from a fresh checkout: `python3 tests/run.py [pytest args]`.
 
-Creates .venv with tox, then runs tox: Django 5.2 on Python 3.11 and Django 6.1 on Python 3.12 (found on
-PATH or in pyenv), the django.tasks tests on Django 6.0 too, plus ruff and mypy. PostgreSQL: DATABASE_URL if set, else an embedded PostgreSQL 18
+Creates .venv with tox, then runs tox: Django 5.2 on Python 3.11 (everything) and Django 6.1 on Python 3.12
+(found on PATH or in pyenv; everything that depends on Django), the django.tasks tests on Django 6.0 too,
+plus ruff and mypy. PostgreSQL: DATABASE_URL if set, else an embedded PostgreSQL 18
 started in .pgdata/ (stopped again when the tests end). Standard library only.
 """
 

@@ -283,6 +283,14 @@ def test_check_reports_a_database_that_is_not_postgresql() -> None:
     assert "database 'nowhere' (PGQUEUE['DATABASE']), and that is not configured, not PostgreSQL" in messages[0].msg
 
 
+def test_check_reports_pgqueue_missing_from_installed_apps(monkeypatch) -> None:
+    from django.apps import apps
+
+    monkeypatch.setattr(apps, "is_installed", lambda name: name != "pgqueue")
+    messages = backend().check()
+    assert [m.id for m in messages] == ["pgqueue.E010"] and "'pgqueue' is not in INSTALLED_APPS" in messages[0].msg
+
+
 @pytest.mark.skipif(not DJANGO_61, reason="Task and TaskResult pickle from Django 6.1")
 def test_tasks_and_results_pickle() -> None:
     result = tasks.add.enqueue(1, 2)

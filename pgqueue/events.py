@@ -76,7 +76,8 @@ def attempts_ended(transitions: Iterable[Transition], applied: dict[int, str], w
     for t in transitions:
         emit("job_finished", worker=worker, job_id=t.job_id, queue=t.queue, task=t.task, attempt=t.attempt,
              outcome=t.outcome.value, state=applied.get(t.job_id, t.state.value), applied=t.job_id in applied,
-             duration=(t.finished_at - t.started_at).total_seconds(), error_class=t.error_class)
+             duration=(t.finished_at - t.started_at).total_seconds(), error_class=t.error_class,
+             message=t.message, traceback=t.traceback, run_at=t.run_at)
 
 
 def emit(event: str, **data: Any) -> None:

@@ -48,6 +48,11 @@ def a_type(value: Any) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """ "1 job", "3 jobs", "0 jobs" (`plural` when adding an s will not do)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def duration_text(seconds: float) -> str:
     """Seconds as a short duration: "850 ms", "4.2 s", "3 min", "5 h", "2 d"."""
     if seconds < 1:

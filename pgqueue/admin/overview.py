@@ -29,6 +29,12 @@ class QueueRow:
     oldest_ready: dt.datetime | None = None
     paused: bool = False
     draining: bool = False
+    served: bool = True  # a live worker process has it in --queues
+
+    @property
+    def unserved(self) -> bool:
+        """Jobs wait in it and no live worker serves it: they will not run until one does."""
+        return not self.served and bool(self.counts.get("ready") or self.counts.get("scheduled"))
 
     @property
     def lag_seconds(self) -> float | None:
@@ -65,6 +71,12 @@ def overview(now: dt.datetime | None = None) -> dict[str, Any]:
     for item in Job.objects.using(alias).filter(state="ready").values("queue").annotate(oldest=Min("run_at")):
         row(item["queue"]).oldest_ready = item["oldest"]
 
+    workers = list(WorkerProcess.objects.using(alias).filter(state__in=["running", "stopping"]).order_by("kind", "id"))
+    alive_since = now - dt.timedelta(seconds=get_settings().WORKER_DEAD_AFTER)
+    served = {name for w in workers if w.kind == "worker" and w.state == "running" and w.last_heartbeat >= alive_since
+              for name in w.queues.split(",")}
+    for r in queues.values():
+        r.served = r.name in served
     return {
         "queues": sorted(queues.values(), key=lambda q: q.name),
         "hour_bars": _bars(alias, hour_ago, TruncMinute, local.replace(second=0, microsecond=0), 60,
@@ -75,7 +87,7 @@ def overview(now: dt.datetime | None = None) -> dict[str, Any]:
             Job.objects.using(alias).filter(state="dead", finished_at__gte=day_ago).exclude(error_class="")
             .values("error_class").annotate(n=Count("id")).order_by("-n")[:5]
         ),
-        "workers": list(WorkerProcess.objects.using(alias).filter(state__in=["running", "stopping"]).order_by("kind", "id")),
+        "workers": workers,
         "alerts": _alerts(now, hour_ago),
         "now": now,
     }

@@ -13,6 +13,7 @@ from typing import Any
 
 from pgqueue import events
 from pgqueue.lifecycle import exit_status, outcome_label
+from pgqueue.text import counted
 
 worker_log = logging.getLogger("pgqueue.worker")
 supervisor_log = logging.getLogger("pgqueue.supervisor")
@@ -24,16 +25,44 @@ JOB_FIELDS = ("job_id", "queue", "task", "attempt", "duration", "outcome", "work
 
 
 def _job_finished(worker: str, job_id: int, queue: str, task: str, attempt: int, outcome: str, state: str,
-                  applied: bool, duration: float, error_class: str = "", **_: Any) -> None:
-    if not applied or not jobs_log.isEnabledFor(logging.INFO):
+                  applied: bool, duration: float, error_class: str = "", message: str = "", traceback: str = "",
+                  run_at: dt.datetime | None = None, **_: Any) -> None:
+    """INFO for an attempt that succeeded or will run again (with when, and the error's message); WARNING
+    with the traceback for a job that is dead now."""
+    if not applied:
         return  # a refused completion has its own warning (job_completion_refused)
     label = outcome_label(outcome, state)
-    jobs_log.info(
-        "job %s %s attempt %d on queue %s: %s in %.3f s%s", job_id, task, attempt, queue, label, duration,
-        f" ({error_class})" if error_class else "",
+    level = logging.WARNING if label == "dead" else logging.INFO
+    if not jobs_log.isEnabledFor(level):
+        return
+    if label == "retried":
+        then = f", next attempt at {run_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC" if run_at is not None else ""
+        told = f"failed in {duration:.3f} s{then}"
+    elif label == "lost":
+        told = f"lost after {duration:.3f} s (it runs again)"
+    else:
+        told = f"{label} in {duration:.3f} s"
+    why = _error_text(error_class, message)
+    text = f"job {job_id} {task} attempt {attempt} on queue {queue}: {told}{f' ({why})' if why else ''}"
+    if label == "dead" and traceback:
+        text += "\n" + traceback.rstrip()
+    jobs_log.log(
+        level, "%s", text,
         extra={"job_id": job_id, "queue": queue, "task": task, "attempt": attempt, "duration": round(duration, 6),
                "outcome": label, "worker": worker, "error_class": error_class},
     )
+
+
+def _error_text(error_class: str, message: str) -> str:
+    """The error as one short line: its message (which starts with the class's short name), else the class."""
+    if not message:
+        return error_class
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    if len(first) > 300:
+        first = first[:299] + "…"
+    short = error_class.rpartition(".")[2]
+    return first if not error_class or first.startswith(short) and error_class == short else \
+        f"{error_class}: {first.removeprefix(short + ': ')}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,23 +86,24 @@ class JsonFormatter(logging.Formatter):
 
 
 def _worker_started(worker: str, kind: str, queues: tuple[str, ...] = (), concurrency: int = 0,
-                    processes: int = 0, **_: Any) -> None:
+                    processes: int = 0, detail: str = "", **_: Any) -> None:
     if kind == "supervisor":
         supervisor_log.info("supervisor %s: %d worker(s) x %d threads on queues %s", worker, processes,
                             concurrency, ",".join(queues))
     elif kind == "worker":
         worker_log.info("worker %s started: queues=%s concurrency=%d", worker, ",".join(queues), concurrency)
     else:
-        maintenance_log.info("%s %s started", kind, worker)
+        maintenance_log.info("%s %s started%s", kind, worker, f", {detail}" if detail else "")
 
 
 def _worker_stopping(worker: str, reason: str, running: int, timeout: float, **_: Any) -> None:
-    worker_log.info("worker %s stopping (%s): draining %d running jobs for up to %s s", worker, reason, running,
-                    timeout)
+    worker_log.info("worker %s stopping (%s): draining %s for up to %s s", worker, reason,
+                    counted(running, "running job"), timeout)
 
 
 def _worker_exiting(worker: str, running: int, **_: Any) -> None:
-    worker_log.warning("worker %s exiting now; %d running jobs are handed back", worker, running)
+    worker_log.warning("worker %s exiting now; %s handed back", worker,
+                       "1 running job is" if running == 1 else f"{running} running jobs are")
 
 
 def _worker_stopped(worker: str, kind: str, reason: str, **_: Any) -> None:
@@ -95,9 +125,10 @@ def _child_exited(worker: str, kind: str, pid: int, status: int, **_: Any) -> No
 
 def _job_rescued(count: int, worker: str = "", status: int | None = None, **_: Any) -> None:
     if status is None:
-        maintenance_log.warning("rescued %d jobs from dead workers or expired leases", count)
+        maintenance_log.warning("rescued %s from dead workers or expired leases", counted(count, "job"))
     else:
-        supervisor_log.warning("rescued %d jobs of %s, which exited with %s", count, worker, exit_status(status))
+        supervisor_log.warning("rescued %s of %s, which exited with %s", counted(count, "job"), worker,
+                               exit_status(status))
 
 
 def _job_isolated(worker: str, job_id: int, crashes: int, **_: Any) -> None:
@@ -120,12 +151,12 @@ def _job_lease_lost(worker: str, job_id: int, **_: Any) -> None:
 
 
 def _job_released(worker: str, count: int, **_: Any) -> None:
-    worker_log.warning("worker %s handed back %d unfinished jobs", worker, count)
+    worker_log.warning("worker %s handed back %s", worker, counted(count, "unfinished job"))
 
 
 def _job_abandoned(worker: str, count: int, **_: Any) -> None:
-    worker_log.warning("worker %s exits with %d async jobs on its blocked event loop; its supervisor takes them "
-                       "back once it has exited", worker, count)
+    worker_log.warning("worker %s exits with %s on its blocked event loop; its supervisor takes them "
+                       "back once it has exited", worker, counted(count, "async job"))
 
 
 def _job_completion_refused(worker: str, job_id: int, outcome: str, **_: Any) -> None:

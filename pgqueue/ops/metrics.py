@@ -262,8 +262,8 @@ class DatabaseCollector:
         yield slots
         rows = GaugeMetricFamily("pgqueue_table_rows_estimated", "The planner's row estimate of a history table.",
                                  labels=["table"])
-        rows.add_metric(["pgqueue_job"], t.job_rows)
-        rows.add_metric(["pgqueue_attempt"], t.attempt_rows)
+        rows.add_metric(["pgqueue_job"], t.job_rows or 0)  # 0 until the table is first analysed
+        rows.add_metric(["pgqueue_attempt"], t.attempt_rows or 0)
         yield rows
         yield _gauge("pgqueue_collector_duration_seconds", "How long reading these gauges took.",
                      time.perf_counter() - started)

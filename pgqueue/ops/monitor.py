@@ -63,8 +63,8 @@ class Totals:
     idempotency_keys: int
     slots_held: int
     slots: int
-    job_rows: int
-    attempt_rows: int
+    job_rows: int | None  # None: the table was never analysed (no estimate yet)
+    attempt_rows: int | None
     usable_connections: int  # max_connections less superuser_reserved_connections
 
 

@@ -47,7 +47,9 @@ SELECT clock_timestamp() AS now,
     (SELECT count(*) FROM pgqueue_lock WHERE kind = 'idempotency') AS idempotency_keys,
     (SELECT count(*) FROM pgqueue_semaphore_slot WHERE job_id IS NOT NULL) AS slots_held,
     (SELECT count(*) FROM pgqueue_semaphore_slot) AS slots,
-    (SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = 'pgqueue_job'::regclass) AS job_rows,
-    (SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = 'pgqueue_attempt'::regclass) AS attempt_rows,
+    -- (NULL for a table never vacuumed or analysed: reltuples is -1 then, not a count)
+    (SELECT NULLIF(GREATEST(reltuples, -1), -1)::bigint FROM pg_class WHERE oid = 'pgqueue_job'::regclass) AS job_rows,
+    (SELECT NULLIF(GREATEST(reltuples, -1), -1)::bigint FROM pg_class WHERE oid = 'pgqueue_attempt'::regclass)
+        AS attempt_rows,
     current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
         AS usable_connections;

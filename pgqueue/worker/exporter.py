@@ -63,6 +63,10 @@ class Exporter(Role):
         self.db_lock = threading.Lock()  # connections have threads; the database connection is one
         server.set_app(self.app)
 
+    def detail(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"serving http://{host!s}:{port}/metrics"
+
     def tick(self) -> float:
         with self.db_lock:  # a scrape may be reading the database on another thread
             return super().tick()

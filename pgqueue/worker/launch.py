@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import shutil
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from django.db import DatabaseError
 from pgqueue import db, schedules
 from pgqueue.checks import check_migrations
 from pgqueue.conf import Settings, get_settings
+from pgqueue.enqueuing import registry
 from pgqueue.exceptions import InvalidJob
 from pgqueue.ops import metrics
 from pgqueue.ops.doctor import listen_fix
@@ -53,6 +55,13 @@ def launch(options: WorkerOptions) -> int:
         raise LaunchError(f"pgqueue.E005: {exc}") from None
     if not declared:  # nothing to tick: no scheduler process (nor its connection)
         options = dataclasses.replace(options, scheduler=False)
+    unserved = unserved_jobs(options.queues, settings)
+    if unserved:
+        listed = "; ".join(f"{queue}: {', '.join(names[:3])}{' and more' if len(names) > 3 else ''}"
+                           for queue, names in sorted(unserved.items()))
+        logging.getLogger("pgqueue.supervisor").warning(
+            "jobs of queues this worker does not serve wait for another worker (this one has --queues %s): %s",
+            ",".join(options.queues), listed)
     if options.metrics_port is None:
         metrics.uninstall()  # nobody could read this process's counters: the jobs do not pay for them
         return Supervisor(options, settings, db.connection_kwargs(settings.DATABASE),
@@ -72,6 +81,18 @@ def launch(options: WorkerOptions) -> int:
     finally:
         server.server_close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def unserved_jobs(queues: tuple[str, ...], settings: Settings) -> dict[str, list[str]]:
+    """Registered jobs (subscribers and django.tasks tasks included) whose queue is not in `queues`, by queue:
+    what a worker says at start, since their jobs would wait for another worker."""
+    served = set(queues)
+    found: dict[str, list[str]] = {}
+    for name, job in sorted(registry.registered().items()):
+        queue = job.queue or settings.DEFAULT_QUEUE
+        if queue not in served:
+            found.setdefault(queue, []).append(name)
+    return found
 
 
 def check_wake_ups(settings: Settings, *, timeout: float = 5.0) -> None:

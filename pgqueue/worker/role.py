@@ -51,6 +51,10 @@ class Role:
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = db.CONNECTION_ERRORS
     heartbeat_every: float | None = None  # seconds; None: HEARTBEAT_SECONDS
 
+    def detail(self) -> str:
+        """What its start-up line adds (the metrics process: the address it serves)."""
+        return ""
+
     def __init__(self, process_id: str, supervisor_id: str, settings: Settings, runner: Any) -> None:
         self.id = process_id
         self.supervisor_id = supervisor_id
@@ -64,7 +68,7 @@ class Role:
         self.failures = 0
 
     def run(self) -> int:
-        events.emit("worker_started", worker=self.id, kind=self.kind, queues=(), concurrency=0)
+        events.emit("worker_started", worker=self.id, kind=self.kind, queues=(), concurrency=0, detail=self.detail())
         parent = os.getppid()
         while not self.pipe.drain() and os.getppid() == parent:  # stop with the supervisor, or if it is gone
             try:

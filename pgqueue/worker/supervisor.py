@@ -35,6 +35,8 @@ R = TypeVar("R")
 
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
 EXIT_STUCK = 3  # a worker's exit code when a job thread is stuck past its timeout (see worker.py)
+# A child's id is its supervisor's, this letter and its slot: w0, m0 (maintenance), s0 (scheduler), x0 (metrics)
+CHILD_LETTERS = {"worker": "w", "maintenance": "m", "scheduler": "s", "metrics": "x"}
 EXIT_DATABASE = 4  # a child stopped on a database error of pgqueue's own statements: not its jobs' fault
 KILL_GRACE = 10.0  # seconds after the shutdown timeout before children are killed
 
@@ -244,7 +246,7 @@ class Supervisor:
             self._spawn(kind, slot)
 
     def _spawn(self, kind: str, slot: int) -> None:
-        child_id = f"{self.id}-{kind[0]}{slot}-{uuid.uuid4().hex[:4]}"
+        child_id = f"{self.id}-{CHILD_LETTERS[kind]}{slot}-{uuid.uuid4().hex[:4]}"
         beacon = Beacon() if kind == "worker" else None
         wake_read, wake_write = self.relay.pipe() if kind == "worker" and self.relay.active else (None, None)
         run = self._role(kind, child_id, beacon, wake_read)

@@ -167,6 +167,11 @@ def test_overview_shows_counts_lag_charts_errors_and_alerts(root: Client) -> Non
     assert "RuntimeError" in page  # top error classes
     assert "went dead in the last hour" in page and "No worker is running" in page
     assert ">3</a>" in page  # three ready jobs in the default queue, linked to the filtered list
+    assert page.count(">no worker</span>") == 2  # default and marks have ready jobs and no live worker
+    db.run_in_django(sql.workerprocess_register, id="w-live", kind="worker", supervisor="s", hostname="h", pid=1,
+                     queues="default", concurrency=4, connections=3)
+    page = root.get("/admin/pgqueue/").content.decode()
+    assert page.count(">no worker</span>") == 1  # marks only
 
 
 def test_search_finds_a_job_by_its_idempotency_or_flow_key(root: Client) -> None:

@@ -40,13 +40,16 @@ def sql(statement: str, params: Any = None) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
+TUNED = "autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02"  # migration 0024
+
+
 @pytest.fixture
 def tuned_autovacuum() -> Iterator[None]:
-    """pgqueue_job with the per-table autovacuum settings the autovacuum check asks for (the table
-    outlives the test: they are reset afterwards)."""
-    sql("ALTER TABLE pgqueue_job SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02)")
+    """pgqueue_job with the per-table autovacuum settings the autovacuum check asks for (migration 0024 sets
+    them; a test that changes them puts them back)."""
+    sql(f"ALTER TABLE pgqueue_job SET ({TUNED})")
     yield
-    sql("ALTER TABLE pgqueue_job RESET (autovacuum_vacuum_scale_factor, autovacuum_analyze_scale_factor)")
+    sql(f"ALTER TABLE pgqueue_job SET ({TUNED})")
 
 
 @pytest.fixture
@@ -157,7 +160,14 @@ def test_dead_rows_warn_and_autovacuum_off_is_an_error_until_fixed() -> None:
     assert doctor.check_autovacuum().verdict is not Verdict.ERROR
 
 
+def test_a_fresh_install_has_the_autovacuum_settings_the_doctor_asks_for() -> None:
+    check = doctor.check_autovacuum()  # the test database is a fresh install: migrated, nothing else
+    assert check.verdict is Verdict.OK, check
+    assert "autovacuum_vacuum_scale_factor = 0.01 (table; server 0.2)" in check.detail.splitlines()
+
+
 def test_autovacuum_left_at_the_server_defaults_is_a_warning_with_per_table_settings() -> None:
+    sql("ALTER TABLE pgqueue_job RESET (autovacuum_vacuum_scale_factor, autovacuum_analyze_scale_factor)")
     check = doctor.check_autovacuum()
     assert check.verdict is Verdict.WARNING
     assert "autovacuum_vacuum_scale_factor = 0.2 (server)" in check.detail.splitlines()
@@ -169,7 +179,7 @@ def test_autovacuum_left_at_the_server_defaults_is_a_warning_with_per_table_sett
         assert tuned.verdict is Verdict.OK
         assert "autovacuum_vacuum_scale_factor = 0.01 (table; server 0.2)" in tuned.detail.splitlines()
     finally:
-        sql("ALTER TABLE pgqueue_job RESET (autovacuum_vacuum_scale_factor, autovacuum_analyze_scale_factor)")
+        sql(f"ALTER TABLE pgqueue_job SET ({TUNED})")  # as migration 0024 left it
 
 
 def test_an_idle_transaction_is_listed_then_an_error_and_gone_once_terminated() -> None:
@@ -316,15 +326,23 @@ def test_unapplied_and_unknown_migrations() -> None:
 
 def test_the_command_prints_a_table_and_fails_on_errors_or_when_asked_on_warnings() -> None:
     out = io.StringIO()
-    call_command("pgqueue_doctor", stdout=out)  # the autovacuum warning alone: status 0
-    text = out.getvalue()
-    assert text.splitlines()[0].split() == ["VERDICT", "CHECK", "DETAIL", "/", "FIX"]
-    assert "warning  autovacuum" in text and "fix: ALTER TABLE pgqueue_job SET (" in text
-    assert text.rstrip().endswith(f"{len(doctor.CHECKS)} checks: {len(doctor.CHECKS) - 1} ok, 1 warning(s), 0 error(s)")
-
-    with pytest.raises(CommandError, match=r"1 check\(s\) failed: autovacuum \(warning\)") as failed:
-        call_command("pgqueue_doctor", "--fail-on-warning", stdout=io.StringIO())
-    assert failed.value.returncode == 1
+    call_command("pgqueue_doctor", stdout=out)  # a fresh install: all ok
+    assert out.getvalue().rstrip().endswith(f"{len(doctor.CHECKS)} checks: {len(doctor.CHECKS)} ok, 0 warning(s), "
+                                            "0 error(s)")
+    sql("ALTER TABLE pgqueue_job RESET (autovacuum_vacuum_scale_factor, autovacuum_analyze_scale_factor)")
+    try:
+        out = io.StringIO()
+        call_command("pgqueue_doctor", stdout=out)  # the autovacuum warning alone: status 0
+        text = out.getvalue()
+        assert text.splitlines()[0].split() == ["VERDICT", "CHECK", "DETAIL", "/", "FIX"]
+        assert "warning  autovacuum" in text and "fix: ALTER TABLE pgqueue_job SET (" in text
+        assert text.rstrip().endswith(
+            f"{len(doctor.CHECKS)} checks: {len(doctor.CHECKS) - 1} ok, 1 warning(s), 0 error(s)")
+        with pytest.raises(CommandError, match=r"1 check\(s\) failed: autovacuum \(warning\)") as failed:
+            call_command("pgqueue_doctor", "--fail-on-warning", stdout=io.StringIO())
+        assert failed.value.returncode == 1
+    finally:
+        sql(f"ALTER TABLE pgqueue_job SET ({TUNED})")
 
     WorkerProcess.objects.create(id="w-silent", kind="worker", hostname="box", pid=1, state="running",
                                  last_heartbeat=timezone.now() - dt.timedelta(hours=1))
@@ -335,8 +353,7 @@ def test_the_command_prints_a_table_and_fails_on_errors_or_when_asked_on_warning
     rows = json.loads(out.getvalue())
     assert [r["name"] for r in rows] == [name for name, _ in doctor.CHECKS]
     assert set(rows[0]) == {"name", "verdict", "detail", "fix"}
-    assert {r["name"]: r["verdict"] for r in rows if r["verdict"] != "ok"} == {"autovacuum": "warning",
-                                                                              "dead_workers": "error"}
+    assert {r["name"]: r["verdict"] for r in rows if r["verdict"] != "ok"} == {"dead_workers": "error"}
 
 
 def test_the_exit_status_of_manage_py_pgqueue_doctor(tuned_autovacuum: None) -> None:

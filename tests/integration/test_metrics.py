@@ -189,6 +189,7 @@ def test_health_scopes_and_a_bad_scope() -> None:
     ready = client.get("/pgqueue/health?scope=ready")
     assert ready.status_code == 200 and [c["name"] for c in ready.json()["checks"]] == ["database", "migrations"]
     assert client.get("/pgqueue/health").status_code == 503
+    assert client.get("/pgqueue/health/").status_code == 503  # the same view with a trailing slash, not a 404
     bad = client.get("/pgqueue/health?scope=deep")
     assert bad.status_code == 400 and bad.json()["error"] == "unknown scope 'deep'; use one of live, ready, all"
 
@@ -225,19 +226,30 @@ def test_one_structured_line_per_attempt(caplog: pytest.LogCaptureFixture) -> No
     try:
         with caplog.at_level(logging.INFO, logger="pgqueue.jobs"):
             events.emit("job_finished", worker="w1", job_id=42, queue="emails", task="app.jobs.send", attempt=2,
-                        outcome="failed", state="dead", applied=True, duration=1.5, error_class="SMTPError")
+                        outcome="failed", state="dead", applied=True, duration=1.5, error_class="smtplib.SMTPError",
+                        message="SMTPError: 550 mailbox unavailable",
+                        traceback="Traceback (most recent call last):\n  ...\nsmtplib.SMTPError: 550 mailbox unavailable\n")
             events.emit("job_finished", worker="w1", job_id=43, queue="emails", task="app.jobs.send", attempt=1,
                         outcome="succeeded", state="succeeded", applied=False, duration=0.1, error_class="")
+            events.emit("job_finished", worker="w1", job_id=44, queue="emails", task="app.jobs.send", attempt=1,
+                        outcome="failed", state="scheduled", applied=True, duration=0.028,
+                        error_class="ConnectionRefusedError", message="ConnectionRefusedError: [Errno 111] Connection refused",
+                        run_at=dt.datetime(2026, 12, 4, 17, 20, 5, tzinfo=dt.UTC))
     finally:
         for event, handler in logs.HANDLERS.items():
             events.unsubscribe(event, handler)
     records = [r for r in caplog.records if r.name == "pgqueue.jobs"]
-    assert len(records) == 1  # the refused completion has its own warning, not a second outcome line
-    record = records[0]
-    assert record.levelno == logging.INFO
-    assert record.getMessage() == "job 42 app.jobs.send attempt 2 on queue emails: dead in 1.500 s (SMTPError)"
+    assert len(records) == 2  # the refused completion has its own warning, not an outcome line
+    record, retried = records
+    assert retried.levelno == logging.INFO and retried.getMessage() == (
+        "job 44 app.jobs.send attempt 1 on queue emails: failed in 0.028 s, next attempt at 2026-12-04 17:20:05 UTC "
+        "(ConnectionRefusedError: [Errno 111] Connection refused)")
+    assert record.levelno == logging.WARNING  # a dead job: with its traceback
+    assert record.getMessage() == (
+        "job 42 app.jobs.send attempt 2 on queue emails: dead in 1.500 s (smtplib.SMTPError: 550 mailbox unavailable)"
+        "\nTraceback (most recent call last):\n  ...\nsmtplib.SMTPError: 550 mailbox unavailable")
     line = json.loads(logs.JsonFormatter().format(record))
     assert {k: line[k] for k in logs.JOB_FIELDS} == {
         "job_id": 42, "queue": "emails", "task": "app.jobs.send", "attempt": 2, "duration": 1.5, "outcome": "dead",
-        "worker": "w1", "error_class": "SMTPError"}
-    assert line["level"] == "INFO" and line["logger"] == "pgqueue.jobs"
+        "worker": "w1", "error_class": "smtplib.SMTPError"}
+    assert line["level"] == "WARNING" and line["logger"] == "pgqueue.jobs"

@@ -9,6 +9,7 @@ import json
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from pgqueue import db, sql
@@ -128,3 +129,32 @@ def test_retry_bad_input_changes_nothing(args: list[str], message: str) -> None:
         run("pgqueue_retry", *args)
     assert str(error.value) == message
     assert Job.objects.get().state == "dead" and not AuditEntry.objects.exists()
+
+
+def test_status_says_when_a_table_has_no_row_estimate_yet() -> None:
+    from pgqueue.management.commands.pgqueue_status import estimate
+
+    assert estimate(None, "jobs") == "jobs: not estimated yet (never analysed)"
+    assert estimate(12_345, "attempts") == "12,345 attempts"
+    with connection.cursor() as cur:
+        cur.execute("ANALYZE pgqueue_job")
+    out = io.StringIO()
+    call_command("pgqueue_status", stdout=out)
+    assert "rows (estimated): 0 jobs, " in out.getvalue()
+
+
+def test_status_marks_a_queue_with_waiting_jobs_and_no_worker() -> None:
+    jobs.mark.enqueue("waits")  # queue "marks": nobody serves it
+    out = io.StringIO()
+    call_command("pgqueue_status", stdout=out)
+    line = next(li for li in out.getvalue().splitlines() if li.startswith("marks "))
+    assert line.endswith("active, no worker serves it"), line
+
+
+def test_a_worker_names_the_jobs_of_queues_it_does_not_serve() -> None:
+    from pgqueue.conf import get_settings
+    from pgqueue.worker.launch import unserved_jobs
+
+    unserved = unserved_jobs(("default",), get_settings())
+    assert "tests.testapp.jobs.mark" in unserved["marks"] and "default" not in unserved
+    assert "marks" not in unserved_jobs(("default", "marks"), get_settings())

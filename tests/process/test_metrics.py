@@ -98,6 +98,10 @@ def test_the_port_asks_for_the_token(start_worker) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)
         assert missing.value.code == 404, path
     assert worker.proc.poll() is None
+    metrics_id = WorkerProcess.objects.get(kind="metrics", state="running").id
+    maintenance_id = WorkerProcess.objects.get(kind="maintenance", state="running").id
+    assert "-x0-" in metrics_id and "-m0-" in maintenance_id  # not named alike
+    assert f"metrics {metrics_id} started, serving http://127.0.0.1:{port}/metrics" in worker.output()
 
 
 def test_the_port_serves_scrapes_beside_idle_connections_and_only_get_and_head(start_worker) -> None:

@@ -64,3 +64,10 @@ def test_pooler_settings_decide_preparing_and_the_lead() -> None:
     assert conf.load({}, environ={"PGQUEUE_PREPARE_STATEMENTS": "none"}).PREPARE_STATEMENTS is None
     assert conf.load({"MAINTENANCE_SECONDS": 3}, environ={}).lead_seconds == 12.0
     assert conf.load({"LEADER_SECONDS": 2.5, "MAINTENANCE_SECONDS": 1}, environ={}).lead_seconds == 2.5
+
+
+def test_counts_read_as_english() -> None:
+    from pgqueue.text import counted
+
+    assert [counted(n, "running job") for n in (0, 1, 2)] == ["0 running jobs", "1 running job", "2 running jobs"]
+    assert counted(1, "batch", "batches") == "1 batch" and counted(3, "batch", "batches") == "3 batches"

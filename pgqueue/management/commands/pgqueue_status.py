@@ -42,7 +42,7 @@ class Command(BaseCommand):
             f"\nexpired leases: {t.expired_leases} · outbox: {t.outbox_pending} pending, lag "
             f"{duration(snap.outbox_lag_seconds)} · uniqueness keys: {t.unique_keys} · idempotency keys: "
             f"{t.idempotency_keys} · semaphore slots: {t.slots_held}/{t.slots} held · rows (estimated): "
-            f"{t.job_rows:,} jobs, {t.attempt_rows:,} attempts"
+            f"{estimate(t.job_rows, 'jobs')}, {estimate(t.attempt_rows, 'attempts')}"
         )
         threads = sum(p.concurrency for p in snap.live())
         self.stdout.write(
@@ -52,6 +52,11 @@ class Command(BaseCommand):
         )
 
 
+def estimate(rows: int | None, what: str) -> str:
+    """The planner's row estimate, or why there is none yet (a table never analysed)."""
+    return f"{rows:,} {what}" if rows is not None else f"{what}: not estimated yet (never analysed)"
+
+
 def queue_state(q: monitor.QueueView) -> str:
     if q.breaker == "open":
         until = f" until {q.resume_at:%H:%M:%S}" if q.resume_at else ""
@@ -59,6 +64,8 @@ def queue_state(q: monitor.QueueView) -> str:
     if q.paused:
         return f"paused ({q.paused_reason})" if q.paused_reason else "paused"
     state = "draining" if q.draining else "active"
+    if not q.workers and (q.counts["ready"] or q.counts["scheduled"]):
+        state += ", no worker serves it"
     if q.breaker == "closed":
         state += f", breaker closed ({q.breaker_failures} failures in a row)"
     return state

@@ -29,12 +29,10 @@ def _job_finished(worker: str, job_id: int, queue: str, task: str, attempt: int,
                   run_at: dt.datetime | None = None, **_: Any) -> None:
     """INFO for an attempt that succeeded or will run again (with when, and the error's message); WARNING
     with the traceback for a job that is dead now."""
-    if not applied:
-        return  # a refused completion has its own warning (job_completion_refused)
+    level = logging.WARNING if state == "dead" else logging.INFO
+    if not applied or not jobs_log.isEnabledFor(level):
+        return  # (a refused completion has its own warning: job_completion_refused)
     label = outcome_label(outcome, state)
-    level = logging.WARNING if label == "dead" else logging.INFO
-    if not jobs_log.isEnabledFor(level):
-        return
     if label == "retried":
         then = f", next attempt at {run_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC" if run_at is not None else ""
         told = f"failed in {duration:.3f} s{then}"

@@ -402,9 +402,6 @@ def _as_stored(**values: Any) -> AnyResult:
     return result
 
 
-NO_PAST: tuple[list[TaskError], list[str], None] = ([], [], None)
-
-
 def _past(ctx: JobContext) -> tuple[list[TaskError], list[str], dt.datetime | None]:
     """Earlier attempts (read only for a retry: a first attempt has none)."""
     if ctx.attempt <= 1:
@@ -433,7 +430,8 @@ def _runner(task: AnyTask, alias: str) -> Callable[..., Any]:
     sender = PgQueueBackend
     if inspect.iscoroutinefunction(task.func):
         async def run_async(ctx: JobContext, *args: Any, **kwargs: Any) -> Any:
-            past = NO_PAST if ctx.attempt <= 1 else await sync_to_async(_past)(ctx)
+            # (fresh lists each time: the attempt's own error is appended to them)
+            past = _past(ctx) if ctx.attempt <= 1 else await sync_to_async(_past)(ctx)
             result = _running(task, alias, ctx, args, kwargs, past)
             await task_started.asend_robust(sender, task_result=result)
             try:

@@ -159,3 +159,12 @@ def test_priority_and_run_after_order_the_runs(start_worker) -> None:
     order = list(Mark.objects.order_by("id").values_list("label", flat=True))
     assert order == ["high", "middle", "low", "later"]  # by priority; the deferred one only from its run_after
     assert later.started_at >= later.enqueued_at + timedelta(seconds=4.9)
+
+
+def test_an_async_tasks_first_attempt_carries_no_other_tasks_errors(start_worker) -> None:
+    failing = tasks.async_context.using(priority=10).enqueue(True)
+    clean = tasks.async_context.enqueue(False)
+    start_worker("--queues", "default", "--processes", "1", "--concurrency", "1")
+    wait_for(lambda: finished(failing, clean), timeout=30, what="the async tasks")
+    assert failing.status == TaskResultStatus.FAILED and failing.errors[0].exception_class is ValueError
+    assert clean.return_value == []  # the failure before it in the same process left nothing in its context

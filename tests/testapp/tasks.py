@@ -112,3 +112,11 @@ def signalled(ok: bool) -> str:
 def elsewhere(x: int) -> int:
     """A task of Django's immediate backend, moved onto pgqueue's with .using(backend=...)."""
     return x * 2
+
+
+@task(takes_context=True)
+async def async_context(context, fail: bool) -> list:
+    """An async task that says which errors its context carries (none on a first attempt)."""
+    if fail:
+        raise ValueError("async failure")
+    return [e.exception_class_path for e in context.task_result.errors]

@@ -56,10 +56,25 @@ def check_migrations(alias: str) -> list[checks.CheckMessage]:
     targets = [key for key in executor.loader.graph.leaf_nodes() if key[0] == "pgqueue"]
     plan = executor.migration_plan(targets)
     if plan:
-        names = ", ".join(m.name for m, _ in plan)
-        return [checks.Error(f"pgqueue migrations are not applied on database {alias!r}: {names}.",
+        return [checks.Error(f"pgqueue migrations are not applied on database {alias!r}: "
+                             f"{unapplied_names([m for m, _ in plan])}.",
                              id="pgqueue.E004", hint=f"Run: python manage.py migrate pgqueue --database {alias}")]
     return []
+
+
+def unapplied_names(migrations: list[Any]) -> str:
+    """Migrations to apply, app by app in plan order: 'pgqueue.0001_initial .. pgqueue.0024_x (24 migrations),
+    auth.0001_initial' (a fresh database's plan also holds the apps pgqueue depends on)."""
+    by_app: dict[str, list[str]] = {}
+    for migration in migrations:
+        by_app.setdefault(migration.app_label, []).append(migration.name)
+    parts = []
+    for app, names in by_app.items():
+        if len(names) > 2:
+            parts.append(f"{app}.{names[0]} .. {app}.{names[-1]} ({len(names)} migrations)")
+        else:
+            parts.extend(f"{app}.{name}" for name in names)
+    return ", ".join(parts)
 
 
 @checks.register()

@@ -24,6 +24,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.models import UniqueConstraint
 
 from pgqueue import db, sql
+from pgqueue.checks import unapplied_names
 from pgqueue.conf import Settings, get_settings
 from pgqueue.sql import statement
 from pgqueue.sql.rows import Leadership
@@ -232,9 +233,8 @@ def check_migrations() -> Check:
     applied = {name for app, name in loader.applied_migrations if app == APP}
     unknown = sorted(applied - {name for app, name in loader.disk_migrations if app == APP})
     if plan:
-        names = ", ".join(f"{m.app_label}.{m.name}" for m, _ in plan)
         return Check(name="migrations", verdict=Verdict.ERROR,
-                     detail=f"{len(plan)} migration(s) not applied on database {alias!r}: {names}",
+                     detail=f"not applied on database {alias!r}: {unapplied_names([m for m, _ in plan])}",
                      fix=f"python manage.py migrate pgqueue --database {alias}")
     if unknown:
         return Check(name="migrations", verdict=Verdict.WARNING,

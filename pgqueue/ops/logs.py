@@ -20,6 +20,7 @@ supervisor_log = logging.getLogger("pgqueue.supervisor")
 maintenance_log = logging.getLogger("pgqueue.maintenance")
 db_log = logging.getLogger("pgqueue.db")
 jobs_log = logging.getLogger("pgqueue.jobs")
+_tracebacks_of_retries = False  # set by subscribe(): pgqueue_worker -v 2
 # The record attributes of an attempt's line (and of JsonFormatter's output, beside time, level, logger, message).
 JOB_FIELDS = ("job_id", "queue", "task", "attempt", "duration", "outcome", "worker", "error_class")
 
@@ -42,7 +43,7 @@ def _job_finished(worker: str, job_id: int, queue: str, task: str, attempt: int,
         told = f"{label} in {duration:.3f} s"
     why = _error_text(error_class, message)
     text = f"job {job_id} {task} attempt {attempt} on queue {queue}: {told}{f' ({why})' if why else ''}"
-    if label == "dead" and traceback:
+    if traceback and (label == "dead" or label == "retried" and _tracebacks_of_retries):
         text += "\n" + traceback.rstrip()
     jobs_log.log(
         level, "%s", text,
@@ -213,7 +214,10 @@ HANDLERS: dict[str, Callable[..., None]] = {
 }
 
 
-def subscribe() -> None:
-    """Log every engine event above (idempotent); pgqueue_worker calls it at start."""
+def subscribe(tracebacks_of_retries: bool = False) -> None:
+    """Log every engine event above (idempotent); pgqueue_worker calls it at start. A dead job's line carries
+    its traceback; with `tracebacks_of_retries` (pgqueue_worker -v 2) a failed attempt's that runs again too."""
+    global _tracebacks_of_retries
+    _tracebacks_of_retries = tracebacks_of_retries
     for event, handler in HANDLERS.items():
         events.subscribe(event, handler)

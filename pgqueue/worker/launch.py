@@ -42,7 +42,8 @@ def launch(options: WorkerOptions) -> int:
     settings = settings_for_launch()
     try:
         problems = [m for m in checks.run_checks(databases=[settings.DATABASE]) if m.is_serious()]
-        problems += check_migrations(settings.DATABASE)
+        if not any(m.id == "pgqueue.E003" for m in problems):  # not PostgreSQL: no migrations to read
+            problems += check_migrations(settings.DATABASE)
     except DatabaseError as exc:
         raise LaunchError(f"Database {settings.DATABASE!r} is not reachable: {exc}".strip()) from None
     if problems:

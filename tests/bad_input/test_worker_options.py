@@ -100,3 +100,23 @@ def test_the_command_help_names_every_process_it_starts() -> None:
     for process in ("worker processes (--processes)", "one maintenance process", "one scheduler process",
                     "with --metrics-port, one metrics process"):
         assert process in text, text
+
+
+@pytest.mark.django_db
+def test_a_sqlite_database_is_refused_in_one_line(tmp_path) -> None:
+    result = run_worker(env={"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == "CommandError: pgqueue.E003: pgqueue needs PostgreSQL, but database 'default' is sqlite."
+
+
+def test_unapplied_migrations_are_named_app_by_app_in_plan_order() -> None:
+    from types import SimpleNamespace
+
+    from pgqueue.checks import unapplied_names
+
+    plan = [SimpleNamespace(app_label=app, name=name) for app, name in [
+        ("contenttypes", "0001_initial"), ("auth", "0001_initial"), ("pgqueue", "0001_initial"),
+        ("pgqueue", "0002_attempt_lean"), ("pgqueue", "0003_audit_and_drain"), ("auth", "0002_alter")]]
+    assert unapplied_names(plan) == ("contenttypes.0001_initial, auth.0001_initial, auth.0002_alter, "
+                                     "pgqueue.0001_initial .. pgqueue.0003_audit_and_drain (3 migrations)")
+    assert unapplied_names(plan[2:4]) == "pgqueue.0001_initial, pgqueue.0002_attempt_lean"

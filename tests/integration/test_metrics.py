@@ -253,3 +253,47 @@ def test_one_structured_line_per_attempt(caplog: pytest.LogCaptureFixture) -> No
         "job_id": 42, "queue": "emails", "task": "app.jobs.send", "attempt": 2, "duration": 1.5, "outcome": "dead",
         "worker": "w1", "error_class": "smtplib.SMTPError"}
     assert line["level"] == "WARNING" and line["logger"] == "pgqueue.jobs"
+
+
+RETRIED = {"worker": "w1", "job_id": 45, "queue": "emails", "task": "app.jobs.send", "attempt": 1, "outcome": "failed",
+           "state": "scheduled", "applied": True, "duration": 0.5, "error_class": "KeyError", "message": "KeyError: 'x'",
+           "traceback": "Traceback (most recent call last):\n  ...\nKeyError: 'x'\n"}
+
+
+@pytest.mark.parametrize(("verbosity", "level", "retry_traceback"),
+                         [(0, logging.WARNING, False), (1, logging.INFO, False), (2, logging.INFO, True),
+                          (3, logging.DEBUG, True)])
+def test_worker_verbosity_sets_the_level_and_the_tracebacks(caplog: pytest.LogCaptureFixture, verbosity: int,
+                                                             level: int, retry_traceback: bool) -> None:
+    from django.core.management import CommandError, call_command
+
+    logger = logging.getLogger("pgqueue")
+    before = logger.level
+    try:  # the command configures logging, then refuses the empty --queues before anything starts
+        with pytest.raises(CommandError, match="--queues is empty"):
+            call_command("pgqueue_worker", queues="", verbosity=verbosity)
+        assert logger.level == level
+        with caplog.at_level(logging.INFO, logger="pgqueue.jobs"):
+            events.emit("job_finished", **RETRIED)
+        (record,) = [r for r in caplog.records if r.name == "pgqueue.jobs"]
+        assert ("\nTraceback (most recent call last):" in record.getMessage()) is retry_traceback
+    finally:
+        logger.setLevel(before)
+        logs.subscribe()
+        for event, handler in logs.HANDLERS.items():
+            events.unsubscribe(event, handler)
+
+
+def test_log_level_wins_over_verbosity() -> None:
+    from django.core.management import CommandError, call_command
+
+    logger = logging.getLogger("pgqueue")
+    before = logger.level
+    try:
+        with pytest.raises(CommandError):
+            call_command("pgqueue_worker", queues="", verbosity=0, log_level="debug")
+        assert logger.level == logging.DEBUG
+    finally:
+        logger.setLevel(before)
+        for event, handler in logs.HANDLERS.items():
+            events.unsubscribe(event, handler)

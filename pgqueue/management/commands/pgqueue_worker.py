@@ -39,10 +39,13 @@ class Command(BaseCommand):
                             help="Serve Prometheus metrics on this port (needs PGQUEUE['METRICS_TOKEN'] unless DEBUG).")
         parser.add_argument("--metrics-address", default="0.0.0.0",
                             help="Address the metrics port listens on (default 0.0.0.0).")
-        parser.add_argument("--log-level", default="INFO", help="pgqueue log level (default INFO).")
+        parser.add_argument("--log-level", default=None,
+                            help="pgqueue log level (default: from --verbosity: 0 WARNING, 1 and 2 INFO, 3 DEBUG).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        _configure_logging(options["log_level"])
+        verbosity = options["verbosity"]
+        _configure_logging(options["log_level"] or VERBOSITY_LEVELS.get(verbosity, "DEBUG"),
+                           tracebacks="every failure" if verbosity >= 2 else "dead jobs")
         try:
             parsed = worker_options.parse(
                 settings_for_launch(), queues=options["queues"], processes=options["processes"],
@@ -60,7 +63,12 @@ class Command(BaseCommand):
             raise SystemExit(code)
 
 
-def _configure_logging(level: str) -> None:
+# --verbosity (Django's -v) without --log-level: 0 problems and dead jobs only, 1 a line per attempt, 2 the
+# same with the traceback of every failed attempt (not only a dead job's), 3 pgqueue's DEBUG lines too
+VERBOSITY_LEVELS = {0: "WARNING", 1: "INFO", 2: "INFO", 3: "DEBUG"}
+
+
+def _configure_logging(level: str, tracebacks: str) -> None:
     from pgqueue.ops import logs
 
     logger = logging.getLogger("pgqueue")
@@ -77,4 +85,4 @@ def _configure_logging(level: str) -> None:
         tasks_logger.addHandler(handler)
         tasks_logger.setLevel(level.upper())
         tasks_logger.propagate = False  # Django's "django" logger prints only with DEBUG: ours always
-    logs.subscribe()
+    logs.subscribe(tracebacks_of_retries=tracebacks == "every failure")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from pgqueue import events
@@ -265,6 +265,10 @@ class DatabaseCollector:
         rows.add_metric(["pgqueue_job"], t.job_rows or 0)  # 0 until the table is first analysed
         rows.add_metric(["pgqueue_attempt"], t.attempt_rows or 0)
         yield rows
+        yield CounterMetricFamily(
+            "pgqueue_job_ids_issued", "Job ids the database has issued: every job inserted by any process (web, "
+            "commands, workers, pgqueue itself), and inserts later rolled back; rate() is the true enqueue rate.",
+            value=t.job_ids_issued)
         yield _gauge("pgqueue_collector_duration_seconds", "How long reading these gauges took.",
                      time.perf_counter() - started)
 

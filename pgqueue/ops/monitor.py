@@ -66,6 +66,7 @@ class Totals:
     job_rows: int | None  # None: the table was never analysed (no estimate yet)
     attempt_rows: int | None
     usable_connections: int  # max_connections less superuser_reserved_connections
+    job_ids_issued: int  # pgqueue_job's id sequence: jobs inserted by anyone (rolled-back inserts too), ever
 
 
 JOB_COUNTS = statement("monitor_job_counts", JobCount)

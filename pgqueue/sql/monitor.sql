@@ -38,7 +38,8 @@ FROM pgqueue_workerprocess WHERE state IN ('running', 'stopping') ORDER BY kind,
 -- name: monitor_totals
 -- The rest of the picture in one row: the database's clock, expired leases, the outbox's backlog and
 -- its oldest event, uniqueness and idempotency keys held, semaphore slots held, the planner's row
--- estimates of the two history tables, and the server's connection limit (less those kept for superusers).
+-- estimates of the two history tables, the server's connection limit (less those kept for superusers), and
+-- the last job id the database issued: every job any process inserted, counted where a scrape sees it.
 SELECT clock_timestamp() AS now,
     (SELECT count(*) FROM pgqueue_job WHERE state = 'running' AND lease_expires_at < now()) AS expired_leases,
     (SELECT count(*) FROM pgqueue_outbox WHERE relayed_at IS NULL) AS outbox_pending,
@@ -52,4 +53,6 @@ SELECT clock_timestamp() AS now,
     (SELECT NULLIF(GREATEST(reltuples, -1), -1)::bigint FROM pg_class WHERE oid = 'pgqueue_attempt'::regclass)
         AS attempt_rows,
     current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
-        AS usable_connections;
+        AS usable_connections,
+    -- (NULL before the first id: 0 jobs)
+    coalesce(pg_sequence_last_value(pg_get_serial_sequence('pgqueue_job', 'id')::regclass), 0) AS job_ids_issued;

@@ -9,6 +9,7 @@ import logging
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client, override_settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
@@ -97,6 +98,26 @@ def test_counters_follow_the_events_of_this_process() -> None:
     assert delta("pgqueue_attempt_duration_seconds_bucket", queue="default", task="tests.testapp.jobs.add",
                  outcome="retried", le="0.25") == 1
     assert delta("pgqueue_enqueue_refused_total", queue="default", reason="rate_limit") == 1
+
+
+def test_job_ids_issued_counts_what_no_event_in_this_process_saw() -> None:
+    """The enqueue counter sees only this process's enqueue path; the database's id counter sees every insert
+    (here a replay, which pgqueue makes itself, and a raw INSERT as another program would)."""
+    before = scrape(metrics.exposition().decode())
+    dead = jobs.noop.enqueue()
+    jobs.noop.enqueue()
+    Job.objects.filter(pk=dead.id).update(state="dead", finished_at=timezone.now(), reason_code="max_attempts")
+    operations.replay([dead.id])
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO pgqueue_job (queue, task, args, kwargs, state, priority, run_at, created_at, "
+                       "attempts, max_attempts) SELECT queue, task, args, kwargs, 'ready', priority, now(), now(), 0, "
+                       "max_attempts FROM pgqueue_job WHERE id = %s", [dead.id])
+    after = scrape(metrics.exposition().decode())
+    issued = (value(after, "pgqueue_job_ids_issued_total") or 0) - (value(before, "pgqueue_job_ids_issued_total") or 0)
+    enqueued = ((value(after, "pgqueue_jobs_enqueued_total", queue="default", task="tests.testapp.jobs.noop") or 0)
+                - (value(before, "pgqueue_jobs_enqueued_total", queue="default", task="tests.testapp.jobs.noop") or 0))
+    assert (issued, enqueued) == (4, 2)
+    assert value(after, "pgqueue_job_ids_issued_total") == Job.objects.order_by("-id").values_list("id", flat=True)[0]
 
 
 @pytest.mark.parametrize(("outcome", "state", "label"), [

@@ -22,6 +22,7 @@ from pgqueue import db, events, sql
 from pgqueue.conf import Settings
 from pgqueue.context import JobContext
 from pgqueue.lifecycle import AttemptEnd, Ending, RetryPolicy, decide
+from pgqueue.text import counted
 from pgqueue.types import LeasedJob
 from pgqueue.worker.beacon import Beacon
 from pgqueue.worker.completer import Completer
@@ -141,7 +142,7 @@ class Worker:
                 self._heartbeat()
                 self._check_recycle()
             elif self.options.max_jobs and self.leased >= self.options.max_jobs:
-                self._begin_stop(f"recycling after {self.leased} jobs")
+                self._begin_stop(f"recycling after {counted(self.leased, 'job')}")
             if self.phase is Phase.DRAINING:
                 if not self.running or clock >= self.drain_deadline or self._only_blocked_left():
                     break
@@ -342,7 +343,7 @@ class Worker:
         if os.getppid() != self.parent:
             self._begin_stop("its supervisor is gone")
         elif opts.max_jobs and self.leased >= opts.max_jobs:
-            self._begin_stop(f"recycling after {self.leased} jobs")
+            self._begin_stop(f"recycling after {counted(self.leased, 'job')}")
         elif opts.max_lifetime and time.monotonic() - self.started >= opts.max_lifetime:
             self._begin_stop(f"recycling after {opts.max_lifetime} s")
         elif opts.max_memory_mb and rss_mib() >= opts.max_memory_mb:

@@ -112,7 +112,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         path = Path(str(item.path)).relative_to(ROOT).as_posix()
         if (path.startswith("tests/process/") and path != "tests/process/test_tasks.py") or \
-                path.startswith("tests/pooler/"):
+                path.startswith(("tests/pooler/", "tests/packaging/")):
             item.add_marker(skip)
 
 

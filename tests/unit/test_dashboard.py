@@ -1,6 +1,7 @@
 """docs/grafana/pgqueue.json and docs/alerts.yml name only metrics pgqueue exports, and use them the way
 they must be used: gauges (read from the database, the same on every scrape target) deduplicated with
-max, never summed; counters and histograms (per process) only under rate() or increase(). No database."""
+max, never summed; counters and histograms (per process) only under rate() or increase(). The alert rules
+pass `promtool check rules` where Prometheus is installed. No database."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import dataclasses
 import inspect
 import json
 import re
+import shutil
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = DOCS / "grafana" / "pgqueue.json"
@@ -102,89 +106,24 @@ def every_expr() -> list[tuple[str, str]]:
     return [("dashboard", e) for e in dashboard_exprs()] + [(r["alert"], r["expr"]) for r in alert_rules()]
 
 
-# -- a reader for the YAML subset alerts.yml is written in (PyYAML is not a dependency) -----------------------
-# Block mappings and sequences, plain and quoted scalars, | and > block scalars, # comments.
-
-KEY = re.compile(r"^([\w.-]+):(?:\s+(.*))?$")
-
+# -- alerts.yml is read with PyYAML (the dev extra), after the check Prometheus makes and PyYAML does not ---------
 
 def read_yaml(text: str) -> Any:
-    lines = text.splitlines()
-    pos = 0
+    """The document; a mapping that names a key twice fails (Prometheus refuses it, PyYAML keeps the last)."""
+    def check(node: yaml.Node) -> None:
+        if isinstance(node, yaml.MappingNode):
+            keys = [key.value for key, _ in node.value]
+            twice = sorted({key for key in keys if keys.count(key) > 1})
+            assert not twice, f"alerts.yml line {node.start_mark.line + 1}: {', '.join(twice)} twice"
+            for key, value in node.value:
+                check(key)
+                check(value)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                check(item)
 
-    def peek() -> tuple[int, str] | None:
-        nonlocal pos
-        while pos < len(lines):
-            stripped = lines[pos].strip()
-            if stripped and not stripped.startswith("#"):
-                return len(lines[pos]) - len(lines[pos].lstrip(" ")), stripped
-            pos += 1
-        return None
-
-    def scalar(raw: str) -> str:
-        raw = raw.strip()
-        if raw.startswith('"'):
-            return str(json.loads(raw))
-        if raw.startswith("'"):
-            assert raw.endswith("'"), raw
-            return raw[1:-1].replace("''", "'")
-        return re.sub(r"\s+#.*$", "", raw)
-
-    def block(parent: int, style: str) -> str:
-        nonlocal pos
-        taken: list[str] = []
-        indent = None  # the block's, set by its first line; a line indented less ends it
-        while pos < len(lines):
-            line = lines[pos]
-            if line.strip():
-                depth = len(line) - len(line.lstrip(" "))
-                indent = depth if indent is None else indent
-                if depth <= parent or depth < indent:
-                    break
-            taken.append(line)
-            pos += 1
-        while taken and not taken[-1].strip():
-            taken.pop()
-        assert taken and indent is not None, f"alerts.yml line {pos + 1}: empty block scalar"
-        body = [t[indent:] for t in taken]
-        text = " ".join(body) if style.startswith(">") else "\n".join(body)
-        return text if style.endswith("-") else text + "\n"
-
-    def node(indent: int) -> Any:
-        nonlocal pos
-        first = peek()
-        if first is None or first[0] < indent:
-            return None
-        indent = first[0]
-        if first[1] == "-" or first[1].startswith("- "):
-            items: list[Any] = []
-            while (line := peek()) is not None and line[0] == indent and line[1].startswith("-"):
-                rest = line[1][1:].strip()
-                if KEY.match(rest):  # a mapping: read it as if the dash were a space
-                    lines[pos] = lines[pos].replace("-", " ", 1)
-                    items.append(node(indent + 1))
-                else:
-                    items.append(scalar(rest))
-                    pos += 1
-            return items
-        mapping: dict[str, Any] = {}
-        while (line := peek()) is not None and line[0] == indent:
-            match = KEY.match(line[1])
-            assert match, f"alerts.yml line {pos + 1}: expected `key: value`, got {line[1]!r}"
-            key, value = match.group(1), (match.group(2) or "").strip()
-            assert key not in mapping, f"alerts.yml line {pos + 1}: {key} twice"
-            pos += 1
-            if value in ("|", "|-", ">", ">-"):
-                mapping[key] = block(indent, value)
-            elif value:
-                mapping[key] = scalar(value)
-            else:
-                mapping[key] = node(indent + 1)
-        return mapping
-
-    document = node(0)
-    assert peek() is None, f"alerts.yml line {pos + 1}: unexpected indentation: {lines[pos]!r}"
-    return document
+    check(yaml.compose(text, Loader=yaml.SafeLoader))
+    return yaml.safe_load(text)
 
 
 # -- the tests ----------------------------------------------------------------------------------------------
@@ -302,30 +241,15 @@ def test_alerts_cover_the_failure_modes() -> None:
         assert any(text in e for e in exprs.values()), f"no alert on {text}"
 
 
-def test_yaml_reader_agrees_with_pyyaml() -> None:
-    yaml = pytest.importorskip("yaml")
-    text = ALERTS.read_text()
-    assert read_yaml(text) == yaml.safe_load(text)
+def test_yaml_reader_refuses_a_key_given_twice() -> None:
+    assert read_yaml("a:\n  - b: 1\n    c: 2\n") == {"a": [{"b": 1, "c": 2}]}
+    with pytest.raises(AssertionError, match="line 2: b twice"):
+        read_yaml("a:\n  - b: 1\n    b: 2\n")
 
 
-def test_yaml_reader() -> None:
-    text = """
-# comment
-a:
-  - name: x   # trailing comment
-    items:
-      - one
-      - 'two'
-    body: |
-      line 1
-        line 2
-
-    folded: >-
-      a
-      b
-  - name: "y: z"
-"""
-    assert read_yaml(text) == {"a": [
-        {"name": "x", "items": ["one", "two"], "body": "line 1\n  line 2\n", "folded": "a b"},
-        {"name": "y: z"},
-    ]}
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Prometheus) is not installed")
+def test_promtool_accepts_the_alert_rules() -> None:
+    done = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True)
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed
+    assert f"SUCCESS: {len(alert_rules())} rules found" in printed, printed

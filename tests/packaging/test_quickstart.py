@@ -327,7 +327,8 @@ def test_the_quickstart_followed_literally_runs_the_first_job(dist: Dist, databa
         printed = worker.output()
         for mail in ("Subject: Welcome", f"To: {SIGNUP['email']}", f"Hello {SIGNUP['username']}!"):
             assert mail in printed, f"the worker's console should show the mail ({mail!r}):\n{printed}"
-        assert re.search(r"myapp\.jobs\.send_welcome.* succeeded in ", printed), printed
+        assert re.search(rf"job {queued[1]} myapp\.jobs\.send_welcome attempt 1 on queue default: succeeded in ",
+                         printed), printed
 
         worker.proc.send_signal(signal.SIGTERM)
         assert worker.proc.wait(30) == 0, f"the worker should exit 0 on SIGTERM:\n{worker.output()}"

@@ -108,7 +108,8 @@ ENGINE_TIERS_ELSEWHERE = os.environ.get("PGQUEUE_ENGINE_TIERS_ELSEWHERE") == "1"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not ENGINE_TIERS_ELSEWHERE:
         return
-    skip = pytest.mark.skip(reason="the engine's process and pooler tiers run in the py311-django52 environment")
+    skip = pytest.mark.skip(reason="the engine's process and pooler tiers and the packaging tests run in the "
+                                   "py311-django52 environment")
     for item in items:
         path = Path(str(item.path)).relative_to(ROOT).as_posix()
         if (path.startswith("tests/process/") and path != "tests/process/test_tasks.py") or \

@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from pgqueue import outbox
 from pgqueue.admin.base import PgQueueAdmin, alias, job_link
 from pgqueue.models import Delivery, Job, OutboxEvent
-from pgqueue.text import duration_text
+from pgqueue.text import counted, duration_text
 
 
 class StatusFilter(admin.SimpleListFilter):
@@ -59,7 +59,7 @@ class OutboxEventAdmin(PgQueueAdmin):
     def status(self, event: OutboxEvent) -> str:
         if event.relayed_at is None:
             return "pending"
-        return f"relayed to {event.deliveries} subscriber(s)" if event.deliveries else "relayed (no subscriber)"
+        return f"relayed to {counted(event.deliveries, 'subscriber')}" if event.deliveries else "relayed (no subscriber)"
 
     @admin.display(description="relayed after")
     def relay_wait(self, event: OutboxEvent) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
@@ -17,7 +19,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from pgqueue import db, operations, sql
-from pgqueue.admin.actions import confirmed_action
+from pgqueue.admin.actions import FROM_PAGE, confirmed_action
 from pgqueue.admin.base import PgQueueAdmin, alias, job_link, parse_id
 from pgqueue.admin.flow import tokens_now
 from pgqueue.conf import get_settings
@@ -27,14 +29,19 @@ from pgqueue.models import (
     Dependency,
     Job,
     Lock,
+    QueueState,
     RateLimit,
     Semaphore,
     SemaphoreSlot,
+    WorkerProcess,
 )
-from pgqueue.text import duration_text
+from pgqueue.text import counted, duration_text
 
 RECENT = 5_000  # filters offer the queues and tasks seen among the newest jobs (bounded query)
 COUNT_CAP = 10_000  # filtered changelists count at most this many rows
+ERROR_SHOWN = 200  # characters of a last error's first line in the job list (the column cuts it to fit)
+ERROR_TITLE = 1_000  # and in its title
+REPLAYS_SHOWN = 50  # replays of a job its page links to
 
 
 class EstimatedCountPaginator(Paginator):
@@ -75,8 +82,6 @@ class QueueFilter(_RecentValuesFilter):
     field = "queue"
 
     def extra(self) -> list[str]:
-        from pgqueue.models import QueueState
-
         return list(get_settings().QUEUES or ()) + list(QueueState.objects.using(alias()).values_list("name", flat=True))
 
 
@@ -112,10 +117,62 @@ def _pretty(value: Any) -> str:
     return format_html("<pre class=\"pgqueue-json\">{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def task_label(task: str) -> str:
+    """A task's whole dotted path, so two apps' `jobs.send` never read alike: the app and the function
+    stay in view, the module between them gives way first in a narrow column (the title has it all)."""
+    head, _, function = task.rpartition(".")
+    app, _, module = head.partition(".")
+    return format_html('<span class="pgqueue-task" title="{}"><span class="pgqueue-task-app">{}</span>'
+                       '<span class="pgqueue-task-module">{}</span><span class="pgqueue-task-function">{}</span></span>',
+                       task, f"{app}." if app else "", f"{module}." if module else "", function)
+
+
+def _when(moment: dt.datetime | None, now: dt.datetime) -> str:
+    """ "19:01:13 (3 min ago)", "2026-12-04 22:00:00 (in 2 h)": the time, and how far it is from now."""
+    if moment is None:
+        return ""
+    local = timezone.localtime(moment)
+    shown = local.strftime("%H:%M:%S" if local.date() == timezone.localtime(now).date() else "%Y-%m-%d %H:%M:%S")
+    seconds = (moment - now).total_seconds()
+    near = f"in {duration_text(seconds)}" if seconds > 0 else f"{duration_text(-seconds)} ago"
+    return format_html('<time datetime="{}" title="{}">{}</time> ({})', local.isoformat(),
+                       local.strftime("%Y-%m-%d %H:%M:%S.%f %Z"), shown, near)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+WAITING = ("scheduled", "ready", "blocked", "waiting")
+FINISHED = ("succeeded", "dead", "cancelled")
+
+# What a job's page offers: (action, button label, the states in which the action changes the job). The
+# action's own statement decides what it does; the states only keep a button off a page where it would
+# do nothing (running a ready job "now" would not move it; a blocked one stays blocked without a slot).
+BUTTONS = (
+    ("retry_now", "Retry", ("dead", "cancelled")),
+    ("retry_now", "Run now", ("scheduled", "waiting")),
+    ("replay_jobs", "Replay", ("dead", "cancelled")),
+    ("cancel_jobs", "Cancel", (*WAITING, "running")),
+    ("delete_finished", "Delete", FINISHED),
+)
+
+REASONS = {  # why a job is dead (or cancelled without anyone asking), as its page says it
+    "max_attempts": "Failed every attempt it was allowed.",
+    "non_retryable": "Raised an error its job marks as not worth retrying.",
+    "unknown_task": "Its function could not be imported.",
+    "lost": "Its worker died or went silent more often than it has attempts.",
+    "crashed": "Its process crashed again while it ran alone.",
+    "result_too_large": "Returned a result over MAX_RESULT_BYTES.",
+    "dependency": "A job it depends on is dead or cancelled.",
+}
+
+
 @admin.register(Job)
 class JobAdmin(PgQueueAdmin):
-    list_display = ("id", "task_name", "queue", "state_badge", "tries", "priority", "run_at", "age", "took",
-                    "error_short")
+    # Five columns fit 1280 px beside the navigation and the filters: the last error goes under its task,
+    # the attempts under the state, the run time or duration under the age (docs/admin.md).
+    list_display = ("id", "task_name", "queue_name", "state_badge", "age")
     list_display_links = ("id", "task_name")
     list_filter = ("state", QueueFilter, TaskFilter, "reason_code", ("created_at", admin.DateFieldListFilter),
                    BatchFilter)
@@ -127,22 +184,10 @@ class JobAdmin(PgQueueAdmin):
     list_per_page = 50
     ordering = ("-id",)
     change_form_template = "admin/pgqueue/job/change_form.html"
-    fieldsets = [
-        (None, {"fields": ("task", "queue", "state", "reason_code", "tries", "priority", "run_at", "timeout",
-                           "progress_display")}),
-        ("Payload and result", {"fields": ("args_pretty", "kwargs_pretty", "result_pretty", "last_error",
-                                           "error_class")}),
-        ("Flow control", {"fields": ("flow_display",)}),
-        ("Batch and dependencies", {"fields": ("links_display",)}),
-        ("Lease", {"fields": ("leased_by", "lease_expires_at", "cancel_requested")}),
-        ("Lineage", {"fields": ("replay_of_link", "replays_links")}),
-        ("Times", {"fields": ("created_at", "started_at", "finished_at")}),
-    ]
     readonly_fields = ("task", "queue", "state", "reason_code", "tries", "priority", "run_at", "timeout",
                        "progress_display", "args_pretty", "kwargs_pretty", "result_pretty", "last_error",
-                       "error_class", "flow_display", "links_display", "leased_by", "lease_expires_at", "cancel_requested",
-                       "replay_of_link",
-                       "replays_links", "created_at", "started_at", "finished_at")
+                       "error_class", "flow_display", "links_display", "leased_by", "lease_expires_at",
+                       "cancel_requested", "created_at", "started_at", "finished_at")
 
     actions = [
         confirmed_action(
@@ -157,8 +202,7 @@ class JobAdmin(PgQueueAdmin):
                     "next heartbeat) and are not retried. Finished jobs are left alone.",
         ),
         confirmed_action(
-            name="replay_jobs", description="Replay", permission="replay",
-            run=lambda ids: list(operations.replay(ids)),
+            name="replay_jobs", description="Replay", permission="replay", run=operations.replay,
             explain="Each dead or cancelled job is copied into a new ready job that points back at it. "
                     "Other jobs are left alone.",
         ),
@@ -203,16 +247,32 @@ class JobAdmin(PgQueueAdmin):
                               | Q(_kwargs__icontains=term) | Q(idempotency_key=term) | Q(lock_key=term)
                               | Q(concurrency_key=term) | Q(rate_key=term)), False
 
-    # -- columns --------------------------------------------------------------------------------------
+    # -- columns: each from the row itself (no query per row) --------------------------------------
 
-    @admin.display(description="task", ordering="task")
+    @admin.display(description="task, last error", ordering="task")
     def task_name(self, job: Job) -> str:
-        task = str(job.task)
-        return task.rsplit(".", 2)[-2] + "." + task.rsplit(".", 1)[-1] if "." in task else task
+        error = self.error_text(job)
+        if not error:
+            return task_label(job.task)
+        return format_html('{}<span class="pgqueue-line pgqueue-error" title="{}">{}</span>', task_label(job.task),
+                           error[:ERROR_TITLE], _first_line(error)[:ERROR_SHOWN])
+
+    @admin.display(description="queue", ordering="queue")
+    def queue_name(self, job: Job) -> str:
+        return format_html('<span class="pgqueue-cut" title="{}">{}</span>', job.queue, job.queue)
+
+    @staticmethod
+    def error_text(job: Job) -> str:
+        """ "PaymentDeclined: card declined": the last error (its message names its class), or its class."""
+        return str(job.last_error) or str(job.error_class)
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, job: Job) -> str:
-        return format_html('<span class="pgqueue-state pgqueue-state-{}">{}</span>', job.state, job.state)
+        badge = format_html('<span class="pgqueue-state pgqueue-state-{}">{}</span>', job.state, job.state)
+        if not job.attempts:
+            return badge
+        return format_html('{}<span class="pgqueue-line" title="attempts started / attempts allowed: {}">{} '
+                           "attempts</span>", badge, self.tries(job), self.tries(job))
 
     @admin.display(description="attempts")
     def tries(self, job: Job) -> str:
@@ -226,19 +286,175 @@ class JobAdmin(PgQueueAdmin):
 
     @admin.display(description="age", ordering="created_at")
     def age(self, job: Job) -> str:
-        return duration_text((timezone.now() - job.created_at).total_seconds())
+        """How long ago it was enqueued, and under it how long it ran, has been running, or when it runs."""
+        now = timezone.now()
+        age = format_html('<span title="enqueued {}">{}</span>', timezone.localtime(job.created_at)
+                          .strftime("%Y-%m-%d %H:%M:%S"), duration_text((now - job.created_at).total_seconds()))
+        if job.state == "running" and job.started_at:
+            line = f"for {duration_text((now - job.started_at).total_seconds())}"
+        elif job.state in FINISHED and job.started_at and job.finished_at:
+            line = f"took {duration_text((job.finished_at - job.started_at).total_seconds())}"
+        elif job.state in WAITING and job.run_at > now:
+            line = f"runs in {duration_text((job.run_at - now).total_seconds())}"
+        else:
+            return age
+        return format_html('{}<span class="pgqueue-line">{}</span>', age, line)
 
-    @admin.display(description="duration")
-    def took(self, job: Job) -> str:
-        if job.started_at and job.finished_at:
-            return duration_text((job.finished_at - job.started_at).total_seconds())
-        return "-"
+    # -- the job's page: what matters for its state first, then its arguments, then every field ---------
 
-    @admin.display(description="last error")
-    def error_short(self, job: Job) -> str:
-        return (job.last_error or "").splitlines()[0][:80] if job.last_error else ""
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """The sections under the summary and the attempts, without the fields this job leaves empty."""
+        if obj is None:
+            return [(None, {"fields": self.readonly_fields})]
+        job: Job = obj
+        sections: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+            ("Result", ("result_pretty",), ()),
+            ("Arguments", ("args_pretty", "kwargs_pretty"), ()),
+            ("Keys, batch and dependencies", () if job.state in ("blocked", "waiting") else  # in the summary
+             ("flow_display", "links_display"), ()),
+            ("All fields", ("task", "queue", "state", "reason_code", "tries", "priority", "run_at", "timeout",
+                            "error_class", "last_error", "leased_by", "lease_expires_at", "cancel_requested",
+                            "progress_display", "created_at", "started_at", "finished_at"), ("collapse",)),
+        ]
+        return [(title, {"fields": shown, "classes": classes}) for title, fields, classes in sections
+                if (shown := [name for name in fields if self._has(job, name)])]
 
-    # -- detail ---------------------------------------------------------------------------------------
+    def _has(self, job: Job, name: str) -> bool:
+        """Whether the field has something to show for this job (empty ones are left out, not shown as "-")."""
+        if name == "result_pretty":
+            return job.result is not None
+        if name == "args_pretty":
+            return bool(job.args)
+        if name == "kwargs_pretty":
+            return bool(job.kwargs)
+        if name == "progress_display":
+            return job.progress is not None
+        if name == "tries":
+            return True
+        if name == "flow_display":
+            return any(value is not None for value in (job.idempotency_key, job.lock_key, job.concurrency_key,
+                                                       job.queue_slot, job.rate_key))
+        if name == "links_display":
+            return (job.__dict__.get("batch_id") is not None or job.__dict__.get("callback_of_id") is not None
+                    or job.has_dependents or Dependency.objects.using(alias()).filter(job_id=job.id).exists())
+        value = getattr(job, name)
+        return value is not None and value != "" and value is not False
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
+                           change: bool = False, form_url: str = "", obj: Any = None) -> Any:
+        if obj is not None:
+            attempts = list(Attempt.objects.using(alias()).filter(job_id=obj.id).order_by("-number", "-id"))
+            context.update({
+                "summary": self.summary(obj, attempts),
+                "attempts": attempts,
+                "attempts_first": obj.state in ("dead", "cancelled") or (obj.state in WAITING and bool(attempts)),
+                "open_traceback": obj.state != "succeeded",
+                "buttons": self.buttons(request, obj),
+                "from_page_name": FROM_PAGE,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            })
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def buttons(self, request: HttpRequest, job: Job) -> list[dict[str, str]]:
+        """The list's actions that change this job in its state, those the user may run (the same check as
+        the list's action menu: a button posts the action to the list, confirmation and audit included)."""
+        allowed = self.get_actions(request)
+        return [{"action": action, "label": label} for action, label, states in BUTTONS
+                if action in allowed and job.state in states
+                and not (action == "cancel_jobs" and job.cancel_requested)]
+
+    def summary(self, job: Job, attempts: list[Attempt]) -> dict[str, Any]:
+        """The state in a sentence, and the facts that matter for it, as (label, html) pairs."""
+        now = timezone.now()
+        facts: list[tuple[str, str]] = []
+        if job.state == "dead":
+            headline = REASONS.get(job.reason_code, "It will not run again.")
+        elif job.state == "cancelled":
+            headline = format_html("Since {}. {}", _when(job.finished_at, now), REASONS.get(job.reason_code, ""))
+        elif job.state == "succeeded":
+            took = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+            headline = format_html("Finished {}{}.", _when(job.finished_at, now),
+                                   f", in {duration_text(took)}" if took is not None else "")
+        elif job.state == "running":
+            headline = format_html("Attempt {} since {}.", job.attempts, _when(job.started_at, now))
+        elif job.state == "waiting":
+            headline = "Waits for the jobs it depends on."
+        elif job.state == "blocked":
+            headline = "Waits for a slot of its semaphore."
+        elif job.run_at > now:
+            headline = format_html("Runs at {}{}.", _when(job.run_at, now),
+                                   ", after a failed attempt" if job.attempts and job.last_error else "")
+        else:
+            headline = format_html("Since {}: the next free worker of its queue takes it.", _when(job.run_at, now))
+
+        error = self.error_text(job)
+        if error and job.state != "succeeded":
+            last = next((a for a in attempts if a.error_class or a.message), None)
+            facts.append(("Last error", format_html(
+                '<span class="pgqueue-error" title="{}">{}</span>{}', job.error_class, _first_line(error),
+                format_html('<br><span class="pgqueue-quiet">attempt {}, ended {}</span>', last.number,
+                            _when(last.finished_at, now)) if last is not None and last.finished_at else "")))
+        if job.state == "running":
+            facts += self._running_facts(job, now)
+        elif job.progress is not None:
+            facts.append(("Progress", self.progress_display(job)))
+        facts.append(("Attempts", format_html("{} <span class=\"pgqueue-quiet\">(started / allowed)</span>",
+                                              self.tries(job))))
+        if job.state in WAITING and job.run_at > now and job.state != "scheduled":
+            facts.append(("Not before", _when(job.run_at, now)))
+        facts.append(("Queue", self._queue_fact(job)))
+        if job.state == "blocked":
+            facts.append(("Why it waits", self.flow_display(job)))
+        elif job.state == "waiting":
+            facts.append(("Why it waits", self.links_display(job)))
+        elif job.state == "scheduled" and job.rate_key:
+            facts.append(("Rate", self._rate_line(job)))
+        source = job.__dict__.get("replay_of_id")  # the raw column: no query for the row itself
+        if source is not None:
+            facts.append(("Replay of", job_link(source)))
+        replays = list(Job.objects.using(alias()).filter(replay_of_id=job.id).order_by("id")
+                       .values_list("id", "state")[:REPLAYS_SHOWN])
+        if replays:
+            facts.append(("Replayed as", format_html_join(", ", "{} ({})", ((job_link(i), state)
+                                                                            for i, state in replays))))
+        return {"headline": headline, "facts": facts}
+
+    def _running_facts(self, job: Job, now: dt.datetime) -> list[tuple[str, str]]:
+        """Where it runs, whether its worker is alive, how far it got, and whether it was asked to stop."""
+        facts: list[tuple[str, str]] = []
+        process = WorkerProcess.objects.using(alias()).filter(pk=job.leased_by).first()
+        worker = format_html("<code>{}</code>", job.leased_by)
+        if process is not None:
+            worker = format_html("{} on {} (pid {}), its last heartbeat {}", worker, process.hostname, process.pid,
+                                 _when(process.last_heartbeat, now))
+        facts.append(("Worker", worker))
+        if job.lease_expires_at is not None:
+            lease = _when(job.lease_expires_at, now)
+            if job.lease_expires_at < now:
+                lease = format_html('<span class="pgqueue-error">expired {}</span>: its worker is gone or stuck; '
+                                    "maintenance rescues the job", lease)
+            else:
+                lease = format_html("expires {}, renewed at each heartbeat", lease)
+            facts.append(("Lease", lease))
+        if job.timeout is not None:
+            facts.append(("Timeout", f"{duration_text(job.timeout)} an attempt"))
+        if job.progress is not None:
+            facts.append(("Progress", self.progress_display(job)))
+        if job.cancel_requested:
+            facts.append(("Cancel", "requested: its worker stops it at its next heartbeat"))
+        return facts
+
+    def _queue_fact(self, job: Job) -> str:
+        link = format_html('<a href="{}?{}">{}</a>', reverse("admin:pgqueue_job_changelist"),
+                           urlencode({"queue": job.queue}), job.queue)
+        if job.state not in WAITING:
+            return link
+        queue = QueueState.objects.using(alias()).filter(pk=job.queue).first()
+        if queue is not None and queue.paused:
+            return format_html('{} <span class="pgqueue-state pgqueue-state-cancelled">paused</span>{}: no job of '
+                               "it starts until it is resumed", link,
+                               f" ({queue.paused_reason})" if queue.paused_reason else "")
+        return link
 
     @admin.display(description="args")
     def args_pretty(self, job: Job) -> str:
@@ -250,12 +466,10 @@ class JobAdmin(PgQueueAdmin):
 
     @admin.display(description="result")
     def result_pretty(self, job: Job) -> str:
-        return _pretty(job.result) if job.result is not None else "-"
+        return _pretty(job.result)
 
     @admin.display(description="progress")
     def progress_display(self, job: Job) -> str:
-        if job.progress is None:
-            return "-"
         return format_html('<progress max="100" value="{}"></progress> {}% {}', job.progress,
                            f"{job.progress:.0f}", job.progress_message)
 
@@ -302,8 +516,9 @@ class JobAdmin(PgQueueAdmin):
         ahead = Job.objects.using(alias()).filter(state="blocked", concurrency_key=key, id__lt=job.id).count()
         held_by = format_html_join(", ", "{}", ((job_link(i),) for i in holders)) or "nobody"
         when = "" if job.run_at <= timezone.now() else format_html(" (its retry delay ends at {})", job.run_at)
-        return format_html("Blocked: waits for a slot of semaphore {} (limit {}), held by {}; {} blocked job(s) of "
-                           "the key are ahead of it{}.", link, limit, held_by, ahead, when)
+        return format_html("Blocked: waits for a slot of semaphore {} (limit {}), held by {}; {} of the key {} ahead "
+                           "of it{}.", link, limit, held_by, counted(ahead, "blocked job"), "is" if ahead == 1 else "are",
+                           when)
 
     def _rate_line(self, job: Job) -> str:
         bucket = RateLimit.objects.using(alias()).filter(key=job.rate_key).first()
@@ -339,9 +554,11 @@ class JobAdmin(PgQueueAdmin):
             states = dict(Job.objects.using(alias()).filter(id__in=[p for p, _ in parents]).values_list("id", "state"))
             listed = format_html_join(", ", "{} ({})", ((job_link(p), states.get(p, "pruned")) for p, _ in parents))
             if job.state == "waiting":
-                lines.append(format_html("Waiting: {} of the {} job(s) it depends on have not finished: {}.",
-                                         job.waiting_on, edges.count() if len(parents) == 100 else len(parents),
-                                         listed))
+                total = edges.count() if len(parents) == 100 else len(parents)
+                lines.append(format_html("Waiting: the job it depends on has not finished: {}.", listed) if total == 1
+                             else format_html("Waiting: {} of the {} it depends on {} not finished: {}.",
+                                              job.waiting_on, counted(total, "job"),
+                                              "has" if job.waiting_on == 1 else "have", listed))
             else:
                 lines.append(format_html("Depends on {}.", listed))
             if any(on_failure == "run" for _, on_failure in parents):
@@ -356,27 +573,6 @@ class JobAdmin(PgQueueAdmin):
         if not lines:
             return "-"
         return format_html_join("", "<p>{}</p>", ((line,) for line in lines))
-
-    @admin.display(description="replay of")
-    def replay_of_link(self, job: Job) -> str:
-        source = job.__dict__.get("replay_of_id")  # the raw column: no query for the row itself
-        if source is None:
-            return "-"
-        return job_link(source)
-
-    @admin.display(description="replays")
-    def replays_links(self, job: Job) -> str:
-        ids = list(Job.objects.using(alias()).filter(replay_of_id=job.id).values_list("id", flat=True)[:50])
-        if not ids:
-            return "-"
-        return format_html_join(", ", "{}", ((job_link(i),) for i in ids))
-
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> Any:
-        job_id = parse_id(object_id)
-        attempts = (Attempt.objects.using(alias()).filter(job_id=job_id).order_by("id")
-                    if job_id is not None else Attempt.objects.none())
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "attempts": attempts})
 
 
 @admin.register(Attempt)

@@ -151,8 +151,10 @@ def _time_labels(bars: list[Bar], step: dt.timedelta, slot: float, axis_y: float
     for i, bar in enumerate(bars):
         x = LEFT + (i + 0.5) * slot
         if (bar.start.hour % 3 == 0) if hourly else (bar.start.minute % 10 == 0):
+            # a label near the right edge ends there rather than being cut
+            at, anchor = (WIDTH, "end") if x + 14 > WIDTH else (x, "middle")
             parts.append(f'<line class="pgqueue-axis" x1="{x:.1f}" x2="{x:.1f}" y1="{axis_y}" y2="{axis_y + 3}"/>'
-                         f'<text x="{x:.1f}" y="{axis_y + 13}" text-anchor="middle">{bar.start:%H:%M}</text>')
+                         f'<text x="{at:.1f}" y="{axis_y + 13}" text-anchor="{anchor}">{bar.start:%H:%M}</text>')
     if hourly and bars:
         starts = [i for i, bar in enumerate(bars) if bar.start.hour == 0 and i]
         dated = [i for i in starts if i > 2]  # a day starting at bar 1 or 2 takes the first bar's place

@@ -17,7 +17,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce, Greatest, TruncHour, TruncMinute
 from django.utils import timezone
 
-from pgqueue.admin.charts import Bar, summary
+from pgqueue.admin.charts import Bar, percent, summary
 from pgqueue.admin.queues import known_queues
 from pgqueue.conf import get_settings
 from pgqueue.models import Job, QueueStat, WorkerProcess
@@ -44,7 +44,7 @@ class QueueRow:
     def dead_rate(self) -> str:
         """Dead among the jobs that finished in the last hour, as a percentage ("" when none finished)."""
         ok, dead = self.finished_hour.get("succeeded", 0), self.finished_hour.get("dead", 0)
-        return f"{dead / (ok + dead) * 100:.2g} %" if dead else ""
+        return percent(dead / (ok + dead)) if dead else ""
 
 
 def overview(now: dt.datetime | None = None) -> dict[str, Any]:

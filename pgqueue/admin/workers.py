@@ -33,14 +33,15 @@ class WorkerProcessAdmin(PgQueueAdmin):
         if process.kind == "maintenance":
             lead = Leader.objects.using(alias()).filter(role="maintenance", holder=process.id,
                                                         expires_at__gt=timezone.now()).first()
-        return format_html('{}<br><span class="pgqueue-quiet">{}{}</span>', process.kind, process.state,
-                           f", leader (token {lead.token})" if lead is not None else "")
+        return format_html('{}<br><span class="pgqueue-quiet">{}</span>{}', process.kind, process.state,
+                           format_html('<br><span class="pgqueue-quiet">leader (token {})</span>', lead.token)
+                           if lead is not None else "")
 
     @admin.display(description="queues", ordering="queues")
     def queue_list(self, process: WorkerProcess) -> str:
         return listing(process.queues)
 
-    @admin.display(description="threads, connections", ordering="concurrency")
+    @admin.display(description="threads", ordering="concurrency")
     def capacity(self, process: WorkerProcess) -> str:
         """Its job threads (workers only), and the database connections pgqueue opened for it."""
         threads = counted(process.concurrency, "thread") if process.kind == "worker" else ""

@@ -17,6 +17,7 @@ from django.utils import timezone
 from pgqueue.models import (
     Attempt,
     Job,
+    Leader,
     QueueStat,
     QueueState,
     Schedule,
@@ -44,7 +45,6 @@ ERROR = ("psycopg.errors.SerializationFailure: could not serialize access due to
 TRACEBACK = ('Traceback (most recent call last):\n  File "/srv/app/releases/2026-12-04T08-15-22Z/src/billing/'
              'integrations/stripe/webhooks.py", line 412, in reconcile_subscription_invoices_for_enterprise_'
              f'accounts\n    ledger.apply(invoice, lock=True, timeout=settings.BILLING_LEDGER_LOCK_TIMEOUT)\n{ERROR}')
-WORKER_QUEUES = ",".join(QUEUES[:8])
 CRONS = ["*/5 9-17,20-23 1-7,15-21 1,3,5,7,9,11 mon-fri", "0 2 * * *", "15,45 */2 * * sat,sun 30",
          "0 0 1 1,4,7,10 *"]
 
@@ -77,7 +77,7 @@ def seed() -> dict[str, str]:
     QueueStat.objects.bulk_create([
         QueueStat(bucket=minute - dt.timedelta(minutes=m), queue=q, worker=f"web-7f9c8d-{i}-w0",
                   succeeded=900 + (m * 7 + i * 13) % 350, retried=(m % 5 == 0) * 3, dead=(m % 37 == 0))
-        for m in range(0, 24 * 60, 2) for i, q in enumerate(QUEUES[:3])
+        for m in range(24 * 60) for i, q in enumerate(QUEUES[:3])
     ])
     Job.objects.bulk_create([
         Job(queue=QUEUES[i % len(QUEUES)], task=TASKS[i % len(TASKS)], args=[i, "customer-" + "x" * 40],
@@ -85,6 +85,8 @@ def seed() -> dict[str, str]:
             run_at=now - dt.timedelta(minutes=i) if i % 4 != 1 else now + dt.timedelta(hours=i))
         for i in range(60)
     ])
+    Job.objects.bulk_create([Job(queue="audit-archive", task=TASKS[2], run_at=now - dt.timedelta(minutes=9))
+                             for _ in range(3)])  # a queue no worker serves
     QueueState.objects.create(name="imports", paused=True, paused_reason="paused by ops for the 14:00 deploy")
     QueueState.objects.create(name="billing-webhooks", concurrency_limit=20, rate_limit=500, rate_window=60,
                               breaker_threshold=25, breaker_window=120, breaker_cooldown=300)
@@ -104,7 +106,10 @@ def seed() -> dict[str, str]:
             WorkerProcess.objects.create(
                 id=supervisor if kind == "supervisor" else f"{supervisor}-{kind[0]}0", kind=kind,
                 hostname=f"ip-10-42-17-{100 + i}.eu-west-1.compute.internal", pid=4096 + i,
-                queues=WORKER_QUEUES if kind == "worker" else "", concurrency=16, last_heartbeat=now)
+                queues=",".join(QUEUES[:8] if i < 4 else QUEUES[8:-1]) if kind == "worker" else "",
+                concurrency=16, last_heartbeat=now)
+    Leader.objects.create(role="maintenance", holder="ip-10-42-17-100-4096-9f3c2a-m0", token=7,
+                          expires_at=now + dt.timedelta(hours=1))
     for i, cron in enumerate(CRONS * 2):
         Schedule.objects.create(name=f"nightly-ledger-reconciliation-for-enterprise-accounts-{i}", task=TASKS[i % 3],
                                 cron=cron, timezone="America/Argentina/Buenos_Aires", last_tick_at=now,

@@ -53,7 +53,7 @@ def test_the_y_axis_labels_its_gridlines_left_of_the_bars() -> None:
     labels = texts(svg)
     assert {"0", "1.2k", "2.5k"} <= set(labels)  # 0, half and top of a 2,500 scale
     assert "0.2 %" in labels  # the failure strip's own top: 4 of 2,304 attempts failed
-    for x in re.findall(r'<text x="([\d.]+)"[^>]*text-anchor="end"', svg):
+    for x in re.findall(r'<text x="([\d.]+)"[^>]*text-anchor="end"[^>]*>[^<:]*<', svg):
         assert float(x) < 46  # y labels sit in the margin, never on a bar
 
 
@@ -65,6 +65,12 @@ def test_time_labels_every_ten_minutes_or_three_hours_with_dates() -> None:
     assert [t for t in texts(day) if ":" in t] == ["21:00", "00:00", "03:00", "06:00", "09:00", "12:00", "15:00",
                                                   "18:00"]
     assert "Thu 03 Dec" in texts(day) and "Fri 04 Dec" in texts(day)  # the first bar's day, and where a day starts
+
+
+def test_a_time_label_at_the_right_edge_ends_there() -> None:
+    start = dt.datetime(2026, 12, 4, 17, 1, tzinfo=dt.UTC)  # the last bar is 18:00
+    svg = svg_chart([Bar(start=start + i * MINUTE, succeeded=1, dead=0) for i in range(60)], step=MINUTE, label="x")
+    assert re.search(r'<text x="600.0" y="\d+" text-anchor="end">18:00</text>', svg)
 
 
 def test_an_empty_period_says_so() -> None:

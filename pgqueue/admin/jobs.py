@@ -36,6 +36,7 @@ from pgqueue.models import (
     WorkerProcess,
 )
 from pgqueue.text import counted, duration_text
+from pgqueue.types import FINISHED_STATES
 
 RECENT = 5_000  # filters offer the queues and tasks seen among the newest jobs (bounded query)
 COUNT_CAP = 10_000  # filtered changelists count at most this many rows
@@ -118,13 +119,14 @@ def _pretty(value: Any) -> str:
 
 
 def task_label(task: str) -> str:
-    """A task's whole dotted path, so two apps' `jobs.send` never read alike: the app and the function
-    stay in view, the module between them gives way first in a narrow column (the title has it all)."""
+    """A task's whole dotted path, so two apps' `jobs.send` never read alike: in a narrow column the module
+    between the app and the function is cut first, and a long function name goes to a line of its own."""
     head, _, function = task.rpartition(".")
     app, _, module = head.partition(".")
-    return format_html('<span class="pgqueue-task" title="{}"><span class="pgqueue-task-app">{}</span>'
-                       '<span class="pgqueue-task-module">{}</span><span class="pgqueue-task-function">{}</span></span>',
-                       task, f"{app}." if app else "", f"{module}." if module else "", function)
+    return format_html('<span class="pgqueue-task" title="{}"><span class="pgqueue-task-path"><span class='
+                       '"pgqueue-task-app">{}</span><span class="pgqueue-task-module">{}</span></span><span class='
+                       '"pgqueue-task-function">{}</span></span>', task, f"{app}." if app else "",
+                       f"{module}." if module else "", function)
 
 
 def _when(moment: dt.datetime | None, now: dt.datetime) -> str:
@@ -144,7 +146,6 @@ def _first_line(text: str) -> str:
 
 
 WAITING = ("scheduled", "ready", "blocked", "waiting")
-FINISHED = ("succeeded", "dead", "cancelled")
 
 # What a job's page offers: (action, button label, the states in which the action changes the job). The
 # action's own statement decides what it does; the states only keep a button off a page where it would
@@ -154,7 +155,7 @@ BUTTONS = (
     ("retry_now", "Run now", ("scheduled", "waiting")),
     ("replay_jobs", "Replay", ("dead", "cancelled")),
     ("cancel_jobs", "Cancel", (*WAITING, "running")),
-    ("delete_finished", "Delete", FINISHED),
+    ("delete_finished", "Delete", FINISHED_STATES),
 )
 
 REASONS = {  # why a job is dead (or cancelled without anyone asking), as its page says it
@@ -259,7 +260,7 @@ class JobAdmin(PgQueueAdmin):
 
     @admin.display(description="queue", ordering="queue")
     def queue_name(self, job: Job) -> str:
-        return format_html('<span class="pgqueue-cut" title="{}">{}</span>', job.queue, job.queue)
+        return format_html('<span class="pgqueue-wrap">{}</span>', job.queue)
 
     @staticmethod
     def error_text(job: Job) -> str:
@@ -292,7 +293,7 @@ class JobAdmin(PgQueueAdmin):
                           .strftime("%Y-%m-%d %H:%M:%S"), duration_text((now - job.created_at).total_seconds()))
         if job.state == "running" and job.started_at:
             line = f"for {duration_text((now - job.started_at).total_seconds())}"
-        elif job.state in FINISHED and job.started_at and job.finished_at:
+        elif job.state in FINISHED_STATES and job.started_at and job.finished_at:
             line = f"took {duration_text((job.finished_at - job.started_at).total_seconds())}"
         elif job.state in WAITING and job.run_at > now:
             line = f"runs in {duration_text((job.run_at - now).total_seconds())}"
@@ -305,7 +306,7 @@ class JobAdmin(PgQueueAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         """The sections under the summary and the attempts, without the fields this job leaves empty."""
         if obj is None:
-            return [(None, {"fields": self.readonly_fields})]
+            return super().get_fieldsets(request, obj)
         job: Job = obj
         sections: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
             ("Result", ("result_pretty",), ()),

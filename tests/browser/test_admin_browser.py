@@ -1,5 +1,6 @@
 """The admin in a real browser (Debian's chromium driven by Playwright): overview, filter, a dead job's
-attempts, replay, pause and resume. Saves screenshots (docs/images/ holds the current ones)."""
+page, replay from the list, retry from the job's own page, pause and resume. Saves screenshots
+(docs/images/ holds the current ones; test_layout.py saves each page at 1280 and 1920 px)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from pgqueue.models import Attempt, Job, QueueStat, QueueState
+from pgqueue.models import Attempt, AuditEntry, Job, QueueStat, QueueState
 from tests.testapp import jobs
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
@@ -97,30 +98,42 @@ def test_operator_journey(browser_page, live_server, shots: Path) -> None:
     page.wait_for_url("**state__exact=dead**")
     rows = page.locator("#result_list tbody tr")
     assert rows.count() == 1
-    page.screenshot(path=str(shots / "admin-jobs-dead.png"), full_page=True)
+    assert "RuntimeError: boom payment" in rows.first.inner_text()  # the last error, under its task
 
-    # the dead job's attempts
+    # the dead job's page: why it is dead first, then its attempts, the latest traceback open
     rows.first.locator("th a").click()
-    page.wait_for_selector("#pgqueue-attempts")
+    page.wait_for_selector("#pgqueue-summary")
+    assert "Failed every attempt it was allowed." in page.inner_text("#pgqueue-summary")
     assert page.locator(".pgqueue-attempt").count() == 3
-    page.locator("#pgqueue-attempts details summary").first.click()
-    assert "RuntimeError: boom payment" in page.inner_text("#pgqueue-attempts")
-    page.screenshot(path=str(shots / "admin-job-attempts.png"), full_page=True)
+    assert "RuntimeError: boom payment" in page.inner_text("#pgqueue-attempts details[open]")
+    assert page.locator("#pgqueue-summary button").all_inner_texts() == ["Retry", "Replay", "Delete"]
 
-    # replay it: confirmation with the count, then the new job
+    # replay it from the list: confirmation with the count, then the new job
     page.goto(f"{live_server.url}/admin/pgqueue/job/?state__exact=dead")
     page.check("#result_list tbody input.action-select")
     page.select_option("select[name=action]", "replay_jobs")
     page.click("button[name=index]")
     page.wait_for_selector("#pgqueue-confirm")
-    assert page.inner_text(".pgqueue-count") == "1"
+    assert page.inner_text(".pgqueue-count") == "1 job"
     page.screenshot(path=str(shots / "admin-replay-confirm.png"), full_page=True)
     page.click("#pgqueue-confirm input[type=submit]")
     page.wait_for_selector(".messagelist")
-    assert "Replay: 1 of 1" in page.inner_text(".messagelist")
+    assert "Replay: 1 of 1 selected job changed" in page.inner_text(".messagelist")
     new = Job.objects.get(replay_of_id=dead.id)
     page.goto(f"{live_server.url}/admin/pgqueue/job/{new.id}/change/")
-    assert f"#{dead.id}" in page.inner_text("body")
+    assert f"#{dead.id}" in page.inner_text("#pgqueue-summary")  # "Replay of #..."
+
+    # retry it from its own page: one click, the confirmation, and back on the job, now ready
+    page.goto(f"{live_server.url}/admin/pgqueue/job/{dead.id}/change/")
+    page.click("#pgqueue-summary button:text-is('Retry')")
+    page.wait_for_selector("#pgqueue-confirm")
+    assert page.inner_text(".pgqueue-count") == "1 job"
+    page.click("#pgqueue-confirm input[type=submit]")
+    page.wait_for_url(f"**/admin/pgqueue/job/{dead.id}/change/")
+    assert "Retry now: 1 of 1 selected job changed." in page.inner_text(".messagelist")
+    assert page.inner_text("#pgqueue-summary .pgqueue-state") == "ready"
+    assert Job.objects.get(pk=dead.id).state == "ready"
+    assert list(AuditEntry.objects.order_by("id").values_list("action", flat=True)) == ["replay_jobs", "retry_now"]
 
     # pause and resume a queue
     page.goto(f"{live_server.url}/admin/pgqueue/queuestate/")

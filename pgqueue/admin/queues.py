@@ -28,12 +28,12 @@ from django.utils.module_loading import autodiscover_modules
 from pgqueue import operations
 from pgqueue.admin.actions import confirmed_action, selects_across
 from pgqueue.admin.base import PgQueueAdmin, alias
+from pgqueue.admin.display import seconds
 from pgqueue.conf import get_settings
 from pgqueue.enqueuing import registry
 from pgqueue.exceptions import InvalidJob, UnknownJob
 from pgqueue.models import QueueState, Schedule
 from pgqueue.ops import audit, monitor
-from pgqueue.templatetags.pgqueue_admin import seconds
 from pgqueue.text import counted
 
 UNLISTED_MAX = 1000  # queues without a row shown at most

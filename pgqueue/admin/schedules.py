@@ -14,8 +14,8 @@ from django.utils.safestring import SafeString
 from pgqueue import schedules
 from pgqueue.admin.actions import confirmed_action
 from pgqueue.admin.base import PgQueueAdmin, alias, job_link
+from pgqueue.admin.display import ago, breakable, seconds
 from pgqueue.models import Job, Schedule, ScheduleTick
-from pgqueue.templatetags.pgqueue_admin import ago, breakable, seconds
 
 RECENT_TICKS = 20
 CRON_ONE_LINE = 24  # an expression up to this long stays on one line; a longer one breaks between fields

@@ -7,9 +7,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from pgqueue.admin.base import PgQueueAdmin, alias
+from pgqueue.admin.display import ago, breakable, listing, seconds
 from pgqueue.conf import get_settings
 from pgqueue.models import Leader, WorkerProcess
-from pgqueue.templatetags.pgqueue_admin import ago, breakable, listing, seconds
 from pgqueue.text import counted
 
 

@@ -60,6 +60,15 @@ def test_the_queue_list_shows_every_known_queue_and_pauses_an_idle_one(root: Cli
     assert row(root.get(QUEUES).content.decode(), "breaker").startswith("breaker paused")
 
 
+def test_searching_and_pausing_all_matching_reaches_queues_without_a_row(root: Client) -> None:
+    page = root.get(QUEUES, {"q": "brea"}).content.decode()
+    assert row(page, "breaker") and not row(page, "marks") and "1 queue" in page
+    data = {"action": "pause_queues", "_selected_action": ["breaker"], "index": 0, "select_across": "1",
+            "confirm": "yes"}
+    assert root.post(f"{QUEUES}?q=brea", data).status_code == 302
+    assert list(QueueState.objects.filter(paused=True).values_list("name", flat=True)) == ["breaker"]
+
+
 def test_a_queue_with_waiting_jobs_and_no_worker_is_marked(root: Client) -> None:
     jobs.mark.enqueue("x")
     live_worker("w-default", "default")

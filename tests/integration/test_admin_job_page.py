@@ -21,9 +21,9 @@ from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 JOBS = "/admin/pgqueue/job/"
-FORM = re.compile(r'<form method="post" action="([^"]+)">(.*?)</form>', re.S)
+FORM = re.compile(r'<form id="([^"]+)" method="post" action="([^"]+)">(.*?)</form>', re.S)
 FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
-LABEL = re.compile(r"<button [^>]*>([^<]+)</button>")
+BUTTON = re.compile(r'<button type="submit" form="([^"]+)"[^>]*>([^<]+)</button>')
 
 
 @pytest.fixture
@@ -51,10 +51,8 @@ def page_of(client: Client, job_id: int) -> str:
 
 def buttons(page: str) -> dict[str, tuple[str, dict[str, str]]]:
     """The job page's buttons: {label: (where the form posts, its fields)}."""
-    found = {}
-    for action, body in FORM.findall(page):
-        found[LABEL.search(body).group(1)] = (action, dict(FIELD.findall(body)))
-    return found
+    forms = {form_id: (action, dict(FIELD.findall(body))) for form_id, action, body in FORM.findall(page)}
+    return {label: forms[form_id] for form_id, label in BUTTON.findall(page)}
 
 
 def press(client: Client, job_id: int, label: str):

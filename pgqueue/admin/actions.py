@@ -98,7 +98,7 @@ def confirmed_action(
 
 
 def _message(opts: Any, description: str, changed: int, selected: int, made: Mapping[Any, Any]) -> str:
-    """ "Replay: 1 of 1 selected job changed (new job: #84)."; the new rows link to their pages."""
+    """ "Replay: 1 of 1 selected job changed; new job: #84.", the new rows linked to their pages."""
     rows = counted(selected, f"selected {opts.verbose_name}", f"selected {opts.verbose_name_plural}")
     text = f"{description}: {changed} of {rows} changed"
     if changed < selected:

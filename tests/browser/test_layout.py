@@ -1,6 +1,6 @@
 """The admin's pages fit a laptop and a desktop screen: at 1280x900 and 1920x1080 no table is wider than
 its container and the page does not scroll sideways, with realistic data (long task names and errors,
-several workers with long names, long cron expressions, many queues). PGQUEUE_SCREENSHOTS=<dir> saves
+several workers with long names, long cron expressions, many queues, long keys and topics). PGQUEUE_SCREENSHOTS=<dir> saves
 each page at each width as admin-<page>-<width>.png."""
 
 from __future__ import annotations
@@ -16,12 +16,17 @@ from django.utils import timezone
 
 from pgqueue.models import (
     Attempt,
+    Batch,
     Job,
     Leader,
+    Lock,
+    OutboxEvent,
     QueueStat,
     QueueState,
+    RateLimit,
     Schedule,
     ScheduleTick,
+    Semaphore,
     WorkerProcess,
 )
 
@@ -116,6 +121,16 @@ def seed() -> dict[str, str]:
                                 next_tick_at=now + dt.timedelta(hours=1), last_job_id=dead.id)
         ScheduleTick.objects.create(schedule_id=f"nightly-ledger-reconciliation-for-enterprise-accounts-{i}",
                                     tick=now, job_id=dead.id)
+    batch = Batch.objects.create(description="Monthly invoice reconciliation for every enterprise account in eu-west-1")
+    key = "tenant:" + "acme-industries-" * 6
+    Job.objects.filter(pk=waiting.pk).update(batch=batch, concurrency_key=key, rate_key=f"partner:{key}")
+    Lock.objects.create(kind="unique", key=f"digest:{key}", job_id=waiting.id, until="finished")
+    Semaphore.objects.create(key=key, limit=3)
+    RateLimit.objects.create(key=f"partner:{key}", limit=100, window=60, tokens=3,
+                             deferred_until=now + dt.timedelta(seconds=30))
+    OutboxEvent.objects.bulk_create([OutboxEvent(topic="billing.invoice.reconciliation.completed.for.enterprise",
+                                                 key=f"cus_{'Q9f8e7d6c5b4a3' * 3}", payload={"note": "y" * 200})
+                                     for _ in range(5)])
     return {
         "overview": "/admin/pgqueue/",
         "jobs": "/admin/pgqueue/job/",
@@ -124,6 +139,11 @@ def seed() -> dict[str, str]:
         "queues": "/admin/pgqueue/queuestate/",
         "schedules": "/admin/pgqueue/schedule/",
         "workers": "/admin/pgqueue/workerprocess/",
+        "batches": "/admin/pgqueue/batch/",
+        "outbox": "/admin/pgqueue/outboxevent/",
+        "locks": "/admin/pgqueue/lock/",
+        "semaphores": "/admin/pgqueue/semaphore/",
+        "rate-limits": "/admin/pgqueue/ratelimit/",
     }
 
 

@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Now
 
+from pgqueue.text import counted
+
 
 class QueueState(models.Model):
     name = models.CharField(max_length=100, primary_key=True)
@@ -61,9 +63,9 @@ class QueueState(models.Model):
         if self.rate_limit is not None:
             parts.append(f"at most {self.rate_limit} starts per {_seconds(self.rate_window)} s")
         if self.breaker_threshold is not None:
-            parts.append(f"breaker: {self.breaker_threshold} failures in {_seconds(self.breaker_window)} s pause it "
-                         f"for {_seconds(self.breaker_cooldown)} s ({self.breaker_failures} in a row now, "
-                         f"{self.breaker_trips} trips)")
+            parts.append(f"breaker: {counted(self.breaker_threshold, 'failure')} in {_seconds(self.breaker_window)} s "
+                         f"pause it for {_seconds(self.breaker_cooldown)} s ({self.breaker_failures} in a row now, "
+                         f"tripped {counted(self.breaker_trips, 'time')})")
         return "; ".join(parts)
 
 

@@ -477,7 +477,7 @@ def test_the_queue_command_pauses_limits_and_sets_a_breaker_audited() -> None:
     call_command("pgqueue_queue", "list", "emails", stdout=listing)
     assert listing.getvalue().strip() == (
         "emails\tpaused; at most 3 running; at most 10 starts per 1 s; breaker: 5 failures in 60 s pause it for "
-        "30 s (0 in a row now, 0 trips)")
+        "30 s (0 in a row now, tripped 0 times)")
     assert list(AuditEntry.objects.order_by("at").values_list("action", "object_ids", "scope")) == [
         ("pause_queue", ["emails", "default"], ""),
         ("set_queue_limits", ["emails"], "--concurrency=3 --rate=10 --per=1.0"),

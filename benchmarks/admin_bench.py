@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""Time the admin's job changelist and overview with 1,000,000 job rows (median of --runs requests).
+"""Time the admin's pages with 1,000,000 job rows (median of --runs requests): the job list, the overview, the
+queues page and a dead job's page.
 
     .venv/bin/python benchmarks/admin_bench.py [--rows 1000000] [--runs 5]
 
-Adds admin_changelist_ms, admin_changelist_filtered_ms and admin_overview_ms to
-benchmarks/results/latest.json (other keys are kept). Uses DATABASE_URL or the embedded PostgreSQL.
+Adds admin_changelist_ms, admin_changelist_filtered_ms, admin_overview_ms, admin_queues_ms and
+admin_job_page_ms to benchmarks/results/latest.json (other keys are kept). Uses DATABASE_URL or the embedded PostgreSQL.
 """
 
 from __future__ import annotations
@@ -67,6 +68,21 @@ def seed(rows: int) -> None:
         cur.execute("VACUUM ANALYZE pgqueue_job")
 
 
+def dead_job_with_attempts() -> int:
+    """The newest dead job, given the three failed attempts a dead job's page shows."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT id, created_at FROM pgqueue_job WHERE state = 'dead' ORDER BY id DESC LIMIT 1")
+        job_id, at = cur.fetchone()
+        cur.execute("DELETE FROM pgqueue_attempt WHERE job_id = %s", [job_id])
+        for number in (1, 2, 3):
+            cur.execute("INSERT INTO pgqueue_attempt (job_id, number, worker, started_at, finished_at, duration, "
+                        "outcome, error_class, message, traceback) VALUES (%s, %s, 'bench-w0', %s, %s, 0.05, "
+                        "'failed', 'ConnectionError', 'ConnectionError: gateway unreachable', "
+                        "'Traceback (most recent call last):\nConnectionError: gateway unreachable')",
+                        [job_id, number, at, at])
+    return job_id
+
+
 def timed(client: Client, url: str, runs: int) -> float:
     client.get(url)  # warm caches and the template loader
     samples = []
@@ -97,6 +113,8 @@ def main() -> int:
         "admin_changelist_filtered_ms": timed(client, "/admin/pgqueue/job/?state__exact=dead&queue=emails",
                                               args.runs),
         "admin_overview_ms": timed(client, "/admin/pgqueue/", args.runs),
+        "admin_queues_ms": timed(client, "/admin/pgqueue/queuestate/", args.runs),
+        "admin_job_page_ms": timed(client, f"/admin/pgqueue/job/{dead_job_with_attempts()}/change/", args.runs),
     }
     print(json.dumps(results, indent=2))
     out = Path(args.out)

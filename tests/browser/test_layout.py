@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -30,10 +29,6 @@ from pgqueue.models import (
     WorkerProcess,
 )
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-REQUIRED = os.environ.get("PGQUEUE_REQUIRE_BROWSER") == "1"  # set by .ci/run: never skip there
 SIZES = [(1280, 900), (1920, 1080)]
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -52,27 +47,6 @@ TRACEBACK = ('Traceback (most recent call last):\n  File "/srv/app/releases/2026
              f'accounts\n    ledger.apply(invoice, lock=True, timeout=settings.BILLING_LEDGER_LOCK_TIMEOUT)\n{ERROR}')
 CRONS = ["*/5 9-17,20-23 1-7,15-21 1,3,5,7,9,11 mon-fri", "0 2 * * *", "15,45 */2 * * sat,sun 30",
          "0 0 1 1,4,7,10 *"]
-
-
-@pytest.fixture
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if REQUIRED:
-            pytest.fail("playwright is not installed")
-        pytest.skip("playwright is not installed")
-    if CHROMIUM is None:
-        if REQUIRED:
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run",
-        ])
-        yield browser
-        browser.close()
 
 
 def seed() -> dict[str, str]:

@@ -20,14 +20,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 JOBS = "/admin/pgqueue/job/"
 
 
-@pytest.fixture
-def root() -> Client:
-    User.objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.login(username="root", password="pw")
-    return client
-
-
 def staff(*codenames: str) -> Client:
     user = User.objects.create_user(f"staff{User.objects.count()}", password="pw", is_staff=True)
     for codename in ("view_job", "view_queuestate", *codenames):

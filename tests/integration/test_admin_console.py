@@ -7,7 +7,6 @@ import datetime as dt
 import re
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -18,14 +17,6 @@ from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 QUEUES = "/admin/pgqueue/queuestate/"
-
-
-@pytest.fixture
-def root() -> Client:
-    User.objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.login(username="root", password="pw")
-    return client
 
 
 def live_worker(id: str, queues: str, **fields) -> WorkerProcess:

@@ -26,14 +26,6 @@ FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 BUTTON = re.compile(r'<button type="submit" form="([^"]+)"[^>]*>([^<]+)</button>')
 
 
-@pytest.fixture
-def root() -> Client:
-    User.objects.create_superuser("root", "root@example.com", "pw")
-    client = Client()
-    client.login(username="root", password="pw")
-    return client
-
-
 def staff(*codenames: str) -> Client:
     user = User.objects.create_user(f"staff{User.objects.count()}", password="pw", is_staff=True)
     for codename in ("view_job", *codenames):

@@ -106,7 +106,11 @@ def test_the_command_help_names_every_process_it_starts() -> None:
 def test_a_sqlite_database_is_refused_in_one_line(tmp_path) -> None:
     result = run_worker(env={"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"})
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip() == "CommandError: pgqueue.E003: pgqueue needs PostgreSQL, but database 'default' is sqlite."
+    first, *others = result.stderr.strip().splitlines()
+    assert first == "CommandError: pgqueue.E003: pgqueue needs PostgreSQL, but database 'default' is sqlite."
+    # no migration check on a database that is not PostgreSQL; on Django 6 the tasks backend says it too
+    assert all(line.startswith("pgqueue.E011: TASKS[") and line.endswith("sqlite, not PostgreSQL.")
+               for line in others), result.stderr
 
 
 def test_unapplied_migrations_are_named_app_by_app_in_plan_order() -> None:

@@ -33,12 +33,7 @@ class QueueRow:
     lag_seconds: float | None = None  # age of its oldest ready job; None when nothing is ready
     paused: bool = False
     draining: bool = False
-    served: bool = True  # a live worker process has it in --queues
-
-    @property
-    def unserved(self) -> bool:
-        """Jobs wait in it and no live worker serves it: they will not run until one does."""
-        return not self.served and bool(self.counts.get("ready") or self.counts.get("scheduled"))
+    unserved: bool = False  # jobs wait in it and no live worker serves it (monitor.QueueView.unserved)
 
     @property
     def dead_rate(self) -> str:
@@ -55,11 +50,11 @@ def overview(now: dt.datetime | None = None) -> dict[str, Any]:
     snap = monitor.snapshot()
     queues = {name: QueueRow(name=name, counts=known.view.counts,
                              lag_seconds=known.view.lag_seconds if known.view.counts.get("ready") else None,
-                             paused=known.view.paused, draining=known.view.draining, served=bool(known.view.workers))
+                             paused=known.view.paused, draining=known.view.draining, unserved=known.view.unserved)
               for name, known in known_queues(snap).items()}
     for item in (QueueStat.objects.using(alias).filter(bucket__gte=hour_ago).values("queue")
                  .annotate(ok=Sum("succeeded"), bad=Sum("dead"))):
-        row = queues.setdefault(item["queue"], QueueRow(name=item["queue"], served=False))
+        row = queues.setdefault(item["queue"], QueueRow(name=item["queue"]))
         row.finished_hour = {"succeeded": item["ok"], "dead": item["bad"]}
     hour_bars = _bars(alias, hour_ago, TruncMinute, local.replace(second=0, microsecond=0), 60,
                       dt.timedelta(minutes=1))

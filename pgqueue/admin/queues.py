@@ -48,11 +48,6 @@ class KnownQueue:
     view: monitor.QueueView
     declared_by: tuple[str, ...] = ()
 
-    @property
-    def unserved(self) -> bool:
-        """Jobs wait in it and no live worker serves it (the overview's "no worker")."""
-        return not self.view.workers and bool(self.view.counts.get("ready") or self.view.counts.get("scheduled"))
-
 
 def declared_queues() -> dict[str, list[str]]:
     """The queues registered jobs (outbox subscribers and django.tasks tasks among them) and declared
@@ -277,7 +272,7 @@ class QueueStateAdmin(PgQueueAdmin):
         view = _known(queue).view
         if view.workers:
             return f"{view.workers} ({counted(view.threads, 'thread')})"
-        if _known(queue).unserved:
+        if view.unserved:
             return format_html('<span class="pgqueue-state pgqueue-state-dead" title="{}">no worker</span>',
                                "No live worker has this queue in --queues: its jobs wait until one does")
         return "none"

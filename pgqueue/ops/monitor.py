@@ -95,6 +95,12 @@ class QueueView:
     workers: int = 0  # live worker processes whose --queues include it
     threads: int = 0  # their job threads
 
+    @property
+    def unserved(self) -> bool:
+        """Jobs wait in it (ready or scheduled) and no live worker serves it: they will not run until one
+        does. What the overview, the Queues page and pgqueue_status mark "no worker"."""
+        return not self.workers and bool(self.counts.get("ready") or self.counts.get("scheduled"))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "counts": self.counts, "lag_seconds": round(self.lag_seconds, 3),

@@ -64,7 +64,7 @@ def queue_state(q: monitor.QueueView) -> str:
     if q.paused:
         return f"paused ({q.paused_reason})" if q.paused_reason else "paused"
     state = "draining" if q.draining else "active"
-    if not q.workers and (q.counts["ready"] or q.counts["scheduled"]):
+    if q.unserved:
         state += ", no worker serves it"
     if q.breaker == "closed":
         state += f", breaker closed ({q.breaker_failures} failures in a row)"
